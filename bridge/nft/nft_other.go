@@ -1,0 +1,48 @@
+//go:build !linux
+
+package nft
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/vallum/vallum/bridge"
+)
+
+// Options configures the backend; see the linux build for the fields.
+type Options struct {
+	NetNS  int
+	Table  string
+	Logger *slog.Logger
+}
+
+// Backend is unavailable off Linux.
+type Backend struct{}
+
+// New returns errors.ErrUnsupported: nftables exists only on Linux.
+func New(o Options) (*Backend, error) { return nil, errors.ErrUnsupported }
+
+// Ensure is not supported off Linux.
+func (b *Backend) Ensure(context.Context, bridge.SetSpec) (bridge.SetInfo, error) {
+	return bridge.SetInfo{}, errors.ErrUnsupported
+}
+
+// Apply is not supported off Linux.
+func (b *Backend) Apply(context.Context, string, []bridge.Op) error { return errors.ErrUnsupported }
+
+// List is not supported off Linux.
+func (b *Backend) List(context.Context, string) ([]bridge.Entry, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// Info is not supported off Linux.
+func (b *Backend) Info(context.Context, string) (bridge.SetInfo, error) {
+	return bridge.SetInfo{}, errors.ErrUnsupported
+}
+
+// EnsureRules is not supported off Linux.
+func (b *Backend) EnsureRules(context.Context, []bridge.SetSpec) error { return errors.ErrUnsupported }
+
+// Close does nothing.
+func (b *Backend) Close() error { return nil }
