@@ -1,0 +1,93 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Bridge subscribes to ban lists on an MQTT broker and applies them to
+// kernel sets through a Backend.
+type Bridge struct {
+	opts     Options
+	be       Backend
+	log      *slog.Logger
+	stats    *Stats
+	refuse   *refusals
+	queue    chan item
+	stopping chan struct{}
+	sync     syncer
+	skew     skewWarn
+	specs    map[string]SetSpec // by set name, to create a set again
+	comments map[string]bool    // sets whose entries can carry comments
+}
+
+// New checks o and returns a Bridge that applies to be.
+func New(o Options, be Backend) (*Bridge, error) {
+	o.ensureDefaults()
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	b := &Bridge{
+		opts: o, be: be, log: o.Logger, stats: o.Stats,
+		refuse:   newRefusals(o.Logger, o.Stats),
+		queue:    make(chan item, o.QueueLen),
+		stopping: make(chan struct{}),
+		specs:    map[string]SetSpec{},
+		comments: map[string]bool{},
+	}
+	for _, l := range o.Lists {
+		b.specs[l.Set4] = SetSpec{Name: l.Set4, Family: IPv4, MaxElem: o.MaxElem, Create: o.Create}
+		b.specs[l.Set6] = SetSpec{Name: l.Set6, Family: IPv6, MaxElem: o.MaxElem, Create: o.Create}
+	}
+	return b, nil
+}
+
+// Stats returns the bridge's counters.
+func (b *Bridge) Stats() *Stats { return b.stats }
+
+// Run makes sure the sets exist, connects, and applies messages until ctx
+// is done. It returns nil on a clean shutdown, and an error for what a
+// restart cannot fix: a set that is missing or of the wrong type, or a
+// broker that refuses the credentials.
+func (b *Bridge) Run(ctx context.Context) error {
+	if err := b.ensureSets(ctx); err != nil {
+		return err
+	}
+	c := mqtt.NewClient(b.clientOptions())
+	if err := b.connect(ctx, c); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.work(ctx)
+	}()
+	<-ctx.Done()
+	close(b.stopping)
+	<-done // the batch in hand is applied and acknowledged
+	c.Disconnect(250)
+	b.log.Info("stopped")
+	return nil
+}
+
+func (b *Bridge) ensureSets(ctx context.Context) error {
+	for _, l := range b.opts.Lists {
+		for _, name := range []string{l.Set4, l.Set6} {
+			info, err := b.be.Ensure(ctx, b.specs[name])
+			if err != nil {
+				return fmt.Errorf("set %q for topic %q: %w", name, l.Root, err)
+			}
+			b.comments[name] = info.Comments
+			if info.Created {
+				b.log.Info("created set", "set", name, "type", info.Type, "family", info.Family.String(), "maxelem", info.MaxElem)
+			}
+		}
+	}
+	return nil
+}

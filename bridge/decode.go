@@ -1,0 +1,134 @@
+package bridge
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// decode turns one MQTT message into queued ops. It never fails: what it
+// cannot use is refused, counted and logged, and the rest goes on.
+func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
+	if strings.HasPrefix(topic, MarkerPrefix) {
+		return item{sync: b.sync.marker(string(payload))}
+	}
+	if len(payload) > b.opts.MaxPayload {
+		b.refuse.refuse("payload_too_large", topic, "topic", clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
+		return item{}
+	}
+	for _, l := range b.opts.Lists {
+		t, err := ParseTopic(l.Root, topic)
+		if err != nil {
+			if strings.HasPrefix(topic, l.Root+"/") {
+				b.refuse.refuse("bad_topic", topic, "topic", clip(topic), "err", err)
+				return item{}
+			}
+			continue
+		}
+		if t.Kind == KindState {
+			return item{ops: b.stateOps(l, t, payload)}
+		}
+		if retained {
+			// A retained event is replayed on every subscribe and would
+			// undo later unbans: only state is kept by the broker.
+			b.refuse.refuse("retained_event", topic, "topic", clip(topic))
+			return item{}
+		}
+		return item{ops: b.eventOps(l, t.Kind, payload)}
+	}
+	b.refuse.refuse("bad_topic", topic, "topic", clip(topic))
+	return item{}
+}
+
+func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
+	lines, errs := ParsePayload(payload)
+	for _, err := range errs {
+		b.refuse.refuse("bad_line", err.Error(), "topic", l.Root, "err", err)
+	}
+	ops := make([]setOp, 0, len(lines))
+	for _, ln := range lines {
+		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: CommentEvent}
+		if k == KindDel {
+			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: DefaultTimeout}
+		} else if !b.allowed(l, ln.Prefix) {
+			continue
+		}
+		ops = append(ops, setOp{set: l.setFor(ln.Prefix), op: op})
+	}
+	return ops
+}
+
+// stateOps turns a retained state message into an add with the remaining
+// timeout, or a del when it is empty (an unban) or already expired.
+func (b *Bridge) stateOps(l List, t Topic, payload []byte) []setOp {
+	del := []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
+	if len(payload) == 0 {
+		b.sync.record(l.Root, t.Prefix, false)
+		return del
+	}
+	st, err := DecodeState(payload)
+	if err != nil {
+		b.refuse.refuse("bad_state", t.Prefix.String(), "topic", l.Root, "prefix", t.Prefix, "err", err)
+		return nil
+	}
+	now := time.Now()
+	b.skew.check(st.At, now, b.log)
+	left, active := st.Remaining(now)
+	b.sync.record(l.Root, t.Prefix, active)
+	if !active {
+		return del
+	}
+	if !b.allowed(l, t.Prefix) {
+		return nil
+	}
+	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
+}
+
+// allowed runs an add through the guard, refusing (and counting) it there.
+func (b *Bridge) allowed(l List, p netip.Prefix) bool {
+	err := b.opts.Guard.Check(p)
+	if err == nil {
+		return true
+	}
+	reason := "allowlisted"
+	if errors.Is(err, ErrTooBroad) {
+		reason = "too_broad"
+	}
+	b.refuse.refuse(reason, p.String(), "topic", l.Root, "prefix", p, "err", err)
+	return false
+}
+
+// setFor names the kernel set for p's family.
+func (l List) setFor(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return l.Set4
+	}
+	return l.Set6
+}
+
+// skewWarn notices bans made in this host's future: one of the two clocks
+// is off, and timeouts computed from expiry times are off by as much. A
+// few seconds do no harm; more is logged, at most every ten minutes.
+type skewWarn struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+const maxSkew = 10 * time.Second
+
+func (s *skewWarn) check(at, now time.Time, log *slog.Logger) {
+	ahead := at.Sub(now)
+	if ahead <= maxSkew {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.last) < 10*time.Minute {
+		return
+	}
+	s.last = now
+	log.Warn("clock skew: a ban was made in this host's future; check NTP here and on the publisher", "ahead", ahead.Round(time.Second))
+}

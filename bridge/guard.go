@@ -1,0 +1,89 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+)
+
+// Refusal reasons, as they appear in logs and in the refused counter.
+var (
+	ErrAllowlisted = errors.New("covers an allowlisted address")
+	ErrTooBroad    = errors.New("prefix broader than the configured limit")
+)
+
+// Default limits on how broad a banned prefix may be.
+const (
+	DefaultWidest4 = 8
+	DefaultWidest6 = 32
+)
+
+// builtinAllow is never banned, whatever the configuration says: loopback,
+// link-local, multicast, unspecified and the v4 limited broadcast.
+var builtinAllow = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("0.0.0.0/32"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("255.255.255.255/32"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("::/128"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
+}
+
+// Guard decides whether a ban may reach the kernel. Deletes always pass:
+// removing an address can never lock anybody out.
+type Guard struct {
+	Widest4 int // broadest IPv4 prefix length allowed; 0: DefaultWidest4
+	Widest6 int // broadest IPv6 prefix length allowed; 0: DefaultWidest6
+
+	mu      sync.RWMutex
+	static  []netip.Prefix // built-in plus configured
+	dynamic []netip.Prefix // the host's own addresses, the broker's
+}
+
+// NewGuard returns a Guard that allows the built-in ranges and allow.
+func NewGuard(allow []netip.Prefix, widest4, widest6 int) *Guard {
+	g := &Guard{Widest4: widest4, Widest6: widest6}
+	g.static = append(append(g.static, builtinAllow...), allow...)
+	return g
+}
+
+// SetDynamic replaces the allowlisted addresses that change at run time,
+// such as the host's interface addresses and the broker's address.
+func (g *Guard) SetDynamic(addrs []netip.Prefix) {
+	g.mu.Lock()
+	g.dynamic = addrs
+	g.mu.Unlock()
+}
+
+// Check returns nil if p may be banned, or why not.
+func (g *Guard) Check(p netip.Prefix) error {
+	if g == nil {
+		return nil
+	}
+	widest := g.Widest4
+	if widest == 0 {
+		widest = DefaultWidest4
+	}
+	if !p.Addr().Is4() {
+		if widest = g.Widest6; widest == 0 {
+			widest = DefaultWidest6
+		}
+	}
+	if p.Bits() < widest || p.Bits() == 0 {
+		return fmt.Errorf("%w: /%d, limit /%d", ErrTooBroad, p.Bits(), widest)
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	for _, list := range [][]netip.Prefix{g.static, g.dynamic} {
+		for _, a := range list {
+			if a.Overlaps(p) {
+				return fmt.Errorf("%w %s", ErrAllowlisted, a)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+package bridge
+
+import "time"
+
+func timeMs(ms int64) time.Time { return time.UnixMilli(ms) }

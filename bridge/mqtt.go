@@ -1,0 +1,119 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// ErrRefused reports that the broker refused the connection for a reason a
+// retry cannot fix: bad credentials, not authorised, bad client id.
+var ErrRefused = errors.New("broker refused the connection")
+
+// clientOptions builds the paho options. Messages are taken in order by one
+// handler that never waits for the kernel (OrderMatters with a blocking
+// handler would stall the connection) and acknowledged by the worker once
+// the kernel has them (AutoAckDisabled).
+func (b *Bridge) clientOptions() *mqtt.ClientOptions {
+	o := b.opts
+	co := mqtt.NewClientOptions().
+		AddBroker(o.Broker).
+		SetClientID(o.ClientID).
+		SetUsername(o.Username).
+		SetPassword(o.Password).
+		SetTLSConfig(o.TLS).
+		SetCleanSession(false).
+		SetOrderMatters(true).
+		SetAutoAckDisabled(true).
+		SetKeepAlive(30 * time.Second).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(o.ConnectTimeout).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetMessageChannelDepth(uint(o.QueueLen)).
+		SetDefaultPublishHandler(b.onMessage).
+		SetOnConnectHandler(b.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			b.stats.Connected.Store(false)
+			b.log.Warn("disconnected", "broker", o.Broker, "err", err)
+		}).
+		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
+			b.stats.Reconnects.Add(1)
+			b.log.Info("reconnecting", "broker", o.Broker)
+		})
+	return co
+}
+
+// connect makes the first connection, retrying with backoff until ctx ends.
+// A refusal that retrying cannot fix is returned at once, so that a wrong
+// password at start is a fatal error and not a silent loop.
+func (b *Bridge) connect(ctx context.Context, c mqtt.Client) error {
+	delay := 500 * time.Millisecond
+	for {
+		tok := c.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err := tok.Error()
+		if err == nil {
+			return nil
+		}
+		if refusedForGood(err) {
+			return fmt.Errorf("%w: %s: %v", ErrRefused, b.opts.Broker, err)
+		}
+		b.log.Warn("cannot connect, retrying", "broker", b.opts.Broker, "in", delay, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+func refusedForGood(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
+		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected) ||
+		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
+}
+
+// onMessage runs on paho's router goroutine for every message, in order.
+// It parses the message and queues its ops; it waits only when the queue
+// is full, which QoS 1 flow control keeps rare (the broker sends no more
+// unacknowledged messages than its inflight window).
+func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
+	b.stats.Messages.Add(1)
+	it := b.decode(m.Topic(), m.Payload(), m.Retained())
+	it.ack = m.Ack
+	if m.Qos() == 0 {
+		select {
+		case b.queue <- it:
+			b.stats.QueueDepth.Add(1)
+		default:
+			b.stats.Dropped.Add(1)
+			b.refuse.refuse("queue_full", "qos0", "topic", clip(m.Topic()))
+		}
+		return
+	}
+	b.stats.QueueDepth.Add(1)
+	select {
+	case b.queue <- it:
+	case <-b.stopping:
+		b.stats.QueueDepth.Add(-1) // not acked: the broker sends it again
+	}
+}
+
+// onConnect subscribes on every connection (nothing resubscribes by
+// itself) and starts a sync of the lists to the broker's state.
+func (b *Bridge) onConnect(c mqtt.Client) {
+	b.stats.Connected.Store(true)
+	b.log.Info("connected", "broker", b.opts.Broker, "client", b.opts.ClientID)
+	go b.startSync(c)
+}

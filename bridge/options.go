@@ -1,0 +1,150 @@
+package bridge
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// List is one logical ban list: a topic root and the kernel sets its IPv4
+// and IPv6 addresses go to.
+type List struct {
+	Root string // topic root, e.g. "blacklist" or "site1/blacklist"
+	Set4 string // default: the last level of Root
+	Set6 string // default: Set4 + "6"
+}
+
+// ParseList parses the -t syntax ROOT[=SET4[,SET6]].
+func ParseList(s string) (List, error) {
+	root, sets, hasSets := strings.Cut(s, "=")
+	l := List{Root: root}
+	if hasSets {
+		l.Set4, l.Set6, _ = strings.Cut(sets, ",")
+		if l.Set4 == "" {
+			return l, fmt.Errorf("topic %q: empty set name after =", s)
+		}
+	}
+	l.ensureDefaults()
+	return l, l.validate()
+}
+
+func (l *List) ensureDefaults() {
+	if l.Set4 == "" {
+		l.Set4 = l.Root[strings.LastIndexByte(l.Root, '/')+1:]
+	}
+	if l.Set6 == "" {
+		l.Set6 = l.Set4 + "6"
+	}
+}
+
+func (l List) validate() error {
+	if err := ValidRoot(l.Root); err != nil {
+		return err
+	}
+	return errors.Join(ValidSetName(l.Set4), ValidSetName(l.Set6))
+}
+
+// ValidSetName reports why the kernel would not take name as a set name.
+// ipset names are at most 31 bytes (IPSET_MAXNAMELEN 32 with the NUL);
+// nftables allows more, so the ipset limit is the common one.
+func ValidSetName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty set name")
+	case len(name) > 31:
+		return fmt.Errorf("set name %q is longer than 31 bytes", name)
+	case strings.ContainsFunc(name, func(r rune) bool {
+		return !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}):
+		return fmt.Errorf("set name %q: use letters, digits, '_', '-' and '.' only", name)
+	}
+	return nil
+}
+
+// Options configure a Bridge. Zero values get the defaults noted.
+type Options struct {
+	Lists    []List
+	Broker   string      // broker URL: tcp://host:1883, ssl://, ws://, wss://
+	ClientID string      // stable per host; required
+	Username string      // optional
+	Password string      // optional
+	TLS      *tls.Config // for ssl:// and wss://
+	QoS      byte        // subscription QoS 0, 1 or 2 (the CLI's default is 1)
+
+	Create  bool   // create missing sets
+	MaxElem uint32 // capacity of created sets; 0: DefaultMaxElem
+
+	MaxPayload int   // bytes; larger messages are refused whole; default 1 MiB
+	MaxBatch   int   // ops applied in one backend call; default 10,000
+	QueueLen   int   // messages waiting for the worker; default 1,024
+	Guard      *Guard // the allowlist and prefix limits every add passes; nil: NewGuard(nil, 0, 0)
+
+	// ConnectTimeout bounds one connection attempt; default 10 s.
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
+	Stats          *Stats // counters for metrics; nil: a private one
+}
+
+func (o *Options) ensureDefaults() {
+	if o.MaxElem == 0 {
+		o.MaxElem = DefaultMaxElem
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = 1 << 20
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 10000
+	}
+	if o.QueueLen == 0 {
+		o.QueueLen = 1024
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Guard == nil {
+		o.Guard = NewGuard(nil, 0, 0)
+	}
+	if o.Stats == nil {
+		o.Stats = new(Stats)
+	}
+	for i := range o.Lists {
+		o.Lists[i].ensureDefaults()
+	}
+}
+
+// Validate returns every problem with o at once.
+func (o Options) Validate() error {
+	var errs []error
+	if len(o.Lists) == 0 {
+		errs = append(errs, errors.New("no list topic: give at least one -t TOPIC"))
+	}
+	sets := map[string]string{}
+	for _, l := range o.Lists {
+		if err := l.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("topic %q: %w", l.Root, err))
+		}
+		for _, s := range []string{l.Set4, l.Set6} {
+			if prev, dup := sets[s]; dup {
+				errs = append(errs, fmt.Errorf("set %q is used by topics %q and %q", s, prev, l.Root))
+			}
+			sets[s] = l.Root
+		}
+	}
+	if o.Broker == "" {
+		errs = append(errs, errors.New("no broker URL"))
+	}
+	if o.ClientID == "" {
+		errs = append(errs, errors.New("no client id"))
+	}
+	if o.QoS > 2 {
+		errs = append(errs, fmt.Errorf("qos %d: must be 0, 1 or 2", o.QoS))
+	}
+	return errors.Join(errs...)
+}

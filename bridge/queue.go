@@ -1,0 +1,172 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// setOp is an op bound for one kernel set.
+type setOp struct {
+	set string
+	op  Op
+}
+
+// item is one unit of the ordered queue: the ops of one MQTT message (acked
+// once the kernel has them), or a reconciliation that must run after every
+// message received before it.
+type item struct {
+	ack  func() // nil for internal items
+	ops  []setOp
+	sync *syncResult
+}
+
+// work applies the queue in order until ctx is done. The batch in hand when
+// ctx ends is still applied and acknowledged; what is left in the queue is
+// not acknowledged, so a persistent session gets it again.
+func (b *Bridge) work(ctx context.Context) {
+	batch := make([]item, 0, 64)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-b.queue:
+			batch = append(batch[:0], it)
+		}
+		b.stats.QueueDepth.Add(-1)
+		batch = b.fill(batch)
+		b.applyBatch(context.WithoutCancel(ctx), batch)
+	}
+}
+
+// fill takes more items from the queue without waiting, up to MaxBatch ops;
+// a sync item always ends a batch, so that it sees every op before it.
+func (b *Bridge) fill(batch []item) []item {
+	n := len(batch[0].ops)
+	for n < b.opts.MaxBatch && batch[len(batch)-1].sync == nil {
+		select {
+		case it := <-b.queue:
+			b.stats.QueueDepth.Add(-1)
+			batch = append(batch, it)
+			n += len(it.ops)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
+	var sets []string
+	bySet := map[string][]Op{}
+	for _, it := range batch {
+		for _, so := range it.ops {
+			if _, ok := bySet[so.set]; !ok {
+				sets = append(sets, so.set)
+			}
+			bySet[so.set] = append(bySet[so.set], so.op)
+		}
+	}
+	start := time.Now()
+	for _, set := range sets {
+		b.applySet(ctx, set, coalesce(bySet[set]))
+	}
+	if len(sets) > 0 {
+		b.stats.observeApply(time.Since(start))
+	}
+	last := batch[len(batch)-1]
+	if last.sync != nil {
+		b.reconcile(ctx, last.sync)
+	}
+	for _, it := range batch {
+		if it.ack != nil {
+			it.ack()
+		}
+	}
+}
+
+// coalesce keeps the last op of each prefix, in the order the prefixes came
+// first. The kernel result is the same as applying every op in turn (add
+// and del are idempotent), with fewer entries to send.
+func coalesce(ops []Op) []Op {
+	if len(ops) < 2 {
+		return ops
+	}
+	pos := make(map[netip.Prefix]int, len(ops))
+	out := ops[:0:0]
+	for _, op := range ops {
+		if i, ok := pos[op.Prefix]; ok {
+			out[i] = op
+			continue
+		}
+		pos[op.Prefix] = len(out)
+		out = append(out, op)
+	}
+	return out
+}
+
+// applySet applies ops to one set. A set destroyed while vallum runs is
+// created again (when creating is allowed) and the batch retried once.
+func (b *Bridge) applySet(ctx context.Context, set string, ops []Op) {
+	err := b.be.Apply(ctx, set, ops)
+	if errors.Is(err, ErrNoSet) && b.opts.Create {
+		if spec, ok := b.specs[set]; ok {
+			if _, cerr := b.be.Ensure(ctx, spec); cerr == nil {
+				b.log.Warn("set was missing and is created again", "set", set)
+				err = b.be.Apply(ctx, set, ops)
+			}
+		}
+	}
+	var ae *ApplyError
+	switch {
+	case err == nil:
+	case errors.As(err, &ae):
+		for _, f := range ae.Failed {
+			b.refuse.kernel(set, f)
+			b.stats.inc(&b.stats.errors, errKind(f.Err), 1)
+		}
+	default:
+		b.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
+		b.stats.inc(&b.stats.errors, errKind(err), int64(len(ops)))
+		return
+	}
+	b.countApplied(set, ops, ae)
+}
+
+func (b *Bridge) countApplied(set string, ops []Op, ae *ApplyError) {
+	var adds, dels int64
+	for _, op := range ops {
+		if op.Action == Add {
+			adds++
+		} else {
+			dels++
+		}
+	}
+	if ae != nil {
+		for _, f := range ae.Failed {
+			if f.Op.Action == Add {
+				adds--
+			} else {
+				dels--
+			}
+		}
+	}
+	b.stats.inc(&b.stats.adds, set, adds)
+	b.stats.inc(&b.stats.dels, set, dels)
+}
+
+// errKind names an error for the errors-by-kind counter.
+func errKind(err error) string {
+	switch {
+	case errors.Is(err, ErrSetFull):
+		return "set_full"
+	case errors.Is(err, ErrFamily):
+		return "wrong_family"
+	case errors.Is(err, ErrSetType):
+		return "set_type"
+	case errors.Is(err, ErrNoSet):
+		return "no_set"
+	}
+	return "kernel"
+}

@@ -1,0 +1,184 @@
+package bridge
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Comments vallum stores with the kernel entries it adds. Reconciliation
+// removes only entries marked CommentState: an entry a person added by
+// hand, or one from a legacy event that the broker keeps no state for, is
+// never removed by a sync.
+const (
+	CommentState = "vallum"
+	CommentEvent = "vallum-event"
+)
+
+// MarkerPrefix is where a bridge publishes markers to itself. Brokers
+// deliver one client's messages in order, so a marker that comes back
+// tells the bridge that everything the broker sent before it has arrived.
+const MarkerPrefix = "vallum/sync/"
+
+// How a sync works, on every connection (the session may be new, resumed,
+// or resumed with its queue redelivered out of order, as mochi does):
+//
+//  1. Subscribe to the events and the marker topic; publish marker A.
+//  2. When A comes back, every message the broker redelivered from the
+//     session is behind us. Open a window and (re)subscribe to the state
+//     topics, which makes the broker send every retained ban; publish B.
+//  3. Every state message between A and B is the broker's current state
+//     or newer. When B comes back, the worker removes the entries marked
+//     CommentState that the window did not hold; the adds were applied as
+//     they came. The kernel set is diffed, never emptied.
+type syncer struct {
+	mu      sync.Mutex
+	gen     int
+	open    bool                                 // between A and B
+	present map[string]map[netip.Prefix]struct{} // per list root, in the window
+	aSeen   chan struct{}
+	bSeen   chan struct{}
+}
+
+// syncResult is what the window held, for the worker to reconcile against.
+type syncResult struct {
+	present map[string]map[netip.Prefix]struct{}
+}
+
+func (s *syncer) begin() (gen int, aSeen, bSeen chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	s.open, s.present = false, nil
+	s.aSeen, s.bSeen = make(chan struct{}), make(chan struct{})
+	return s.gen, s.aSeen, s.bSeen
+}
+
+// marker handles a marker that came back, on the message goroutine. It
+// returns the window's result when the marker is the current B.
+func (s *syncer) marker(payload string) *syncResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gen := strconv.Itoa(s.gen)
+	switch {
+	case payload == "A"+gen && s.aSeen != nil && !s.open && s.present == nil:
+		s.open, s.present = true, map[string]map[netip.Prefix]struct{}{}
+		close(s.aSeen)
+	case payload == "B"+gen && s.open:
+		res := &syncResult{present: s.present}
+		s.open, s.present = false, nil
+		close(s.bSeen)
+		return res
+	}
+	return nil
+}
+
+// record notes a state message seen in the window: present or gone.
+func (s *syncer) record(root string, p netip.Prefix, present bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.open {
+		return
+	}
+	m := s.present[root]
+	if m == nil {
+		m = map[netip.Prefix]struct{}{}
+		s.present[root] = m
+	}
+	if present {
+		m[p] = struct{}{}
+	} else {
+		delete(m, p)
+	}
+}
+
+// startSync runs steps 1 and 2 for one connection.
+func (b *Bridge) startSync(c mqtt.Client) {
+	gen, aSeen, bSeen := b.sync.begin()
+	marker := MarkerPrefix + b.opts.ClientID
+	events := map[string]byte{marker: 1}
+	state := map[string]byte{}
+	for _, l := range b.opts.Lists {
+		for _, t := range []string{l.Root, EventTopic(l.Root, Add), EventTopic(l.Root, Del)} {
+			events[t] = b.opts.QoS
+		}
+		state[l.Root+"/"+levelState+"/#"] = b.opts.QoS
+	}
+	steps := []struct {
+		subs map[string]byte
+		mark string
+		seen chan struct{}
+	}{{events, "A", aSeen}, {state, "B", bSeen}}
+	for _, st := range steps {
+		if !b.waitToken(c.SubscribeMultiple(st.subs, nil), "subscribe") ||
+			!b.waitToken(c.Publish(marker, 1, false, st.mark+strconv.Itoa(gen)), "publish sync marker") {
+			return
+		}
+		select {
+		case <-st.seen:
+		case <-time.After(syncTimeout):
+			b.log.Error("sync marker did not come back: the broker must let this client publish and subscribe to "+marker+
+				"; late joins and unbans made while away are not reconciled", "step", st.mark)
+			if st.mark == "A" {
+				b.waitToken(c.SubscribeMultiple(state, nil), "subscribe")
+			}
+			return
+		case <-b.stopping:
+			return
+		}
+	}
+	b.log.Info("subscribed and synced", "lists", len(b.opts.Lists))
+}
+
+const syncTimeout = 60 * time.Second
+
+func (b *Bridge) waitToken(t mqtt.Token, what string) bool {
+	if !t.WaitTimeout(b.opts.ConnectTimeout) {
+		b.log.Warn(what+" timed out", "broker", b.opts.Broker)
+		return false
+	}
+	if err := t.Error(); err != nil {
+		b.log.Warn(what+" failed", "broker", b.opts.Broker, "err", err)
+		return false
+	}
+	return true
+}
+
+// reconcile is step 3, on the worker, after every op queued before B.
+func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
+	for _, l := range b.opts.Lists {
+		present := res.present[l.Root]
+		removed := 0
+		for _, set := range []string{l.Set4, l.Set6} {
+			removed += b.removeStale(ctx, set, present)
+		}
+		b.log.Info("synced", "topic", l.Root, "active", len(present), "removed", removed)
+	}
+	b.stats.Syncs.Add(1)
+}
+
+func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.Prefix]struct{}) int {
+	if !b.comments[set] {
+		b.log.Warn("set has no comment support: vallum cannot tell its own entries and removes none at sync", "set", set)
+		return 0
+	}
+	entries, err := b.be.List(ctx, set)
+	if err != nil {
+		b.log.Error("sync: cannot list set", "set", set, "err", err)
+		return 0
+	}
+	var ops []Op
+	for _, e := range entries {
+		if _, ok := present[e.Prefix]; !ok && e.Comment == CommentState {
+			ops = append(ops, Op{Action: Del, Prefix: e.Prefix, Timeout: DefaultTimeout})
+		}
+	}
+	if len(ops) > 0 {
+		b.applySet(ctx, set, ops)
+	}
+	return len(ops)
+}
