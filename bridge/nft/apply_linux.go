@@ -136,5 +136,3 @@ func elems(s *nftables.Set, op bridge.Op, withData bool) []elem {
 	}
 	return []elem{start, {key: last.Next().AsSlice(), end: true}}
 }
-
-

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 
-
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
@@ -165,5 +164,3 @@ func (b *Backend) nextSeq(n int) uint32 {
 	b.seq += uint32(n)
 	return s
 }
-
-

@@ -1,0 +1,73 @@
+//go:build linux
+
+package nft
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/netnstest"
+)
+
+func TestOverlappingPrefixes(t *testing.T) {
+	ns := netnstest.New(t)
+	b := openNft(t, ns, "")
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.Ensure(ctx, bridge.SetSpec{Name: "bl", Family: bridge.IPv4, Create: true}); err != nil {
+		t.Fatal(err)
+	}
+	var ops []bridge.Op
+	for _, p := range []string{"10.0.0.0/16", "10.0.0.5/32", "10.0.1.0/24", "10.2.0.0/16"} {
+		ops = append(ops, bridge.Op{Action: bridge.Add, Prefix: mustPrefix(p), Timeout: bridge.DefaultTimeout})
+	}
+	err := b.Apply(ctx, "bl", ops)
+	var ae *bridge.ApplyError
+	if !errors.As(err, &ae) || len(ae.Failed) != 1 || ae.Failed[0].Op.Prefix != mustPrefix("10.0.1.0/24") || !errors.Is(err, ErrOverlap) {
+		t.Fatalf("Apply(overlapping prefixes) = %v, want only the /24 inside the /16 refused with ErrOverlap", err)
+	}
+	got := map[string]bool{}
+	list, _ := b.List(ctx, "bl")
+	for _, e := range list {
+		got[e.Prefix.String()] = true
+	}
+	for _, want := range []string{"10.0.0.0/16", "10.0.0.5/32", "10.2.0.0/16"} {
+		if !got[want] {
+			t.Errorf("after overlapping batch, set lacks %s; has %v (Apply: %v)", want, got, err)
+		}
+	}
+}
+
+func TestEnsureRulesIsIdempotent(t *testing.T) {
+	ns := netnstest.New(t)
+	b := openNft(t, ns, "")
+	defer b.Close()
+	ctx := context.Background()
+	specs := []bridge.SetSpec{{Name: "blacklist", Family: bridge.IPv4, Create: true}, {Name: "blacklist6", Family: bridge.IPv6, Create: true}}
+	for _, s := range specs {
+		if _, err := b.Ensure(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if err := b.EnsureRules(ctx, specs); err != nil {
+			t.Fatalf("EnsureRules: %v", err)
+		}
+	}
+	out := nftIn(t, ns, "", "list", "table", "inet", "vallum")
+	for _, want := range []string{
+		"ip saddr @blacklist drop", "ip saddr @blacklist_net drop",
+		"ip6 saddr @blacklist6 drop", "ip6 saddr @blacklist6_net drop",
+		"hook input priority filter - 10", "hook forward priority filter - 10",
+	} {
+		if n := strings.Count(out, want); n != 2 && strings.Contains(want, "saddr") || n == 0 {
+			t.Errorf("table has %q %d times, want once per chain (twice):\n%s", want, n, out)
+		}
+	}
+	if err := b.EnsureRules(ctx, []bridge.SetSpec{{Name: "nosuch", Family: bridge.IPv4}}); !errors.Is(err, bridge.ErrNoSet) {
+		t.Errorf("EnsureRules(missing set) = %v, want ErrNoSet", err)
+	}
+}
