@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Errors of the wire grammar. A refused line or topic wraps one of them.
@@ -218,11 +220,18 @@ func ParseSeconds(s string) (Timeout, error) {
 	return Timeout(n), nil
 }
 
-// clip bounds what a log line or error quotes of untrusted input.
+// clip bounds what a log line or error quotes of untrusted input, and
+// replaces what is not printable (control bytes, invalid UTF-8) with '?',
+// so that hostile payloads can neither flood nor forge log lines.
 func clip(s string) string {
 	const max = 64
 	if len(s) > max {
-		return s[:max] + "..."
+		s = s[:max] + "..."
 	}
-	return s
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
