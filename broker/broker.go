@@ -1,0 +1,197 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Broker is the embedded MQTT broker.
+type Broker struct {
+	srv    *mqtt.Server
+	ls     []listeners.Listener
+	keeper *keeper
+	opts   Options
+}
+
+// Stats are the broker's counters, for metrics.
+type Stats struct {
+	ClientsConnected int64
+	MessagesReceived int64
+	MessagesSent     int64
+	MessagesDropped  int64 // to slow subscribers, or over the inflight limit
+	Retained         int64
+}
+
+// New checks o, loads the users file, opens the store and binds every
+// listener, so that every startup error surfaces here.
+func New(o Options) (*Broker, error) {
+	o.ensureDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	auth, err := newAuth(o)
+	if err != nil {
+		return nil, err
+	}
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: capabilities(o),
+		Logger:       o.Logger,
+		InlineClient: len(o.Lists) > 0,
+		// Room for bulk feeds: one 4 MiB message is read in a few calls.
+		ClientNetReadBufferSize:  64 << 10,
+		ClientNetWriteBufferSize: 64 << 10,
+	})
+	if err := stopRetainedSweep(srv); err != nil {
+		return nil, err
+	}
+	b := &Broker{srv: srv, opts: o}
+	if err := srv.AddHook(auth, nil); err != nil {
+		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	if err := b.addStore(); err != nil {
+		return nil, err
+	}
+	if err := b.bind(); err != nil {
+		_ = srv.Close() // closes the store and what was bound
+		return nil, err
+	}
+	if len(o.Lists) > 0 {
+		b.keeper = newKeeper(srv, o.Lists, o.Logger.With("component", "keeper"))
+		if err := b.keeper.subscribe(); err != nil {
+			_ = srv.Close()
+			return nil, fmt.Errorf("start keeper: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// capabilities replaces mochi's defaults, several of which are traps for a
+// ban list: retained messages and queued QoS messages older than a day are
+// deleted (MaximumMessageExpiryInterval, 86400 s), a client may have only
+// 1024 QoS messages in flight towards the broker and 8192 from it, and a
+// subscriber's queue holds 8192 messages.
+func capabilities(o Options) *mqtt.Capabilities {
+	c := mqtt.NewDefaultServerCapabilities()
+	c.MaximumMessageExpiryInterval = 0 // never: a permanent ban must not vanish
+	c.MaximumSessionExpiryInterval = uint32(min(o.SessionExpiry.Seconds(), math.MaxUint32))
+	c.MaximumClients = int64(o.MaxClients)
+	c.MaximumPacketSize = uint32(o.MaxMessageSize)
+	c.MaximumInflight = uint16(o.MaxInflight)
+	c.ReceiveMaximum = uint16(o.MaxInflight)
+	c.MaximumClientWritesPending = int32(min(o.MaxQueued, math.MaxInt32))
+	c.MaximumQos = 1 // QoS 2 buys nothing here: add and del are idempotent
+	return c
+}
+
+func (b *Broker) bind() error {
+	var tc *tls.Config // loaded once, for the first tls listener
+	for i, l := range b.opts.Listeners {
+		if l.Kind == KindTLS && tc == nil {
+			c, err := tlsConfig(b.opts.TLSCert, b.opts.TLSKey, b.opts.TLSClientCA)
+			if err != nil {
+				return err
+			}
+			tc = c
+		}
+		ml := newListener(fmt.Sprintf("%s%d", l.Kind, i), l, tc)
+		if err := b.srv.AddListener(ml); err != nil {
+			return fmt.Errorf("listen %s: %w", l, err)
+		}
+		b.ls = append(b.ls, ml)
+	}
+	return nil
+}
+
+// Run serves clients until ctx is done, then disconnects them and closes
+// the listeners and the store. It returns nil on a clean shutdown.
+func (b *Broker) Run(ctx context.Context) error {
+	if err := b.srv.Serve(); err != nil {
+		_ = b.srv.Close()
+		return fmt.Errorf("start broker: %w", err)
+	}
+	b.opts.Logger.Info("broker started", "listen", b.Addrs(), "persistent", b.opts.DataDir != "")
+	kctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	if b.keeper != nil {
+		b.keeper.load()
+		go func() { defer close(done); b.keeper.run(kctx) }()
+	} else {
+		close(done)
+	}
+	<-ctx.Done()
+	stop()
+	<-done
+	err := b.srv.Close()
+	b.opts.Logger.Info("broker stopped")
+	return err
+}
+
+// Addrs returns the bound address of every listener, as scheme://host:port.
+func (b *Broker) Addrs() []string {
+	out := make([]string, len(b.ls))
+	for i, l := range b.ls {
+		out[i] = b.opts.Listeners[i].Kind + "://" + l.Address()
+	}
+	return out
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	in := b.srv.Info
+	return Stats{
+		ClientsConnected: atomic.LoadInt64(&in.ClientsConnected),
+		MessagesReceived: atomic.LoadInt64(&in.MessagesReceived),
+		MessagesSent:     atomic.LoadInt64(&in.MessagesSent),
+		MessagesDropped:  atomic.LoadInt64(&in.MessagesDropped) + atomic.LoadInt64(&in.InflightDropped),
+		Retained:         int64(b.srv.Topics.Retained.Len()),
+	}
+}
+
+// newAuth builds the auth hook: users from the file, and what anonymous
+// clients may do. Anonymous clients are trusted as admins only when every
+// listener is on loopback, so that only local users reach the broker (as
+// vallumd's `mosquitto_pub -h localhost` did); --allow-anonymous on a
+// network address gives them host and reporter rights, never admin.
+func newAuth(o Options) (*authHook, error) {
+	h := &authHook{pass: newPassCache()}
+	if o.UsersFile != "" {
+		users, err := loadUsers(o.UsersFile)
+		if err != nil {
+			return nil, err
+		}
+		h.users, h.acc = users, map[string]access{}
+		for name, u := range users {
+			a := roleAccess(u.Role, defaultLists(u.Lists, o.Lists))
+			a.publish, a.subscribe = u.Publish, u.Subscribe
+			h.acc[name] = a
+		}
+	}
+	loop := o.loopbackOnly()
+	switch {
+	case o.UsersFile == "" && loop, o.AllowAnonymous && loop:
+		h.anon = &access{admin: true}
+	case o.AllowAnonymous:
+		h.anon = &access{host: true, reporter: true, lists: defaultLists(nil, o.Lists)}
+	case o.UsersFile == "":
+		return nil, errors.New("refusing to accept anonymous clients on a network address: " +
+			"give --users FILE (see `vallum broker hash-password`) or --allow-anonymous, or listen on 127.0.0.1 only")
+	}
+	return h, nil
+}
+
+func defaultLists(own, all []string) []string {
+	if len(own) > 0 {
+		return own
+	}
+	if len(all) > 0 {
+		return all
+	}
+	return nil
+}

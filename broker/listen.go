@@ -1,0 +1,104 @@
+package broker
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Listener kinds.
+const (
+	KindTCP = "tcp"
+	KindTLS = "tls"
+	KindWS  = "ws"
+)
+
+// Listener is one address the broker accepts clients on.
+type Listener struct {
+	Kind string // KindTCP, KindTLS or KindWS
+	Addr string // host:port; port 0 picks a free port
+}
+
+func (l Listener) String() string { return l.Kind + "://" + l.Addr }
+
+// schemes maps the URL schemes --listen accepts to listener kinds.
+var schemes = map[string]string{
+	"tcp": KindTCP, "mqtt": KindTCP,
+	"tls": KindTLS, "ssl": KindTLS, "mqtts": KindTLS,
+	"ws": KindWS,
+}
+
+// ParseListen parses a --listen value: tcp://HOST:PORT, tls://HOST:PORT,
+// ws://HOST:PORT, or a bare HOST:PORT meaning tcp. An empty host means
+// every address.
+func ParseListen(s string) (Listener, error) {
+	kind, addr := KindTCP, s
+	if scheme, rest, ok := strings.Cut(s, "://"); ok {
+		k, known := schemes[strings.ToLower(scheme)]
+		if !known {
+			return Listener{}, fmt.Errorf("listen %q: unknown scheme %q (want tcp, tls or ws)", s, scheme)
+		}
+		kind, addr = k, rest
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return Listener{}, fmt.Errorf("listen %q: %w", s, err)
+	}
+	if port == "" {
+		return Listener{}, fmt.Errorf("listen %q: missing port", s)
+	}
+	return Listener{Kind: kind, Addr: net.JoinHostPort(host, port)}, nil
+}
+
+// loopback reports whether l accepts only local clients.
+func (l Listener) loopback() bool {
+	host, _, err := net.SplitHostPort(l.Addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// tlsConfig loads the server certificate and, when clientCA is set,
+// requires clients to present a certificate signed by it.
+func tlsConfig(cert, key, clientCA string) (*tls.Config, error) {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("load tls certificate %s: %w", cert, err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if clientCA == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(clientCA)
+	if err != nil {
+		return nil, fmt.Errorf("read tls client ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls client ca %s: no PEM certificate found", clientCA)
+	}
+	c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	return c, nil
+}
+
+// newListener returns the mochi listener for l; it binds in Init, which
+// mochi's AddListener calls.
+func newListener(id string, l Listener, tc *tls.Config) listeners.Listener {
+	switch l.Kind {
+	case KindTLS:
+		return listeners.NewTCP(listeners.Config{ID: id, Address: l.Addr, TLSConfig: tc})
+	case KindWS:
+		return newWS(id, l.Addr)
+	}
+	return listeners.NewTCP(listeners.Config{ID: id, Address: l.Addr})
+}

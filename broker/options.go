@@ -1,0 +1,144 @@
+// Package broker is vallum's embedded MQTT broker: mochi-mqtt with TCP, TLS
+// and WebSocket listeners, users and ACLs from a YAML file, optional pebble
+// persistence, and the list keeper that turns legacy events into retained
+// ban state and clears expired bans.
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/vallum/vallum/bridge"
+)
+
+// Defaults sized for ban lists of a million retained entries and bulk QoS 1
+// feeds; mochi's own defaults are sized for chat-like traffic.
+const (
+	// DefaultMaxMessageSize lets a bulk feed carry many addresses per
+	// message (about 100,000 lines of an IPv4 address and a timeout).
+	DefaultMaxMessageSize = 4 << 20
+	// DefaultMaxClients bounds connected clients.
+	DefaultMaxClients = 10000
+	// DefaultMaxInflight is the most QoS 1/2 messages pending per client in
+	// either direction: the MQTT packet id space, so a bulk feed is never
+	// refused for flow control before its ids run out.
+	DefaultMaxInflight = math.MaxUint16
+	// DefaultMaxQueued is each client's outbound queue (mochi drops what
+	// does not fit, silently at QoS 0). A new subscriber receives every
+	// retained ban in one go, so the queue must hold a large list. The
+	// queue is a channel of pointers, allocated per client: 8 bytes a slot.
+	DefaultMaxQueued = 1 << 18
+	// DefaultSessionExpiry keeps a disconnected persistent session (and
+	// its queued messages) for a week. A host that comes back later starts
+	// a new session and reconciles from the retained state instead.
+	DefaultSessionExpiry = 7 * 24 * time.Hour
+)
+
+// Options configures the embedded broker. The zero value of every field but
+// Listeners is usable.
+type Options struct {
+	Listeners []Listener
+	// TLSCert and TLSKey are PEM files for tls listeners. TLSClientCA, when
+	// set, makes tls listeners require a client certificate signed by it.
+	TLSCert, TLSKey, TLSClientCA string
+	// UsersFile is the YAML users and ACL file; "" means no users.
+	UsersFile string
+	// AllowAnonymous lets clients without credentials in. Without a users
+	// file it is required to listen on anything but loopback.
+	AllowAnonymous bool
+	// DataDir holds the pebble store of retained messages and persistent
+	// sessions; "" keeps everything in memory only.
+	DataDir string
+	// Lists are the list roots (such as "blacklist" or "site1/blacklist")
+	// whose legacy events the keeper turns into state and whose expired
+	// bans it clears. Roles without explicit lists apply to these, or to
+	// every topic when Lists is empty.
+	Lists []string
+	// MaxMessageSize bounds one MQTT packet; default DefaultMaxMessageSize.
+	MaxMessageSize int
+	// MaxClients bounds connected clients; default DefaultMaxClients.
+	MaxClients int
+	// MaxInflight bounds pending QoS 1/2 messages per client (1-65535);
+	// default DefaultMaxInflight.
+	MaxInflight int
+	// MaxQueued bounds each client's outbound queue; default DefaultMaxQueued.
+	MaxQueued int
+	// SessionExpiry is the longest a disconnected session is kept;
+	// default DefaultSessionExpiry.
+	SessionExpiry time.Duration
+	// Logger receives the broker's logs; default discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) ensureDefaults() {
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.MaxClients == 0 {
+		o.MaxClients = DefaultMaxClients
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = DefaultMaxInflight
+	}
+	if o.MaxQueued == 0 {
+		o.MaxQueued = DefaultMaxQueued
+	}
+	if o.SessionExpiry == 0 {
+		o.SessionExpiry = DefaultSessionExpiry
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// validate returns every problem of o at once.
+func (o *Options) validate() error {
+	var errs []error
+	if len(o.Listeners) == 0 {
+		errs = append(errs, errors.New("no listener: give at least one --listen address"))
+	}
+	for _, l := range o.Listeners {
+		if l.Kind == KindTLS && (o.TLSCert == "" || o.TLSKey == "") {
+			errs = append(errs, fmt.Errorf("listener %s: tls needs --tls-cert and --tls-key", l))
+		}
+	}
+	if o.TLSClientCA != "" && !o.hasKind(KindTLS) {
+		errs = append(errs, errors.New("--tls-client-ca needs a tls:// listener"))
+	}
+	for _, root := range o.Lists {
+		if err := bridge.ValidRoot(root); err != nil {
+			errs = append(errs, fmt.Errorf("list %q: %w", root, err))
+		}
+	}
+	if o.MaxMessageSize < 0 || o.MaxClients < 0 || o.MaxQueued < 0 || o.SessionExpiry < 0 {
+		errs = append(errs, errors.New("broker limits cannot be negative"))
+	}
+	if o.MaxInflight < 0 || o.MaxInflight > math.MaxUint16 {
+		errs = append(errs, fmt.Errorf("max inflight %d: must be 1-65535", o.MaxInflight))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) hasKind(k string) bool {
+	for _, l := range o.Listeners {
+		if l.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+// loopbackOnly reports whether every listener binds a loopback address,
+// where only local users can connect.
+func (o *Options) loopbackOnly() bool {
+	for _, l := range o.Listeners {
+		if !l.loopback() {
+			return false
+		}
+	}
+	return true
+}
