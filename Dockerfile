@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# vallum in a container. Build (any platform buildx supports, e.g.
+# linux/amd64, linux/arm64, linux/arm/v7):
+#
+#   docker build -t vallum .
+#
+# Run a bridge: it changes the host's kernel sets, so it needs the host's
+# network namespace and CAP_NET_ADMIN:
+#
+#   docker run -d --name vallum --restart unless-stopped \
+#     --network host --cap-add NET_ADMIN \
+#     -v /etc/vallum:/etc/vallum:ro vallum --config /etc/vallum/vallum.yaml
+#
+# The process runs as the distroless "nonroot" user (65532), not root. A
+# capability that --cap-add grants does not survive the exec into a non-root
+# process by itself (Docker sets no ambient capabilities), so the binary
+# carries it as a file capability (setcap cap_net_admin=ep below). The
+# kernel then refuses to start it when the container lacks NET_ADMIN
+# ("exec /vallum: operation not permitted"): add --cap-add NET_ADMIN to every
+# run, also for `vallum broker` and `vallum ban` (without --network host they
+# only get NET_ADMIN over their own network namespace). If a builder drops
+# the file capability (xattrs lost between stages), netlink calls fail with
+# "operation not permitted": run with --user 0 instead, which keeps Docker's
+# reduced capability set plus NET_ADMIN.
+#
+# The go build line is the one contrib/build-static.sh runs.
+
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+ARG TARGETVARIANT=
+ARG VERSION=dev
+RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin \
+	&& rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+# GOARM only for 32-bit ARM (TARGETVARIANT v6/v7); MIPS routers lack an FPU.
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
+	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat \
+		go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
+	&& setcap cap_net_admin=ep /out/vallum
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/vallum /vallum
+USER 65532:65532
+ENTRYPOINT ["/vallum"]

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Build static vallum binaries for the targets vallum runs on:
+#
+#   contrib/build-static.sh            # all targets, into dist/
+#   TARGETS="amd64 mipsle" contrib/build-static.sh
+#
+# Output: dist/vallum-linux-ARCH for ARCH in amd64 arm64 armv7 mips mipsle,
+# each size printed. Pure Go, no cgo: one file that runs on glibc, musl and
+# OpenWrt alike. MIPS routers mostly lack an FPU, hence GOMIPS=softfloat.
+# The Dockerfile runs the same `go build` line for its target.
+#
+# Environment: VERSION (default: git describe), TARGETS, OUT (default dist),
+# PKG (default ./cmd/vallum). Targets build one after another, sharing the
+# Go build cache, so a second run only relinks what changed.
+set -eu
+
+cd "$(dirname "$0")/.."
+VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+TARGETS=${TARGETS:-amd64 arm64 armv7 mips mipsle}
+OUT=${OUT:-dist}
+PKG=${PKG:-./cmd/vallum}
+
+mkdir -p "$OUT"
+for t in $TARGETS; do
+	goarch=$t goarm= gomips=
+	case $t in
+	amd64 | arm64) ;;
+	armv7) goarch=arm goarm=7 ;;
+	armv6) goarch=arm goarm=6 ;;
+	mips | mipsle) gomips=softfloat ;;
+	*)
+		echo "build-static.sh: unknown target $t" >&2
+		exit 2
+		;;
+	esac
+	out=$OUT/vallum-linux-$t
+	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips \
+		go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$out" "$PKG"
+	size=$(wc -c <"$out")
+	printf '%-28s %9d bytes  %5.1f MiB\n' "$out" "$size" "$(echo "$size" | awk '{print $1/1048576}')"
+done
