@@ -41,9 +41,14 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
 	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat \
 		go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
-	&& setcap cap_net_admin=ep /out/vallum
+	&& setcap cap_net_admin=ep /out/vallum \
+	&& mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
+# No --chown here: changing a file's owner clears its file capabilities.
 COPY --from=build /out/vallum /vallum
+# An empty, writable --data-dir: a named volume mounted there starts with
+# this ownership, so the broker can keep its state as the nonroot user.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/vallum
 USER 65532:65532
 ENTRYPOINT ["/vallum"]
