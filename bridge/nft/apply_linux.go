@@ -78,6 +78,12 @@ func (t *target) check(op bridge.Op) (*nftables.Set, error) {
 // narrow learns from one refused message: a message of several ops is
 // split in halves for the next try; a message of one op pins the refusal.
 func (b *Backend) narrow(st []opState, m message, err error) {
+	if m.kind == msgDestroySetElem && errors.Is(err, unix.EINVAL) && !b.noDestroy {
+		// nfnetlink answers a message type it does not know with EINVAL.
+		b.log.Info("kernel lacks destroy element (Linux < 6.3), using delete")
+		b.noDestroy = true
+		return
+	}
 	if len(m.ops) > 1 {
 		for _, i := range m.ops {
 			st[i].chunk = (len(m.ops) + 1) / 2
@@ -90,9 +96,6 @@ func (b *Backend) narrow(st []opState, m message, err error) {
 		// DELSETELEM (kernels before 6.3) of an absent element.
 		s.skipDestroy = true
 		s.done = s.op.Action == bridge.Del
-	case m.kind == msgDestroySetElem && errors.Is(err, unix.EINVAL) && !b.noDestroy:
-		b.log.Info("kernel lacks destroy element, using delete")
-		b.noDestroy = true
 	case errors.Is(err, unix.ENFILE):
 		s.err = fmt.Errorf("nft set %q: %w", s.set.Name, bridge.ErrSetFull)
 	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.ENOTEMPTY):
@@ -120,11 +123,22 @@ func refusals(set string, st []opState) error {
 // for an interval set the range start and the end one past it (none when
 // the range runs to the top of the address space, as nft does).
 func elems(s *nftables.Set, op bridge.Op, withData bool) []elem {
-	start := elem{key: op.Prefix.Masked().Addr().AsSlice()}
-	if withData {
-		if op.Timeout > 0 && s.HasTimeout {
+	start := elem{key: op.Prefix.Masked().Addr().AsSlice(), timeout: -1}
+	if withData && s.HasTimeout {
+		switch {
+		case op.Timeout > 0:
 			start.timeout = int64(op.Timeout)
+		case op.Timeout == 0 && s.Timeout > 0:
+			// Permanent in a set with a default timeout: an explicit
+			// timeout 0, as no attribute would mean the set's default.
+			start.timeout = 0
+		default:
+			start.timeout = -1 // the set's default, none for ours
 		}
+	} else {
+		start.timeout = -1
+	}
+	if withData {
 		start.comment = op.Comment
 	}
 	if !s.Interval {
@@ -134,5 +148,5 @@ func elems(s *nftables.Set, op bridge.Op, withData bool) []elem {
 	if last == lastAddr(last) {
 		return []elem{start}
 	}
-	return []elem{start, {key: last.Next().AsSlice(), end: true}}
+	return []elem{start, {key: last.Next().AsSlice(), end: true, timeout: -1}}
 }

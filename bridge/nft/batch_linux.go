@@ -22,7 +22,7 @@ const msgDestroySetElem = 0x1e
 type elem struct {
 	key     []byte
 	end     bool  // NFT_SET_ELEM_INTERVAL_END: the key is one past a range
-	timeout int64 // seconds; > 0 sends a per-element timeout
+	timeout int64 // seconds; >= 0 sends a per-element timeout (0: never expires)
 	comment string
 }
 
@@ -50,7 +50,7 @@ func (m *message) encode(seq uint32) (netlink.Message, error) {
 				if e.end {
 					ee.Bytes(unix.NFTA_SET_ELEM_FLAGS, binary.BigEndian.AppendUint32(nil, unix.NFT_SET_ELEM_INTERVAL_END))
 				}
-				if e.timeout > 0 {
+				if e.timeout >= 0 {
 					ee.Bytes(unix.NFTA_SET_ELEM_TIMEOUT, binary.BigEndian.AppendUint64(nil, uint64(e.timeout)*1000))
 				}
 				if e.comment != "" {

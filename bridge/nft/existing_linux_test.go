@@ -32,7 +32,7 @@ func nftIn(t *testing.T, ns netns.NsHandle, stdin string, args ...string) string
 }
 
 const fw4 = `table inet fw4 {
-	set bl { type ipv4_addr; flags interval,timeout; }
+	set bl { type ipv4_addr; flags interval,timeout; timeout 1h; }
 	set plain6 { type ipv6_addr; flags timeout; }
 	set ports { type inet_service; }
 }`
@@ -51,6 +51,7 @@ func TestExistingSetIsUsedAsIs(t *testing.T) {
 	ops := []bridge.Op{
 		{Action: bridge.Add, Prefix: mustPrefix("192.0.2.7/32"), Timeout: 600, Comment: "vallum"},
 		{Action: bridge.Add, Prefix: mustPrefix("198.51.100.0/24"), Timeout: bridge.DefaultTimeout},
+		{Action: bridge.Add, Prefix: mustPrefix("203.0.113.0/25"), Timeout: 0},
 	}
 	if err := b.Apply(ctx, "bl", ops); err != nil {
 		t.Fatalf("Apply(bl): %v", err)
@@ -60,6 +61,15 @@ func TestExistingSetIsUsedAsIs(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft list set bl lacks %q:\n%s", want, out)
 		}
+	}
+	timeouts := map[string]bridge.Timeout{}
+	list, _ := b.List(ctx, "bl")
+	for _, e := range list {
+		timeouts[e.Prefix.String()] = e.Timeout
+	}
+	// The set's default (1h) for DefaultTimeout; never for timeout 0.
+	if d := timeouts["198.51.100.0/24"]; d < 3500 || d > 3600 || timeouts["203.0.113.0/25"] != 0 || len(timeouts) != 3 {
+		t.Errorf("List(bl) timeouts = %v, want the /24 on the set's 1h default and the /25 permanent", timeouts)
 	}
 	if strings.Contains(nftIn(t, ns, "", "list", "table", "inet", "fw4"), "bl_net") {
 		t.Errorf("Ensure on an existing set created a companion set")

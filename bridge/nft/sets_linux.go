@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -181,7 +182,7 @@ func (b *Backend) create(spec bridge.SetSpec) error {
 	b.conn.AddTable(b.table)
 	sets := []*nftables.Set{
 		{Table: b.table, Name: spec.Name, KeyType: key, HasTimeout: true, Size: size},
-		{Table: b.table, Name: spec.Name + netSuffix, KeyType: key, HasTimeout: true, Interval: true, Size: 2 * size},
+		{Table: b.table, Name: spec.Name + netSuffix, KeyType: key, HasTimeout: true, Interval: true, Size: uint32(min(2*uint64(size), math.MaxUint32))},
 	}
 	for _, s := range sets {
 		s.KeyByteOrder = binaryutil.BigEndian
