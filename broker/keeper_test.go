@@ -1,0 +1,143 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/vallum/vallum/bridge"
+)
+
+func decode(t *testing.T, m msg) bridge.State {
+	t.Helper()
+	s, err := bridge.DecodeState([]byte(m.payload))
+	if err != nil {
+		t.Fatalf("state on %s: %v", m.topic, err)
+	}
+	return s
+}
+
+// states collects what arrives on a state subscription until a sync
+// marker, which the same publisher sends last.
+func (c *client) states(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for {
+		m := c.next(t, 5*time.Second)
+		if m.topic == "vallum/sync/test" {
+			return out
+		}
+		out[m.topic] = append(out[m.topic], m.payload)
+	}
+}
+
+func TestKeeperEvents(t *testing.T) {
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, Lists: []string{"blacklist", "site1/blacklist"}})
+	u := url(t, b, KindTCP)
+	watch := mustDial(t, u)
+	watch.sub(t, "+/ban/#", 1)
+	watch.sub(t, "site1/blacklist/ban/#", 1)
+	watch.sub(t, "vallum/sync/#", 1)
+	pub := mustDial(t, u)
+
+	before := time.Now()
+	pub.pub(t, "blacklist/add", 1, false, "192.0.2.1 timeout 2\n2001:db8::/64\nbogus\n192.0.2.3 timeout 0")
+	pub.pub(t, "site1/blacklist", 1, false, "198.51.100.7 timeout 3600")
+	pub.pub(t, "vallum/sync/test", 1, false, "")
+	got := watch.states(t)
+	if len(got) != 4 {
+		t.Fatalf("states after legacy adds: %q, want 4 topics", got)
+	}
+	s := decode(t, msg{topic: "blacklist/ban/192.0.2.1", payload: got["blacklist/ban/192.0.2.1"][0]})
+	if left := time.Until(s.Expires); s.Origin != "keeper" || left <= 0 || left > 3*time.Second || s.At.Before(before.Truncate(time.Millisecond)) {
+		t.Errorf("state of 192.0.2.1 = %+v, want origin keeper, expiry in about 2 s", s)
+	}
+	for _, topic := range []string{"blacklist/ban/2001:db8::/64", "blacklist/ban/192.0.2.3"} {
+		if s := decode(t, msg{topic: topic, payload: got[topic][0]}); !s.Expires.IsZero() {
+			t.Errorf("%s: expires %v, want permanent", topic, s.Expires)
+		}
+	}
+	if s := decode(t, msg{topic: "site1/blacklist/ban/198.51.100.7", payload: got["site1/blacklist/ban/198.51.100.7"][0]}); time.Until(s.Expires) < 3590*time.Second {
+		t.Errorf("site1 state expires %v, want in an hour", s.Expires)
+	}
+
+	// A repeated add and a state that already says the same write nothing;
+	// a del clears the state.
+	st := bridge.EncodeState(bridge.State{At: time.Now(), Expires: time.Now().Add(time.Hour), Origin: "cli"})
+	pub.pub(t, "blacklist/ban/203.0.113.9", 1, true, string(st))
+	pub.pub(t, "blacklist/add", 1, false, "203.0.113.9 timeout 3600\n192.0.2.3")
+	pub.pub(t, "blacklist/del", 1, false, "2001:db8::/64\n192.0.2.200")
+	pub.pub(t, "vallum/sync/test", 1, false, "")
+	got = watch.states(t)
+	want := map[string][]string{"blacklist/ban/203.0.113.9": {string(st)}, "blacklist/ban/2001:db8::/64": {""}}
+	if len(got) != len(want) || len(got["blacklist/ban/203.0.113.9"]) != 1 || got["blacklist/ban/2001:db8::/64"][0] != "" {
+		t.Errorf("after repeat and del: %q, want %q", got, want)
+	}
+
+	// The 2 s ban expires: its state is cleared.
+	m := watch.until(t, "blacklist/ban/192.0.2.1", 5*time.Second)
+	if m.payload != "" {
+		t.Errorf("expired ban: got %q, want an empty retained message", m.payload)
+	}
+	if d := time.Since(before); d < 1*time.Second {
+		t.Errorf("ban with timeout 2 cleared after %v", d)
+	}
+	fresh := mustDial(t, u)
+	retained := fresh.retainedOnly(t, "blacklist/ban/#")
+	if len(retained) != 2 || retained["blacklist/ban/192.0.2.3"] == nil || retained["blacklist/ban/203.0.113.9"] == nil {
+		t.Errorf("retained states at the end: %q, want 192.0.2.3 and 203.0.113.9", retained)
+	}
+}
+
+// TestKeeperLoadsState: states in the store when the broker starts are
+// tracked: expired ones are cleared at once, the others when they expire,
+// permanent ones kept.
+func TestKeeperLoadsState(t *testing.T) {
+	o := Options{Listeners: []Listener{local(KindTCP)}, DataDir: t.TempDir(), Logger: testLogger(t)}
+	b1, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop1 := runBroker(t, b1)
+	pub := mustDial(t, url(t, b1, KindTCP))
+	now := time.Now()
+	for topic, exp := range map[string]time.Time{
+		"blacklist/ban/192.0.2.1": now.Add(-time.Minute), // expired while the broker was down
+		"blacklist/ban/192.0.2.2": now.Add(2 * time.Second),
+		"blacklist/ban/192.0.2.3": {},
+	} {
+		pub.pub(t, topic, 1, true, string(bridge.EncodeState(bridge.State{At: now, Expires: exp})))
+	}
+	pub.Disconnect(50)
+	stop1() // no keeper in the first broker: nothing was cleared yet
+
+	o.Lists = []string{"blacklist"}
+	b2 := start(t, o)
+	deadline := time.Now().Add(6 * time.Second)
+	for {
+		c := mustDial(t, url(t, b2, KindTCP))
+		left := c.retainedOnly(t, "blacklist/ban/#")
+		c.Disconnect(10)
+		if len(left) == 1 && left["blacklist/ban/192.0.2.3"] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retained states 6 s after start: %q, want only the permanent 192.0.2.3", left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// retainedOnly subscribes to filter and returns its retained messages,
+// which the broker sends before the sync marker published after the
+// subscription. Both filters go in one SUBSCRIBE: mochi refuses a
+// SUBSCRIBE whose packet id equals that of a message it has in flight to
+// the client (0x91), and the retained messages are in flight.
+func (c *client) retainedOnly(t *testing.T, filter string) map[string][]string {
+	t.Helper()
+	tok := c.SubscribeMultiple(map[string]byte{filter: 1, "vallum/sync/#": 1}, nil)
+	if err := wait(t, tok, "subscribe"); err != nil {
+		t.Fatal(err)
+	}
+	c.pub(t, "vallum/sync/test", 1, false, "")
+	return c.states(t)
+}
