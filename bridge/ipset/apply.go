@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/vallum/vallum/bridge"
@@ -32,13 +33,9 @@ type refused struct {
 func (b *Backend) Apply(ctx context.Context, set string, ops []bridge.Op) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	h, ok := b.sets[set]
-	if !ok {
-		var err error
-		if h, err = b.header(set); err != nil {
-			return err
-		}
-		b.remember(h)
+	h, err := b.lookup(set, ops)
+	if err != nil {
+		return err
 	}
 	var failed []refused
 	run := make([]bridge.Op, 0, min(len(ops), b.maxBatch))
@@ -72,6 +69,21 @@ func (b *Backend) Apply(ctx context.Context, set string, ops []bridge.Op) error 
 		ae.Failed[i] = f.OpError
 	}
 	return ae
+}
+
+// lookup returns the header of set from the cache, unless it is not there
+// or would refuse one of ops: then the set may have been recreated since,
+// and it reads the header again.
+func (b *Backend) lookup(set string, ops []bridge.Op) (header, error) {
+	if h, ok := b.sets[set]; ok && !slices.ContainsFunc(ops, func(op bridge.Op) bool { return precheck(h, op) != nil }) {
+		return h, nil
+	}
+	h, err := b.header(set)
+	if err != nil {
+		return h, err
+	}
+	b.remember(h)
+	return h, nil
 }
 
 // precheck refuses what the kernel would refuse without saying why.
@@ -110,11 +122,24 @@ func (b *Backend) send(ctx context.Context, h header, run []bridge.Op, idx []int
 			return b.setErr(h.name, err)
 		}
 		at := int(ke.Line) - 1 // entries before it were applied
+		if staleHeader(ke.Code) {
+			delete(b.sets, h.name) // recreated behind our back? read it again next time
+		}
 		*failed = append(*failed, refused{idx[at], bridge.OpError{Op: run[at], Err: b.entryErr(ke)}})
 		run, idx = run[at+1:], idx[at+1:]
 		size = max(1, size/2)
 	}
 	return nil
+}
+
+// staleHeader reports kernel refusals that mean the set is not what its
+// cached header says (another family, no timeout or comment support).
+func staleHeader(code int) bool {
+	switch code {
+	case errProtocol, errTimeout, errComment, errIPAddrIPv4, errIPAddrIPv6:
+		return true
+	}
+	return false
 }
 
 // entryErr maps the kernel's refusal of one entry to the bridge's errors.

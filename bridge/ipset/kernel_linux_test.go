@@ -171,6 +171,33 @@ func TestSetDestroyedBehindOurBack(t *testing.T) {
 	if err := be.Apply(ctx, "gone", []bridge.Op{op}); !errors.Is(err, bridge.ErrNoSet) {
 		t.Fatalf("Apply to a destroyed set = %v, want ErrNoSet", err)
 	}
+	// Recreated as an IPv6 set: the first Apply may fail in the kernel,
+	// after which the backend knows the new family and says so.
+	cli(t, ns, "create", "gone", "hash:net", "family", "inet6")
+	if err := be.Apply(ctx, "gone", []bridge.Op{op}); !errors.Is(err, bridge.ErrFamily) {
+		t.Fatalf("Apply of IPv4 to the set recreated as inet6 = %v, want ErrFamily", err)
+	}
+	// Cached as inet6, now inet: the backend reads the header again
+	// rather than refuse by its cache.
+	cli(t, ns, "destroy", "gone")
+	cli(t, ns, "create", "gone", "hash:net")
+	if err := be.Apply(ctx, "gone", []bridge.Op{op}); err != nil {
+		t.Fatalf("Apply to the set recreated as inet = %v, want nil", err)
+	}
+	// Cached as inet, now inet6 with the same name, never missing in
+	// between: the kernel refuses, and the next Apply knows better.
+	cli(t, ns, "create", "tmp6", "hash:net", "family", "inet6")
+	cli(t, ns, "rename", "gone", "old")
+	cli(t, ns, "rename", "tmp6", "gone")
+	err := be.Apply(ctx, "gone", []bridge.Op{op})
+	var ae *bridge.ApplyError
+	if !errors.As(err, &ae) {
+		t.Fatalf("Apply of IPv4 to a set renamed over as inet6 = %v, want an ApplyError", err)
+	}
+	t.Logf("kernel refusal: %v", err)
+	if err := be.Apply(ctx, "gone", []bridge.Op{op}); !errors.Is(err, bridge.ErrFamily) {
+		t.Fatalf("second Apply of IPv4 to the renamed set = %v, want ErrFamily", err)
+	}
 }
 
 func TestNewBadNamespace(t *testing.T) {
