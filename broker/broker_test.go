@@ -183,3 +183,15 @@ func TestWebSocket(t *testing.T) {
 		}
 	}
 }
+
+func TestStats(t *testing.T) {
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}})
+	c := mustDial(t, url(t, b, KindTCP))
+	c.sub(t, "blacklist/#", 1)
+	c.pub(t, "blacklist/ban/192.0.2.1", 1, true, `{"at":1}`)
+	c.next(t, 5*time.Second)
+	s := b.Stats()
+	if s.ClientsConnected != 1 || s.MessagesReceived < 1 || s.MessagesSent < 1 || s.Retained < 1 {
+		t.Errorf("Stats() = %+v, want 1 client, a message in and out, a retained message", s)
+	}
+}

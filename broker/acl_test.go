@@ -1,0 +1,80 @@
+package broker
+
+import "testing"
+
+func TestCovers(t *testing.T) {
+	tests := []struct {
+		allowed, f string
+		want       bool
+	}{
+		{"blacklist/#", "blacklist", true},
+		{"blacklist/#", "blacklist/ban/#", true},
+		{"blacklist/#", "#", false},
+		{"blacklist/#", "+/ban/#", false},
+		{"blacklist/ban/#", "blacklist/ban/+", true},
+		{"blacklist/ban/+", "blacklist/ban/#", false},
+		{"blacklist/+/x", "blacklist/a/x", true},
+		{"blacklist", "blacklist/add", false},
+		{"vallum/sync/#", "vallum/sync/host1", true},
+	}
+	for _, tt := range tests {
+		if got := covers(tt.allowed, tt.f); got != tt.want {
+			t.Errorf("covers(%q, %q) = %v, want %v", tt.allowed, tt.f, got, tt.want)
+		}
+	}
+}
+
+func TestAccess(t *testing.T) {
+	lists := []string{"blacklist", "site1/blacklist"}
+	host, rep := roleAccess(RoleHost, lists), roleAccess(RoleReporter, lists)
+	anyRep := roleAccess(RoleReporter, nil)
+	tests := []struct {
+		name  string
+		a     access
+		pub   bool
+		topic string
+		want  bool
+	}{
+		{"host reads its list", host, false, "site1/blacklist/#", true},
+		{"host reads no other", host, false, "blacklist2/#", false},
+		{"host cannot ban", host, true, "blacklist/add", false},
+		{"host cannot write state", host, true, "blacklist/ban/192.0.2.1", false},
+		{"host sync marker", host, true, "vallum/sync/h1", true},
+		{"reporter bans", rep, true, "blacklist", true},
+		{"reporter unbans", rep, true, "site1/blacklist/del", true},
+		{"reporter writes state", rep, true, "blacklist/ban/192.0.2.1", true},
+		{"reporter not another list", rep, true, "blacklist2/add", false},
+		{"reporter reads state", rep, false, "blacklist/ban/#", true},
+		{"reporter reads no events", rep, false, "blacklist/add", false},
+		{"reporter no sys", rep, false, "$SYS/#", false},
+		{"any-list reporter bans anywhere", anyRep, true, "zone9/list", true},
+		{"any-list reporter no sync", anyRep, true, "vallum/sync/x", false},
+		{"any-list reporter reads states", anyRep, false, "+/ban/#", true},
+		{"any-list reporter reads no events", anyRep, false, "#", false},
+		{"explicit filter", access{publish: []string{"feeds/#"}}, true, "feeds/x", true},
+		{"nothing by default", access{}, false, "blacklist/#", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.a.canSubscribe(tt.topic)
+			if tt.pub {
+				got = tt.a.canPublish(tt.topic)
+			}
+			if got != tt.want {
+				t.Errorf("publish=%v %q = %v, want %v", tt.pub, tt.topic, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestArgon2id(t *testing.T) {
+	// Made by the reference implementation (Debian's argon2):
+	// echo -n secret | argon2 somesalt -id -t 2 -m 10 -p 1 -e
+	const h = "$argon2id$v=19$m=1024,t=2,p=1$c29tZXNhbHQ$L+Zv6RUcZHNM8MRv8NxKmDbA+W2z7wbsR1KkBvCYVuU"
+	if !verifyPassword(h, []byte("secret")) {
+		t.Errorf("argon2id refused the right password")
+	}
+	if verifyPassword(h, []byte("wrong")) {
+		t.Errorf("argon2id accepted a wrong password")
+	}
+}
