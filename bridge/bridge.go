@@ -20,6 +20,7 @@ type Bridge struct {
 	stopping chan struct{}
 	sync     syncer
 	skew     skewWarn
+	recent   recentState
 	specs    map[string]SetSpec // by set name, to create a set again
 	comments map[string]bool    // sets whose entries can carry comments
 }

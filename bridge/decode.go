@@ -50,7 +50,7 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 	}
 	ops := make([]setOp, 0, len(lines))
 	for _, ln := range lines {
-		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: CommentEvent}
+		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: b.recent.comment(ln.Prefix)}
 		if k == KindDel {
 			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: DefaultTimeout}
 		} else if !b.allowed(l, ln.Prefix) {
@@ -84,6 +84,7 @@ func (b *Bridge) stateOps(l List, t Topic, payload []byte) []setOp {
 	if !b.allowed(l, t.Prefix) {
 		return nil
 	}
+	b.recent.mark(t.Prefix, now)
 	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
 }
 
@@ -131,4 +132,39 @@ func (s *skewWarn) check(at, now time.Time, log *slog.Logger) {
 	}
 	s.last = now
 	log.Warn("clock skew: a ban was made in this host's future; check NTP here and on the publisher", "ahead", ahead.Round(time.Second))
+}
+
+// recentState remembers the prefixes whose state arrived in the last few
+// seconds. A ban comes as an event and a state, and a broker may deliver
+// them in either order (mochi's keeper writes the state before the event
+// reaches us); the entry must end marked as state either way, or a sync
+// would never remove it after an unban. Used on the message goroutine only.
+type recentState struct {
+	at    map[netip.Prefix]time.Time
+	prune time.Time
+}
+
+const recentFor = 10 * time.Second
+
+func (r *recentState) mark(p netip.Prefix, now time.Time) {
+	if r.at == nil {
+		r.at = map[netip.Prefix]time.Time{}
+	}
+	r.at[p] = now
+	if now.Sub(r.prune) > recentFor {
+		for q, t := range r.at {
+			if now.Sub(t) > recentFor {
+				delete(r.at, q)
+			}
+		}
+		r.prune = now
+	}
+}
+
+// comment is the comment for an event add of p.
+func (r *recentState) comment(p netip.Prefix) string {
+	if t, ok := r.at[p]; ok && time.Since(t) < recentFor {
+		return CommentState
+	}
+	return CommentEvent
 }

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/spf13/cobra"
+
+	"github.com/vallum/vallum/bridge"
+)
+
+func newBanCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "ban LIST ADDRESS[/PREFIX]",
+		Short: "Ban an address on every host of a list (kept by the broker for late joiners)",
+		Example: `  vallum ban blacklist 203.0.113.7 --timeout 1h --reason sshd
+  vallum -h hub.example ban blacklist 2001:db8::/64`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error { return banCmd(cmd, args, bridge.Add) },
+	}
+	connFlags(c.Flags())
+	c.Flags().String("timeout", "0", "how long: seconds or a duration (3600, 90m, 1h, 7d); 0 or -1 (fail2ban's) is permanent")
+	c.Flags().String("reason", "", "why, such as the fail2ban jail")
+	return c
+}
+
+func newUnbanCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "unban LIST ADDRESS[/PREFIX]",
+		Short: "Lift a ban on every host of a list",
+		Args:  cobra.ExactArgs(2),
+		RunE:  func(cmd *cobra.Command, args []string) error { return banCmd(cmd, args, bridge.Del) },
+	}
+	connFlags(c.Flags())
+	return c
+}
+
+// banCmd publishes the event (for vallumd-style subscribers), then the
+// retained state. In that order a bridge ends with the entry marked as
+// state, which a later sync may remove when the ban is lifted.
+func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
+	c, _, err := setup(cmd)
+	if err != nil {
+		return err
+	}
+	l, err := bridge.ParseList(args[0])
+	if err != nil {
+		return err
+	}
+	p, err := bridge.ParsePrefix(args[1])
+	if err != nil {
+		return err
+	}
+	event := bridge.FormatPrefix(p)
+	var state []byte // empty: the retained state is deleted
+	if action == bridge.Add {
+		if err := bridge.NewGuard(nil, 0, 0).Check(p); err != nil {
+			return fmt.Errorf("refusing to ban %s: %w", p, err)
+		}
+		ttl, err := parseTimeout(flagString(cmd, "timeout"))
+		if err != nil {
+			return err
+		}
+		st := bridge.State{At: time.Now(), Reason: flagString(cmd, "reason"), Origin: hostname()}
+		if ttl > 0 {
+			st.Expires = st.At.Add(time.Duration(ttl) * time.Second)
+		}
+		state = bridge.EncodeState(st)
+		event += " timeout " + strconv.FormatInt(int64(ttl), 10)
+	}
+	cl, err := c.dial("cli")
+	if err != nil {
+		return err
+	}
+	defer cl.Disconnect(250)
+	if err := wait(cl.Publish(bridge.EventTopic(l.Root, action), 1, false, event), "publish event"); err != nil {
+		return err
+	}
+	return wait(cl.Publish(bridge.StateTopic(l.Root, p), 1, true, state), "publish state")
+}
+
+// parseTimeout reads seconds ("3600"), a Go duration ("90m", "1h") or days
+// ("7d"). 0 and -1 mean permanent; longer than the kernel maximum is clamped.
+func parseTimeout(s string) (bridge.Timeout, error) {
+	s = strings.TrimSpace(s)
+	if s == "-1" {
+		return 0, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+		return min(bridge.Timeout(n), bridge.MaxTimeout), nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.ParseInt(days, 10, 64); err == nil && n >= 0 {
+			return min(bridge.Timeout(n)*86400, bridge.MaxTimeout), nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("--timeout %q: want seconds or a duration such as 3600, 90m, 1h or 7d", s)
+	}
+	return bridge.ClampTimeout(d), nil
+}
+
+// dial connects a short-lived client with a clean session and an id of its
+// own, so that it never takes over the daemon's session.
+func (c config) dial(role string) (mqtt.Client, error) {
+	url, err := c.brokerURL()
+	if c.embedded() {
+		url, err = "tcp://127.0.0.1:"+strconv.Itoa(c.Port), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	pw, err := c.password()
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	id := make([]byte, 6)
+	rand.Read(id)
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID("vallum-" + role + "-" + hex.EncodeToString(id)).
+		SetUsername(c.User).SetPassword(pw).SetTLSConfig(t).SetCleanSession(true).
+		SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
+	cl := mqtt.NewClient(o)
+	if err := wait(cl.Connect(), "connect to "+url); err != nil {
+		return nil, err
+	}
+	return cl, nil
+}
+
+func wait(t mqtt.Token, what string) error {
+	if !t.WaitTimeout(15 * time.Second) {
+		return fmt.Errorf("%s: timed out", what)
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+func flagString(cmd *cobra.Command, name string) string {
+	s, _ := cmd.Flags().GetString(name)
+	return s
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// conn is how to reach and log in to a broker.
+type conn struct {
+	URL      string
+	User     string
+	Password string
+	TLS      *tls.Config
+}
+
+// embedded reports whether no broker was named, so that vallum runs its own.
+func (c config) embedded() bool { return c.Host == "" && c.Broker == "" }
+
+// brokerURL builds the URL from --broker, or from -h/-p/-T/-c as vallumd does.
+func (c config) brokerURL() (string, error) {
+	if c.Broker != "" {
+		u, err := url.Parse(c.Broker)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("--broker %q: want scheme://host:port", c.Broker)
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			return "", fmt.Errorf("--broker %q: scheme must be tcp, ssl, ws or wss", c.Broker)
+		}
+		return c.Broker, nil
+	}
+	scheme := "tcp"
+	if c.useTLS() {
+		scheme = "ssl"
+	}
+	return scheme + "://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), nil
+}
+
+func (c config) useTLS() bool { return c.TLS || c.CAFile != "" || c.Cert != "" }
+
+// tlsConfig loads the CA and client certificate files; nil when TLS is off.
+func (c config) tlsConfig() (*tls.Config, error) {
+	if !c.useTLS() && !strings.HasPrefix(c.Broker, "ssl") && !strings.HasPrefix(c.Broker, "wss") && !strings.HasPrefix(c.Broker, "tls") && !strings.HasPrefix(c.Broker, "mqtts") {
+		return nil, nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file (-c): %w", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", c.CAFile)
+		}
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		return nil, errors.New("--cert and --key go together")
+	}
+	if c.Cert != "" {
+		kp, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		t.Certificates = []tls.Certificate{kp}
+	}
+	return t, nil
+}
+
+// password returns the password from --password / VALLUM_PASSWORD or from
+// --password-file, never both.
+func (c config) password() (string, error) {
+	if c.PasswordFile == "" {
+		return c.Password, nil
+	}
+	if c.Password != "" {
+		return "", errors.New("give the password once: --password (or VALLUM_PASSWORD) or --password-file")
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// clientID returns --client-id, or a stable id of this host: a random one
+// kept in the data directory, so that two containers on one host (same
+// machine id, same host name with --network host) never share a session.
+// Without a writable data directory it falls back to a hash of the machine
+// id and the host name.
+func (c config) clientID(role string) (string, error) {
+	if c.ClientID != "" {
+		if strings.ContainsAny(c.ClientID, "+#/\x00") || len(c.ClientID) > 128 {
+			return "", fmt.Errorf("--client-id %q: no +, #, / or NUL, at most 128 bytes", c.ClientID)
+		}
+		return c.ClientID, nil
+	}
+	path := filepath.Join(c.DataDir, "client-id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return role + "-" + strings.TrimSpace(string(b)), nil
+	}
+	id := make([]byte, 8)
+	rand.Read(id)
+	hexID := hex.EncodeToString(id)
+	if os.MkdirAll(c.DataDir, 0o750) == nil && os.WriteFile(path, []byte(hexID+"\n"), 0o640) == nil {
+		return role + "-" + hexID, nil
+	}
+	mid, _ := os.ReadFile("/etc/machine-id")
+	host, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(strings.TrimSpace(string(mid)) + "\x00" + host + "\x00" + c.DataDir))
+	return role + "-" + hex.EncodeToString(sum[:8]), nil
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/broker"
+)
+
+// lists parses the -t values.
+func (c config) lists() ([]bridge.List, error) {
+	if len(c.Topic) == 0 {
+		return nil, errors.New("no list topic: give at least one -t TOPIC (for example -t blacklist)")
+	}
+	var errs []error
+	var lists []bridge.List
+	for _, t := range c.Topic {
+		l, err := bridge.ParseList(t)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-t %q: %w", t, err))
+			continue
+		}
+		lists = append(lists, l)
+	}
+	return lists, errors.Join(errs...)
+}
+
+// bridgeOptions checks every bridge setting and returns them all, with every
+// problem at once. Broker is left empty when the broker is embedded.
+func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
+	var errs []error
+	lists, err := c.lists()
+	errs = append(errs, err)
+	var allow []netip.Prefix
+	for _, a := range c.Allow {
+		p, err := bridge.ParsePrefix(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--allow %q: %w", a, err))
+		}
+		allow = append(allow, p)
+	}
+	o := bridge.Options{
+		Lists: lists, Username: c.User, QoS: byte(c.QoS), Create: !c.NoCreate, MaxElem: c.MaxElem,
+		MaxPayload: c.MaxPayload, Guard: bridge.NewGuard(allow, c.WidestV4, c.WidestV6),
+		Logger: log.With("component", "bridge"),
+	}
+	if c.QoS < 0 || c.QoS > 2 {
+		errs = append(errs, fmt.Errorf("--qos %d: use 0, 1 or 2", c.QoS))
+	}
+	if c.WidestV4 < 0 || c.WidestV4 > 32 || c.WidestV6 < 0 || c.WidestV6 > 128 {
+		errs = append(errs, errors.New("--widest-v4 is 1-32 and --widest-v6 1-128"))
+	}
+	if _, ok := backends[c.Backend]; !ok {
+		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backendNames()))
+	}
+	o.Password, err = c.password()
+	errs = append(errs, err)
+	o.TLS, err = c.tlsConfig()
+	errs = append(errs, err)
+	o.ClientID, err = c.clientID("vallum")
+	errs = append(errs, err)
+	if !c.embedded() {
+		o.Broker, err = c.brokerURL()
+		errs = append(errs, err)
+	}
+	return o, errors.Join(errs...)
+}
+
+// brokerOptions checks the embedded broker's settings.
+func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Options, error) {
+	o := broker.Options{
+		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
+		UsersFile: c.Users, AllowAnonymous: c.AllowAnonymous,
+		DataDir: filepath.Join(c.DataDir, "broker"),
+		Logger:  log.With("component", "broker"),
+	}
+	if c.DataDir == "" {
+		o.DataDir = ""
+	}
+	for _, l := range lists {
+		o.Lists = append(o.Lists, l.Root)
+	}
+	listen := c.Listen
+	if len(listen) == 0 {
+		listen = []string{"127.0.0.1:1883"}
+	}
+	var errs []error
+	for _, s := range listen {
+		l, err := broker.ParseListen(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--listen %q: %w", s, err))
+			continue
+		}
+		o.Listeners = append(o.Listeners, l)
+	}
+	return o, errors.Join(errs...)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/bridge/nft"
+	"github.com/vallum/vallum/broker"
+)
+
+func runDaemonCmd(cmd *cobra.Command, _ []string) error {
+	if printVersion(cmd) {
+		return nil
+	}
+	c, log, err := setup(cmd)
+	if err != nil {
+		return err
+	}
+	return runDaemon(cmd.Context(), c, log)
+}
+
+// setup loads the configuration and the logger, and warns about secrets
+// that others can read.
+func setup(cmd *cobra.Command) (config, *slog.Logger, error) {
+	c, err := loadConfig(cmd)
+	if err != nil {
+		return c, nil, err
+	}
+	log, err := newLogger(c, cmd.ErrOrStderr())
+	if err != nil {
+		return c, nil, err
+	}
+	warnSecrets(cmd, c, log)
+	return c, log, nil
+}
+
+// runDaemon runs the embedded broker (when no broker is named), the bridge
+// and the metrics server until ctx is done or one of them fails.
+func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
+	bo, err := c.bridgeOptions(log)
+	if err != nil {
+		return err
+	}
+	raw, err := newBackend(c, log.With("component", "backend"))
+	if err != nil {
+		return err
+	}
+	be := &lockedBackend{be: raw}
+	defer be.Close()
+	ignoreHUP(ctx, log)
+
+	g, ctx := errgroup.WithContext(ctx)
+	m := &metrics{be: be, sets: setNames(bo.Lists)}
+	if c.embedded() {
+		if m.broker, err = startBroker(ctx, g, c, bo.Lists, log); err != nil {
+			return err
+		}
+		bo.Broker = localURL(m.broker.Addrs())
+	}
+	if err := c.nftRules(ctx, be, bo); err != nil {
+		return err
+	}
+	br, err := bridge.New(bo, be)
+	if err != nil {
+		return err
+	}
+	refreshOwnAddrs(bo.Guard, c.Host, log) // before the first message
+	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.Host, log) })
+	m.stats = br.Stats()
+	if c.Metrics != "" {
+		if err := serveMetrics(ctx, g, c.Metrics, m, log); err != nil {
+			return err
+		}
+	}
+	g.Go(func() error { return br.Run(ctx) })
+	log.Info("vallum started", "version", version, "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
+	return g.Wait()
+}
+
+func startBroker(ctx context.Context, g *errgroup.Group, c config, lists []bridge.List, log *slog.Logger) (*broker.Broker, error) {
+	o, err := c.brokerOptions(lists, log)
+	if err != nil {
+		return nil, err
+	}
+	b, err := broker.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	g.Go(func() error { return b.Run(ctx) })
+	log.Info("embedded broker listening", "addrs", strings.Join(b.Addrs(), " "))
+	return b, nil
+}
+
+// localURL picks the listener the local bridge connects to: the first plain
+// TCP one, through loopback when it listens on every address.
+func localURL(addrs []string) string {
+	for _, a := range addrs {
+		hostport, ok := strings.CutPrefix(a, "tcp://")
+		if !ok {
+			continue
+		}
+		host, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+			if ip != nil && ip.To4() == nil {
+				host = "::1"
+			}
+		}
+		return "tcp://" + net.JoinHostPort(host, port)
+	}
+	return ""
+}
+
+// nftRules installs the drop rules when --nft-rules asks for them.
+func (c config) nftRules(ctx context.Context, be backend, bo bridge.Options) error {
+	if !c.NftRules {
+		return nil
+	}
+	nb, ok := be.(*lockedBackend).be.(*nft.Backend)
+	if !ok {
+		return errors.New("--nft-rules needs --backend nft")
+	}
+	var specs []bridge.SetSpec
+	for _, l := range bo.Lists {
+		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {
+			s.Create, s.MaxElem = bo.Create, bo.MaxElem
+			if _, err := be.Ensure(ctx, s); err != nil {
+				return fmt.Errorf("set %q: %w", s.Name, err)
+			}
+			specs = append(specs, s)
+		}
+	}
+	if err := nb.EnsureRules(ctx, specs); err != nil {
+		return fmt.Errorf("nft rules: %w", err)
+	}
+	return nil
+}
+
+// ignoreHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
+// killing the daemon. The configuration is read at start only.
+func ignoreHUP(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				log.Warn("SIGHUP ignored: the configuration is read at start; restart vallum to apply changes")
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// warnSecrets warns about passwords that others can see.
+func warnSecrets(cmd *cobra.Command, c config, log *slog.Logger) {
+	if f := cmd.Flags().Lookup("password"); f != nil && f.Changed {
+		log.Warn("a password given with -P is visible to every user in ps: use --password-file or VALLUM_PASSWORD")
+	}
+	for _, f := range []string{c.file, c.PasswordFile} {
+		if st, err := os.Stat(f); f != "" && err == nil && st.Mode().Perm()&0o004 != 0 && (f == c.PasswordFile || c.Password != "") {
+			log.Warn("file with a password is readable by every user: chmod o-r", "file", f)
+		}
+	}
+}
