@@ -204,10 +204,10 @@ func TestLateJoinSyncsStateAndRemovesStale(t *testing.T) {
 	publish(t, pub, "bl/ban/203.0.113.4", true, "") // unbanned
 
 	f := newFake()
-	f.put("bl", IPv4, "192.0.2.200/32", CommentState)   // applied by vallum earlier, since unbanned
-	f.put("bl", IPv4, "192.0.2.201/32", "")             // added by hand: kept
-	f.put("bl", IPv4, "192.0.2.202/32", CommentEvent)   // from a legacy event: kept
-	f.put("bl", IPv4, "203.0.113.3/32", CommentState)   // expired meanwhile
+	f.put("bl", IPv4, "192.0.2.200/32", CommentState)    // applied by vallum earlier, since unbanned
+	f.put("bl", IPv4, "192.0.2.201/32", "")              // added by hand: kept
+	f.put("bl", IPv4, "192.0.2.202/32", CommentEvent)    // from a legacy event: kept
+	f.put("bl", IPv4, "203.0.113.3/32", CommentState)    // expired meanwhile
 	f.put("bl6", IPv6, "2001:db8::99/128", CommentState) // stale v6
 	r := startBridge(t, url, f, nil)
 	r.waitSynced(t, 1)
@@ -263,4 +263,4 @@ func (h *denyHook) Provides(b byte) bool {
 	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
 }
 func (h *denyHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return false }
-func (h *denyHook) OnACLCheck(*mochi.Client, string, bool) bool             { return false }
+func (h *denyHook) OnACLCheck(*mochi.Client, string, bool) bool              { return false }

@@ -78,9 +78,9 @@ type Options struct {
 	Create  bool   // create missing sets
 	MaxElem uint32 // capacity of created sets; 0: DefaultMaxElem
 
-	MaxPayload int   // bytes; larger messages are refused whole; default 1 MiB
-	MaxBatch   int   // ops applied in one backend call; default 10,000
-	QueueLen   int   // messages waiting for the worker; default 1,024
+	MaxPayload int    // bytes; larger messages are refused whole; default 1 MiB
+	MaxBatch   int    // ops applied in one backend call; default 10,000
+	QueueLen   int    // messages waiting for the worker; default 1,024
 	Guard      *Guard // the allowlist and prefix limits every add passes; nil: NewGuard(nil, 0, 0)
 
 	// ConnectTimeout bounds one connection attempt; default 10 s.

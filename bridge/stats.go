@@ -2,8 +2,8 @@ package bridge
 
 import (
 	"sync"
-	"time"
 	"sync/atomic"
+	"time"
 )
 
 // Stats counts what the bridge does, for metrics and health checks. All
@@ -16,12 +16,12 @@ type Stats struct {
 	QueueDepth atomic.Int64
 	Syncs      atomic.Int64 // completed reconciliations
 
-	mu       sync.Mutex
-	adds     map[string]int64 // per set
-	dels     map[string]int64
-	refused  map[string]int64 // per reason
-	errors   map[string]int64 // per kind
-	apply    Histogram
+	mu      sync.Mutex
+	adds    map[string]int64 // per set
+	dels    map[string]int64
+	refused map[string]int64 // per reason
+	errors  map[string]int64 // per kind
+	apply   Histogram
 }
 
 func (s *Stats) inc(m *map[string]int64, key string, n int64) {

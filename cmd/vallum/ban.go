@@ -156,5 +156,3 @@ func hostname() string {
 	h, _ := os.Hostname()
 	return h
 }
-
-

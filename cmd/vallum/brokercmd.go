@@ -58,4 +58,3 @@ func newBrokerCmd() *cobra.Command {
 	})
 	return c
 }
-

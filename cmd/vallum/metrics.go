@@ -182,4 +182,3 @@ func setNames(lists []bridge.List) []string {
 	}
 	return s
 }
-
