@@ -40,7 +40,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
 	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat \
-		go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
+		go build -trimpath -tags nethttpomithttp2 -ldflags "-s -w -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
 	&& setcap cap_net_admin=ep /out/vallum \
 	&& mkdir -p /out/data
 
