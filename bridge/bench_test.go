@@ -1,0 +1,46 @@
+package bridge
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// BenchmarkParsePayload parses event payloads of 1 and 1,000 lines, as a
+// single ban and a bulk feed send them, and reports lines per second.
+func BenchmarkParsePayload(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			var sb strings.Builder
+			for i := range n {
+				a := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
+				fmt.Fprintf(&sb, "%s timeout 3600\n", a)
+			}
+			payload := []byte(sb.String())
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				lines, errs := ParsePayload(payload)
+				if len(lines) != n || len(errs) != 0 {
+					b.Fatalf("ParsePayload = %d lines, %v; want %d lines", len(lines), errs, n)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "lines/s")
+		})
+	}
+}
+
+// BenchmarkParseTopic parses the three kinds of topic a list receives.
+func BenchmarkParseTopic(b *testing.B) {
+	for _, topic := range []string{"blacklist/add", "blacklist/del", "blacklist/ban/198.51.100.0/24"} {
+		b.Run(topic, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseTopic("blacklist", topic); err != nil {
+					b.Fatalf("ParseTopic(%q): %v", topic, err)
+				}
+			}
+		})
+	}
+}
