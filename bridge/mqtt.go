@@ -85,23 +85,15 @@ func refusedForGood(err error) bool {
 }
 
 // onMessage runs on paho's router goroutine for every message, in order.
-// It parses the message and queues its ops; it waits only when the queue
-// is full, which QoS 1 flow control keeps rare (the broker sends no more
-// unacknowledged messages than its inflight window).
+// It parses the message and queues its ops. When the queue is full it
+// waits: that stops reading from the connection, and TCP and QoS 1 flow
+// control slow the broker down, so memory stays bounded at any input rate
+// and nothing is dropped. The worker empties a full queue in milliseconds,
+// far within the keepalive.
 func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.Messages.Add(1)
 	it := b.decode(m.Topic(), m.Payload(), m.Retained())
 	it.ack = m.Ack
-	if m.Qos() == 0 {
-		select {
-		case b.queue <- it:
-			b.stats.QueueDepth.Add(1)
-		default:
-			b.stats.Dropped.Add(1)
-			b.refuse.refuse("queue_full", "qos0", "topic", clip(m.Topic()))
-		}
-		return
-	}
 	b.stats.QueueDepth.Add(1)
 	select {
 	case b.queue <- it:

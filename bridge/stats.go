@@ -12,7 +12,6 @@ type Stats struct {
 	Connected  atomic.Bool
 	Reconnects atomic.Int64
 	Messages   atomic.Int64 // MQTT messages received
-	Dropped    atomic.Int64 // QoS 0 messages dropped because the queue was full
 	QueueDepth atomic.Int64
 	Syncs      atomic.Int64 // completed reconciliations
 

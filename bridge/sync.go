@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -106,7 +107,11 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		for _, t := range []string{l.Root, EventTopic(l.Root, Add), EventTopic(l.Root, Del)} {
 			events[t] = b.opts.QoS
 		}
-		state[l.Root+"/"+levelState+"/#"] = b.opts.QoS
+		// State at QoS 0: a late joiner gets every retained ban at once,
+		// while at QoS 1 mochi stops at 65,535 in flight and drops the
+		// rest. Nothing is lost by it: the state is read again in full on
+		// every connection, and the events carry live changes at QoS 1.
+		state[l.Root+"/"+levelState+"/#"] = 0
 	}
 	steps := []struct {
 		subs map[string]byte
@@ -114,7 +119,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		seen chan struct{}
 	}{{events, "A", aSeen}, {state, "B", bSeen}}
 	for _, st := range steps {
-		if !b.waitToken(c.SubscribeMultiple(st.subs, nil), "subscribe") ||
+		if !b.subscribe(c, st.subs) ||
 			!b.waitToken(c.Publish(marker, 1, false, st.mark+strconv.Itoa(gen)), "publish sync marker") {
 			return
 		}
@@ -124,7 +129,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 			b.log.Error("sync marker did not come back: the broker must let this client publish and subscribe to "+marker+
 				"; late joins and unbans made while away are not reconciled", "step", st.mark)
 			if st.mark == "A" {
-				b.waitToken(c.SubscribeMultiple(state, nil), "subscribe")
+				b.subscribe(c, state)
 			}
 			return
 		case <-b.stopping:
@@ -135,6 +140,34 @@ func (b *Bridge) startSync(c mqtt.Client) {
 }
 
 const syncTimeout = 60 * time.Second
+
+// subscribe subscribes to every filter in one SUBSCRIBE, trying again a few
+// times: mochi refuses a SUBSCRIBE whose packet id equals one of a message
+// it has in flight to us, and a new attempt takes a new id.
+func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte) bool {
+	for try := 1; ; try++ {
+		tok := c.SubscribeMultiple(filters, nil)
+		if !tok.WaitTimeout(b.opts.ConnectTimeout) {
+			b.log.Warn("subscribe timed out", "broker", b.opts.Broker)
+			return false
+		}
+		err := tok.Error()
+		if err == nil {
+			for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+				if code == 0x80 {
+					err = fmt.Errorf("broker refused the subscription to %s", f)
+				}
+			}
+		}
+		if err == nil {
+			return true
+		}
+		if try == 5 || !c.IsConnected() {
+			b.log.Error("subscribe failed: check the broker's ACL for this user", "broker", b.opts.Broker, "err", err)
+			return false
+		}
+	}
+}
 
 func (b *Bridge) waitToken(t mqtt.Token, what string) bool {
 	if !t.WaitTimeout(b.opts.ConnectTimeout) {

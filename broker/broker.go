@@ -161,10 +161,19 @@ func (b *Broker) Stats() Stats {
 // network address gives them host and reporter rights, never admin.
 func newAuth(o Options) (*authHook, error) {
 	h := &authHook{pass: newPassCache()}
-	if o.UsersFile != "" {
-		users, err := loadUsers(o.UsersFile)
-		if err != nil {
-			return nil, err
+	if o.UsersFile != "" || len(o.ExtraUsers) > 0 {
+		users := map[string]User{}
+		if o.UsersFile != "" {
+			var err error
+			if users, err = loadUsers(o.UsersFile); err != nil {
+				return nil, err
+			}
+		}
+		for _, u := range o.ExtraUsers {
+			if err := checkUser(u); err != nil {
+				return nil, fmt.Errorf("user %q: %w", u.Name, err)
+			}
+			users[u.Name] = u
 		}
 		h.users, h.acc = users, map[string]access{}
 		for name, u := range users {

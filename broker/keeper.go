@@ -106,10 +106,19 @@ func (k *keeper) onEvent(root string) mqtt.InlineSubFn {
 		lines, _ := bridge.ParsePayload(pk.Payload) // bridges log refused lines
 		now := k.now()
 		for _, l := range lines {
+			// What every bridge refuses (0.0.0.0/0, loopback, ...) is
+			// never made state either; each bridge applies its own,
+			// stricter allowlist on top.
+			if t.Kind != bridge.KindDel && builtinGuard.Check(l.Prefix) != nil {
+				continue
+			}
 			k.apply(root, t.Kind, l, now)
 		}
 	}
 }
+
+// builtinGuard holds the limits every bridge applies whatever its settings.
+var builtinGuard = bridge.NewGuard(nil, 0, 0)
 
 // apply records one event line as state, unless the state already says so.
 func (k *keeper) apply(root string, kind bridge.Kind, l bridge.Line, now time.Time) {

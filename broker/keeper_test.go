@@ -40,7 +40,7 @@ func TestKeeperEvents(t *testing.T) {
 	pub := mustDial(t, u)
 
 	before := time.Now()
-	pub.pub(t, "blacklist/add", 1, false, "192.0.2.1 timeout 2\n2001:db8::/64\nbogus\n192.0.2.3 timeout 0")
+	pub.pub(t, "blacklist/add", 1, false, "192.0.2.1 timeout 2\n2001:db8::/64\nbogus\n0.0.0.0/0\n127.0.0.1\n192.0.2.3 timeout 0") // 0/0 and loopback never become state
 	pub.pub(t, "site1/blacklist", 1, false, "198.51.100.7 timeout 3600")
 	pub.pub(t, "vallum/sync/test", 1, false, "")
 	got := watch.states(t)

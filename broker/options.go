@@ -47,6 +47,9 @@ type Options struct {
 	TLSCert, TLSKey, TLSClientCA string
 	// UsersFile is the YAML users and ACL file; "" means no users.
 	UsersFile string
+	// ExtraUsers are added to the file's, such as the credentials the
+	// daemon's own bridge uses to reach its embedded broker.
+	ExtraUsers []User
 	// AllowAnonymous lets clients without credentials in. Without a users
 	// file it is required to listen on anything but loopback.
 	AllowAnonymous bool

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,7 +65,18 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	m := &metrics{be: be, sets: setNames(bo.Lists)}
 	if c.embedded() {
-		if m.broker, err = startBroker(ctx, g, c, bo.Lists, log); err != nil {
+		var extra []broker.User
+		if c.Users != "" && bo.Username == "" {
+			// The broker asks every client for credentials: give the
+			// daemon's own bridge an admin login of its own, made anew at
+			// every start and never written anywhere.
+			u, err := localUser()
+			if err != nil {
+				return err
+			}
+			extra, bo.Username, bo.Password = []broker.User{u.user}, u.user.Name, u.password
+		}
+		if m.broker, err = startBroker(ctx, g, c, bo.Lists, extra, log); err != nil {
 			return err
 		}
 		bo.Broker = localURL(m.broker.Addrs())
@@ -88,11 +101,12 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	return g.Wait()
 }
 
-func startBroker(ctx context.Context, g *errgroup.Group, c config, lists []bridge.List, log *slog.Logger) (*broker.Broker, error) {
+func startBroker(ctx context.Context, g *errgroup.Group, c config, lists []bridge.List, extra []broker.User, log *slog.Logger) (*broker.Broker, error) {
 	o, err := c.brokerOptions(lists, log)
 	if err != nil {
 		return nil, err
 	}
+	o.ExtraUsers = extra
 	b, err := broker.New(o)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -100,6 +114,23 @@ func startBroker(ctx context.Context, g *errgroup.Group, c config, lists []bridg
 	g.Go(func() error { return b.Run(ctx) })
 	log.Info("embedded broker listening", "addrs", strings.Join(b.Addrs(), " "))
 	return b, nil
+}
+
+type login struct {
+	user     broker.User
+	password string
+}
+
+// localUser makes a random admin login for the daemon's own bridge.
+func localUser() (login, error) {
+	b := make([]byte, 24)
+	rand.Read(b)
+	pw := hex.EncodeToString(b)
+	hash, err := broker.HashPassword(pw)
+	if err != nil {
+		return login{}, err
+	}
+	return login{broker.User{Name: "vallum-local-" + pw[:8], Password: hash, Role: broker.RoleAdmin}, pw}, nil
 }
 
 // localURL picks the listener the local bridge connects to: the first plain
