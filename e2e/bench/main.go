@@ -1,0 +1,110 @@
+// Command bench measures vallum on this machine, side by side with the
+// naive pipeline people script today (mosquitto_sub | xargs ipset add) and,
+// when given, a vallumd binary: kernel apply rate, end-to-end throughput,
+// publish-to-kernel latency, late-join sync time and memory. It runs as
+// root; everything happens in network namespaces of its own, on loopback.
+//
+//	go run ./e2e/bench            # full sizes, a few minutes
+//	go run ./e2e/bench -small     # CI sizes, under a minute
+//
+// It prints a table, then as its last line one JSON object of the figures.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vallum/vallum/internal/lab"
+)
+
+type config struct {
+	apply, nftApply, single, batch, perMsg int
+	lat, latRate, sync, naive, vallumdN    int
+	vallumd                                string
+	phase                                  time.Duration
+	keep                                   bool
+}
+
+func parseFlags() config {
+	var c config
+	small := flag.Bool("small", false, "CI sizes (10k and so on): finishes in under a minute")
+	flag.IntVar(&c.apply, "apply", 1_000_000, "addresses for the ipset kernel apply rate (batches of 10k)")
+	flag.IntVar(&c.nftApply, "nft-apply", 200_000, "addresses for the nftables kernel apply rate (batches of 10k)")
+	flag.IntVar(&c.single, "single", 100_000, "addresses end to end, one per message")
+	flag.IntVar(&c.batch, "batch", 1_000_000, "addresses end to end, -per per message")
+	flag.IntVar(&c.perMsg, "per", 1000, "addresses per message for -batch")
+	flag.IntVar(&c.lat, "lat", 5000, "bans for the latency measurement")
+	flag.IntVar(&c.latRate, "lat-rate", 1000, "bans per second for the latency measurement")
+	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
+	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
+	flag.IntVar(&c.vallumdN, "vallumd-n", 50_000, "messages for vallumd")
+	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
+	flag.DurationVar(&c.phase, "phase-timeout", 120*time.Second, "time limit of each measurement")
+	flag.BoolVar(&c.keep, "keep", false, "keep the log folder")
+	flag.Parse()
+	if *small {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		def := func(p *int, name string, v int) {
+			if !set[name] {
+				*p = v
+			}
+		}
+		def(&c.apply, "apply", 50_000)
+		def(&c.nftApply, "nft-apply", 20_000)
+		def(&c.single, "single", 10_000)
+		def(&c.batch, "batch", 100_000)
+		def(&c.lat, "lat", 1000)
+		def(&c.sync, "sync", 10_000)
+		def(&c.naive, "naive", 300)
+		def(&c.vallumdN, "vallumd-n", 5000)
+		if !set["phase-timeout"] {
+			c.phase = 30 * time.Second
+		}
+	}
+	return c
+}
+
+func main() {
+	c := parseFlags()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces and kernel sets)")
+		os.Exit(2)
+	}
+	dir, err := os.MkdirTemp("", "vallum-bench")
+	if err != nil {
+		fatal(err)
+	}
+	l, err := lab.New()
+	if err != nil {
+		fatal(err)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; l.Close(); fmt.Fprintln(os.Stderr, "bench: interrupted; logs in", dir); os.Exit(130) }()
+	r := run(c, l, dir)
+	l.Close()
+	r.print(os.Stdout, c)
+	if len(r.errs) > 0 || c.keep {
+		fmt.Fprintln(os.Stderr, "bench: logs kept in", dir)
+	} else {
+		os.RemoveAll(dir)
+	}
+	if len(r.errs) > 0 {
+		os.Exit(1)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+// probe is the address the naive pipeline and vallumd are warmed up with;
+// outside the range addrs hands out.
+var probe = netip.MustParseAddr("198.18.0.1")

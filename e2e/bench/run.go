@@ -1,0 +1,186 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vallum/vallum/internal/lab"
+)
+
+// results holds each figure, nil when its measurement failed or was skipped.
+type results struct {
+	ApplyPerS       *float64 `json:"apply_per_s"`
+	NftApplyPerS    *float64 `json:"nft_apply_per_s"`
+	E2EBatchPerS    *float64 `json:"e2e_batch_per_s"`
+	E2ESinglePerS   *float64 `json:"e2e_single_per_s"`
+	LatencyP50Ms    *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms    *float64 `json:"latency_p99_ms"`
+	LatencyMaxMs    *float64 `json:"latency_max_ms"`
+	Sync100kS       *float64 `json:"sync_100k_s"`
+	SyncN           int      `json:"sync_n"`
+	RSSMB           *float64 `json:"rss_mb"`
+	RSSEventsMB     *float64 `json:"rss_events_mb"`
+	NaiveSinglePerS *float64 `json:"naive_e2e_single_per_s"`
+	VallumdSingle   *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
+	Errors          []string `json:"errors,omitempty"`
+
+	errs []error
+}
+
+func (r *results) set(p **float64, v float64, err error, what string) {
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("%s: %w", what, err))
+		r.Errors = append(r.Errors, what+": "+firstLine(err.Error()))
+		fmt.Fprintf(os.Stderr, "bench: %s: %v\n", what, err)
+		return
+	}
+	*p = &v
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// run measures everything in order; a failed measurement is reported and
+// the others still run.
+func run(c config, l *lab.Lab, dir string) *results {
+	r := &results{SyncN: c.sync}
+	a := &addrs{}
+	step := func(s string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", s, time.Now().Format("15:04:05")) }
+
+	step("kernel apply rates")
+	k, err := l.AddHost("kernel")
+	if err != nil {
+		r.set(&r.ApplyPerS, 0, err, "lab")
+		return r
+	}
+	v, err := ipsetApply(k, a, c.apply, time.Now().Add(c.phase))
+	r.set(&r.ApplyPerS, v, err, "ipset apply")
+	v, err = nftApply(k, a, c.nftApply, time.Now().Add(c.phase))
+	r.set(&r.NftApplyPerS, v, err, "nft apply")
+
+	step("building vallum")
+	bin, err := lab.BuildVallum(dir)
+	if err != nil {
+		r.set(&r.E2ESinglePerS, 0, err, "build")
+		return r
+	}
+	step("vallum end to end")
+	vallum(c, l, dir, bin, a, r)
+
+	step("late join")
+	took, rss, err := lateJoin(l, dir, bin, a, c.sync, c.phase)
+	r.set(&r.Sync100kS, took.Seconds(), err, "late join")
+	r.set(&r.RSSMB, mb(rss), err, "rss after late join")
+
+	step("naive pipeline")
+	v, err = naive(l, dir, a, c.naive, c.phase)
+	r.set(&r.NaiveSinglePerS, v, err, "naive pipeline")
+	if c.vallumd != "" {
+		step("vallumd")
+		v, err = vallumd(l, dir, c.vallumd, a, c.vallumdN, c.phase)
+		r.set(&r.VallumdSingle, v, err, "vallumd")
+	}
+	return r
+}
+
+func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
+	s, err := newSubject(l, dir, "vallum", func(h *lab.Host) (*lab.Proc, error) {
+		return h.StartVallum(dir, bin, "-h", "127.0.0.1", "-t", list)
+	})
+	if s != nil {
+		defer s.close()
+	}
+	if err != nil {
+		r.set(&r.E2ESinglePerS, 0, err, "vallum start")
+		return
+	}
+	v, err := s.throughput(a, c.single, 1, c.phase)
+	r.set(&r.E2ESinglePerS, v, err, "vallum 1 per message")
+	rss, err := s.proc.RSS()
+	r.set(&r.RSSEventsMB, mb(rss), err, "vallum rss after events")
+	lat, err := s.latency(a, c.lat, c.latRate, c.phase)
+	r.set(&r.LatencyP50Ms, quantile(lat, 0.50), err, "latency")
+	r.set(&r.LatencyP99Ms, quantile(lat, 0.99), err, "latency p99")
+	r.set(&r.LatencyMaxMs, quantile(lat, 1), err, "latency max")
+	v, err = s.throughput(a, c.batch, c.perMsg, c.phase)
+	r.set(&r.E2EBatchPerS, v, err, fmt.Sprintf("vallum %d per message", c.perMsg))
+}
+
+// naive is what people script today: one `ipset add` process per address.
+func naive(l *lab.Lab, dir string, a *addrs, n int, timeout time.Duration) (float64, error) {
+	s, err := newSubject(l, dir, "naive", func(h *lab.Host) (*lab.Proc, error) {
+		if _, err := h.Exec("ipset", "create", list, "hash:ip"); err != nil {
+			return nil, err
+		}
+		return h.Start(dir, "sh", "-c", "mosquitto_sub -h 127.0.0.1 -p 1883 -q 1 -t "+list+"/add | xargs -n1 ipset -exist add "+list)
+	})
+	if s != nil {
+		defer s.close()
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := s.waitReady(probe, 20*time.Second); err != nil {
+		return 0, err
+	}
+	return s.throughput(a, n, 1, timeout)
+}
+
+// vallumd runs the given binary with its own command line against a
+// hash:ip set it needs to exist.
+func vallumd(l *lab.Lab, dir, bin string, a *addrs, n int, timeout time.Duration) (float64, error) {
+	s, err := newSubject(l, dir, "vallumd", func(h *lab.Host) (*lab.Proc, error) {
+		if _, err := h.Exec("ipset", "create", list, "hash:ip"); err != nil {
+			return nil, err
+		}
+		return h.Start(dir, bin, "-h", "127.0.0.1", "-p", "1883", "-t", list)
+	})
+	if s != nil {
+		defer s.close()
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := s.waitReady(probe, 20*time.Second); err != nil {
+		return 0, err
+	}
+	return s.throughput(a, n, 1, timeout)
+}
+
+// print writes the table, then the JSON object as the last line.
+func (r *results) print(w io.Writer, c config) {
+	f := func(p *float64, format string) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf(format, *p)
+	}
+	rows := [][4]string{
+		{"measure", "vallum", "naive", "vallumd"},
+		{"kernel apply, ipset, batches of 10k (addr/s)", f(r.ApplyPerS, "%.0f"), "", ""},
+		{"kernel apply, nft, batches of 10k (addr/s)", f(r.NftApplyPerS, "%.0f"), "", ""},
+		{"end to end, 1 addr/message, QoS 1 (addr/s)", f(r.E2ESinglePerS, "%.0f"), f(r.NaiveSinglePerS, "%.0f"), f(r.VallumdSingle, "%.0f")},
+		{fmt.Sprintf("end to end, %d addr/message, QoS 1 (addr/s)", c.perMsg), f(r.E2EBatchPerS, "%.0f"), "", ""},
+		{fmt.Sprintf("latency p50 at %d bans/s (ms)", c.latRate), f(r.LatencyP50Ms, "%.3f"), "", ""},
+		{fmt.Sprintf("latency p99 at %d bans/s (ms)", c.latRate), f(r.LatencyP99Ms, "%.3f"), "", ""},
+		{"latency max (ms)", f(r.LatencyMaxMs, "%.3f"), "", ""},
+		{fmt.Sprintf("late join, %d retained bans (s)", c.sync), f(r.Sync100kS, "%.2f"), "", ""},
+		{fmt.Sprintf("RSS after the late join of %d (MB)", c.sync), f(r.RSSMB, "%.1f"), "", ""},
+		{fmt.Sprintf("RSS after %d events (MB)", c.single), f(r.RSSEventsMB, "%.1f"), "", ""},
+	}
+	fmt.Fprintf(w, "sizes: apply %d, nft %d, single %d, batch %d, latency %d, sync %d, naive %d, vallumd %d\n",
+		c.apply, c.nftApply, c.single, c.batch, c.lat, c.sync, c.naive, c.vallumdN)
+	for _, row := range rows {
+		fmt.Fprintf(w, "%-48s %12s %10s %10s\n", row[0], row[1], row[2], row[3])
+	}
+	b, _ := json.Marshal(r)
+	fmt.Fprintln(w, string(b))
+}
