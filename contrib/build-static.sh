@@ -25,6 +25,7 @@ OUT=${OUT:-dist}
 PKG=${PKG:-./cmd/vallum}
 
 mkdir -p "$OUT"
+failed=
 for t in $TARGETS; do
 	goarch=$t goarm= gomips=
 	case $t in
@@ -38,8 +39,17 @@ for t in $TARGETS; do
 		;;
 	esac
 	out=$OUT/vallum-linux-$t
-	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips \
-		go build -trimpath -tags nethttpomithttp2 -ldflags "-s -w -X main.version=$VERSION" -o "$out" "$PKG"
+	rm -f "$out"
+	# Keep going on failure: one report shows every target that breaks.
+	if ! CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips \
+		go build -trimpath -tags nethttpomithttp2 -ldflags "-s -w -X main.version=$VERSION" -o "$out" "$PKG"; then
+		failed="$failed $t"
+		continue
+	fi
 	size=$(wc -c <"$out")
 	printf '%-28s %9d bytes  %5.1f MiB\n' "$out" "$size" "$(echo "$size" | awk '{print $1/1048576}')"
 done
+if [ -n "$failed" ]; then
+	echo "build-static.sh: failed:$failed" >&2
+	exit 1
+fi

@@ -279,3 +279,70 @@ func TestExampleConfig(t *testing.T) {
 		t.Errorf("vallum check-config --config contrib/vallum.yaml: %v\n%s", err, out)
 	}
 }
+
+// TestFileCapability proves the Dockerfile's way of giving CAP_NET_ADMIN to
+// a non-root process: the binary, setcap cap_net_admin=ep, run as uid 65532
+// with NET_ADMIN in the bounding set (docker --cap-add NET_ADMIN), creates
+// its sets; without it in the bounding set the kernel refuses the exec.
+func TestFileCapability(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (setcap, setpriv, network namespaces)")
+	}
+	for _, tool := range []string{"setcap", "setpriv", "unshare", "nft", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s", tool)
+		}
+	}
+	bin := buildVallum(t)
+	// Not t.TempDir: its parent is 0700, out of reach of uid 65532.
+	dir, err := os.MkdirTemp("", "vallum-cap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	capBin := filepath.Join(dir, "vallum")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(capBin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("setcap", "cap_net_admin=ep", capBin).CombinedOutput(); err != nil {
+		t.Skipf("setcap (filesystem without xattrs?): %v %s", err, out)
+	}
+	dataDir := filepath.Join(dir, "data")
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dataDir, 65532, 65532); err != nil {
+		t.Fatal(err)
+	}
+	asNonroot := "setpriv --reuid=65532 --regid=65532 --clear-groups --inh-caps=-all"
+	out := inNetns(t, `
+ip link set lo up
+`+asNonroot+` --bounding-set=-all,+net_admin `+shellQuote(capBin)+` --backend nft -t blacklist --data-dir `+shellQuote(dataDir)+` >`+shellQuote(filepath.Join(dir, "log"))+` 2>&1 &
+pid=$!
+i=0
+while [ $i -lt 100 ] && ! nft list set inet vallum blacklist >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
+grep CapEff /proc/$pid/status || true
+kill $pid
+wait $pid && echo "exit 0"
+nft list table inet vallum | grep -o 'set [a-z0-9_]*'
+if `+asNonroot+` --bounding-set=-all `+shellQuote(capBin)+` version 2>/dev/null; then echo "started without NET_ADMIN"; else echo "refused without NET_ADMIN"; fi
+`)
+	for _, want := range []string{
+		"CapEff:\t0000000000001000", // CAP_NET_ADMIN (12) and nothing else
+		"exit 0",
+		"set blacklist\n", "set blacklist6\n",
+		"refused without NET_ADMIN",
+	} {
+		if !strings.Contains(out, want) {
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			t.Errorf("output lacks %q:\n%s\nvallum log:\n%s", want, out, log)
+		}
+	}
+}
