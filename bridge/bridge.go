@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
@@ -22,6 +24,7 @@ type Bridge struct {
 	skew     skewWarn
 	recent   recentState
 	specs    map[string]SetSpec // by set name, to create a set again
+	client   atomic.Pointer[mqtt.Client]
 	comments map[string]bool    // sets whose entries can carry comments
 }
 
@@ -58,6 +61,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	c := mqtt.NewClient(b.clientOptions())
+	b.client.Store(&c)
 	if err := b.connect(ctx, c); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -74,6 +78,22 @@ func (b *Bridge) Run(ctx context.Context) error {
 	<-done // the batch in hand is applied and acknowledged
 	c.Disconnect(250)
 	b.log.Info("stopped")
+	return nil
+}
+
+// Resync makes sure the sets exist again (creating those that are missing,
+// when allowed) and reconciles them to the broker's state, as after a
+// reconnect. It is what SIGHUP does: after a firewall reload that flushed
+// the sets, they are back with every ban the broker holds.
+func (b *Bridge) Resync(ctx context.Context) error {
+	if err := b.ensureSets(ctx); err != nil {
+		return err
+	}
+	c := b.client.Load()
+	if c == nil || !(*c).IsConnectionOpen() {
+		return errors.New("not connected: the sets are reconciled when the connection is back")
+	}
+	go b.startSync(*c)
 	return nil
 }
 

@@ -65,6 +65,9 @@ func ValidSetName(name string) error {
 	return nil
 }
 
+// DefaultMaxPayload bounds one message: room for about 60,000 addresses.
+const DefaultMaxPayload = 1 << 20
+
 // Options configure a Bridge. Zero values get the defaults noted.
 type Options struct {
 	Lists    []List
@@ -94,7 +97,7 @@ func (o *Options) ensureDefaults() {
 		o.MaxElem = DefaultMaxElem
 	}
 	if o.MaxPayload == 0 {
-		o.MaxPayload = 1 << 20
+		o.MaxPayload = DefaultMaxPayload
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 10000

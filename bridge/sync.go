@@ -43,6 +43,7 @@ type syncer struct {
 	present map[string]map[netip.Prefix]struct{} // per list root, in the window
 	aSeen   chan struct{}
 	bSeen   chan struct{}
+	abandon chan struct{} // closed when a newer sync starts
 }
 
 // syncResult is what the window held, for the worker to reconcile against.
@@ -50,13 +51,16 @@ type syncResult struct {
 	present map[string]map[netip.Prefix]struct{}
 }
 
-func (s *syncer) begin() (gen int, aSeen, bSeen chan struct{}) {
+func (s *syncer) begin() (gen int, aSeen, bSeen, abandon chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
 	s.open, s.present = false, nil
-	s.aSeen, s.bSeen = make(chan struct{}), make(chan struct{})
-	return s.gen, s.aSeen, s.bSeen
+	if s.abandon != nil {
+		close(s.abandon)
+	}
+	s.aSeen, s.bSeen, s.abandon = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	return s.gen, s.aSeen, s.bSeen, s.abandon
 }
 
 // marker handles a marker that came back, on the message goroutine. It
@@ -99,7 +103,7 @@ func (s *syncer) record(root string, p netip.Prefix, present bool) {
 
 // startSync runs steps 1 and 2 for one connection.
 func (b *Bridge) startSync(c mqtt.Client) {
-	gen, aSeen, bSeen := b.sync.begin()
+	gen, aSeen, bSeen, abandon := b.sync.begin()
 	marker := MarkerPrefix + b.opts.ClientID
 	events := map[string]byte{marker: 1}
 	state := map[string]byte{}
@@ -133,6 +137,8 @@ func (b *Bridge) startSync(c mqtt.Client) {
 			}
 			return
 		case <-b.stopping:
+			return
+		case <-abandon: // a reconnect or SIGHUP started a newer sync
 			return
 		}
 	}

@@ -29,7 +29,7 @@ func newBrokerCmd() *cobra.Command {
 			if _, err := startBroker(ctx, g, c, lists, nil, log); err != nil {
 				return err
 			}
-			ignoreHUP(ctx, log)
+			onHUP(ctx, log, nil)
 			return g.Wait()
 		},
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/vallum/vallum/bridge"
 )
 
 // defaultConfigFile is read when it exists and --config is not given.
@@ -84,17 +86,17 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.String("nft-table", "inet vallum", "nftables FAMILY TABLE of the sets, e.g. \"inet fw4\"")
 	f.Bool("nft-rules", false, "with nft: add input and forward rules that drop members of the sets")
 	f.Bool("no-create", false, "do not create missing sets: fail instead")
-	f.Uint32("maxelem", 0, "capacity of the sets vallum creates (default 4194304)")
+	f.Uint32("maxelem", bridge.DefaultMaxElem, "capacity of the sets vallum creates")
 	f.StringArray("allow", nil, "CIDR that is never banned, repeatable (loopback, link-local, multicast, own and broker addresses always are)")
-	f.Int("widest-v4", 0, "broadest IPv4 prefix length that may be banned (default 8)")
-	f.Int("widest-v6", 0, "broadest IPv6 prefix length that may be banned (default 32)")
-	f.Int("max-payload", 0, "largest message payload in bytes (default 1048576)")
+	f.Int("widest-v4", bridge.DefaultWidest4, "broadest IPv4 prefix length that may be banned")
+	f.Int("widest-v6", bridge.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
+	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 }
 
 // brokerFlags are the settings of the embedded broker.
 func brokerFlags(f *pflag.FlagSet) {
-	f.StringArray("listen", nil, "embedded broker listener, repeatable: tcp://HOST:PORT, tls://, ws:// or HOST:PORT (default 127.0.0.1:1883)")
+	f.StringArray("listen", []string{"127.0.0.1:1883"}, "embedded broker listener, repeatable: tcp://HOST:PORT, tls://, ws:// or HOST:PORT")
 	f.String("users", "", "YAML file of broker users and their ACLs")
 	f.Bool("allow-anonymous", false, "let clients without credentials in, even on non-loopback listeners")
 	f.String("tls-cert", "", "certificate for tls:// listeners")

@@ -84,12 +84,11 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 	for _, l := range lists {
 		o.Lists = append(o.Lists, l.Root)
 	}
-	listen := c.Listen
-	if len(listen) == 0 {
-		listen = []string{"127.0.0.1:1883"}
-	}
 	var errs []error
-	for _, s := range listen {
+	if len(c.Listen) == 0 {
+		errs = append(errs, errors.New("the embedded broker needs at least one --listen address"))
+	}
+	for _, s := range c.Listen {
 		l, err := broker.ParseListen(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--listen %q: %w", s, err))

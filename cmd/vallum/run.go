@@ -60,8 +60,6 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	be := &lockedBackend{be: raw}
 	defer be.Close()
-	ignoreHUP(ctx, log)
-
 	g, ctx := errgroup.WithContext(ctx)
 	m := &metrics{be: be, sets: setNames(bo.Lists)}
 	if c.embedded() {
@@ -97,6 +95,11 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 	}
 	g.Go(func() error { return br.Run(ctx) })
+	onHUP(ctx, log, func() {
+		if err := br.Resync(ctx); err != nil {
+			log.Warn("SIGHUP: resync", "err", err)
+		}
+	})
 	log.Info("vallum started", "version", version, "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
 	return g.Wait()
 }
@@ -181,9 +184,10 @@ func (c config) nftRules(ctx context.Context, be backend, bo bridge.Options) err
 	return nil
 }
 
-// ignoreHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
-// killing the daemon. The configuration is read at start only.
-func ignoreHUP(ctx context.Context, log *slog.Logger) {
+// onHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
+// killing the daemon and runs do instead (nil: nothing). The configuration
+// is read at start only, which the log line says.
+func onHUP(ctx context.Context, log *slog.Logger, do func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -191,7 +195,10 @@ func ignoreHUP(ctx context.Context, log *slog.Logger) {
 		for {
 			select {
 			case <-hup:
-				log.Warn("SIGHUP ignored: the configuration is read at start; restart vallum to apply changes")
+				log.Info("SIGHUP: re-checking the sets and the list state; the configuration is read at start only, restart vallum to change it")
+				if do != nil {
+					do()
+				}
 			case <-ctx.Done():
 				return
 			}
