@@ -25,7 +25,7 @@ type Bridge struct {
 	recent   recentState
 	specs    map[string]SetSpec // by set name, to create a set again
 	client   atomic.Pointer[mqtt.Client]
-	comments map[string]bool    // sets whose entries can carry comments
+	comments map[string]bool // sets whose entries can carry comments
 }
 
 // New checks o and returns a Bridge that applies to be.
