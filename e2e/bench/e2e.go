@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -80,10 +81,10 @@ func (s *subject) waitReady(probe netip.Addr, timeout time.Duration) error {
 // returns addresses per second from the first publish until the set holds
 // them all. Every address is new, so the set must grow by exactly n:
 // anything less at the deadline is reported as lost.
-func (s *subject) throughput(a *addrs, n, per int, timeout time.Duration) (float64, error) {
-	base := s.w.size(list)
+func (s *subject) throughput(a *addrs, topic string, n, per int, timeout time.Duration) (float64, error) {
+	base := s.w.size(topic)
 	if base < 0 {
-		return 0, fmt.Errorf("set %s missing on %s", list, s.h.Name)
+		return 0, fmt.Errorf("set %s missing on %s", topic, s.h.Name)
 	}
 	msgs := (n + per - 1) / per
 	batches := make([][]byte, msgs)
@@ -95,10 +96,10 @@ func (s *subject) throughput(a *addrs, n, per int, timeout time.Duration) (float
 	perr := make(chan error, 1)
 	go func() {
 		perr <- publishAll(s.pub, msgs, window, deadline, func(i int) (string, []byte, bool) {
-			return list + "/add", batches[i], false
+			return topic + "/add", batches[i], false
 		})
 	}()
-	end, got, werr := s.w.waitSize(list, base+n, deadline, 2*time.Millisecond)
+	end, got, werr := s.w.waitSize(topic, base+n, deadline, 2*time.Millisecond)
 	if err := errors.Join(<-perr, werr); err != nil {
 		return 0, fmt.Errorf("%s: %d of %d addresses in the set: %w", s.name, got-base, n, err)
 	}
@@ -113,10 +114,12 @@ func (s *subject) throughput(a *addrs, n, per int, timeout time.Duration) (float
 // it. A poller reads the set's size over netlink every ~50 µs; as bans are
 // applied in order, the set's k-th new entry is the k-th ban. The schedule
 // does not wait for earlier bans, so a slow one cannot hide the next.
-func (s *subject) latency(a *addrs, n, rate int, timeout time.Duration) ([]time.Duration, error) {
-	base := s.w.size(list)
+// The topic's set should hold few entries: reading a hash set's size costs
+// the kernel time in proportion to it.
+func (s *subject) latency(a *addrs, topic string, n, rate int, timeout time.Duration) ([]time.Duration, error) {
+	base := s.w.size(topic)
 	if base < 0 {
-		return nil, fmt.Errorf("set %s missing on %s", list, s.h.Name)
+		return nil, fmt.Errorf("set %s missing on %s", topic, s.h.Name)
 	}
 	as := a.take(n)
 	sent := make([]atomic.Int64, n)
@@ -125,7 +128,7 @@ func (s *subject) latency(a *addrs, n, rate int, timeout time.Duration) ([]time.
 	polled := make(chan error, 1)
 	go func() {
 		for len(lat) < n {
-			size := s.w.size(list)
+			size := s.w.size(topic)
 			now := time.Now().UnixNano()
 			for len(lat) < n && size-base > len(lat) {
 				lat = append(lat, time.Duration(now-sent[len(lat)].Load()))
@@ -149,7 +152,7 @@ func (s *subject) latency(a *addrs, n, rate int, timeout time.Duration) ([]time.
 			break
 		}
 		sent[i].Store(time.Now().UnixNano())
-		toks = append(toks, s.pub.Publish(list+"/add", 1, false, ad.String()))
+		toks = append(toks, s.pub.Publish(topic+"/add", 1, false, ad.String()))
 	}
 	err := <-polled
 	for _, t := range toks {
@@ -157,6 +160,16 @@ func (s *subject) latency(a *addrs, n, rate int, timeout time.Duration) ([]time.
 			err = errors.Join(err, t.Error())
 		}
 	}
+	slow := 0
+	for i, d := range lat {
+		if d > 5*time.Millisecond {
+			if slow == 0 {
+				fmt.Fprintf(os.Stderr, "bench: latency: first ban over 5 ms is #%d of %d (%v)\n", i, n, d)
+			}
+			slow++
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: latency: %d of %d bans over 5 ms\n", slow, len(lat))
 	slices.Sort(lat)
 	return lat, err
 }
