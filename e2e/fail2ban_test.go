@@ -97,6 +97,20 @@ func TestFail2ban(t *testing.T) {
 		reach(t, x, c, false)
 	})
 
+	t.Run("bantime -1 is permanent", func(t *testing.T) {
+		const perm = "203.0.113.9" // only set membership: no packet goes there
+		must[string](t)(f2b.Client("set", "sshd", "bantime", "-1"))
+		must[string](t)(f2b.Client("set", "sshd", "banip", perm))
+		waitPrefixes(t, b, "blacklist", perm, x.Addr4)
+		for _, m := range must[[]lab.Member](t)(b.Members("blacklist")) {
+			if m.Prefix == perm && m.Timeout != 0 {
+				t.Errorf("%s on b: timeout %d, want none (permanent)", perm, m.Timeout)
+			}
+		}
+		must[string](t)(f2b.Client("set", "sshd", "unbanip", perm))
+		waitPrefixes(t, b, "blacklist", x.Addr4)
+	})
+
 	t.Run("stopping fail2ban keeps the shared list", func(t *testing.T) {
 		must[string](t)(f2b.Client("stop"))
 		select {
