@@ -24,6 +24,7 @@ type results struct {
 	SyncN           int      `json:"sync_n"`
 	RSSMB           *float64 `json:"rss_mb"`
 	RSSEventsMB     *float64 `json:"rss_events_mb"`
+	RSSIdleMB       *float64 `json:"rss_idle_mb"`
 	NaiveSinglePerS *float64 `json:"naive_e2e_single_per_s"`
 	VallumdSingle   *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
 	Errors          []string `json:"errors,omitempty"`
@@ -104,9 +105,11 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 		r.set(&r.E2ESinglePerS, 0, err, "vallum start")
 		return
 	}
+	rss, err := s.proc.RSS()
+	r.set(&r.RSSIdleMB, mb(rss), err, "vallum rss at start")
 	v, err := s.throughput(a, "single", c.single, 1, c.phase)
 	r.set(&r.E2ESinglePerS, v, err, "vallum 1 per message")
-	rss, err := s.proc.RSS()
+	rss, err = s.proc.RSS()
 	r.set(&r.RSSEventsMB, mb(rss), err, "vallum rss after events")
 	lat, err := s.latency(a, "lat", c.lat, c.latRate, c.phase)
 	r.set(&r.LatencyP50Ms, quantile(lat, 0.50), err, "latency")
@@ -177,6 +180,7 @@ func (r *results) print(w io.Writer, c config) {
 		{fmt.Sprintf("late join, %d retained bans (s)", c.sync), f(r.Sync100kS, "%.2f"), "", ""},
 		{fmt.Sprintf("RSS after the late join of %d (MB)", c.sync), f(r.RSSMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS after %d events (MB)", c.single), f(r.RSSEventsMB, "%.1f"), "", ""},
+		{"RSS at start, synced, empty (MB)", f(r.RSSIdleMB, "%.1f"), "", ""},
 	}
 	fmt.Fprintf(w, "sizes: apply %d, nft %d, single %d, batch %d, latency %d, sync %d, naive %d, vallumd %d\n",
 		c.apply, c.nftApply, c.single, c.batch, c.lat, c.sync, c.naive, c.vallumdN)
