@@ -13,21 +13,22 @@ import (
 
 // results holds each figure, nil when its measurement failed or was skipped.
 type results struct {
-	ApplyPerS       *float64 `json:"apply_per_s"`
-	NftApplyPerS    *float64 `json:"nft_apply_per_s"`
-	E2EBatchPerS    *float64 `json:"e2e_batch_per_s"`
-	E2ESinglePerS   *float64 `json:"e2e_single_per_s"`
-	LatencyP50Ms    *float64 `json:"latency_p50_ms"`
-	LatencyP99Ms    *float64 `json:"latency_p99_ms"`
-	LatencyMaxMs    *float64 `json:"latency_max_ms"`
-	Sync100kS       *float64 `json:"sync_100k_s"`
-	SyncN           int      `json:"sync_n"`
-	RSSMB           *float64 `json:"rss_mb"`
-	RSSEventsMB     *float64 `json:"rss_events_mb"`
-	RSSIdleMB       *float64 `json:"rss_idle_mb"`
-	NaiveSinglePerS *float64 `json:"naive_e2e_single_per_s"`
-	VallumdSingle   *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
-	Errors          []string `json:"errors,omitempty"`
+	ApplyPerS        *float64 `json:"apply_per_s"`
+	NftApplyPerS     *float64 `json:"nft_apply_per_s"`
+	E2EBatchPerS     *float64 `json:"e2e_batch_per_s"`
+	E2ESinglePerS    *float64 `json:"e2e_single_per_s"`
+	LatencyP50Ms     *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms     *float64 `json:"latency_p99_ms"`
+	LatencyMaxMs     *float64 `json:"latency_max_ms"`
+	Sync100kS        *float64 `json:"sync_100k_s"`
+	SyncN            int      `json:"sync_n"`
+	RSSMB            *float64 `json:"rss_mb"`
+	RSSEventsMB      *float64 `json:"rss_events_mb"`
+	BrokerSinglePerS *float64 `json:"broker_single_per_s"`
+	RSSIdleMB        *float64 `json:"rss_idle_mb"`
+	NaiveSinglePerS  *float64 `json:"naive_e2e_single_per_s"`
+	VallumdSingle    *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
+	Errors           []string `json:"errors,omitempty"`
 
 	errs []error
 }
@@ -105,9 +106,11 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 		r.set(&r.E2ESinglePerS, 0, err, "vallum start")
 		return
 	}
+	v, err := s.brokerRate(a, c.single, c.phase)
+	r.set(&r.BrokerSinglePerS, v, err, "broker alone, 1 per message")
 	rss, err := s.proc.RSS()
 	r.set(&r.RSSIdleMB, mb(rss), err, "vallum rss at start")
-	v, err := s.throughput(a, "single", c.single, 1, c.phase)
+	v, err = s.throughput(a, "single", c.single, 1, c.phase)
 	r.set(&r.E2ESinglePerS, v, err, "vallum 1 per message")
 	rss, err = s.proc.RSS()
 	r.set(&r.RSSEventsMB, mb(rss), err, "vallum rss after events")
@@ -173,6 +176,7 @@ func (r *results) print(w io.Writer, c config) {
 		{"kernel apply, ipset, batches of 10k (addr/s)", f(r.ApplyPerS, "%.0f"), "", ""},
 		{"kernel apply, nft, batches of 10k (addr/s)", f(r.NftApplyPerS, "%.0f"), "", ""},
 		{"end to end, 1 addr/message, QoS 1 (addr/s)", f(r.E2ESinglePerS, "%.0f"), f(r.NaiveSinglePerS, "%.0f"), f(r.VallumdSingle, "%.0f")},
+		{"broker alone (mosquitto to a paho subscriber), 1/message (msg/s)", f(r.BrokerSinglePerS, "%.0f"), "", ""},
 		{fmt.Sprintf("end to end, %d addr/message, QoS 1 (addr/s)", c.perMsg), f(r.E2EBatchPerS, "%.0f"), "", ""},
 		{fmt.Sprintf("latency p50 at %d bans/s (ms)", c.latRate), f(r.LatencyP50Ms, "%.3f"), "", ""},
 		{fmt.Sprintf("latency p99 at %d bans/s (ms)", c.latRate), f(r.LatencyP99Ms, "%.3f"), "", ""},
@@ -185,7 +189,7 @@ func (r *results) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "sizes: apply %d, nft %d, single %d, batch %d, latency %d, sync %d, naive %d, vallumd %d\n",
 		c.apply, c.nftApply, c.single, c.batch, c.lat, c.sync, c.naive, c.vallumdN)
 	for _, row := range rows {
-		fmt.Fprintf(w, "%-48s %12s %10s %10s\n", row[0], row[1], row[2], row[3])
+		fmt.Fprintf(w, "%-66s %12s %10s %10s\n", row[0], row[1], row[2], row[3])
 	}
 	b, _ := json.Marshal(r)
 	fmt.Fprintln(w, string(b))
