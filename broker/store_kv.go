@@ -97,6 +97,9 @@ func openKV(path string, log *slog.Logger, o kvOptions) (*kv, error) {
 	if o.CompactMin <= 0 {
 		o.CompactMin = 4 << 20
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	// A compaction that a crash interrupted left a partial copy: the
 	// original is still complete.
 	if err := os.Remove(path + ".tmp"); err != nil && !errors.Is(err, os.ErrNotExist) {
