@@ -37,7 +37,8 @@ type hub struct {
 	gen      int // the embedded broker's store: a new one forgets everything
 	// auth is what bridges add to their command line: on the embedded
 	// broker they log in as a host user (see TestEmbeddedAnonymousHost).
-	auth []string
+	auth  []string
+	users string // the users file, once written
 }
 
 func (b *hub) name() string {
@@ -60,7 +61,10 @@ func (b *hub) start(t *testing.T, persist bool) {
 	data := filepath.Join(b.dir, fmt.Sprintf("hub-store-%d", b.gen))
 	args := []string{"broker", "--listen", fmt.Sprintf("0.0.0.0:%d", hubPort), "--allow-anonymous", "-t", root, "--data-dir", data}
 	if b.auth == nil {
-		args = append(args, "--users", b.hostUser(t))
+		b.users = b.hostUser(t)
+	}
+	if b.users != "" {
+		args = append(args, "--users", b.users)
 	}
 	b.proc = must[*lab.Proc](t)(b.h.Start(b.dir, vallumBin, args...))
 	if err := b.h.WaitPort(hubPort, 20*time.Second); err != nil {
@@ -337,4 +341,110 @@ func TestEmbeddedAnonymousHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSet(t, host, 10*time.Second, addrs(1, 2))
+}
+
+// legacy publishes vallumd-style events (not retained) on ROOT/add or ROOT/del.
+func legacy(pub *lab.Publisher, action, payload string) {
+	pub.Publish(root+"/"+action, false, []byte(payload))
+}
+
+// TestOffline: a host is stopped, 1,000 bans and 500 unbans are made while
+// it is away (as state, and a few as legacy events), and when it starts
+// again it has the new bans and not the lifted ones. Legacy events follow
+// the persistent session: an add made while away arrives, a del removes.
+func TestOffline(t *testing.T) {
+	eachBroker(t, func(t *testing.T, l *lab.Lab, b *hub, dir string) {
+		host := addHost(t, l, "host")
+		v := startBridge(t, host, b, dir)
+		handAdd(t, host)
+		exp := time.Now().Add(time.Hour)
+		pub := b.publisher(t)
+		for i := 0; i < 1000; i++ {
+			pub.Publish(stateTopic(i), true, ban(i, time.Now(), exp).Payload)
+		}
+		legacy(pub, "add", "203.0.113.1\n203.0.113.2 timeout 3600")
+		if err := pub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitSet(t, host, 20*time.Second, addrs(0, 1000, handAddr, "203.0.113.1", "203.0.113.2"))
+
+		stopBridge(t, v)
+		pub = b.publisher(t)
+		for i := 1000; i < 2000; i++ {
+			pub.Publish(stateTopic(i), true, ban(i, time.Now(), exp).Payload)
+		}
+		for i := 0; i < 500; i++ {
+			pub.Publish(stateTopic(i), true, nil)
+		}
+		legacy(pub, "add", "203.0.113.3 timeout 3600")
+		legacy(pub, "del", "203.0.113.1")
+		if err := pub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Stopping never flushes: the set is as it was while vallum is away.
+		waitSet(t, host, time.Second, addrs(0, 1000, handAddr, "203.0.113.1", "203.0.113.2"))
+
+		v = startBridge(t, host, b, dir)
+		waitSet(t, host, 20*time.Second, addrs(500, 2000, handAddr, "203.0.113.2", "203.0.113.3"))
+		stopBridge(t, v)
+	})
+}
+
+// TestSessionLost: the broker forgets the host's session. First the broker
+// restarts without its store (the state is published again, without 200
+// bans lifted meanwhile); then the host comes back under a new client id
+// after 100 more unbans. Each time the sync removes what was lifted and
+// keeps the hand-added entry. A legacy event's entry stays on mosquitto,
+// which holds no state for it (a sync never removes it); the embedded
+// broker's keeper made it state, which the restart without a store lost,
+// so there the sync removes it like any other lifted ban.
+func TestSessionLost(t *testing.T) {
+	eachBroker(t, func(t *testing.T, l *lab.Lab, b *hub, dir string) {
+		host := addHost(t, l, "host")
+		v := startBridge(t, host, b, dir)
+		handAdd(t, host)
+		exp := time.Now().Add(time.Hour)
+		publish := func(from, to int, extra ...lab.Retained) {
+			t.Helper()
+			pub := b.publisher(t)
+			for i := from; i < to; i++ {
+				pub.Publish(stateTopic(i), true, ban(i, time.Now(), exp).Payload)
+			}
+			pub.PublishAll(extra)
+			if err := pub.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		publish(0, 1000)
+		pub := b.publisher(t)
+		legacy(pub, "add", "203.0.113.5")
+		if err := pub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitSet(t, host, 20*time.Second, addrs(0, 1000, handAddr, "203.0.113.5"))
+
+		stopBridge(t, v)
+		b.stop(t)
+		b.start(t, false) // no retained state, no sessions
+		publish(200, 1100)
+		v = startBridge(t, host, b, dir)
+		kept, removed := []string{handAddr, "203.0.113.5"}, "active=900 removed=200\n"
+		if b.embedded {
+			kept, removed = kept[:1], "active=900 removed=201\n"
+		}
+		waitSet(t, host, 20*time.Second, addrs(200, 1100, kept...))
+		if err := v.WaitLog(removed, 5*time.Second); err != nil {
+			t.Error(err)
+		}
+
+		stopBridge(t, v)
+		var lifts []lab.Retained
+		for i := 200; i < 300; i++ {
+			lifts = append(lifts, unban(i))
+		}
+		publish(1100, 1150, lifts...)
+		v = startBridge(t, host, b, dir, "--client-id", "e2e-new-session")
+		waitSet(t, host, 20*time.Second, addrs(300, 1150, kept...))
+		stopBridge(t, v)
+	})
 }
