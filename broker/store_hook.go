@@ -203,7 +203,14 @@ func (h *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 }
 
 // OnQosPublish stores a message in flight to cl, with its packet id.
+// mochi also calls it with the PUBACK it owes a client for each QoS 1
+// message the client published: not stored (the pebble hook did), it
+// doubled the writes of a bulk feed, and after a restart a client resends
+// an unacknowledged PUBLISH itself, which is idempotent here.
 func (h *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return
+	}
 	m := message(pk)
 	m.ID, m.T, m.Client = inflightKey(cl, pk), storage.InflightKey, cl.ID
 	m.PacketID, m.Sent = pk.PacketID, sent
