@@ -4,12 +4,15 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,4 +450,90 @@ func TestSessionLost(t *testing.T) {
 		waitSet(t, host, 20*time.Second, addrs(300, 1150, kept...))
 		stopBridge(t, v)
 	})
+}
+
+// TestOrder: two publishers interleave 10,000 bans and unbans of 100
+// addresses (ban: retained state; unban: empty retained) while one host's
+// vallum is killed and restarted and the other's broker connection is cut.
+// In the end both hosts' sets equal the state the broker holds.
+func TestOrder(t *testing.T) {
+	const ops, addrCount = 10_000, 100
+	eachBroker(t, func(t *testing.T, l *lab.Lab, b *hub, dir string) {
+		a, c := addHost(t, l, "a"), addHost(t, l, "c")
+		va := startBridge(t, a, b, dir)
+		vc := startBridge(t, c, b, dir)
+		handAdd(t, a)
+		handAdd(t, c)
+
+		var done atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for seed := uint64(1); seed <= 2; seed++ {
+			pub := b.publisher(t)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rnd := rand.New(rand.NewPCG(seed, 42))
+				for n := 0; n < ops/2; n++ {
+					i := rnd.IntN(addrCount)
+					var payload []byte
+					if rnd.IntN(10) < 6 {
+						payload = ban(i, time.Now(), time.Now().Add(time.Hour)).Payload
+					}
+					pub.Publish(stateTopic(i), true, payload)
+					if n%100 == 99 { // pace, so that the cuts fall mid-stream
+						time.Sleep(40 * time.Millisecond)
+					}
+					done.Add(1)
+				}
+				errs <- pub.Close()
+			}()
+		}
+		at := func(n int64) {
+			t.Helper()
+			if err := lab.Eventually(60*time.Second, func() (bool, string) {
+				return done.Load() >= n, fmt.Sprintf("publishers stuck at %d", done.Load())
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		at(ops * 3 / 10)
+		vc.Kill()
+		at(ops / 2)
+		cut(t, a)
+		at(ops * 6 / 10)
+		vc = must[*lab.Proc](t)(c.StartVallumNoWait(dir, vallumBin, append([]string{"-h", b.h.Addr4, "-t", root}, b.auth...)...))
+		wg.Wait()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := vc.WaitLog("subscribed and synced", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Eventually(30*time.Second, func() (bool, string) {
+			return strings.Count(va.Output(), "subscribed and synced") >= 2, "host a did not sync again after its connection was cut:\n" + va.Output()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want := b.state(t)
+		t.Logf("%s: %d of %d addresses banned at the end", b.name(), len(want), addrCount)
+		for _, h := range []*lab.Host{a, c} {
+			waitSet(t, h, 30*time.Second, append(want, handAddr))
+		}
+	})
+}
+
+// cut kills the host's TCP connections to the broker (ss -K), as a network
+// failure would; paho reconnects.
+func cut(t *testing.T, h *lab.Host) {
+	t.Helper()
+	out, err := h.Exec("ss", "-K", "-tn", "dport", "=", fmt.Sprint(hubPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "ESTAB") {
+		t.Fatalf("ss -K killed no connection in %s:\n%s", h.Name, out)
+	}
 }
