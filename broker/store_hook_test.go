@@ -1,0 +1,55 @@
+package broker
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestStoreSkipsInlineAndAcks: the keeper's inline subscriptions and the
+// PUBACKs owed to a QoS 1 publisher never reach the file; a network
+// client's persistent subscription does.
+func TestStoreSkipsInlineAndAcks(t *testing.T) {
+	o := Options{Listeners: []Listener{local(KindTCP)}, Lists: []string{"blacklist"},
+		DataDir: t.TempDir(), Logger: testLogger(t)}
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runBroker(t, b)
+	u := url(t, b, KindTCP)
+	host := mustDial(t, u, withSession("host1"))
+	host.sub(t, "blacklist/#", 1)
+	host.Disconnect(50)
+	pub := mustDial(t, u)
+	pub.pub(t, "blacklist/ban/192.0.2.1", 1, true, `{"at":1}`)
+	pub.Disconnect(50)
+	stop()
+
+	s := openTestKV(t, filepath.Join(o.DataDir, "broker", storeFile), kvOptions{})
+	defer s.Close()
+	var subs, acks []string
+	var queued int
+	if err := s.Scan("", func(k string, v []byte) error {
+		switch {
+		case strings.HasPrefix(k, "SUB_"):
+			subs = append(subs, k)
+		case strings.HasPrefix(k, "IFM_host1:"):
+			queued++
+		case strings.HasPrefix(k, "IFM_"):
+			acks = append(acks, k)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(subs) != 1 || subs[0] != "SUB_host1:blacklist/#" {
+		t.Errorf("stored subscriptions %q, want only host1's", subs)
+	}
+	if queued != 1 {
+		t.Errorf("%d messages queued for host1 in the store, want 1", queued)
+	}
+	if len(acks) != 0 {
+		t.Errorf("other in-flight records stored: %q", acks)
+	}
+}
