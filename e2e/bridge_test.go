@@ -331,8 +331,8 @@ func TestBridgeNoCreate(t *testing.T) {
 	if err == nil {
 		t.Fatalf("--no-create without the sets: exit 0, want non-zero:\n%s", out)
 	}
-	if !strings.Contains(out, `blacklist`) {
-		t.Errorf("--no-create error does not name the set:\n%s", out)
+	if line := errorLine(out); !strings.Contains(line, `"blacklist"`) {
+		t.Errorf("--no-create: error line %q does not name the set:\n%s", line, out)
 	}
 	if _, err := host.Exec("ipset", "list", "-n", "blacklist"); err == nil {
 		t.Errorf("--no-create created the set")
@@ -361,6 +361,16 @@ func TestBridgeNoCreate(t *testing.T) {
 	}
 }
 
+// errorLine is the "vallum: ..." line a fatal error prints last.
+func errorLine(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "vallum: ") {
+			return l
+		}
+	}
+	return ""
+}
+
 // header is the set's create line from ipset save.
 func header(t *testing.T, h *lab.Host, set string) string {
 	t.Helper()
@@ -386,8 +396,8 @@ func TestBridgeBadPassword(t *testing.T) {
 	if err == nil {
 		t.Fatalf("wrong password: exit 0, want non-zero:\n%s", out)
 	}
-	if !strings.Contains(strings.ToLower(out), "refused") || !strings.Contains(strings.ToLower(out), "auth") {
-		t.Errorf("wrong password: no clear line (want 'refused' and the broker's reason):\n%s", out)
+	if line := strings.ToLower(errorLine(out)); !strings.Contains(line, "refused") || !strings.Contains(line, "auth") {
+		t.Errorf("wrong password: error line %q is not clear (want 'refused' and the broker's reason):\n%s", line, out)
 	}
 
 	// The right password works: the failure above was the password.

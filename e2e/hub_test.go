@@ -196,10 +196,14 @@ func TestHubAnonymousNetworkListener(t *testing.T) {
 			if err == nil {
 				t.Fatalf("exit 0, want non-zero:\n%s", out)
 			}
+			line := errorLine(out)
 			for _, want := range []string{"anonymous", "--users", "--allow-anonymous"} {
-				if !strings.Contains(out, want) {
-					t.Errorf("the error does not mention %q:\n%s", want, out)
+				if !strings.Contains(line, want) {
+					t.Errorf("error line %q does not mention %q:\n%s", line, want, out)
 				}
+			}
+			if err := hub.WaitPort(1883, 0); err == nil {
+				t.Errorf("something still listens on 1883 after the refusal")
 			}
 		})
 	}
