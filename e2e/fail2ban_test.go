@@ -27,21 +27,25 @@ func TestFail2ban(t *testing.T) {
 	// reach it on 127.0.0.1:1883, as they would the embedded broker.
 	must[*lab.Proc](t)(a.StartMosquitto(dir, 1883, true))
 	must[*lab.Proc](t)(a.StartVallum(dir, vallumBin, "-h", "127.0.0.1", "-t", "blacklist"))
-	must[*lab.Proc](t)(b.StartVallum(dir, vallumBin, "-h", a.Addr4, "-t", "blacklist"))
+	must[*lab.Proc](t)(b.StartVallum(dir, vallumBin, "-h", a.Addr4, "-t", "blacklist", "-t", "mqttlist"))
 	vc := must[*lab.Proc](t)(c.StartVallum(dir, vallumBin, "-h", a.Addr4, "-t", "blacklist"))
 	must[string](t)(c.Exec("iptables", "-I", "INPUT", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"))
 	must[string](t)(c.Exec("ip6tables", "-I", "INPUT", "-m", "set", "--match-set", "blacklist6", "src", "-j", "DROP"))
 	reach(t, x, c, true)
 	reach(t, y, c, true)
 
-	authLog := filepath.Join(dir, "auth.log")
-	if err := os.WriteFile(authLog, nil, 0o644); err != nil {
-		t.Fatal(err)
+	authLog, quietLog := filepath.Join(dir, "auth.log"), filepath.Join(dir, "quiet.log")
+	for _, p := range []string{authLog, quietLog} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f2b := must[*lab.Fail2ban](t)(a.StartFail2ban(dir, lab.Fail2banConfig{
-		Actions: map[string][]byte{"vallum": fail2ban.Action()},
+		Actions: map[string][]byte{"vallum": fail2ban.Action(), "vallum-mqtt": fail2ban.MQTTAction()},
 		Jails: fmt.Sprintf("[sshd]\nenabled = true\nfilter = sshd\nbackend = polling\nlogpath = %s\n"+
-			"maxretry = 3\nfindtime = 10m\nbantime = 600\naction = vallum[vallum_bin=%s]\n", authLog, vallumBin),
+			"maxretry = 3\nfindtime = 10m\nbantime = 600\naction = vallum[vallum_bin=%s]\n"+
+			"[mqtt]\nenabled = true\nfilter = sshd\nbackend = polling\nlogpath = %s\nbantime = -1\naction = vallum-mqtt[list=mqttlist]\n",
+			authLog, vallumBin, quietLog),
 	}))
 	all := []*lab.Host{a, b, c}
 
@@ -109,6 +113,17 @@ func TestFail2ban(t *testing.T) {
 		}
 		must[string](t)(f2b.Client("set", "sshd", "unbanip", perm))
 		waitPrefixes(t, b, "blacklist", x.Addr4)
+	})
+
+	t.Run("mosquitto_pub action", func(t *testing.T) {
+		const addr = "198.51.100.7" // only set membership: no packet goes there
+		must[string](t)(f2b.Client("set", "mqtt", "banip", addr))
+		waitPrefixes(t, b, "mqttlist", addr)
+		if ms := must[[]lab.Member](t)(b.Members("mqttlist")); ms[0].Timeout != 0 {
+			t.Errorf("%s with bantime -1: timeout %d, want none", addr, ms[0].Timeout)
+		}
+		must[string](t)(f2b.Client("set", "mqtt", "unbanip", addr))
+		waitPrefixes(t, b, "mqttlist")
 	})
 
 	t.Run("stopping fail2ban keeps the shared list", func(t *testing.T) {
