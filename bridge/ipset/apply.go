@@ -122,14 +122,46 @@ func (b *Backend) send(ctx context.Context, h header, run []bridge.Op, idx []int
 			return b.setErr(h.name, err)
 		}
 		at := int(ke.Line) - 1 // entries before it were applied
-		if staleHeader(ke.Code) {
-			delete(b.sets, h.name) // recreated behind our back? read it again next time
-		}
-		*failed = append(*failed, refused{idx[at], bridge.OpError{Op: run[at], Err: b.entryErr(ke)}})
+		op, opAt, opErr := run[at], idx[at], b.entryErr(ke)
 		run, idx = run[at+1:], idx[at+1:]
+		if staleHeader(ke.Code) {
+			h, opErr = b.reread(h, op, opErr)
+			run, idx = prune(h, run, idx, failed)
+		}
+		*failed = append(*failed, refused{opAt, bridge.OpError{Op: op, Err: opErr}})
 		size = max(1, size/2)
 	}
 	return nil
+}
+
+// reread reads the set's header again after the kernel refused op in a way
+// that says the set is not what the cache holds (recreated with another
+// family, or without comment support). When the set as it is now explains
+// the refusal, that is the reason given, not the kernel's generic one.
+func (b *Backend) reread(h header, op bridge.Op, kernelErr error) (header, error) {
+	nh, err := b.header(h.name)
+	if err != nil {
+		delete(b.sets, h.name)
+		return h, kernelErr
+	}
+	b.remember(nh)
+	if perr := precheck(nh, op); perr != nil {
+		return nh, perr
+	}
+	return nh, kernelErr
+}
+
+// prune refuses the ops of run that the set h cannot take, keeping order.
+func prune(h header, run []bridge.Op, idx []int, failed *[]refused) ([]bridge.Op, []int) {
+	keep, keepIdx := run[:0:0], idx[:0:0]
+	for i, op := range run {
+		if err := precheck(h, op); err != nil {
+			*failed = append(*failed, refused{idx[i], bridge.OpError{Op: op, Err: err}})
+			continue
+		}
+		keep, keepIdx = append(keep, op), append(keepIdx, idx[i])
+	}
+	return keep, keepIdx
 }
 
 // staleHeader reports kernel refusals that mean the set is not what its
