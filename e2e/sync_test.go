@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
 	"github.com/vallum/vallum/internal/lab"
@@ -535,5 +537,97 @@ func cut(t *testing.T, h *lab.Host) {
 	}
 	if !strings.Contains(out, "ESTAB") {
 		t.Fatalf("ss -K killed no connection in %s:\n%s", h.Name, out)
+	}
+}
+
+// TestExpiry: a ban made with `vallum ban --timeout 2` and a legacy event
+// with "timeout 2" leave the set by themselves; `vallum list` stops
+// showing the ban; on the embedded broker the keeper clears both retained
+// states; a host that starts afterwards does not bring them back.
+func TestExpiry(t *testing.T) {
+	eachBroker(t, func(t *testing.T, l *lab.Lab, b *hub, dir string) {
+		host := addHost(t, l, "host")
+		v := startBridge(t, host, b, dir)
+		handAdd(t, host)
+		vallumCLI := func(args ...string) string {
+			t.Helper()
+			return must[string](t)(b.h.Exec(vallumBin, append(args, "-h", "127.0.0.1", "--data-dir", filepath.Join(dir, "cli-data"))...))
+		}
+		seen := watchStates(t, b)
+		vallumCLI("ban", root, "198.51.100.5", "--timeout", "2", "--reason", "e2e")
+		vallumCLI("ban", root, "198.51.100.6", "--reason", "e2e")
+		pub := b.publisher(t)
+		legacy(pub, "add", "198.51.100.7 timeout 2")
+		if err := pub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Eventually(2*time.Second, func() (bool, string) {
+			ms, err := host.Members(root)
+			found := 0
+			for _, m := range ms {
+				if (m.Prefix == "198.51.100.5" || m.Prefix == "198.51.100.7") && m.Timeout > 0 && m.Timeout <= 2 {
+					found++
+				}
+			}
+			return found == 2, fmt.Sprintf("no 2 s bans in %v (%v)", ms, err)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitSet(t, host, 10*time.Second, []string{handAddr, "198.51.100.6"})
+		if out := vallumCLI("list", root); strings.Contains(out, "198.51.100.5") || !strings.Contains(out, "198.51.100.6") {
+			t.Errorf("vallum list after the expiry:\n%s\nwant 198.51.100.6 and not 198.51.100.5", out)
+		}
+		if b.embedded {
+			for _, a := range []string{"198.51.100.5", "198.51.100.7"} {
+				if err := lab.Eventually(10*time.Second, func() (bool, string) {
+					s := seen(root + "/ban/" + a)
+					return strings.HasPrefix(s, "set") && strings.HasSuffix(s, "set,cleared"), fmt.Sprintf("state of %s went %q, want set then cleared by the keeper", a, s)
+				}); err != nil {
+					t.Error(err)
+				}
+			}
+			err := lab.Eventually(10*time.Second, func() (bool, string) {
+				held, err := b.h.RetainedState(hubPort, root+"/ban/#", 300*time.Millisecond)
+				_, five := held[root+"/ban/198.51.100.5"]
+				_, seven := held[root+"/ban/198.51.100.7"]
+				return err == nil && !five && !seven, fmt.Sprintf("the keeper did not clear the expired states: %v (%v)", held, err)
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		stopBridge(t, v)
+		late := addHost(t, l, "late")
+		startBridge(t, late, b, dir)
+		startBridge(t, host, b, dir)
+		waitSet(t, late, 10*time.Second, []string{"198.51.100.6"})
+		waitSet(t, host, 10*time.Second, []string{handAddr, "198.51.100.6"})
+	})
+}
+
+// watchStates subscribes to the list's state topics and returns what each
+// topic went through: "set" for a state, "cleared" for an empty message.
+func watchStates(t *testing.T, b *hub) func(topic string) string {
+	t.Helper()
+	var mu sync.Mutex
+	hist := map[string][]string{}
+	c := must[mqtt.Client](t)(b.h.Connect(hubPort, mqtt.NewClientOptions().SetClientID("e2e-watch").SetCleanSession(true)))
+	t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe(root+"/ban/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		what := "set"
+		if len(m.Payload()) == 0 {
+			what = "cleared"
+		}
+		hist[m.Topic()] = append(hist[m.Topic()], what)
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return func(topic string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(hist[topic], ",")
 	}
 }
