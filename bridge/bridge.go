@@ -7,25 +7,30 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"golang.org/x/sync/semaphore"
+
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // Bridge subscribes to ban lists on an MQTT broker and applies them to
 // kernel sets through a Backend.
 type Bridge struct {
-	opts     Options
-	be       Backend
-	log      *slog.Logger
-	stats    *Stats
-	refuse   *refusals
-	queue    chan item
-	stopping chan struct{}
-	sync     syncer
-	skew     skewWarn
-	recent   recentState
-	specs    map[string]SetSpec // by set name, to create a set again
-	client   atomic.Pointer[mqtt.Client]
-	comments map[string]bool // sets whose entries can carry comments
+	opts       Options
+	be         Backend
+	log        *slog.Logger
+	stats      *Stats
+	refuse     *refusals
+	queue      chan item
+	stopping   chan struct{}
+	stopCtx    context.Context // done when stopping is closed
+	stopCancel context.CancelFunc
+	pending    *semaphore.Weighted
+	sync       syncer
+	skew       skewWarn
+	recent     recentState
+	specs      map[string]SetSpec // by set name, to create a set again
+	client     atomic.Pointer[mqtt.Client]
+	comments   map[string]bool // sets whose entries can carry comments
 }
 
 // New checks o and returns a Bridge that applies to be.
@@ -34,14 +39,18 @@ func New(o Options, be Backend) (*Bridge, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	stopCtx, stop := context.WithCancel(context.Background())
 	b := &Bridge{
 		opts: o, be: be, log: o.Logger, stats: o.Stats,
 		refuse:   newRefusals(o.Logger, o.Stats),
 		queue:    make(chan item, o.QueueLen),
 		stopping: make(chan struct{}),
+		pending:  semaphore.NewWeighted(o.MaxPending),
 		specs:    map[string]SetSpec{},
 		comments: map[string]bool{},
+		stopCtx:  stopCtx,
 	}
+	b.stopCancel = stop
 	for _, l := range o.Lists {
 		b.specs[l.Set4] = SetSpec{Name: l.Set4, Family: IPv4, MaxElem: o.MaxElem, Create: o.Create}
 		b.specs[l.Set6] = SetSpec{Name: l.Set6, Family: IPv6, MaxElem: o.MaxElem, Create: o.Create}
@@ -75,6 +84,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}()
 	<-ctx.Done()
 	close(b.stopping)
+	b.stopCancel()
 	<-done // the batch in hand is applied and acknowledged
 	c.Disconnect(250)
 	b.log.Info("stopped")

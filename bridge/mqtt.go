@@ -94,6 +94,12 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.Messages.Add(1)
 	it := b.decode(m.Topic(), m.Payload(), m.Retained())
 	it.ack = m.Ack
+	// Bound the decoded ops waiting for the kernel, not only the number of
+	// messages: a message can carry 70,000 addresses.
+	it.weight = min(int64(len(it.ops)), b.opts.MaxPending)
+	if it.weight > 0 && b.pending.Acquire(b.stopCtx, it.weight) != nil {
+		return // stopping: not acked, the broker sends it again
+	}
 	b.stats.QueueDepth.Add(1)
 	select {
 	case b.queue <- it:

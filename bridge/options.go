@@ -84,6 +84,7 @@ type Options struct {
 	MaxPayload int    // bytes; larger messages are refused whole; default 1 MiB
 	MaxBatch   int    // ops applied in one backend call; default 10,000
 	QueueLen   int    // messages waiting for the worker; default 1,024
+	MaxPending int64  // decoded ops waiting for the kernel; default 100,000
 	Guard      *Guard // the allowlist and prefix limits every add passes; nil: NewGuard(nil, 0, 0)
 
 	// ConnectTimeout bounds one connection attempt; default 10 s.
@@ -101,6 +102,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 10000
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 100000
 	}
 	if o.QueueLen == 0 {
 		o.QueueLen = 1024

@@ -17,9 +17,10 @@ type setOp struct {
 // once the kernel has them), or a reconciliation that must run after every
 // message received before it.
 type item struct {
-	ack  func() // nil for internal items
-	ops  []setOp
-	sync *syncResult
+	ack    func() // nil for internal items
+	ops    []setOp
+	sync   *syncResult
+	weight int64 // ops held in the pending bound until applied
 }
 
 // work applies the queue in order until ctx is done. The batch in hand when
@@ -79,11 +80,14 @@ func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
 	if last.sync != nil {
 		b.reconcile(ctx, last.sync)
 	}
+	var done int64
 	for _, it := range batch {
 		if it.ack != nil {
 			it.ack()
 		}
+		done += it.weight
 	}
+	b.pending.Release(done)
 }
 
 // coalesce keeps the last op of each prefix, in the order the prefixes came

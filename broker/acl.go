@@ -59,6 +59,9 @@ func (a access) canSubscribe(filter string) bool {
 	if strings.HasPrefix(filter, "$") {
 		return false
 	}
+	if a.host && covers(syncFilter, filter) { // its bridge's own sync markers
+		return true
+	}
 	if a.lists == nil {
 		return a.host || a.reporter && statesOnly(filter)
 	}

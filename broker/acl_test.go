@@ -40,6 +40,8 @@ func TestAccess(t *testing.T) {
 		{"host cannot ban", host, true, "blacklist/add", false},
 		{"host cannot write state", host, true, "blacklist/ban/192.0.2.1", false},
 		{"host sync marker", host, true, "vallum/sync/h1", true},
+		{"host reads its sync markers", host, false, "vallum/sync/h1", true},
+		{"reporter reads no sync markers", rep, false, "vallum/sync/h1", false},
 		{"reporter bans", rep, true, "blacklist", true},
 		{"reporter unbans", rep, true, "site1/blacklist/del", true},
 		{"reporter writes state", rep, true, "blacklist/ban/192.0.2.1", true},

@@ -42,12 +42,13 @@ func newLab(t *testing.T) (*lab.Lab, string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
+	dir := t.TempDir() // first, so that it is removed after the lab's processes end
 	l, err := lab.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Close)
-	return l, t.TempDir()
+	return l, dir
 }
 
 func addHost(t *testing.T, l *lab.Lab, name string) *lab.Host {

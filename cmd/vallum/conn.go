@@ -48,6 +48,18 @@ func (c config) brokerURL() (string, error) {
 	return scheme + "://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), nil
 }
 
+// brokerHost is the broker's host name or address, from -h or --broker.
+func (c config) brokerHost() string {
+	if c.Broker == "" {
+		return c.Host
+	}
+	u, err := url.Parse(c.Broker)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
 func (c config) useTLS() bool { return c.TLS || c.CAFile != "" || c.Cert != "" }
 
 // tlsConfig loads the CA and client certificate files; nil when TLS is off.

@@ -23,7 +23,8 @@ func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log 
 		log.Warn("cannot follow interface addresses; checking every 10 s instead", "err", err)
 		updates = nil
 	}
-	refreshOwnAddrs(g, brokerHost, log)
+	brokerIPs := resolveBroker(brokerHost, log)
+	refreshOwnAddrs(g, brokerIPs, log)
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
 	for {
@@ -35,15 +36,17 @@ func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log 
 				updates = nil
 				continue
 			}
-		case <-tick.C:
+		case <-tick.C: // DNS answers change too, but need not be asked more often
+			brokerIPs = resolveBroker(brokerHost, log)
 		}
-		refreshOwnAddrs(g, brokerHost, log)
+		refreshOwnAddrs(g, brokerIPs, log)
 	}
 }
 
-// refreshOwnAddrs sets the guard's dynamic allowlist from scratch.
-func refreshOwnAddrs(g *bridge.Guard, brokerHost string, log *slog.Logger) {
-	var own []netip.Prefix
+// refreshOwnAddrs sets the guard's dynamic allowlist from scratch: the
+// interface addresses and the broker's.
+func refreshOwnAddrs(g *bridge.Guard, brokerIPs []netip.Prefix, log *slog.Logger) {
+	own := append([]netip.Prefix(nil), brokerIPs...)
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		log.Warn("cannot list interface addresses", "err", err)
@@ -55,16 +58,24 @@ func refreshOwnAddrs(g *bridge.Guard, brokerHost string, log *slog.Logger) {
 			}
 		}
 	}
-	if brokerHost != "" {
-		ips, err := net.LookupIP(brokerHost) // the configured broker, never a payload
-		if err != nil {
-			log.Warn("cannot resolve the broker to allowlist it", "host", brokerHost, "err", err)
-		}
-		for _, ip := range ips {
-			if a, ok := netip.AddrFromSlice(ip); ok {
-				own = append(own, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-			}
+	g.SetDynamic(own)
+}
+
+// resolveBroker returns the broker's addresses, to allowlist them. It
+// resolves the configured broker name, never a payload.
+func resolveBroker(host string, log *slog.Logger) []netip.Prefix {
+	if host == "" {
+		return nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		log.Warn("cannot resolve the broker to allowlist it", "host", host, "err", err)
+	}
+	var p []netip.Prefix
+	for _, ip := range ips {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			p = append(p, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 		}
 	}
-	g.SetDynamic(own)
+	return p
 }

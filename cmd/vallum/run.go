@@ -86,8 +86,8 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	refreshOwnAddrs(bo.Guard, c.Host, log) // before the first message
-	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.Host, log) })
+	refreshOwnAddrs(bo.Guard, resolveBroker(c.brokerHost(), log), log) // before the first message
+	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.brokerHost(), log) })
 	m.stats = br.Stats()
 	if c.Metrics != "" {
 		if err := serveMetrics(ctx, g, c.Metrics, m, log); err != nil {

@@ -31,9 +31,12 @@ func BuildVallum(dir string) (string, error) {
 
 // MosquittoConf is a mosquitto configuration fit for tests: anonymous on
 // every address, room for bursts of QoS 1 (2.0 drops past 1000 queued), and
-// persistence in dir when persist is set.
+// persistence in dir when persist is set. It stays root (`user root`): the
+// test's folders are root's own, and as user mosquitto it could neither
+// save its database there nor read a 0600 password file, and would only
+// log it.
 func MosquittoConf(dir string, port int, persist bool) string {
-	c := fmt.Sprintf("listener %d\nallow_anonymous true\nmax_queued_messages 2000000\nmax_inflight_messages 1000\n"+
+	c := fmt.Sprintf("user root\nlistener %d\nallow_anonymous true\nmax_queued_messages 2000000\nmax_inflight_messages 1000\n"+
 		"set_tcp_nodelay true\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n", port)
 	if persist {
 		c += fmt.Sprintf("persistence true\npersistence_location %s/\nautosave_interval 1\n", dir)
@@ -45,15 +48,7 @@ func MosquittoConf(dir string, port int, persist bool) string {
 // accepts connections. persist keeps retained messages and sessions across
 // a restart (saved on SIGTERM).
 func (h *Host) StartMosquitto(dir string, port int, persist bool) (*Proc, error) {
-	conf := filepath.Join(dir, fmt.Sprintf("mosquitto-%s-%d.conf", h.Name, port))
-	if err := os.WriteFile(conf, []byte(MosquittoConf(dir, port, persist)), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := h.Start(dir, "mosquitto", "-c", conf)
-	if err != nil {
-		return nil, err
-	}
-	return p, h.WaitPort(port, 10*time.Second)
+	return h.StartMosquittoWith(dir, port, persist, "")
 }
 
 // WaitPort polls until something in the host accepts TCP on port.
