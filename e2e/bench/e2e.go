@@ -232,8 +232,10 @@ func lateJoin(l *lab.Lab, dir, bin string, a *addrs, n int, timeout time.Duratio
 		return 0, 0, fmt.Errorf("late join: %d of %d: %w\n%s", got, n, err, v.Output())
 	}
 	took := end.Sub(start)
-	// Memory once the sync is over, not mid-way.
-	if err := v.WaitLog("subscribed and synced", timeout); err != nil {
+	// Memory once the sync is over, not mid-way. "msg=synced" is logged
+	// when the reconciliation ends; "subscribed and synced" is not logged
+	// when a sync marker's PUBACK was slow (see the report on sync.go).
+	if err := v.WaitLog("msg=synced", timeout); err != nil {
 		return took, 0, err
 	}
 	rss, err := v.RSS()
