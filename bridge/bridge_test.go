@@ -114,7 +114,13 @@ func eventually(t *testing.T, cond func() bool, what string, args ...any) {
 func wantMembers(t *testing.T, f *fakeBackend, set string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
-	eventually(t, func() bool { return slices.Equal(f.members(set), want) }, "set %s = %v (have %v)", set, want, func() []string { return f.members(set) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(f.members(set), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("set %s = %v after 10 s, want %v", set, f.members(set), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestEventsUserFlow(t *testing.T) {
@@ -178,7 +184,19 @@ func TestGuardRefusesAndCounts(t *testing.T) {
 func TestRetainedEventsAreIgnored(t *testing.T) {
 	_, url := startBroker(t, nil)
 	pub := publisher(t, url)
+	// mochi acks a publish before it fans it out: wait for our own copy, or
+	// a bridge subscribing meanwhile would rightly get it live too.
+	fanned := make(chan struct{}, 1)
+	if tok := pub.Subscribe("bl/add", 1, func(mqtt.Client, mqtt.Message) { fanned <- struct{}{} }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
 	publish(t, pub, "bl/add", true, "192.0.2.9") // retained junk, replayed on every subscribe
+	select {
+	case <-fanned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("own publish never came back")
+	}
+	pub.Unsubscribe("bl/add").WaitTimeout(5 * time.Second)
 	f := newFake()
 	r := startBridge(t, url, f, nil)
 	r.waitSynced(t, 1)

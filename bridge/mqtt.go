@@ -39,6 +39,7 @@ func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 		SetOnConnectHandler(b.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			b.stats.Connected.Store(false)
+			b.stats.Subscribed.Store(false)
 			b.log.Warn("disconnected", "broker", o.Broker, "err", err)
 		}).
 		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {

@@ -71,7 +71,7 @@ func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
 	}
 	start := time.Now()
 	for _, set := range sets {
-		b.applySet(ctx, set, coalesce(bySet[set]))
+		b.applySet(ctx, set, bySet[set])
 	}
 	if len(sets) > 0 {
 		b.stats.observeApply(time.Since(start))
@@ -110,9 +110,12 @@ func coalesce(ops []Op) []Op {
 	return out
 }
 
-// applySet applies ops to one set. A set destroyed while vallum runs is
-// created again (when creating is allowed) and the batch retried once.
-func (b *Bridge) applySet(ctx context.Context, set string, ops []Op) {
+// applySet applies ops to one set, coalesced. A set destroyed while vallum
+// runs is created again (when creating is allowed) and the batch retried
+// once. The counters count every op received, not what coalescing left, so
+// that they do not depend on how messages fell into batches.
+func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
+	ops := coalesce(received)
 	err := b.be.Apply(ctx, set, ops)
 	if errors.Is(err, ErrNoSet) && b.opts.Create {
 		if spec, ok := b.specs[set]; ok {
@@ -132,10 +135,10 @@ func (b *Bridge) applySet(ctx context.Context, set string, ops []Op) {
 		}
 	default:
 		b.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
-		b.stats.inc(&b.stats.errors, errKind(err), int64(len(ops)))
+		b.stats.inc(&b.stats.errors, errKind(err), int64(len(received)))
 		return
 	}
-	b.countApplied(set, ops, ae)
+	b.countApplied(set, received, ae)
 }
 
 func (b *Bridge) countApplied(set string, ops []Op, ae *ApplyError) {

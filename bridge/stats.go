@@ -10,6 +10,7 @@ import (
 // fields are safe for concurrent use.
 type Stats struct {
 	Connected  atomic.Bool
+	Subscribed atomic.Bool // subscribed and synced on the current connection
 	Reconnects atomic.Int64
 	Messages   atomic.Int64 // MQTT messages received
 	QueueDepth atomic.Int64

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -123,17 +124,20 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		seen chan struct{}
 	}{{events, "A", aSeen}, {state, "B", bSeen}}
 	for _, st := range steps {
-		if !b.subscribe(c, st.subs) ||
-			!b.waitToken(c.Publish(marker, 1, false, st.mark+strconv.Itoa(gen)), "publish sync marker") {
+		if !b.subscribe(c, st.subs, abandon) {
 			return
 		}
+		// The marker's PUBACK may come long after it was sent: while a
+		// flood of retained bans is applied, paho reads nothing else. What
+		// counts is the marker coming back, so only that is waited for.
+		pub := c.Publish(marker, 1, false, st.mark+strconv.Itoa(gen))
 		select {
 		case <-st.seen:
 		case <-time.After(syncTimeout):
 			b.log.Error("sync marker did not come back: the broker must let this client publish and subscribe to "+marker+
-				"; late joins and unbans made while away are not reconciled", "step", st.mark)
+				"; late joins and unbans made while away are not reconciled", "step", st.mark, "publish_err", pub.Error())
 			if st.mark == "A" {
-				b.subscribe(c, state)
+				b.subscribe(c, state, abandon)
 			}
 			return
 		case <-b.stopping:
@@ -142,49 +146,66 @@ func (b *Bridge) startSync(c mqtt.Client) {
 			return
 		}
 	}
+	b.stats.Subscribed.Store(true)
 	b.log.Info("subscribed and synced", "lists", len(b.opts.Lists))
 }
 
-const syncTimeout = 60 * time.Second
+// syncTimeout bounds one step of a sync: a million retained bans take
+// about 10 s to arrive and apply here.
+const syncTimeout = 5 * time.Minute
 
-// subscribe subscribes to every filter in one SUBSCRIBE, trying again a few
-// times: mochi refuses a SUBSCRIBE whose packet id equals one of a message
-// it has in flight to us, and a new attempt takes a new id.
-func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte) bool {
-	for try := 1; ; try++ {
-		tok := c.SubscribeMultiple(filters, nil)
-		if !tok.WaitTimeout(b.opts.ConnectTimeout) {
-			b.log.Warn("subscribe timed out", "broker", b.opts.Broker)
-			return false
-		}
-		err := tok.Error()
-		if err == nil {
-			for f, code := range tok.(*mqtt.SubscribeToken).Result() {
-				if code == 0x80 {
-					err = fmt.Errorf("broker refused the subscription to %s", f)
-				}
-			}
-		}
+// subscribe subscribes to every filter in one SUBSCRIBE. It tries again
+// at once a few times, because mochi refuses a SUBSCRIBE whose packet id
+// equals one of a message it has in flight to us and a new attempt takes a
+// new id; then, as a refusal by the broker's ACL can be fixed while vallum
+// runs, every minute at most, until it is connected no more or a newer
+// sync starts. Meanwhile /healthz says it is not subscribed.
+func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, abandon chan struct{}) bool {
+	delay := time.Second
+	for try := 1; c.IsConnectionOpen(); try++ {
+		err := b.subscribeOnce(c, filters)
 		if err == nil {
 			return true
 		}
-		if try == 5 || !c.IsConnected() {
-			b.log.Error("subscribe failed: check the broker's ACL for this user", "broker", b.opts.Broker, "err", err)
+		if errors.Is(err, errSubackLate) {
+			// Not refused, only not answered yet (paho reads nothing while
+			// a flood is applied): go on, the marker tells the rest.
+			b.log.Warn("subscription not acknowledged yet; going on", "broker", b.opts.Broker)
+			return true
+		}
+		if try < 5 {
+			continue
+		}
+		b.stats.Subscribed.Store(false)
+		b.log.Error("subscribe failed, retrying: check the broker's ACL for this user", "broker", b.opts.Broker, "in", delay, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-abandon:
+			return false
+		case <-b.stopping:
 			return false
 		}
+		delay = min(2*delay, time.Minute)
 	}
+	return false
 }
 
-func (b *Bridge) waitToken(t mqtt.Token, what string) bool {
-	if !t.WaitTimeout(b.opts.ConnectTimeout) {
-		b.log.Warn(what+" timed out", "broker", b.opts.Broker)
-		return false
+var errSubackLate = errors.New("subscribe not acknowledged in time")
+
+func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte) error {
+	tok := c.SubscribeMultiple(filters, nil)
+	if !tok.WaitTimeout(b.opts.ConnectTimeout) {
+		return errSubackLate
 	}
-	if err := t.Error(); err != nil {
-		b.log.Warn(what+" failed", "broker", b.opts.Broker, "err", err)
-		return false
+	if err := tok.Error(); err != nil {
+		return err
 	}
-	return true
+	for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+		if code == 0x80 {
+			return fmt.Errorf("broker refused the subscription to %s", f)
+		}
+	}
+	return nil
 }
 
 // reconcile is step 3, on the worker, after every op queued before B.

@@ -48,6 +48,8 @@ func (m *metrics) health(ctx context.Context) error {
 	var errs []error
 	if !m.stats.Connected.Load() {
 		errs = append(errs, errors.New("not connected to the MQTT broker"))
+	} else if !m.stats.Subscribed.Load() {
+		errs = append(errs, errors.New("connected but not (yet) subscribed and synced: see the log for the broker's refusal"))
 	}
 	for _, s := range m.sets {
 		if _, err := m.be.Info(ctx, s); err != nil {
@@ -72,6 +74,7 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 	family(w, "vallum_set_entries", "gauge", "Entries in the kernel set.", "set", size)
 	family(w, "vallum_set_capacity", "gauge", "Capacity of the kernel set (0: no fixed limit).", "set", capacity)
 	gauge(w, "vallum_mqtt_connected", "gauge", "1 while connected to the MQTT broker.", b2i(m.stats.Connected.Load()))
+	gauge(w, "vallum_mqtt_subscribed", "gauge", "1 once subscribed and synced on the current connection.", b2i(m.stats.Subscribed.Load()))
 	gauge(w, "vallum_mqtt_reconnects_total", "counter", "Reconnections to the MQTT broker.", m.stats.Reconnects.Load())
 	gauge(w, "vallum_mqtt_messages_total", "counter", "MQTT messages received.", m.stats.Messages.Load())
 	gauge(w, "vallum_queue_depth", "gauge", "Messages waiting for the kernel.", m.stats.QueueDepth.Load())
