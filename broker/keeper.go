@@ -14,7 +14,7 @@ import (
 
 // sameWithin is how far apart two expiry times may be and still say the
 // same: `vallum ban` publishes state and then the legacy event, and the
-// keeper's clock reads the event a moment later.
+// keeper's clock reads the event a moment later, so the event is skipped.
 const sameWithin = 2 // seconds
 
 // keeper records the legacy events of its lists as retained state and

@@ -41,9 +41,10 @@ func newUnbanCmd() *cobra.Command {
 	return c
 }
 
-// banCmd publishes the event (for vallumd-style subscribers), then the
-// retained state. In that order a bridge ends with the entry marked as
-// state, which a later sync may remove when the ban is lifted.
+// banCmd publishes the retained state, then the event for vallumd-style
+// subscribers. In that order the embedded broker's keeper finds the state
+// already there and writes nothing more; a bridge marks the entry as state
+// whichever of the two it gets first.
 func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 	c, _, err := setup(cmd)
 	if err != nil {
@@ -79,10 +80,15 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 		return err
 	}
 	defer cl.Disconnect(250)
-	if err := wait(cl.Publish(bridge.EventTopic(l.Root, action), 1, false, event), "publish event"); err != nil {
-		return err
+	err = wait(cl.Publish(bridge.StateTopic(l.Root, p), 1, true, state), "publish state")
+	if err == nil {
+		err = wait(cl.Publish(bridge.EventTopic(l.Root, action), 1, false, event), "publish event")
 	}
-	return wait(cl.Publish(bridge.StateTopic(l.Root, p), 1, true, state), "publish state")
+	if err != nil && !cl.IsConnected() {
+		// With MQTT 3.1.1 a broker refuses a topic by dropping the client.
+		return fmt.Errorf("%w (the broker closed the connection: may this user publish to %s/...? a host-only user may not ban)", err, l.Root)
+	}
+	return err
 }
 
 // parseTimeout reads seconds ("3600"), a Go duration ("90m", "1h") or days
