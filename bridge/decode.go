@@ -29,7 +29,7 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 			continue
 		}
 		if t.Kind == KindState {
-			return item{ops: b.stateOps(l, t, payload)}
+			return item{ops: b.stateOps(l, t, payload, retained)}
 		}
 		if retained {
 			// A retained event is replayed on every subscribe and would
@@ -63,7 +63,7 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 
 // stateOps turns a retained state message into an add with the remaining
 // timeout, or a del when it is empty (an unban) or already expired.
-func (b *Bridge) stateOps(l List, t Topic, payload []byte) []setOp {
+func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setOp {
 	del := []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
 	if len(payload) == 0 {
 		b.sync.record(l.Root, t.Prefix, false)
@@ -84,7 +84,9 @@ func (b *Bridge) stateOps(l List, t Topic, payload []byte) []setOp {
 	if !b.allowed(l, t.Prefix) {
 		return nil
 	}
-	b.recent.mark(t.Prefix, now)
+	if !retained { // a snapshot copy races no event: only live states are marked
+		b.recent.mark(t.Prefix, now)
+	}
 	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -219,6 +220,24 @@ func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
 		b.log.Info("synced", "topic", l.Root, "active", len(present), "removed", removed)
 	}
 	b.stats.Syncs.Add(1)
+	if total(res.present) > bigSync {
+		// A late join of many bans left a heap the size of the whole list
+		// (messages, the window, the kernel listing); give it back to the
+		// system now rather than keep it for the next sync.
+		res.present = nil
+		debug.FreeOSMemory()
+	}
+}
+
+// bigSync is the number of bans above which a sync returns its memory.
+const bigSync = 10000
+
+func total(m map[string]map[netip.Prefix]struct{}) int {
+	n := 0
+	for _, s := range m {
+		n += len(s)
+	}
+	return n
 }
 
 func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.Prefix]struct{}) int {
