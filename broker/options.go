@@ -1,5 +1,5 @@
 // Package broker is vallum's embedded MQTT broker: mochi-mqtt with TCP, TLS
-// and WebSocket listeners, users and ACLs from a YAML file, optional pebble
+// and WebSocket listeners, users and ACLs from a YAML file, optional
 // persistence, and the list keeper that turns legacy events into retained
 // ban state and clears expired bans.
 package broker
@@ -53,7 +53,7 @@ type Options struct {
 	// AllowAnonymous lets clients without credentials in. Without a users
 	// file it is required to listen on anything but loopback.
 	AllowAnonymous bool
-	// DataDir holds the pebble store of retained messages and persistent
+	// DataDir holds the store of retained messages and persistent
 	// sessions; "" keeps everything in memory only.
 	DataDir string
 	// Lists are the list roots (such as "blacklist" or "site1/blacklist")

@@ -26,7 +26,6 @@ func (b *Broker) addStore() error {
 		return fmt.Errorf("create broker data dir: %w", err)
 	}
 	log := b.opts.Logger.With("component", "store")
-	warnOldPebble(dir, log)
 	h := &store{}
 	if err := b.srv.AddHook(h, &storeConfig{Path: filepath.Join(dir, storeFile), Logger: log}); err != nil {
 		return fmt.Errorf("open broker store in %s: %w", dir, err)

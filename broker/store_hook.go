@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
@@ -302,13 +300,4 @@ func stored[T any, P interface {
 		h.log.Warn("store: unreadable records skipped", "kind", prefix, "count", bad)
 	}
 	return out, nil
-}
-
-// warnOldPebble says once that a pebble store left by an older vallum is
-// not read: its retained bans and sessions are not restored.
-func warnOldPebble(dir string, log *slog.Logger) {
-	if _, err := os.Stat(filepath.Join(dir, "CURRENT")); err == nil {
-		log.Warn("store: a pebble store from an older vallum is in the data dir and is not read; "+
-			"publish the bans again, then remove its files (CURRENT, LOCK, MANIFEST-*, OPTIONS-*, 0*.log, *.sst)", "dir", dir)
-	}
 }
