@@ -19,9 +19,13 @@ import (
 )
 
 // startBroker runs a real mochi broker on 127.0.0.1:0 for the test.
-func startBroker(t *testing.T, hook mochi.Hook) (*mochi.Server, string) {
+func startBroker(t testing.TB, hook mochi.Hook) (*mochi.Server, string) {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// Inflight limits as the broker package sets them: mochi's defaults drop
+	// QoS 1 messages to a subscriber with 8,192 unacknowledged.
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumInflight, caps.ReceiveMaximum = 65535, 65535
+	srv := mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if hook == nil {
 		hook = new(auth.AllowHook)
 	}
@@ -46,7 +50,7 @@ type running struct {
 }
 
 // startBridge runs a bridge on list "bl" (sets bl and bl6) until the test ends.
-func startBridge(t *testing.T, url string, be Backend, mod func(*Options)) *running {
+func startBridge(t testing.TB, url string, be Backend, mod func(*Options)) *running {
 	t.Helper()
 	o := Options{Lists: []List{{Root: "bl"}}, Broker: url, ClientID: "bridge-" + t.Name(), QoS: 1, Create: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -64,7 +68,7 @@ func startBridge(t *testing.T, url string, be Backend, mod func(*Options)) *runn
 	return r
 }
 
-func (r *running) shutdown(t *testing.T) {
+func (r *running) shutdown(t testing.TB) {
 	r.stop()
 	select {
 	case err := <-r.done:

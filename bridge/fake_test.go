@@ -107,3 +107,9 @@ func (f *fakeBackend) put(set string, fam Family, p, comment string) {
 	pr := netip.MustParsePrefix(p)
 	f.sets[set][pr] = Entry{Prefix: pr, Comment: comment}
 }
+
+func (f *fakeBackend) count(set string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sets[set])
+}

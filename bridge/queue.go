@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"runtime"
 	"time"
 )
 
@@ -45,6 +46,7 @@ func (b *Bridge) work(ctx context.Context) {
 // a sync item always ends a batch, so that it sees every op before it.
 func (b *Bridge) fill(batch []item) []item {
 	n := len(batch[0].ops)
+	yielded := false
 	for n < b.opts.MaxBatch && batch[len(batch)-1].sync == nil {
 		select {
 		case it := <-b.queue:
@@ -52,7 +54,14 @@ func (b *Bridge) fill(batch []item) []item {
 			batch = append(batch, it)
 			n += len(it.ops)
 		default:
-			return batch
+			if yielded {
+				return batch
+			}
+			// Let the message goroutine run once before applying: when
+			// messages come one by one, it queues those already read, and
+			// one netlink round trip takes them all instead of one each.
+			runtime.Gosched()
+			yielded = true
 		}
 	}
 	return batch
