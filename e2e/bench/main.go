@@ -27,6 +27,8 @@ type config struct {
 	lat, latRate, sync, naive, vallumdN    int
 	vallumd                                string
 	phase                                  time.Duration
+	soak                                   time.Duration
+	soakRate                               int
 	keep                                   bool
 }
 
@@ -45,6 +47,8 @@ func parseFlags() config {
 	flag.IntVar(&c.vallumdN, "vallumd-n", 50_000, "messages for vallumd")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
 	flag.DurationVar(&c.phase, "phase-timeout", 120*time.Second, "time limit of each measurement")
+	flag.DurationVar(&c.soak, "soak", 60*time.Second, "length of the steady run that checks vallum's memory stays flat (0: skip)")
+	flag.IntVar(&c.soakRate, "soak-rate", 2000, "messages per second during the soak")
 	flag.BoolVar(&c.keep, "keep", false, "keep the log folder")
 	flag.Parse()
 	if *small {
@@ -65,6 +69,9 @@ func parseFlags() config {
 		def(&c.vallumdN, "vallumd-n", 5000)
 		if !set["phase-timeout"] {
 			c.phase = 30 * time.Second
+		}
+		if !set["soak"] {
+			c.soak = 6 * time.Second
 		}
 	}
 	return c

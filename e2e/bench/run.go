@@ -26,6 +26,9 @@ type results struct {
 	RSSEventsMB      *float64 `json:"rss_events_mb"`
 	BrokerSinglePerS *float64 `json:"broker_single_per_s"`
 	RSSIdleMB        *float64 `json:"rss_idle_mb"`
+	RSSSoakStartMB   *float64 `json:"rss_soak_start_mb,omitempty"`
+	RSSSoakEndMB     *float64 `json:"rss_soak_end_mb,omitempty"`
+	RSSSoakMaxMB     *float64 `json:"rss_soak_max_mb,omitempty"`
 	NaiveSinglePerS  *float64 `json:"naive_e2e_single_per_s"`
 	VallumdSingle    *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
 	Errors           []string `json:"errors,omitempty"`
@@ -97,7 +100,7 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 	s, err := newSubject(l, dir, "vallum", func(h *lab.Host) (*lab.Proc, error) {
 		// One list per measurement: a set's size is read in time
 		// proportional to it, and latency wants a small one.
-		return h.StartVallum(dir, bin, "-h", "127.0.0.1", "-t", "single", "-t", "bulk", "-t", "lat")
+		return h.StartVallum(dir, bin, "-h", "127.0.0.1", "-t", "single", "-t", "bulk", "-t", "lat", "-t", "soak")
 	})
 	if s != nil {
 		defer s.close()
@@ -120,6 +123,12 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 	r.set(&r.LatencyMaxMs, quantile(lat, 1), err, "latency max")
 	v, err = s.throughput(a, "bulk", c.batch, c.perMsg, c.phase)
 	r.set(&r.E2EBatchPerS, v, err, fmt.Sprintf("vallum %d per message", c.perMsg))
+	if c.soak > 0 {
+		sr, err := s.soak(a, "soak", c.soak, c.soakRate)
+		r.set(&r.RSSSoakStartMB, sr.startMB, err, "soak")
+		r.set(&r.RSSSoakEndMB, sr.endMB, err, "soak end")
+		r.set(&r.RSSSoakMaxMB, sr.maxMB, err, "soak max")
+	}
 }
 
 // naive is what people script today: one `ipset add` process per address.
@@ -185,6 +194,9 @@ func (r *results) print(w io.Writer, c config) {
 		{fmt.Sprintf("RSS after the late join of %d (MB)", c.sync), f(r.RSSMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS after %d events (MB)", c.single), f(r.RSSEventsMB, "%.1f"), "", ""},
 		{"RSS at start, synced, empty (MB)", f(r.RSSIdleMB, "%.1f"), "", ""},
+		{fmt.Sprintf("RSS over a %v soak at %d msg/s: first fifth (MB)", c.soak, c.soakRate), f(r.RSSSoakStartMB, "%.1f"), "", ""},
+		{"  last fifth (MB)", f(r.RSSSoakEndMB, "%.1f"), "", ""},
+		{"  peak (MB)", f(r.RSSSoakMaxMB, "%.1f"), "", ""},
 	}
 	fmt.Fprintf(w, "sizes: apply %d, nft %d, single %d, batch %d, latency %d, sync %d, naive %d, vallumd %d\n",
 		c.apply, c.nftApply, c.single, c.batch, c.lat, c.sync, c.naive, c.vallumdN)
