@@ -211,21 +211,29 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte) error {
 
 // reconcile is step 3, on the worker, after every op queued before B.
 func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
+	type done struct {
+		root            string
+		active, removed int
+	}
+	var lists []done
 	for _, l := range b.opts.Lists {
 		present := res.present[l.Root]
 		removed := 0
 		for _, set := range []string{l.Set4, l.Set6} {
 			removed += b.removeStale(ctx, set, present)
 		}
-		b.log.Info("synced", "topic", l.Root, "active", len(present), "removed", removed)
+		lists = append(lists, done{l.Root, len(present), removed})
 	}
-	b.stats.Syncs.Add(1)
 	if total(res.present) > bigSync {
 		// A late join of many bans left a heap the size of the whole list
 		// (messages, the window, the kernel listing); give it back to the
 		// system now rather than keep it for the next sync.
 		res.present = nil
 		debug.FreeOSMemory()
+	}
+	b.stats.Syncs.Add(1)
+	for _, d := range lists {
+		b.log.Info("synced", "topic", d.root, "active", d.active, "removed", d.removed)
 	}
 }
 
