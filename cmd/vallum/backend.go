@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/nftables"
+
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/bridge/ipset"
 	"github.com/vallum/vallum/bridge/nft"
@@ -51,43 +53,58 @@ func newBackend(c config, log *slog.Logger) (backend, error) {
 	return be, nil
 }
 
-// autoBackend picks ipset where vallum's ipsets already exist or the system
-// has no nftables firewall, and nft where the firewall is nftables (OpenWrt
-// fw4, a distribution's nftables service) and no ipset of the lists exists.
+// autoBackend picks ipset where an ipset of the lists already exists or
+// the firewall is not nftables, and nft where it is (OpenWrt's fw4, or any
+// native inet table such as Debian's nftables.conf or vallum's own) and no
+// ipset of the lists exists. It logs what it chose and why.
 func autoBackend(c config, log *slog.Logger) (backend, error) {
 	lists, err := c.lists()
 	if err != nil {
 		return nil, err
 	}
-	if ip, err := ipset.New(ipset.Options{Logger: log}); err == nil {
+	ip, ipErr := ipset.New(ipset.Options{Logger: log})
+	if ipErr == nil {
 		for _, l := range lists {
 			if _, err := ip.Info(context.Background(), l.Set4); err == nil {
 				log.Info("backend auto: chose ipset", "why", "set "+l.Set4+" exists")
 				return ip, nil
 			}
 		}
-		if !nftablesFirewall() {
-			log.Info("backend auto: chose ipset", "why", "no nftables firewall found")
-			return ip, nil
-		}
+	}
+	why, native := nftablesFirewall()
+	if !native && ipErr == nil {
+		log.Info("backend auto: chose ipset", "why", why)
+		return ip, nil
+	}
+	if ipErr == nil {
 		ip.Close()
 	}
-	log.Info("backend auto: chose nft", "why", "the firewall is nftables and no ipset of the lists exists", "table", c.NftTable)
+	log.Info("backend auto: chose nft", "why", why, "table", c.NftTable)
 	return nft.New(nft.Options{Table: c.NftTable, Logger: log})
 }
 
-// nftablesFirewall reports whether this system's firewall is nftables.
-func nftablesFirewall() bool {
-	for _, p := range []string{"/sbin/fw4", "/usr/sbin/nft", "/etc/nftables.conf"} {
-		if _, err := os.Stat(p); err == nil {
-			if p != "/usr/sbin/nft" {
-				return true
-			}
-			b, _ := os.ReadFile("/proc/net/ip_tables_names")
-			return len(strings.TrimSpace(string(b))) == 0 // no legacy iptables tables in use
+// nftablesFirewall reports whether this system filters with native
+// nftables: OpenWrt's fw4, or a table of the inet family. iptables-nft's
+// tables are ip and ip6 ones, and its users want ipsets.
+func nftablesFirewall() (why string, native bool) {
+	if _, err := os.Stat("/sbin/fw4"); err == nil {
+		return "OpenWrt fw4", true
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return "no nftables: " + err.Error(), false
+	}
+	defer conn.CloseLasting()
+	tables, err := conn.ListTables()
+	if err != nil {
+		return "cannot list nftables tables: " + err.Error(), false
+	}
+	for _, t := range tables {
+		if t.Family == nftables.TableFamilyINet {
+			return "nftables table inet " + t.Name + " exists", true
 		}
 	}
-	return false
+	return "no native nftables firewall (no inet table)", false
 }
 
 // dryrun logs every op instead of applying it: to see what vallum would
