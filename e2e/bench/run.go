@@ -133,32 +133,27 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 
 // naive is what people script today: one `ipset add` process per address.
 func naive(l *lab.Lab, dir string, a *addrs, n int, timeout time.Duration) (float64, error) {
-	s, err := newSubject(l, dir, "naive", func(h *lab.Host) (*lab.Proc, error) {
-		if _, err := h.Exec("ipset", "create", list, "hash:ip"); err != nil {
-			return nil, err
-		}
+	return other(l, dir, "naive", a, n, timeout, func(h *lab.Host) (*lab.Proc, error) {
 		return h.Start(dir, "sh", "-c", "mosquitto_sub -h 127.0.0.1 -p 1883 -q 1 -t "+list+"/add | xargs -n1 ipset -exist add "+list)
 	})
-	if s != nil {
-		defer s.close()
-	}
-	if err != nil {
-		return 0, err
-	}
-	if err := s.waitReady(probe, 20*time.Second); err != nil {
-		return 0, err
-	}
-	return s.throughput(a, list, n, 1, timeout)
 }
 
-// vallumd runs the given binary with its own command line against a
-// hash:ip set it needs to exist.
+// vallumd runs the given binary with its own command line.
 func vallumd(l *lab.Lab, dir, bin string, a *addrs, n int, timeout time.Duration) (float64, error) {
-	s, err := newSubject(l, dir, "vallumd", func(h *lab.Host) (*lab.Proc, error) {
+	return other(l, dir, "vallumd", a, n, timeout, func(h *lab.Host) (*lab.Proc, error) {
+		return h.Start(dir, bin, "-h", "127.0.0.1", "-p", "1883", "-t", list)
+	})
+}
+
+// other measures a bridge that is not vallum, one address per message,
+// into a hash:ip set made for it (neither creates its set), once a probe
+// address shows it has subscribed (neither says so).
+func other(l *lab.Lab, dir, name string, a *addrs, n int, timeout time.Duration, start func(h *lab.Host) (*lab.Proc, error)) (float64, error) {
+	s, err := newSubject(l, dir, name, func(h *lab.Host) (*lab.Proc, error) {
 		if _, err := h.Exec("ipset", "create", list, "hash:ip"); err != nil {
 			return nil, err
 		}
-		return h.Start(dir, bin, "-h", "127.0.0.1", "-p", "1883", "-t", list)
+		return start(h)
 	})
 	if s != nil {
 		defer s.close()

@@ -50,7 +50,7 @@ func (h *Host) Metrics(port int) (map[string]float64, error) {
 		}
 		i := strings.LastIndexByte(line, ' ')
 		if i < 0 {
-			continue
+			return nil, fmt.Errorf("metrics line %q: no value", line)
 		}
 		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
