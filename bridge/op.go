@@ -122,7 +122,7 @@ type SetInfo struct {
 	Name     string
 	Family   Family
 	Type     string // "hash:net", "ipv4_addr", ...
-	Size     int    // current number of entries
+	Size     int    // current number of entries; -1 when the backend cannot count cheaply
 	MaxElem  uint32 // capacity; 0 when the backend has no fixed limit
 	Comments bool   // entries can carry a comment
 	Created  bool   // Ensure created the set just now
@@ -150,7 +150,9 @@ type Backend interface {
 	Apply(ctx context.Context, set string, ops []Op) error
 	// List returns every entry of the set with its remaining timeout.
 	List(ctx context.Context, set string) ([]Entry, error)
-	// Info returns the set's header: type, size and capacity.
+	// Info returns the set's header: type, size and capacity. It must be
+	// cheap (metrics and health checks call it): a backend that could only
+	// count by listing every entry reports Size -1.
 	Info(ctx context.Context, set string) (SetInfo, error)
 	// Close releases the backend's sockets.
 	Close() error

@@ -52,7 +52,7 @@ var cases = []struct {
 	{"create missing sets", func(e *env) {
 		for _, s := range []bridge.SetSpec{{Name: set4, Family: bridge.IPv4, Create: true}, {Name: set6, Family: bridge.IPv6, Create: true}} {
 			info := e.ensure(s)
-			if !info.Created || info.Family != s.Family || info.Size != 0 || !info.Comments {
+			if !info.Created || info.Family != s.Family || info.Size > 0 || !info.Comments {
 				e.t.Errorf("Ensure(%+v) = %+v, want a created, empty set of that family with comments", s, info)
 			}
 			if info.MaxElem != 0 && info.MaxElem < bridge.DefaultMaxElem {
@@ -171,7 +171,7 @@ var cases = []struct {
 			ops[i] = bridge.Op{Action: bridge.Add, Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32), Timeout: 3600}
 		}
 		e.apply(set4, ops...)
-		if info = e.info(set4); info.Size != n {
+		if info = e.info(set4); info.Size != n && info.Size != -1 { // -1: the backend cannot count cheaply
 			e.t.Fatalf("after %d adds Info = %+v, want size %d", n, info, n)
 		}
 		if got := len(e.list(set4)); got != n {

@@ -74,9 +74,12 @@ func (b *Backend) Info(ctx context.Context, set string) (bridge.SetInfo, error) 
 	return b.info(t)
 }
 
+// info reads the sets' headers only. It does not count the elements:
+// nftables has no count, and the kernel dumps a hash set in time that grows
+// with the square of its size (100,000 elements: 1.2 s; 200,000: 4.3 s),
+// too slow for every scrape of the metrics. Size is -1: unknown.
 func (b *Backend) info(t *target) (bridge.SetInfo, error) {
-	info := bridge.SetInfo{Name: t.name, Family: t.family, Comments: true}
-	n := 0
+	info := bridge.SetInfo{Name: t.name, Family: t.family, Comments: true, Size: -1}
 	for _, s := range []*nftables.Set{t.addr, t.net} {
 		if s == nil {
 			continue
@@ -89,13 +92,7 @@ func (b *Backend) info(t *target) (bridge.SetInfo, error) {
 			typ = info.Type + " + " + typ
 		}
 		info.Type = typ
-		entries, err := b.entries(s)
-		if err != nil {
-			return info, err
-		}
-		n += len(entries)
 	}
-	info.Size = n
 	switch {
 	case t.addr != nil:
 		info.MaxElem = t.addr.Size

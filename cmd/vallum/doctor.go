@@ -100,7 +100,11 @@ func checkSets(ctx context.Context, be backend, lists []bridge.List) []finding {
 			case err != nil:
 				fs = append(fs, finding{false, "set " + s.Name, err.Error()})
 			default:
-				fs = append(fs, finding{true, fmt.Sprintf("set %s: %s %s, %d entries, capacity %d, comments %v", s.Name, info.Type, info.Family, info.Size, info.MaxElem, info.Comments), ""})
+				size := fmt.Sprintf("%d entries", info.Size)
+				if info.Size < 0 {
+					size = "size not counted"
+				}
+				fs = append(fs, finding{true, fmt.Sprintf("set %s: %s %s, %s, capacity %d, comments %v", s.Name, info.Type, info.Family, size, info.MaxElem, info.Comments), ""})
 			}
 		}
 	}

@@ -68,7 +68,10 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 	size, capacity := map[string]int64{}, map[string]int64{}
 	for _, s := range m.sets {
 		if info, err := m.be.Info(ctx, s); err == nil {
-			size[s], capacity[s] = int64(info.Size), int64(info.MaxElem)
+			capacity[s] = int64(info.MaxElem)
+			if info.Size >= 0 { // nftables cannot count cheaply
+				size[s] = int64(info.Size)
+			}
 		}
 	}
 	family(w, "vallum_set_entries", "gauge", "Entries in the kernel set.", "set", size)
