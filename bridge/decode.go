@@ -64,10 +64,12 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 // stateOps turns a retained state message into an add with the remaining
 // timeout, or a del when it is empty (an unban) or already expired.
 func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setOp {
-	del := []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
+	del := func() []setOp {
+		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
+	}
 	if len(payload) == 0 {
 		b.sync.record(l.Root, t.Prefix, false)
-		return del
+		return del()
 	}
 	st, err := DecodeState(payload)
 	if err != nil {
@@ -79,7 +81,7 @@ func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setO
 	left, active := st.Remaining(now)
 	b.sync.record(l.Root, t.Prefix, active)
 	if !active {
-		return del
+		return del()
 	}
 	if !b.allowed(l, t.Prefix) {
 		return nil

@@ -34,9 +34,7 @@ func (c config) brokerURL() (string, error) {
 		if err != nil || u.Host == "" {
 			return "", fmt.Errorf("--broker %q: want scheme://host:port", c.Broker)
 		}
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
+		if u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ws" && !tlsScheme[u.Scheme] {
 			return "", fmt.Errorf("--broker %q: scheme must be tcp, ssl, ws or wss", c.Broker)
 		}
 		return c.Broker, nil
@@ -60,11 +58,19 @@ func (c config) brokerHost() string {
 	return u.Hostname()
 }
 
+// tlsScheme marks the --broker schemes that mean TLS.
+var tlsScheme = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
+
+func brokerScheme(broker string) string {
+	scheme, _, _ := strings.Cut(broker, "://")
+	return scheme
+}
+
 func (c config) useTLS() bool { return c.TLS || c.CAFile != "" || c.Cert != "" }
 
 // tlsConfig loads the CA and client certificate files; nil when TLS is off.
 func (c config) tlsConfig() (*tls.Config, error) {
-	if !c.useTLS() && !strings.HasPrefix(c.Broker, "ssl") && !strings.HasPrefix(c.Broker, "wss") && !strings.HasPrefix(c.Broker, "tls") && !strings.HasPrefix(c.Broker, "mqtts") {
+	if !c.useTLS() && !tlsScheme[brokerScheme(c.Broker)] {
 		return nil, nil
 	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -112,7 +118,7 @@ func (c config) password() (string, error) {
 // machine id, same host name with --network host) never share a session.
 // Without a writable data directory it falls back to a hash of the machine
 // id and the host name.
-func (c config) clientID(role string) (string, error) {
+func (c config) clientID() (string, error) {
 	if c.ClientID != "" {
 		if strings.ContainsAny(c.ClientID, "+#/\x00") || len(c.ClientID) > 128 {
 			return "", fmt.Errorf("--client-id %q: no +, #, / or NUL, at most 128 bytes", c.ClientID)
@@ -121,16 +127,16 @@ func (c config) clientID(role string) (string, error) {
 	}
 	path := filepath.Join(c.DataDir, "client-id")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return role + "-" + strings.TrimSpace(string(b)), nil
+		return "vallum-" + strings.TrimSpace(string(b)), nil
 	}
 	id := make([]byte, 8)
 	rand.Read(id)
 	hexID := hex.EncodeToString(id)
 	if os.MkdirAll(c.DataDir, 0o750) == nil && os.WriteFile(path, []byte(hexID+"\n"), 0o640) == nil {
-		return role + "-" + hexID, nil
+		return "vallum-" + hexID, nil
 	}
 	mid, _ := os.ReadFile("/etc/machine-id")
 	host, _ := os.Hostname()
 	sum := sha256.Sum256([]byte(strings.TrimSpace(string(mid)) + "\x00" + host + "\x00" + c.DataDir))
-	return role + "-" + hex.EncodeToString(sum[:8]), nil
+	return "vallum-" + hex.EncodeToString(sum[:8]), nil
 }

@@ -61,7 +61,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	errs = append(errs, err)
 	o.TLS, err = c.tlsConfig()
 	errs = append(errs, err)
-	o.ClientID, err = c.clientID("vallum")
+	o.ClientID, err = c.clientID()
 	errs = append(errs, err)
 	if !c.embedded() {
 		o.Broker, err = c.brokerURL()

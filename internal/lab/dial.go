@@ -4,41 +4,22 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"runtime"
 	"strconv"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/vishvananda/netns"
 )
 
-// dialIn opens a TCP connection from inside the namespace ns. A socket
-// keeps the namespace it was made in, so the thread switches in only for
-// the dial and back at once; if it cannot switch back it stays locked and
-// dies with its goroutine rather than serve others in the wrong namespace.
-func dialIn(ns, addr string) (net.Conn, error) {
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		return nil, fmt.Errorf("namespace %s: %w", ns, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	c, dialErr := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err := netns.Set(orig); err != nil {
-		return nil, fmt.Errorf("cannot return to the original namespace: %w", err) // thread stays locked
-	}
-	runtime.UnlockOSThread()
-	return c, dialErr
+// dialIn opens a TCP connection from inside the host's namespace: a socket
+// keeps the namespace it was made in.
+func (h *Host) dialIn(addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.inside(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	})
+	return c, err
 }
 
 // MQTT returns a paho client (not yet connected) for the broker on port of
@@ -47,7 +28,7 @@ func (h *Host) MQTT(port int, o *mqtt.ClientOptions) mqtt.Client {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	o.AddBroker("tcp://" + addr)
 	o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
-		return dialIn(h.NS, addr)
+		return h.dialIn(addr)
 	})
 	return mqtt.NewClient(o)
 }

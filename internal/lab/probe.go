@@ -20,7 +20,7 @@ import (
 func (h *Host) HTTPClient() *http.Client {
 	tr := &http.Transport{
 		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
-			return dialIn(h.NS, addr)
+			return h.dialIn(addr)
 		},
 		DisableKeepAlives: true, // a kept connection would outlive a restarted server
 	}

@@ -62,7 +62,7 @@ func (h *Host) WaitPort(port int, timeout time.Duration) error {
 // Dial returns a connection from the test process into the host's
 // namespace: a TCP connection to the host's loopback at port.
 func (h *Host) Dial(port int) (net.Conn, error) {
-	return dialIn(h.NS, "127.0.0.1:"+strconv.Itoa(port))
+	return h.dialIn("127.0.0.1:" + strconv.Itoa(port))
 }
 
 // StartVallum runs vallum in the host with args, its data directory in
