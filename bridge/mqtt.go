@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/vallum/vallum/bridge/mqttconn"
 )
 
 // ErrRefused reports that the broker refused the connection for a reason a
@@ -26,6 +28,7 @@ func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 		SetUsername(o.Username).
 		SetPassword(o.Password).
 		SetTLSConfig(o.TLS).
+		SetCustomOpenConnectionFn(mqttconn.Open).
 		SetCleanSession(false).
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true).

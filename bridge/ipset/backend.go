@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"syscall"
 
@@ -208,6 +209,35 @@ func (b *Backend) Info(ctx context.Context, name string) (bridge.SetInfo, error)
 		return bridge.SetInfo{}, err
 	}
 	return h.info(), nil
+}
+
+// errNotMember is the kernel's answer to a test of an absent entry
+// (IPSET_ERR_EXIST).
+const errNotMember = 4096 + 7
+
+// Has reports whether the set holds p (in a hash:net set, an address
+// is held when a prefix holding it is), at the cost of one hash lookup in
+// the kernel, whatever the set's size (a header read walks the whole set).
+func (b *Backend) Has(ctx context.Context, set string, p netip.Prefix) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op := bridge.Op{Action: bridge.Del, Prefix: p}
+	h, err := b.lookup(set, []bridge.Op{op})
+	if err != nil {
+		return false, err
+	}
+	if precheck(h, op) != nil {
+		return false, nil // the other family, or a prefix in a set of addresses
+	}
+	err = b.c.exec(b.m.encodeTest(h, p), nil)
+	var ke *kernelError
+	if errors.As(err, &ke) && ke.Code == errNotMember {
+		return false, nil
+	}
+	if err != nil {
+		return false, b.setErr(set, err)
+	}
+	return true, nil
 }
 
 // List returns every entry of the set, IPv4 or IPv6, with the seconds it

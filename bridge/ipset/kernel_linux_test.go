@@ -206,3 +206,38 @@ func TestNewBadNamespace(t *testing.T) {
 		t.Fatal("New with a namespace fd that is not open: no error")
 	}
 }
+
+// Has answers as `ipset test` does: members yes (an address inside a
+// member prefix too), others no, the other family no, and a missing set is ErrNoSet.
+func TestHas(t *testing.T) {
+	be, ns := setup(t, "create h4 hash:net timeout 0", "add h4 192.0.2.1", "add h4 198.51.100.0/24",
+		"create hip hash:ip family inet6", "add hip 2001:db8::1")
+	ctx := context.Background()
+	cases := []struct {
+		set, prefix string
+		want        bool
+	}{
+		{"h4", "192.0.2.1/32", true},
+		{"h4", "192.0.2.2/32", false},
+		{"h4", "198.51.100.0/24", true},
+		{"h4", "198.51.100.7/32", true}, // an address is in when a prefix holding it is
+		{"h4", "198.51.0.0/16", false},
+		{"h4", "2001:db8::1/128", false},
+		{"hip", "2001:db8::1/128", true},
+		{"hip", "2001:db8::2/128", false},
+		{"hip", "2001:db8::/64", false},
+	}
+	for _, c := range cases {
+		got, err := be.Has(ctx, c.set, netip.MustParsePrefix(c.prefix))
+		if err != nil || got != c.want {
+			t.Errorf("Has(%s, %s) = %v, %v; want %v", c.set, c.prefix, got, err, c.want)
+		}
+	}
+	cli(t, ns, "del", "h4", "192.0.2.1")
+	if got, err := be.Has(ctx, "h4", netip.MustParsePrefix("192.0.2.1/32")); got || err != nil {
+		t.Errorf("after ipset del: Has = %v, %v", got, err)
+	}
+	if _, err := be.Has(ctx, "nope", netip.MustParsePrefix("192.0.2.1/32")); !errors.Is(err, bridge.ErrNoSet) {
+		t.Errorf("missing set: err = %v, want ErrNoSet", err)
+	}
+}

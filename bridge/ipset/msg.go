@@ -20,6 +20,7 @@ const (
 	cmdList     = 7
 	cmdAdd      = 9
 	cmdDel      = 10
+	cmdTest     = 11
 	cmdType     = 13
 
 	// Command-level attributes.
@@ -276,6 +277,14 @@ func (m *builder) encodeType(typ string, f bridge.Family) []byte {
 	m.begin(cmdType, nlmRequest|nlmAck)
 	m.str(attrTypeName, typ)
 	m.u8(attrFamily, nfproto(f))
+	return m.bytes()
+}
+
+// encodeTest asks whether the set holds p, as `ipset test` does.
+func (m *builder) encodeTest(h header, p netip.Prefix) []byte {
+	m.begin(cmdTest, nlmRequest|nlmAck)
+	m.str(attrSetName, h.name)
+	m.entry(h, bridge.Op{Action: bridge.Del, Prefix: p}, 0) // no timeout or comment
 	return m.bytes()
 }
 

@@ -88,8 +88,10 @@ func (s *subject) throughput(a *addrs, topic string, n, per int, timeout time.Du
 	}
 	msgs := (n + per - 1) / per
 	batches := make([][]byte, msgs)
+	var last netip.Addr
 	for i := range batches {
-		batches[i] = lines(a.take(min(per, n-i*per)))
+		as := a.take(min(per, n-i*per))
+		batches[i], last = lines(as), as[len(as)-1]
 	}
 	deadline := time.Now().Add(timeout)
 	start := time.Now()
@@ -99,7 +101,7 @@ func (s *subject) throughput(a *addrs, topic string, n, per int, timeout time.Du
 			return topic + "/add", batches[i], false
 		})
 	}()
-	end, got, werr := s.w.waitSize(topic, base+n, deadline, 2*time.Millisecond)
+	end, got, werr := s.w.waitFor(topic, last, base+n, deadline, time.Millisecond)
 	if err := errors.Join(<-perr, werr); err != nil {
 		return 0, fmt.Errorf("%s: %d of %d addresses in the set: %w", s.name, got-base, n, err)
 	}

@@ -13,25 +13,26 @@ import (
 
 // results holds each figure, nil when its measurement failed or was skipped.
 type results struct {
-	ApplyPerS        *float64 `json:"apply_per_s"`
-	NftApplyPerS     *float64 `json:"nft_apply_per_s"`
-	E2EBatchPerS     *float64 `json:"e2e_batch_per_s"`
-	E2ESinglePerS    *float64 `json:"e2e_single_per_s"`
-	LatencyP50Ms     *float64 `json:"latency_p50_ms"`
-	LatencyP99Ms     *float64 `json:"latency_p99_ms"`
-	LatencyMaxMs     *float64 `json:"latency_max_ms"`
-	Sync100kS        *float64 `json:"sync_100k_s"`
-	SyncN            int      `json:"sync_n"`
-	RSSMB            *float64 `json:"rss_mb"`
-	RSSEventsMB      *float64 `json:"rss_events_mb"`
-	BrokerSinglePerS *float64 `json:"broker_single_per_s"`
-	RSSIdleMB        *float64 `json:"rss_idle_mb"`
-	RSSSoakStartMB   *float64 `json:"rss_soak_start_mb,omitempty"`
-	RSSSoakEndMB     *float64 `json:"rss_soak_end_mb,omitempty"`
-	RSSSoakMaxMB     *float64 `json:"rss_soak_max_mb,omitempty"`
-	NaiveSinglePerS  *float64 `json:"naive_e2e_single_per_s"`
-	VallumdSingle    *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
-	Errors           []string `json:"errors,omitempty"`
+	ApplyPerS           *float64 `json:"apply_per_s"`
+	NftApplyPerS        *float64 `json:"nft_apply_per_s"`
+	E2EBatchPerS        *float64 `json:"e2e_batch_per_s"`
+	E2ESinglePerS       *float64 `json:"e2e_single_per_s"`
+	LatencyP50Ms        *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms        *float64 `json:"latency_p99_ms"`
+	LatencyMaxMs        *float64 `json:"latency_max_ms"`
+	Sync100kS           *float64 `json:"sync_100k_s"`
+	SyncN               int      `json:"sync_n"`
+	RSSMB               *float64 `json:"rss_mb"`
+	RSSEventsMB         *float64 `json:"rss_events_mb"`
+	BrokerSinglePerS    *float64 `json:"broker_single_per_s"`
+	BrokerSubSinglePerS *float64 `json:"broker_sub_single_per_s"`
+	RSSIdleMB           *float64 `json:"rss_idle_mb"`
+	RSSSoakStartMB      *float64 `json:"rss_soak_start_mb,omitempty"`
+	RSSSoakEndMB        *float64 `json:"rss_soak_end_mb,omitempty"`
+	RSSSoakMaxMB        *float64 `json:"rss_soak_max_mb,omitempty"`
+	NaiveSinglePerS     *float64 `json:"naive_e2e_single_per_s"`
+	VallumdSingle       *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
+	Errors              []string `json:"errors,omitempty"`
 
 	errs []error
 }
@@ -111,6 +112,8 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 	}
 	v, err := s.brokerRate(a, c.single, c.phase)
 	r.set(&r.BrokerSinglePerS, v, err, "broker alone, 1 per message")
+	v, err = s.brokerRateSub(dir, a, c.single, c.phase)
+	r.set(&r.BrokerSubSinglePerS, v, err, "broker alone with mosquitto_sub, 1 per message")
 	rss, err := s.proc.RSS()
 	r.set(&r.RSSIdleMB, mb(rss), err, "vallum rss at start")
 	v, err = s.throughput(a, "single", c.single, 1, c.phase)
@@ -181,6 +184,7 @@ func (r *results) print(w io.Writer, c config) {
 		{"kernel apply, nft, batches of 10k (addr/s)", f(r.NftApplyPerS, "%.0f"), "", ""},
 		{"end to end, 1 addr/message, QoS 1 (addr/s)", f(r.E2ESinglePerS, "%.0f"), f(r.NaiveSinglePerS, "%.0f"), f(r.VallumdSingle, "%.0f")},
 		{"broker alone (mosquitto to a paho subscriber), 1/message (msg/s)", f(r.BrokerSinglePerS, "%.0f"), "", ""},
+		{"broker alone (mosquitto to mosquitto_sub), 1/message (msg/s)", f(r.BrokerSubSinglePerS, "%.0f"), "", ""},
 		{fmt.Sprintf("end to end, %d addr/message, QoS 1 (addr/s)", c.perMsg), f(r.E2EBatchPerS, "%.0f"), "", ""},
 		{fmt.Sprintf("latency p50 at %d bans/s (ms)", c.latRate), f(r.LatencyP50Ms, "%.3f"), "", ""},
 		{fmt.Sprintf("latency p99 at %d bans/s (ms)", c.latRate), f(r.LatencyP99Ms, "%.3f"), "", ""},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/vallum/vallum/bridge/ipset"
@@ -58,5 +59,29 @@ func (w *watcher) waitSize(set string, want int, deadline time.Time, every time.
 			return now, n, fmt.Errorf("set %s holds %d entries at the deadline, want %d", set, n, want)
 		}
 		time.Sleep(max(every, 4*now.Sub(start)))
+	}
+}
+
+// waitFor polls until set holds last, at the cost of one hash lookup in
+// the kernel each time (where a size read walks the whole set, and would
+// take the CPU it measures), then reads the size once. Bans are applied in
+// order, so the last one in means all are in; the size confirms it, and
+// if it does not, waitSize goes on until want or the deadline.
+func (w *watcher) waitFor(set string, last netip.Addr, want int, deadline time.Time, every time.Duration) (time.Time, int, error) {
+	p := netip.PrefixFrom(last, last.BitLen())
+	for {
+		in, err := w.be.Has(context.Background(), set, p)
+		now := time.Now()
+		if err == nil && in {
+			if n := w.size(set); n >= want {
+				return now, n, nil
+			}
+			return w.waitSize(set, want, deadline, every)
+		}
+		if now.After(deadline) {
+			n := w.size(set)
+			return now, n, fmt.Errorf("set %s holds %d entries at the deadline, want %d", set, n, want)
+		}
+		time.Sleep(every)
 	}
 }
