@@ -169,18 +169,27 @@ func TestUsersFileRefusesPlaintext(t *testing.T) {
 	}
 }
 
+// TestWebSocket runs stock paho clients, then clients over vallum's own
+// connection (bridge/mqttconn), whose WebSocket dialling is its own code.
 func TestWebSocket(t *testing.T) {
 	b := start(t, Options{Listeners: []Listener{local(KindWS), local(KindTCP)}})
-	ws := mustDial(t, url(t, b, KindWS))
-	ws.sub(t, "blacklist/#", 1)
-	tcp := mustDial(t, url(t, b, KindTCP))
-	for i := range 3 {
-		tcp.pub(t, "blacklist/add", 1, false, "192.0.2."+strconv.Itoa(i))
-	}
-	for i := range 3 {
-		if m := ws.next(t, 5*time.Second); m.payload != "192.0.2."+strconv.Itoa(i) {
-			t.Errorf("websocket client got %q, want 192.0.2.%d", m.payload, i)
-		}
+	for _, how := range []struct {
+		name string
+		opts []clientOpt
+	}{{"paho", nil}, {"mqttconn", []clientOpt{viaMqttconn}}} {
+		t.Run(how.name, func(t *testing.T) {
+			ws := mustDial(t, url(t, b, KindWS), how.opts...)
+			ws.sub(t, "blacklist/#", 1)
+			tcp := mustDial(t, url(t, b, KindTCP), how.opts...)
+			for i := range 3 {
+				tcp.pub(t, "blacklist/add", 1, false, "192.0.2."+strconv.Itoa(i))
+			}
+			for i := range 3 {
+				if m := ws.next(t, 5*time.Second); m.payload != "192.0.2."+strconv.Itoa(i) {
+					t.Errorf("websocket client got %q, want 192.0.2.%d", m.payload, i)
+				}
+			}
+		})
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/vallum/vallum/bridge/mqttconn"
 )
 
 // testLogger shows the broker's logs with -v only.
@@ -121,6 +123,9 @@ func withSession(id string) clientOpt {
 func withTLS(c *tls.Config) clientOpt {
 	return func(o *paho.ClientOptions) { o.SetTLSConfig(c) }
 }
+
+// viaMqttconn dials as vallum's bridge does: its own dialler, buffered.
+func viaMqttconn(o *paho.ClientOptions) { o.SetCustomOpenConnectionFn(mqttconn.Open) }
 
 // dial connects an MQTT 3.1.1 client; every message it receives goes to
 // its msgs channel.

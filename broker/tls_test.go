@@ -94,6 +94,16 @@ func TestTLS(t *testing.T) {
 		if m := c.next(t, 5*time.Second); m.payload != "192.0.2.1" {
 			t.Errorf("got %q over tls, want 192.0.2.1", m.payload)
 		}
+		// vallum's own dialler (bridge/mqttconn) over TLS, checking the name.
+		v := mustDial(t, url(t, b, KindTLS), withTLS(&tls.Config{RootCAs: serverCA.pool}), viaMqttconn)
+		v.sub(t, "blacklist/#", 1)
+		c.pub(t, "blacklist/add", 1, false, "192.0.2.2")
+		if m := v.next(t, 5*time.Second); m.payload != "192.0.2.2" {
+			t.Errorf("mqttconn client got %q over tls, want 192.0.2.2", m.payload)
+		}
+		if _, err := dial(t, url(t, b, KindTLS), withTLS(&tls.Config{RootCAs: rogueCA.pool}), viaMqttconn); err == nil {
+			t.Errorf("mqttconn client that does not trust the broker's CA connected")
+		}
 		if _, err := dial(t, url(t, b, KindTLS), withTLS(&tls.Config{RootCAs: rogueCA.pool})); err == nil {
 			t.Errorf("client that does not trust the broker's CA connected")
 		}
