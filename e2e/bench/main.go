@@ -23,13 +23,13 @@ import (
 )
 
 type config struct {
-	apply, nftApply, single, batch, perMsg int
-	lat, latRate, sync, naive, vallumdN    int
-	vallumd                                string
-	phase                                  time.Duration
-	soak                                   time.Duration
-	soakRate                               int
-	keep                                   bool
+	apply, nftApply, single, rounds, batch, perMsg int
+	lat, latRate, sync, naive, vallumdN            int
+	vallumd                                        string
+	phase                                          time.Duration
+	soak                                           time.Duration
+	soakRate                                       int
+	keep                                           bool
 }
 
 func parseFlags() config {
@@ -38,6 +38,7 @@ func parseFlags() config {
 	flag.IntVar(&c.apply, "apply", 1_000_000, "addresses for the ipset kernel apply rate (batches of 10k)")
 	flag.IntVar(&c.nftApply, "nft-apply", 200_000, "addresses for the nftables kernel apply rate (batches of 10k)")
 	flag.IntVar(&c.single, "single", 100_000, "addresses end to end, one per message")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds of the one-per-message comparison (vallum and the broker alone in turn; medians)")
 	flag.IntVar(&c.batch, "batch", 1_000_000, "addresses end to end, -per per message")
 	flag.IntVar(&c.perMsg, "per", 1000, "addresses per message for -batch")
 	flag.IntVar(&c.lat, "lat", 5000, "bans for the latency measurement")

@@ -13,26 +13,28 @@ import (
 
 // results holds each figure, nil when its measurement failed or was skipped.
 type results struct {
-	ApplyPerS           *float64 `json:"apply_per_s"`
-	NftApplyPerS        *float64 `json:"nft_apply_per_s"`
-	E2EBatchPerS        *float64 `json:"e2e_batch_per_s"`
-	E2ESinglePerS       *float64 `json:"e2e_single_per_s"`
-	LatencyP50Ms        *float64 `json:"latency_p50_ms"`
-	LatencyP99Ms        *float64 `json:"latency_p99_ms"`
-	LatencyMaxMs        *float64 `json:"latency_max_ms"`
-	Sync100kS           *float64 `json:"sync_100k_s"`
-	SyncN               int      `json:"sync_n"`
-	RSSMB               *float64 `json:"rss_mb"`
-	RSSEventsMB         *float64 `json:"rss_events_mb"`
-	BrokerSinglePerS    *float64 `json:"broker_single_per_s"`
-	BrokerSubSinglePerS *float64 `json:"broker_sub_single_per_s"`
-	RSSIdleMB           *float64 `json:"rss_idle_mb"`
-	RSSSoakStartMB      *float64 `json:"rss_soak_start_mb,omitempty"`
-	RSSSoakEndMB        *float64 `json:"rss_soak_end_mb,omitempty"`
-	RSSSoakMaxMB        *float64 `json:"rss_soak_max_mb,omitempty"`
-	NaiveSinglePerS     *float64 `json:"naive_e2e_single_per_s"`
-	VallumdSingle       *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
-	Errors              []string `json:"errors,omitempty"`
+	ApplyPerS            *float64 `json:"apply_per_s"`
+	NftApplyPerS         *float64 `json:"nft_apply_per_s"`
+	E2EBatchPerS         *float64 `json:"e2e_batch_per_s"`
+	E2ESinglePerS        *float64 `json:"e2e_single_per_s"`
+	LatencyP50Ms         *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms         *float64 `json:"latency_p99_ms"`
+	LatencyMaxMs         *float64 `json:"latency_max_ms"`
+	Sync100kS            *float64 `json:"sync_100k_s"`
+	SyncN                int      `json:"sync_n"`
+	RSSMB                *float64 `json:"rss_mb"`
+	RSSEventsMB          *float64 `json:"rss_events_mb"`
+	BrokerSinglePerS     *float64 `json:"broker_single_per_s"`
+	BrokerSubSinglePerS  *float64 `json:"broker_sub_single_per_s"`
+	SingleVsBroker       float64  `json:"e2e_single_vs_broker"`
+	SingleVsMosquittoSub float64  `json:"e2e_single_vs_mosquitto_sub"`
+	RSSIdleMB            *float64 `json:"rss_idle_mb"`
+	RSSSoakStartMB       *float64 `json:"rss_soak_start_mb,omitempty"`
+	RSSSoakEndMB         *float64 `json:"rss_soak_end_mb,omitempty"`
+	RSSSoakMaxMB         *float64 `json:"rss_soak_max_mb,omitempty"`
+	NaiveSinglePerS      *float64 `json:"naive_e2e_single_per_s"`
+	VallumdSingle        *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
+	Errors               []string `json:"errors,omitempty"`
 
 	errs []error
 }
@@ -110,21 +112,21 @@ func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
 		r.set(&r.E2ESinglePerS, 0, err, "vallum start")
 		return
 	}
-	v, err := s.brokerRate(a, c.single, c.phase)
-	r.set(&r.BrokerSinglePerS, v, err, "broker alone, 1 per message")
-	v, err = s.brokerRateSub(dir, a, c.single, c.phase)
-	r.set(&r.BrokerSubSinglePerS, v, err, "broker alone with mosquitto_sub, 1 per message")
 	rss, err := s.proc.RSS()
 	r.set(&r.RSSIdleMB, mb(rss), err, "vallum rss at start")
-	v, err = s.throughput(a, "single", c.single, 1, c.phase)
-	r.set(&r.E2ESinglePerS, v, err, "vallum 1 per message")
+	one, err := s.singleRounds(dir, a, c.single, c.rounds, c.phase)
+	r.set(&r.E2ESinglePerS, one.vallum, err, "1 per message")
+	if err == nil {
+		r.BrokerSinglePerS, r.BrokerSubSinglePerS = &one.paho, &one.mosquittoSub
+		r.SingleVsBroker, r.SingleVsMosquittoSub = one.vallum/one.paho, one.vallum/one.mosquittoSub
+	}
 	rss, err = s.proc.RSS()
 	r.set(&r.RSSEventsMB, mb(rss), err, "vallum rss after events")
 	lat, err := s.latency(a, "lat", c.lat, c.latRate, c.phase)
 	r.set(&r.LatencyP50Ms, quantile(lat, 0.50), err, "latency")
 	r.set(&r.LatencyP99Ms, quantile(lat, 0.99), err, "latency p99")
 	r.set(&r.LatencyMaxMs, quantile(lat, 1), err, "latency max")
-	v, err = s.throughput(a, "bulk", c.batch, c.perMsg, c.phase)
+	v, err := s.throughput(a, "bulk", c.batch, c.perMsg, c.phase)
 	r.set(&r.E2EBatchPerS, v, err, fmt.Sprintf("vallum %d per message", c.perMsg))
 	if c.soak > 0 {
 		sr, err := s.soak(a, "soak", c.soak, c.soakRate)
@@ -183,8 +185,9 @@ func (r *results) print(w io.Writer, c config) {
 		{"kernel apply, ipset, batches of 10k (addr/s)", f(r.ApplyPerS, "%.0f"), "", ""},
 		{"kernel apply, nft, batches of 10k (addr/s)", f(r.NftApplyPerS, "%.0f"), "", ""},
 		{"end to end, 1 addr/message, QoS 1 (addr/s)", f(r.E2ESinglePerS, "%.0f"), f(r.NaiveSinglePerS, "%.0f"), f(r.VallumdSingle, "%.0f")},
-		{"broker alone (mosquitto to a paho subscriber), 1/message (msg/s)", f(r.BrokerSinglePerS, "%.0f"), "", ""},
-		{"broker alone (mosquitto to mosquitto_sub), 1/message (msg/s)", f(r.BrokerSubSinglePerS, "%.0f"), "", ""},
+		{"broker alone, 1/message, to a paho subscriber in this process (msg/s)", f(r.BrokerSinglePerS, "%.0f"), "", ""},
+		{"broker alone, 1/message, to mosquitto_sub (msg/s)", f(r.BrokerSubSinglePerS, "%.0f"), "", ""},
+		{"  vallum / broker alone (paho; mosquitto_sub)", fmt.Sprintf("%.2f; %.2f", r.SingleVsBroker, r.SingleVsMosquittoSub), "", ""},
 		{fmt.Sprintf("end to end, %d addr/message, QoS 1 (addr/s)", c.perMsg), f(r.E2EBatchPerS, "%.0f"), "", ""},
 		{fmt.Sprintf("latency p50 at %d bans/s (ms)", c.latRate), f(r.LatencyP50Ms, "%.3f"), "", ""},
 		{fmt.Sprintf("latency p99 at %d bans/s (ms)", c.latRate), f(r.LatencyP99Ms, "%.3f"), "", ""},
