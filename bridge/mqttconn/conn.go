@@ -24,6 +24,8 @@ const (
 	// maxPending bounds what queues behind a slow socket: past it Write
 	// waits, as a plain socket write would.
 	maxPending = 1 << 20
+	// keepBuffer is the most a write buffer keeps between writes.
+	keepBuffer = 64 << 10
 	// closeFlush is how long Close waits to send what is still queued (a
 	// DISCONNECT, the last PUBACKs) before it closes regardless.
 	closeFlush = time.Second
@@ -107,6 +109,9 @@ func (w *Conn) flusher() {
 			w.mu.Unlock()
 			if _, err := w.Conn.Write(buf); err != nil {
 				w.fail(err)
+			}
+			if cap(buf) > keepBuffer {
+				buf = nil // a stall grew it: give the memory back
 			}
 		}
 	}
