@@ -9,6 +9,12 @@
 # OpenWrt alike. MIPS routers mostly lack an FPU, hence GOMIPS=softfloat.
 # The Dockerfile runs the same `go build` line for its target.
 #
+# MIPS routers have the least flash and see a few bans a second, so their
+# builds trade speed for size: -gcflags=all=-l turns inlining off, 1 MB of
+# an 11 MB binary. Measured on amd64, parsing a one-line payload goes from
+# 164 to 262 ns and the one-per-message rate drops about 5%: nothing next
+# to a router's few bans a second.
+#
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
 # HTTP/1.1).
@@ -27,12 +33,12 @@ PKG=${PKG:-./cmd/vallum}
 mkdir -p "$OUT"
 failed=
 for t in $TARGETS; do
-	goarch=$t goarm= gomips=
+	goarch=$t goarm= gomips= gcflags=
 	case $t in
 	amd64 | arm64) ;;
 	armv7) goarch=arm goarm=7 ;;
 	armv6) goarch=arm goarm=6 ;;
-	mips | mipsle) gomips=softfloat ;;
+	mips | mipsle) gomips=softfloat gcflags=all=-l ;;
 	*)
 		echo "build-static.sh: unknown target $t" >&2
 		exit 2
@@ -42,7 +48,7 @@ for t in $TARGETS; do
 	rm -f "$out"
 	# Keep going on failure: one report shows every target that breaks.
 	if ! CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips \
-		go build -trimpath -tags nethttpomithttp2 -ldflags "-s -w -X main.version=$VERSION" -o "$out" "$PKG"; then
+		go build -trimpath -tags nethttpomithttp2 -gcflags="$gcflags" -ldflags "-s -w -X main.version=$VERSION" -o "$out" "$PKG"; then
 		failed="$failed $t"
 		continue
 	fi

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 )
 
 func newCheckConfigCmd() *cobra.Command {
@@ -49,6 +52,52 @@ func printConfig(w io.Writer, c config, clientID, url string) {
 	} else {
 		fmt.Fprintf(w, "# broker: %s\n", url)
 	}
-	b, _ := yaml.Marshal(c)
-	w.Write(b)
+	writeYAML(w, c)
 }
+
+// writeYAML prints c's fields as flat YAML, in declaration order. By hand
+// rather than with yaml.Marshal: the config is flat, and the YAML encoder
+// is 130 KB of a static router build.
+func writeYAML(w io.Writer, c config) {
+	v, t := reflect.ValueOf(c), reflect.TypeOf(c)
+	for i := range t.NumField() {
+		key := t.Field(i).Tag.Get("yaml")
+		if key == "" {
+			continue
+		}
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			fmt.Fprintf(w, "%s: %s\n", key, yamlString(f.String()))
+		case reflect.Slice:
+			if f.Len() == 0 {
+				fmt.Fprintf(w, "%s: []\n", key)
+				continue
+			}
+			fmt.Fprintf(w, "%s:\n", key)
+			for j := range f.Len() {
+				fmt.Fprintf(w, "    - %s\n", yamlString(f.Index(j).String()))
+			}
+		default:
+			fmt.Fprintf(w, "%s: %v\n", key, f.Interface())
+		}
+	}
+}
+
+// yamlString writes s plain when YAML reads it back as the same string,
+// and double-quoted (JSON escapes, which YAML shares) otherwise.
+func yamlString(s string) string {
+	if plainYAML.MatchString(s) && !yamlScalar[strings.ToLower(s)] && !strings.Contains(s+" ", ": ") {
+		if _, err := strconv.ParseFloat(s, 64); err != nil {
+			return s
+		}
+	}
+	return strconv.Quote(s)
+}
+
+// plainYAML are strings safe unquoted: no leading indicator, no ": " or
+// " #", no trailing space.
+var plainYAML = regexp.MustCompile(`^[A-Za-z0-9_./][A-Za-z0-9_./@+=,:-]*( [A-Za-z0-9_./@+=,-]+)*$`)
+
+// yamlScalar are words YAML 1.1 readers take for booleans or null.
+var yamlScalar = map[string]bool{"true": true, "false": true, "yes": true, "no": true, "on": true,
+	"off": true, "y": true, "n": true, "null": true, "~": true}
