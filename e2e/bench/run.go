@@ -194,7 +194,7 @@ func (r *results) print(w io.Writer, c config) {
 		{"latency max (ms)", f(r.LatencyMaxMs, "%.3f"), "", ""},
 		{fmt.Sprintf("late join, %d retained bans (s)", c.sync), f(r.Sync100kS, "%.2f"), "", ""},
 		{fmt.Sprintf("RSS after the late join of %d (MB)", c.sync), f(r.RSSMB, "%.1f"), "", ""},
-		{fmt.Sprintf("RSS after %d events (MB)", c.single), f(r.RSSEventsMB, "%.1f"), "", ""},
+		{fmt.Sprintf("RSS after %d events (MB)", c.single*c.rounds), f(r.RSSEventsMB, "%.1f"), "", ""},
 		{"RSS at start, synced, empty (MB)", f(r.RSSIdleMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS over a %v soak at %d msg/s: first fifth (MB)", c.soak, c.soakRate), f(r.RSSSoakStartMB, "%.1f"), "", ""},
 		{"  last fifth (MB)", f(r.RSSSoakEndMB, "%.1f"), "", ""},
