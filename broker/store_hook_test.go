@@ -36,6 +36,9 @@ func TestStoreSkipsInlineAndAcks(t *testing.T) {
 			subs = append(subs, k)
 		case strings.HasPrefix(k, "IFM_host1:"):
 			queued++
+			if !strings.Contains(string(v), `"topic_name":"blacklist/ban/192.0.2.1"`) {
+				t.Errorf("queued for host1: %s, want only the ban", v)
+			}
 		case strings.HasPrefix(k, "IFM_"):
 			acks = append(acks, k)
 		}
@@ -46,8 +49,11 @@ func TestStoreSkipsInlineAndAcks(t *testing.T) {
 	if len(subs) != 1 || subs[0] != "SUB_host1:blacklist/#" {
 		t.Errorf("stored subscriptions %q, want only host1's", subs)
 	}
-	if queued != 1 {
-		t.Errorf("%d messages queued for host1 in the store, want 1", queued)
+	// One copy, or two: mochi sends retained messages to a new
+	// subscription after its SUBACK, so a ban published in that instant
+	// reaches host1 both live and retained (QoS 1 allows the duplicate).
+	if queued < 1 || queued > 2 {
+		t.Errorf("%d messages queued for host1 in the store, want the ban (once, or twice)", queued)
 	}
 	if len(acks) != 0 {
 		t.Errorf("other in-flight records stored: %q", acks)
