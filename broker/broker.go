@@ -17,6 +17,7 @@ type Broker struct {
 	srv    *mqtt.Server
 	ls     []listeners.Listener
 	keeper *keeper
+	store  *storeHook // nil without a data dir
 	opts   Options
 }
 
