@@ -45,8 +45,14 @@ func (b *Broker) addStore() error {
 	if note != "" {
 		log.Warn("store: " + note)
 	}
+	c := &storeConfig{Path: d.Store(), Logger: log, Lock: lock}
+	for _, root := range b.opts.Lists {
+		c.Events = append(c.Events, root, root+"/add", root+"/del")
+	}
+	// The last hook with OnPublish: a publish it stores must not be
+	// refused by a hook after it.
 	h := &storeHook{}
-	if err := b.srv.AddHook(h, &storeConfig{Path: d.Store(), Logger: log, Lock: lock}); err != nil {
+	if err := b.srv.AddHook(h, c); err != nil {
 		_ = lock.Close()
 		return fmt.Errorf("open broker store in %s: %w", d.Broker(), err)
 	}

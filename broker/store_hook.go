@@ -24,6 +24,9 @@ type storeConfig struct {
 	// Lock is the data dir's broker lock, held by the caller; the hook
 	// releases it when it stops, after the file is closed.
 	Lock io.Closer
+	// Events are the topics whose messages the keeper turns into state
+	// (ROOT, ROOT/add, ROOT/del of each list).
+	Events []string
 }
 
 // storeHook is a mochi storage hook over internal/store. It keeps the records mochi's
@@ -37,6 +40,7 @@ type storeHook struct {
 	mqtt.HookBase
 	kv       *store.KV
 	lock     io.Closer
+	events   map[string]bool // storeConfig.Events
 	log      *slog.Logger
 	refused  atomic.Int64 // publishes refused because the store could not write
 	refusing atomic.Bool  // a refusal was logged and no publish passed since
@@ -82,7 +86,10 @@ func (h *storeHook) Init(config any) error {
 	if err != nil {
 		return err
 	}
-	h.kv, h.lock = db, c.Lock
+	h.kv, h.lock, h.events = db, c.Lock, map[string]bool{}
+	for _, t := range c.Events {
+		h.events[t] = true
+	}
 	return nil
 }
 

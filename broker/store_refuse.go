@@ -11,10 +11,12 @@ import (
 // OnPublish stores a retained message (or its deletion) before mochi
 // retains it and acknowledges it (mochi v2.7.9 sends the PUBACK after the
 // OnPublish hooks, in processPublish): if the write fails, the publish is
-// refused, so no client gets a PUBACK for a ban that was not stored. While
-// the store fails, other publishes are refused too: what mochi would queue
-// for offline sessions could not be stored either. OnRetainMessage later
-// writes the same record again, which the store skips.
+// refused, so no client gets a PUBACK for a ban that was not stored.
+// OnRetainMessage later writes the same record again, which the store
+// skips. While the store fails, the legacy events the keeper turns into
+// state are refused too: the keeper publishes their state after the
+// PUBACK, too late to refuse. Other publishes (sync markers, events of
+// topics that are not lists) pass: they are delivered live as usual.
 func (h *storeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	var err error
 	switch {
@@ -22,11 +24,13 @@ func (h *storeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		err = h.kv.Delete(retainedKey(pk.TopicName))
 	case pk.FixedHeader.Retain:
 		err = h.trySet(retainedKey(pk.TopicName), retained(cl, pk))
-	case !cl.Net.Inline:
+	case h.events[pk.TopicName]:
 		err = h.kv.Health()
 	}
 	if err == nil {
-		h.refusing.Store(false)
+		if pk.FixedHeader.Retain || h.events[pk.TopicName] {
+			h.refusing.Store(false)
+		}
 		return pk, nil
 	}
 	h.refuse(cl, pk, err)
