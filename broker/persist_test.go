@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,5 +148,38 @@ func TestSecondBrokerOnDataDir(t *testing.T) {
 	waitRetained(t, b3, 400)
 	if got := len(b3.srv.Topics.Messages("blacklist/ban/#")); got != 400 {
 		t.Errorf("after restart %d bans retained, want the 400 acknowledged", got)
+	}
+}
+
+// TestStoreMovedFromOldPath: vallum used to keep the store in
+// DATA_DIR/broker/broker/store.log. An upgrade moves it to
+// DATA_DIR/broker/store.log and keeps every ban.
+func TestStoreMovedFromOldPath(t *testing.T) {
+	dir := t.TempDir()
+	// The old daemon passed DATA_DIR/broker, which the broker extended
+	// with broker/ again: a broker on that folder writes the old layout.
+	old := Options{Listeners: []Listener{local(KindTCP)}, DataDir: datadir.Dir(dir).Broker(), Logger: testLogger(t)}
+	b1, err := New(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop1 := runBroker(t, b1)
+	publishBans(t, url(t, b1, KindTCP), 50)
+	stop1()
+	oldPath := filepath.Join(dir, "broker", "broker", "store.log")
+	if _, err := os.Stat(oldPath); err != nil {
+		t.Fatalf("no store at the old path: %v", err)
+	}
+
+	b2 := start(t, Options{Listeners: []Listener{local(KindTCP)}, DataDir: dir, Logger: testLogger(t)})
+	waitRetained(t, b2, 50)
+	if got := len(b2.srv.Topics.Messages("blacklist/ban/#")); got != 50 {
+		t.Errorf("after the move %d bans retained, want 50", got)
+	}
+	if _, err := os.Stat(datadir.Dir(dir).Store()); err != nil {
+		t.Errorf("no store at %s: %v", datadir.Dir(dir).Store(), err)
+	}
+	if _, err := os.Stat(oldPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old store is still at %s: %v", oldPath, err)
 	}
 }

@@ -1,14 +1,19 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/datadir"
@@ -153,5 +158,115 @@ func TestStoreFullDisk(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d acknowledged bans lost after a restart", lost, len(acked))
+	}
+}
+
+// mqtt5 is a bare MQTT 5 client, enough to read the reason code of a
+// PUBACK (paho 1.5 speaks 3.1.1 only).
+type mqtt5 struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial5(t *testing.T, u string) *mqtt5 {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(u, "tcp://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	m := &mqtt5{c: c, r: bufio.NewReader(c)}
+	m.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "v5-publisher"}})
+	if pk := m.read(t); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("MQTT 5 connect: %+v", pk)
+	}
+	return m
+}
+
+func (m *mqtt5) send(t *testing.T, pk packets.Packet) {
+	t.Helper()
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	}
+	if err == nil {
+		_, err = m.c.Write(buf.Bytes())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// read reads one CONNACK or PUBACK.
+func (m *mqtt5) read(t *testing.T) packets.Packet {
+	t.Helper()
+	_ = m.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hb, err := m.r.ReadByte()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	pk := packets.Packet{ProtocolVersion: 5}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := packets.DecodeLength(m.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(m.r, body); err != nil {
+		t.Fatal(err)
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	default:
+		t.Fatalf("unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
+// TestStoreFullDiskMQTT5: an MQTT 5 publisher whose retained ban cannot
+// be stored gets a PUBACK with reason 0x97 (quota exceeded), keeps its
+// connection, and gets a plain PUBACK once there is room again. The
+// store stays reported failing for a while: on a full disk, small
+// writes fit where large ones do not.
+func TestStoreFullDiskMQTT5(t *testing.T) {
+	dir := tmpfs.Mount(t, 1<<20)
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, DataDir: dir, Logger: testLogger(t)})
+	c := dial5(t, url(t, b, KindTCP))
+	free := tmpfs.Fill(t, dir)
+	big := bytes.Repeat([]byte("x"), 16<<10) // more than the slack in the store's last page
+	publish := func(id uint16) packets.Packet {
+		c.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+			ProtocolVersion: 5, TopicName: "blacklist/ban/192.0.2.1", PacketID: id, Payload: big})
+		return c.read(t)
+	}
+	if ack := publish(1); ack.PacketID != 1 || ack.ReasonCode != packets.ErrQuotaExceeded.Code {
+		t.Errorf("PUBACK on a full disk: id %d reason %#x, want id 1 reason 0x97", ack.PacketID, ack.ReasonCode)
+	}
+	if b.StoreHealth() == nil {
+		t.Error("StoreHealth nil after a refused write")
+	}
+	if n := len(b.srv.Topics.Messages("blacklist/ban/#")); n != 0 {
+		t.Errorf("%d bans retained after the refusal, want 0", n)
+	}
+	free()
+	if ack := publish(2); ack.PacketID != 2 || ack.ReasonCode != 0 {
+		t.Errorf("PUBACK once there is room: id %d reason %#x, want id 2 reason 0", ack.PacketID, ack.ReasonCode)
+	}
+	if b.StoreHealth() == nil {
+		t.Error("StoreHealth nil right after a refused write: it holds a failure for a minute")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -111,7 +112,7 @@ func TestKVRepairImpossible(t *testing.T) {
 	}
 	delete(want, "RET_blacklist/ban/192.0.0.50")
 	free := tmpfs.Fill(t, dir)
-	s := openTestKV(t, path, Options{})
+	s := openTestKV(t, path, Options{FailHold: -1})
 	if d := s.Stats().Loaded; d.Records != 1 || d.Aside != "" {
 		t.Errorf("damage %+v, want 1 record and no copy aside on a full disk", d)
 	}
@@ -161,5 +162,35 @@ func TestKVSetUnchanged(t *testing.T) {
 	}
 	if v, _, _ := s.Get("k"); string(v) != "v1" {
 		t.Errorf("k = %q, want v1", v)
+	}
+}
+
+// TestKVHealthHolds: on a full disk a small write can fit where a large one
+// does not; Health keeps reporting the failure for FailHold after writes
+// work again, so that /healthz does not flap, then clears.
+func TestKVHealthHolds(t *testing.T) {
+	dir := tmpfs.Mount(t, 1<<20)
+	s := openTestKV(t, filepath.Join(dir, "store.log"), Options{FailHold: 200 * time.Millisecond})
+	defer s.Close()
+	free := tmpfs.Fill(t, dir)
+	if err := s.Set("big", bytes.Repeat([]byte("v"), 3*4096)); err == nil {
+		t.Fatal("a write to a full disk succeeded")
+	}
+	free()
+	if err := s.Set("small", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if s.Health() == nil {
+		t.Error("Health nil right after a failed write")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Health() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Health still %v long after FailHold", s.Health())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := s.Stats(); st.WriteErrors != 1 {
+		t.Errorf("WriteErrors %d, want 1", st.WriteErrors)
 	}
 }

@@ -51,6 +51,8 @@ type KV struct {
 	closed      bool
 	err         error // a failed fsync or compaction, reported by Close
 	werr, serr  error // the last write, the last fsync failed with this; nil once one works
+	lastErr     error // the last failure, and when: Health holds it for FailHold
+	failedAt    time.Time
 	writeErrors int64
 	loaded      Damage
 	tailAt      int64     // where a damaged tail starts
@@ -78,6 +80,11 @@ type Options struct {
 	SyncEvery  time.Duration // fsync at most this often; 100 ms when 0
 	CompactMin int64         // compact when the file exceeds 2x the live bytes plus this; 4 MiB when 0
 	Logger     *slog.Logger  // default discards
+	// FailHold is how long Health still reports a failed write once
+	// writes work again; 1 minute when 0, none when negative. On a full
+	// disk small writes fit where large ones do not: without it, health
+	// would flap between ok and failing.
+	FailHold time.Duration
 
 	noSync bool // tests that do not cut power: no fsync, for speed
 }
@@ -110,6 +117,9 @@ func Open(path string, o Options) (*KV, error) {
 	}
 	if o.CompactMin <= 0 {
 		o.CompactMin = 4 << 20
+	}
+	if o.FailHold == 0 {
+		o.FailHold = time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -195,6 +205,7 @@ func (s *KV) failedLocked(slot *error, err error) {
 		s.log.Error("store: cannot write, what is not written is not kept", "file", s.path, "err", err)
 	}
 	*slot = err
+	s.lastErr, s.failedAt = err, time.Now()
 }
 
 func (s *KV) workedLocked(slot *error) {
@@ -208,14 +219,21 @@ func (s *KV) workedLocked(slot *error) {
 }
 
 // Health is nil while the store works: the last write and the last fsync
-// succeeded. Otherwise it is the error they failed with.
+// succeeded, and nothing failed for FailHold. Otherwise it is the error
+// they failed with.
 func (s *KV) Health() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	return errors.Join(s.werr, s.serr)
+	if err := errors.Join(s.werr, s.serr); err != nil {
+		return err
+	}
+	if s.lastErr != nil && time.Since(s.failedAt) < s.opts.FailHold {
+		return fmt.Errorf("%w (%s ago)", s.lastErr, time.Since(s.failedAt).Round(time.Second))
+	}
+	return nil
 }
 
 // Stats returns the store's counters.
