@@ -238,32 +238,46 @@ func (m *mqtt5) read(t *testing.T) packets.Packet {
 }
 
 // TestStoreFullDiskMQTT5: an MQTT 5 publisher whose retained ban cannot
-// be stored gets a PUBACK with reason 0x97 (quota exceeded), keeps its
-// connection, and gets a plain PUBACK once there is room again. The
+// be stored gets a PUBACK with reason 0x97 (quota exceeded) and keeps its
+// connection; so does a legacy event while the store fails (the keeper
+// could not store its state); a sync marker passes; a ban gets a plain
+// PUBACK once there is room again. The
 // store stays reported failing for a while: on a full disk, small
 // writes fit where large ones do not.
 func TestStoreFullDiskMQTT5(t *testing.T) {
 	dir := tmpfs.Mount(t, 1<<20)
-	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, DataDir: dir, Logger: testLogger(t)})
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, DataDir: dir, Lists: []string{"blacklist"},
+		Logger: testLogger(t)})
 	c := dial5(t, url(t, b, KindTCP))
 	free := tmpfs.Fill(t, dir)
 	big := bytes.Repeat([]byte("x"), 16<<10) // more than the slack in the store's last page
-	publish := func(id uint16) packets.Packet {
-		c.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
-			ProtocolVersion: 5, TopicName: "blacklist/ban/192.0.2.1", PacketID: id, Payload: big})
+	send := func(id uint16, topic string, retain bool, payload []byte) packets.Packet {
+		c.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: retain},
+			ProtocolVersion: 5, TopicName: topic, PacketID: id, Payload: payload})
 		return c.read(t)
 	}
-	if ack := publish(1); ack.PacketID != 1 || ack.ReasonCode != packets.ErrQuotaExceeded.Code {
-		t.Errorf("PUBACK on a full disk: id %d reason %#x, want id 1 reason 0x97", ack.PacketID, ack.ReasonCode)
+	for _, tc := range []struct {
+		topic  string
+		retain bool
+		body   []byte
+		want   byte
+	}{
+		{"blacklist/ban/192.0.2.1", true, big, packets.ErrQuotaExceeded.Code},        // the write fails
+		{"blacklist/add", false, []byte("192.0.2.2"), packets.ErrQuotaExceeded.Code}, // the keeper could not store its state
+		{"vallum/sync/host1", false, []byte("A1"), 0},                                // nothing to store
+	} {
+		if ack := send(1, tc.topic, tc.retain, tc.body); ack.PacketID != 1 || ack.ReasonCode != tc.want {
+			t.Errorf("PUBACK to %s on a full disk: id %d reason %#x, want id 1 reason %#x", tc.topic, ack.PacketID, ack.ReasonCode, tc.want)
+		}
 	}
 	if b.StoreHealth() == nil {
 		t.Error("StoreHealth nil after a refused write")
 	}
 	if n := len(b.srv.Topics.Messages("blacklist/ban/#")); n != 0 {
-		t.Errorf("%d bans retained after the refusal, want 0", n)
+		t.Errorf("%d bans retained after the refusals, want 0", n)
 	}
 	free()
-	if ack := publish(2); ack.PacketID != 2 || ack.ReasonCode != 0 {
+	if ack := send(2, "blacklist/ban/192.0.2.1", true, big); ack.PacketID != 2 || ack.ReasonCode != 0 {
 		t.Errorf("PUBACK once there is room: id %d reason %#x, want id 2 reason 0", ack.PacketID, ack.ReasonCode)
 	}
 	if b.StoreHealth() == nil {

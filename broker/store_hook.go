@@ -29,9 +29,9 @@ type storeConfig struct {
 	Events []string
 }
 
-// storeHook is a mochi storage hook over internal/store. It keeps the records mochi's
-// pebble hook keeps, under the same keys and as the same JSON (mochi's
-// storage types), packet ids included: mochi's bolt and redis hooks drop
+// storeHook is a mochi storage hook over internal/store. It keeps the
+// records mochi's pebble hook keeps, under the same keys and as the same
+// JSON (mochi's storage types), packet ids included: mochi's bolt and redis hooks drop
 // them and a restored session then reconnects in a loop. Unlike the
 // pebble hook it does not store the inline client's subscriptions: mochi
 // would restore them as a network client's and queue every message for a
