@@ -45,8 +45,8 @@ func (h *storeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 func (h *storeHook) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
 	h.refused.Add(1)
 	if !h.refusing.Swap(true) {
-		h.log.Error("store: refusing publishes, the store cannot write", "client", cl.ID,
-			"topic", pk.TopicName, "err", err)
+		h.log.Error("store: refusing publishes, the store cannot write", "user", string(cl.Properties.Username),
+			"client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Net.Inline || pk.FixedHeader.Qos == 0 {
 		return
