@@ -32,7 +32,8 @@ import (
 // counted, and reading goes on at the next good record; a damaged tail (a
 // record cut short by a crash) is dropped. The file is never truncated or
 // rewritten in place: after damage, Open writes the good records to a new
-// file and keeps the original aside (load.go).
+// file that replaces it, and keeps aside what that leaves out: the whole
+// original, or a damaged tail's bytes (load.go).
 //
 // A write that fails (a full or failing disk) returns its error, and
 // Health reports it until a later write works.
