@@ -30,6 +30,7 @@ type Bridge struct {
 	recent     recentState
 	specs      map[string]SetSpec // by set name, to create a set again
 	client     atomic.Pointer[mqtt.Client]
+	brokers    *brokerList
 	comments   map[string]bool // sets whose entries can carry comments
 }
 
@@ -39,6 +40,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	urls, _ := o.brokerURLs() // checked by Validate
 	stopCtx, stop := context.WithCancel(context.Background())
 	b := &Bridge{
 		opts: o, be: be, log: o.Logger, stats: o.Stats,
@@ -51,6 +53,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 		stopCtx:  stopCtx,
 	}
 	b.stopCancel = stop
+	b.brokers = newBrokerList(urls)
 	for _, l := range o.Lists {
 		b.specs[l.Set4] = SetSpec{Name: l.Set4, Family: IPv4, MaxElem: o.MaxElem, Create: o.Create}
 		b.specs[l.Set6] = SetSpec{Name: l.Set6, Family: IPv6, MaxElem: o.MaxElem, Create: o.Create}

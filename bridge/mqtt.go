@@ -8,8 +8,6 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
-
-	"github.com/vallum/vallum/bridge/mqttconn"
 )
 
 // ErrRefused reports that the broker refused the connection for a reason a
@@ -23,12 +21,11 @@ var ErrRefused = errors.New("broker refused the connection")
 func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 	o := b.opts
 	co := mqtt.NewClientOptions().
-		AddBroker(o.Broker).
 		SetClientID(o.ClientID).
 		SetUsername(o.Username).
 		SetPassword(o.Password).
 		SetTLSConfig(o.TLS).
-		SetCustomOpenConnectionFn(mqttconn.Open).
+		SetCustomOpenConnectionFn(b.brokers.open).
 		SetCleanSession(false).
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
@@ -43,12 +40,15 @@ func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			b.stats.Connected.Store(false)
 			b.stats.Subscribed.Store(false)
-			b.log.Warn("disconnected", "broker", o.Broker, "err", err)
+			broker, _ := b.brokers.current()
+			b.log.Warn("disconnected", "broker", broker, "err", err)
 		}).
-		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
+		SetReconnectingHandler(func(_ mqtt.Client, co *mqtt.ClientOptions) {
 			b.stats.Reconnects.Add(1)
-			b.log.Info("reconnecting", "broker", o.Broker)
+			b.brokers.rotate(co)
+			b.log.Info("reconnecting", "brokers", urlList(co.Servers))
 		})
+	co.Servers = b.brokers.order()
 	return co
 }
 
@@ -69,9 +69,10 @@ func (b *Bridge) connect(ctx context.Context, c mqtt.Client) error {
 			return nil
 		}
 		if refusedForGood(err) {
-			return fmt.Errorf("%w: %s: %v", ErrRefused, b.opts.Broker, err)
+			broker, _ := b.brokers.current()
+			return fmt.Errorf("%w: %s: %v", ErrRefused, broker, err)
 		}
-		b.log.Warn("cannot connect, retrying", "broker", b.opts.Broker, "in", delay, "err", err)
+		b.log.Warn("cannot connect, retrying", "brokers", urlList(b.brokers.urls), "in", delay, "err", err)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -116,6 +117,7 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 // itself) and starts a sync of the lists to the broker's state.
 func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
-	b.log.Info("connected", "broker", b.opts.Broker, "client", b.opts.ClientID)
+	broker, _ := b.brokers.current()
+	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
 	go b.startSync(c)
 }

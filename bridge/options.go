@@ -72,6 +72,7 @@ const DefaultMaxPayload = 1 << 20
 type Options struct {
 	Lists    []List
 	Broker   string      // broker URL: tcp://host:1883, ssl://, ws://, wss://
+	Brokers  []string    // several brokers (a cluster), tried in turn; Broker, if set, comes first
 	ClientID string      // stable per host; required
 	Username string      // optional
 	Password string      // optional
@@ -91,6 +92,11 @@ type Options struct {
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
 	Stats          *Stats // counters for metrics; nil: a private one
+
+	// SyncTimeout is how long a sync may receive nothing before the bridge
+	// drops the connection and connects to the next broker; default
+	// DefaultSyncTimeout.
+	SyncTimeout time.Duration
 }
 
 func (o *Options) ensureDefaults() {
@@ -111,6 +117,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.SyncTimeout == 0 {
+		o.SyncTimeout = DefaultSyncTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -144,8 +153,8 @@ func (o Options) Validate() error {
 			sets[s] = l.Root
 		}
 	}
-	if o.Broker == "" {
-		errs = append(errs, errors.New("no broker URL"))
+	if _, err := o.brokerURLs(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.ClientID == "" {
 		errs = append(errs, errors.New("no client id"))

@@ -124,6 +124,9 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		mark string
 		seen chan struct{}
 	}{{events, "A", aSeen}, {state, "B", bSeen}}
+	_, conn := b.brokers.current()
+	stalled, stop := b.stalled()
+	defer stop()
 	for _, st := range steps {
 		if !b.subscribe(c, st.subs, abandon) {
 			return
@@ -134,12 +137,8 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		pub := c.Publish(marker, 1, false, st.mark+strconv.Itoa(gen))
 		select {
 		case <-st.seen:
-		case <-time.After(syncTimeout):
-			b.log.Error("sync marker did not come back: the broker must let this client publish and subscribe to "+marker+
-				"; late joins and unbans made while away are not reconciled", "step", st.mark, "publish_err", pub.Error())
-			if st.mark == "A" {
-				b.subscribe(c, state, abandon)
-			}
+		case <-stalled: // a stuck broker, or one that refuses the marker
+			b.giveUp(conn, st.mark, pub.Error())
 			return
 		case <-b.stopping:
 			return
@@ -150,10 +149,6 @@ func (b *Bridge) startSync(c mqtt.Client) {
 	b.stats.Subscribed.Store(true)
 	b.log.Info("subscribed and synced", "lists", len(b.opts.Lists))
 }
-
-// syncTimeout bounds one step of a sync: a million retained bans take
-// about 10 s to arrive and apply here.
-const syncTimeout = 5 * time.Minute
 
 // subscribe subscribes to every filter in one SUBSCRIBE. It tries again
 // at once a few times, because mochi refuses a SUBSCRIBE whose packet id
@@ -171,14 +166,14 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, abandon chan 
 		if errors.Is(err, errSubackLate) {
 			// Not refused, only not answered yet (paho reads nothing while
 			// a flood is applied): go on, the marker tells the rest.
-			b.log.Warn("subscription not acknowledged yet; going on", "broker", b.opts.Broker)
+			b.log.Warn("subscription not acknowledged yet; going on", "broker", b.brokerName())
 			return true
 		}
 		if try < 5 {
 			continue
 		}
 		b.stats.Subscribed.Store(false)
-		b.log.Error("subscribe failed, retrying: check the broker's ACL for this user", "broker", b.opts.Broker, "in", delay, "err", err)
+		b.log.Error("subscribe failed, retrying: check the broker's ACL for this user", "broker", b.brokerName(), "in", delay, "err", err)
 		select {
 		case <-time.After(delay):
 		case <-abandon:
