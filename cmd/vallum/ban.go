@@ -116,9 +116,9 @@ func parseTimeout(s string) (bridge.Timeout, error) {
 // dial connects a short-lived client with a clean session and an id of its
 // own, so that it never takes over the daemon's session.
 func (c config) dial(role string) (mqtt.Client, error) {
-	url, err := c.brokerURL()
+	urls, err := c.brokerURLs()
 	if c.embedded() {
-		url, err = "tcp://127.0.0.1:"+strconv.Itoa(c.Port), nil
+		urls, err = []string{"tcp://127.0.0.1:" + strconv.Itoa(c.Port)}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -133,11 +133,14 @@ func (c config) dial(role string) (mqtt.Client, error) {
 	}
 	id := make([]byte, 6)
 	rand.Read(id)
-	o := mqtt.NewClientOptions().AddBroker(url).SetClientID("vallum-" + role + "-" + hex.EncodeToString(id)).
+	o := mqtt.NewClientOptions().SetClientID("vallum-" + role + "-" + hex.EncodeToString(id)).
 		SetUsername(c.User).SetPassword(pw).SetTLSConfig(t).SetCleanSession(true).
 		SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
+	for _, u := range urls { // paho tries them in turn
+		o.AddBroker(u)
+	}
 	cl := mqtt.NewClient(o)
-	if err := wait(cl.Connect(), "connect to "+url); err != nil {
+	if err := wait(cl.Connect(), "connect to "+strings.Join(urls, ",")); err != nil {
 		return nil, err
 	}
 	return cl, nil

@@ -27,7 +27,7 @@ func newCheckConfigCmd() *cobra.Command {
 				_, berr := c.brokerOptions(bo.Lists, log)
 				err = errors.Join(err, berr)
 			}
-			printConfig(cmd.OutOrStdout(), c, bo.ClientID, bo.Broker)
+			printConfig(cmd.OutOrStdout(), c, bo.ClientID, strings.Join(bo.Brokers, ","))
 			if err != nil {
 				return fmt.Errorf("configuration is not valid:\n%w", err)
 			}

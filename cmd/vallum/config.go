@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -24,7 +25,7 @@ const defaultConfigFile = "/etc/vallum/vallum.yaml"
 type config struct {
 	Host         string   `mapstructure:"host" yaml:"host"`
 	Port         int      `mapstructure:"port" yaml:"port"`
-	Broker       string   `mapstructure:"broker" yaml:"broker"`
+	Broker       []string `mapstructure:"broker" yaml:"broker"`
 	User         string   `mapstructure:"user" yaml:"user"`
 	Password     string   `mapstructure:"password" yaml:"password"`
 	PasswordFile string   `mapstructure:"password_file" yaml:"password_file"`
@@ -35,6 +36,8 @@ type config struct {
 	Key          string   `mapstructure:"key" yaml:"key"`
 	ClientID     string   `mapstructure:"client_id" yaml:"client_id"`
 	QoS          int      `mapstructure:"qos" yaml:"qos"`
+
+	SyncTimeout time.Duration `mapstructure:"sync_timeout" yaml:"sync_timeout"`
 
 	Backend    string   `mapstructure:"backend" yaml:"backend"`
 	NftTable   string   `mapstructure:"nft_table" yaml:"nft_table"`
@@ -63,9 +66,9 @@ type config struct {
 // connFlags are the settings of every command that talks to a broker: the
 // vallumd flags (-h -p -u -P -t -T -c) and what vallum adds to them.
 func connFlags(f *pflag.FlagSet) {
-	f.StringP("host", "h", "", "MQTT broker host (none: start the embedded broker on 127.0.0.1:1883)")
+	f.StringP("host", "h", "", "MQTT broker host, or several separated by commas, tried in turn (none: start the embedded broker on 127.0.0.1:1883)")
 	f.IntP("port", "p", 1883, "MQTT broker port")
-	f.String("broker", "", "MQTT broker URL instead of -h/-p: tcp://, ssl://, ws:// or wss://HOST:PORT")
+	f.StringArray("broker", nil, "MQTT broker URL instead of -h/-p: tcp://, ssl://, ws:// or wss://HOST:PORT; repeatable (or separated by commas), tried in turn")
 	f.StringP("user", "u", "", "MQTT user name")
 	f.StringP("password", "P", "", "MQTT password (visible in ps: prefer --password-file or VALLUM_PASSWORD)")
 	f.String("password-file", "", "file holding the MQTT password")
@@ -92,6 +95,7 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Int("widest-v4", bridge.DefaultWidest4, "broadest IPv4 prefix length that may be banned")
 	f.Int("widest-v6", bridge.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
+	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 }
 

@@ -26,52 +26,91 @@ type conn struct {
 }
 
 // embedded reports whether no broker was named, so that vallum runs its own.
-func (c config) embedded() bool { return c.Host == "" && c.Broker == "" }
+func (c config) embedded() bool { return c.Host == "" && len(c.Broker) == 0 }
 
-// brokerURL builds the URL from --broker, or from -h/-p/-T/-c as vallumd does.
-func (c config) brokerURL() (string, error) {
-	if c.Broker != "" {
-		u, err := url.Parse(c.Broker)
-		if err != nil || u.Host == "" {
-			return "", fmt.Errorf("--broker %q: want scheme://host:port", c.Broker)
+// brokerURLs builds the URLs of the brokers, in the order to try them: from
+// --broker (repeatable, or separated by commas), or from -h/-p/-T/-c as
+// vallumd does, -h naming one host or several separated by commas.
+func (c config) brokerURLs() ([]string, error) {
+	if len(c.Broker) > 0 {
+		var urls []string
+		var errs []error
+		for _, b := range splitList(c.Broker...) {
+			u, err := url.Parse(b)
+			switch {
+			case err != nil || u.Host == "":
+				errs = append(errs, fmt.Errorf("--broker %q: want scheme://host:port", b))
+			case u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ws" && !tlsScheme[u.Scheme]:
+				errs = append(errs, fmt.Errorf("--broker %q: scheme must be tcp, ssl, ws or wss", b))
+			default:
+				urls = append(urls, b)
+			}
 		}
-		if u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ws" && !tlsScheme[u.Scheme] {
-			return "", fmt.Errorf("--broker %q: scheme must be tcp, ssl, ws or wss", c.Broker)
-		}
-		return c.Broker, nil
+		return urls, errors.Join(errs...)
 	}
 	scheme := "tcp"
 	if c.useTLS() {
 		scheme = "ssl"
 	}
-	return scheme + "://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), nil
+	var urls []string
+	for _, h := range splitList(c.Host) {
+		urls = append(urls, scheme+"://"+net.JoinHostPort(h, strconv.Itoa(c.Port)))
+	}
+	return urls, nil
 }
 
-// brokerHost is the broker's host name or address, from -h or --broker.
-func (c config) brokerHost() string {
-	if c.Broker == "" {
-		return c.Host
+// brokerURL is every broker URL in one string, for messages.
+func (c config) brokerURL() (string, error) {
+	urls, err := c.brokerURLs()
+	return strings.Join(urls, ","), err
+}
+
+// brokerHosts are the brokers' host names or addresses, from -h or --broker.
+func (c config) brokerHosts() []string {
+	if len(c.Broker) == 0 {
+		return splitList(c.Host)
 	}
-	u, err := url.Parse(c.Broker)
-	if err != nil {
-		return ""
+	var hosts []string
+	for _, b := range splitList(c.Broker...) {
+		if u, err := url.Parse(b); err == nil && u.Hostname() != "" {
+			hosts = append(hosts, u.Hostname())
+		}
 	}
-	return u.Hostname()
+	return hosts
+}
+
+// splitList splits values at commas and drops the empty ones: -h n1,n2,n3
+// and --broker given several times, or both.
+func splitList(values ...string) []string {
+	var out []string
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // tlsScheme marks the --broker schemes that mean TLS.
 var tlsScheme = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
 
-func brokerScheme(broker string) string {
-	scheme, _, _ := strings.Cut(broker, "://")
-	return scheme
+// brokerTLS reports whether a --broker URL asks for TLS.
+func (c config) brokerTLS() bool {
+	for _, b := range splitList(c.Broker...) {
+		if scheme, _, _ := strings.Cut(b, "://"); tlsScheme[scheme] {
+			return true
+		}
+	}
+	return false
 }
 
 func (c config) useTLS() bool { return c.TLS || c.CAFile != "" || c.Cert != "" }
 
 // tlsConfig loads the CA and client certificate files; nil when TLS is off.
 func (c config) tlsConfig() (*tls.Config, error) {
-	if !c.useTLS() && !tlsScheme[brokerScheme(c.Broker)] {
+	if !c.useTLS() && !c.brokerTLS() {
 		return nil, nil
 	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -45,7 +45,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	o := bridge.Options{
 		Lists: lists, Username: c.User, QoS: byte(c.QoS), Create: !c.NoCreate, MaxElem: c.MaxElem,
 		MaxPayload: c.MaxPayload, Guard: bridge.NewGuard(allow, c.WidestV4, c.WidestV6),
-		Logger: log.With("component", "bridge"),
+		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
 	if c.QoS < 0 || c.QoS > 2 {
 		errs = append(errs, fmt.Errorf("--qos %d: use 0, 1 or 2", c.QoS))
@@ -63,7 +63,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	o.ClientID, err = c.clientID()
 	errs = append(errs, err)
 	if !c.embedded() {
-		o.Broker, err = c.brokerURL()
+		o.Brokers, err = c.brokerURLs()
 		errs = append(errs, err)
 	}
 	return o, errors.Join(errs...)

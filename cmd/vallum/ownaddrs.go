@@ -14,8 +14,9 @@ import (
 
 // watchOwnAddrs keeps the guard's dynamic allowlist current: every address
 // of this host's interfaces (followed live through netlink, so an address
-// added after start is protected at once) and the broker's addresses.
-func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log *slog.Logger) error {
+// added after start is protected at once) and the addresses of every broker
+// it may connect to.
+func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHosts []string, log *slog.Logger) error {
 	updates := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
@@ -23,7 +24,7 @@ func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log 
 		log.Warn("cannot follow interface addresses; checking every 10 s instead", "err", err)
 		updates = nil
 	}
-	brokerIPs := resolveBroker(brokerHost, log)
+	brokerIPs := resolveBrokers(brokerHosts, log)
 	refreshOwnAddrs(g, brokerIPs, log)
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
@@ -37,7 +38,7 @@ func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log 
 				continue
 			}
 		case <-tick.C: // DNS answers change too, but need not be asked more often
-			brokerIPs = resolveBroker(brokerHost, log)
+			brokerIPs = resolveBrokers(brokerHosts, log)
 		}
 		refreshOwnAddrs(g, brokerIPs, log)
 	}
@@ -61,20 +62,20 @@ func refreshOwnAddrs(g *bridge.Guard, brokerIPs []netip.Prefix, log *slog.Logger
 	g.SetDynamic(own)
 }
 
-// resolveBroker returns the broker's addresses, to allowlist them. It
-// resolves the configured broker name, never a payload.
-func resolveBroker(host string, log *slog.Logger) []netip.Prefix {
-	if host == "" {
-		return nil
-	}
-	ips, err := net.LookupIP(host)
-	if err != nil {
-		log.Warn("cannot resolve the broker to allowlist it", "host", host, "err", err)
-	}
+// resolveBrokers returns the addresses of every broker, to allowlist them:
+// a ban of a cluster's other node would cut the host off from its
+// failover. It resolves the configured broker names, never a payload.
+func resolveBrokers(hosts []string, log *slog.Logger) []netip.Prefix {
 	var p []netip.Prefix
-	for _, ip := range ips {
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			p = append(p, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	for _, host := range hosts {
+		ips, err := net.LookupIP(host)
+		if err != nil {
+			log.Warn("cannot resolve the broker to allowlist it", "host", host, "err", err)
+		}
+		for _, ip := range ips {
+			if a, ok := netip.AddrFromSlice(ip); ok {
+				p = append(p, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			}
 		}
 	}
 	return p

@@ -91,8 +91,8 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	refreshOwnAddrs(bo.Guard, resolveBroker(c.brokerHost(), log), log) // before the first message
-	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.brokerHost(), log) })
+	refreshOwnAddrs(bo.Guard, resolveBrokers(c.brokerHosts(), log), log) // before the first message
+	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.brokerHosts(), log) })
 	m.stats = br.Stats()
 	if c.Metrics != "" {
 		if err := serveMetrics(ctx, g, c.Metrics, m, log); err != nil {
@@ -105,7 +105,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			log.Warn("SIGHUP: resync", "err", err)
 		}
 	})
-	log.Info("vallum started", "version", version, "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
+	log.Info("vallum started", "version", version, "broker", strings.Join(append([]string{bo.Broker}, bo.Brokers...), ","), "backend", c.Backend, "lists", len(bo.Lists))
 	return g.Wait()
 }
 
