@@ -50,7 +50,10 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 	}
 	ops := make([]setOp, 0, len(lines))
 	for _, ln := range lines {
-		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: b.recent.comment(ln.Prefix)}
+		if b.recent.has(ln.Prefix) {
+			continue // its state came moments ago, and was applied: it decides
+		}
+		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: CommentEvent}
 		if k == KindDel {
 			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: DefaultTimeout}
 		} else if !b.allowed(l, ln.Prefix) {
@@ -66,6 +69,9 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setOp {
 	del := func() []setOp {
 		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
+	}
+	if !retained { // a snapshot copy races no event: only live states are marked
+		b.recent.mark(t.Prefix, time.Now())
 	}
 	if len(payload) == 0 {
 		b.sync.record(l.Root, t.Prefix, false)
@@ -85,9 +91,6 @@ func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setO
 	}
 	if !b.allowed(l, t.Prefix) {
 		return nil
-	}
-	if !retained { // a snapshot copy races no event: only live states are marked
-		b.recent.mark(t.Prefix, now)
 	}
 	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
 }
@@ -138,11 +141,16 @@ func (s *skewWarn) check(at, now time.Time, log *slog.Logger) {
 	log.Warn("clock skew: a ban was made in this host's future; check NTP here and on the publisher", "ahead", ahead.Round(time.Second))
 }
 
-// recentState remembers the prefixes whose state arrived in the last few
-// seconds. A ban comes as an event and a state, and a broker may deliver
-// them in either order (mochi's keeper writes the state before the event
-// reaches us); the entry must end marked as state either way, or a sync
-// would never remove it after an unban. Used on the message goroutine only.
+// recentState remembers the prefixes whose state (a ban or an unban)
+// arrived live in the last few seconds. A ban comes as an event and a
+// state, and a broker may deliver them in any order: mochi's keeper writes
+// the state before the event reaches us, and a NATS cluster delivers each
+// topic on its own, so that of a ban and its unban made a moment apart the
+// events can come after the states and in either order. The states of one
+// prefix share a topic and keep their order, and carry the ban itself: an
+// event that comes after its prefix's state is ignored. (An event applied
+// before its state is marked as state when the state comes, so that a sync
+// can remove it after an unban.) Used on the message goroutine only.
 type recentState struct {
 	at    map[netip.Prefix]time.Time
 	prune time.Time
@@ -165,10 +173,8 @@ func (r *recentState) mark(p netip.Prefix, now time.Time) {
 	}
 }
 
-// comment is the comment for an event add of p.
-func (r *recentState) comment(p netip.Prefix) string {
-	if t, ok := r.at[p]; ok && time.Since(t) < recentFor {
-		return CommentState
-	}
-	return CommentEvent
+// has reports whether a live state of p came within recentFor.
+func (r *recentState) has(p netip.Prefix) bool {
+	t, ok := r.at[p]
+	return ok && time.Since(t) < recentFor
 }

@@ -1,0 +1,155 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/lab"
+)
+
+// Issue 15: vallum on a NATS cluster (three nodes, MQTT enabled, configured
+// with contrib/nats/nats.conf), each bridge given every node.
+
+// natsCluster starts three NATS nodes in hosts n1, n2, n3. Without
+// nats-server the test is skipped, except in CI (.ci/run sets VALLUM_CI),
+// where .ci/install-deps must have built it.
+func natsCluster(t *testing.T) (*lab.Lab, string, []*lab.NATSNode) {
+	t.Helper()
+	if _, err := lab.NATSServer(); errors.Is(err, lab.ErrNoNATS) {
+		if os.Getenv("VALLUM_CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	l, dir := newLab(t)
+	hosts := []*lab.Host{addHost(t, l, "n1"), addHost(t, l, "n2"), addHost(t, l, "n3")}
+	nodes, err := lab.StartNATSCluster(dir, hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, dir, nodes
+}
+
+// nodesFrom is the -h value that tries node i first, then the others.
+func nodesFrom(nodes []*lab.NATSNode, i int) string {
+	var addrs []string
+	for k := range nodes {
+		addrs = append(addrs, nodes[(i+k)%len(nodes)].Host.Addr4)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// startOnCluster starts vallum on h with every node, node i first.
+func startOnCluster(t *testing.T, h *lab.Host, dir string, nodes []*lab.NATSNode, i int, args ...string) *lab.Proc {
+	t.Helper()
+	args = append([]string{"-h", nodesFrom(nodes, i), "-t", root, "--client-id", "host-" + h.Name}, args...)
+	return must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, args...))
+}
+
+// cli runs a vallum subcommand in h against the cluster, node i first.
+func cli(t *testing.T, h *lab.Host, nodes []*lab.NATSNode, i int, args ...string) {
+	t.Helper()
+	must[string](t)(h.Exec(vallumBin, append([]string{"-h", nodesFrom(nodes, i)}, args...)...))
+}
+
+// Bans made through node 1 reach hosts attached to nodes 2 and 3, and no
+// host bans a node of its cluster, even one it is not connected to.
+func TestNATSClusterFanOut(t *testing.T) {
+	l, dir, nodes := natsCluster(t)
+	a, b := addHost(t, l, "a"), addHost(t, l, "b")
+	startOnCluster(t, a, dir, nodes, 1)
+	startOnCluster(t, b, dir, nodes, 2)
+	n1 := nodes[0].Host
+	cli(t, n1, nodes, 0, "ban", root, "203.0.113.1", "--timeout", "1h")
+	cli(t, n1, nodes, 0, "ban", root, "203.0.113.2")
+	cli(t, n1, nodes, 0, "ban", root, "203.0.113.3")
+	cli(t, n1, nodes, 0, "unban", root, "203.0.113.2")
+	// The nodes' own addresses: a host that banned them would cut itself
+	// off from its failover.
+	for _, n := range nodes {
+		cli(t, n1, nodes, 0, "ban", root, n.Host.Addr4)
+	}
+	cli(t, n1, nodes, 0, "ban", root, "203.0.113.4") // a fence: what came before is in
+	for _, h := range []*lab.Host{a, b} {
+		waitSet(t, h, 20*time.Second, []string{"203.0.113.1", "203.0.113.3", "203.0.113.4"})
+	}
+}
+
+// streamOp is op k of a stream of bans and unbans: every fifth op lifts
+// the ban made two ops before it.
+func streamOp(k int) (i int, add bool) {
+	if k%5 == 4 {
+		return k - 2, false
+	}
+	return k, true
+}
+
+// publishOp publishes op k as vallum ban and unban do: the retained state,
+// then the event, both at QoS 1.
+func publishOp(p *lab.Publisher, k int, at time.Time) {
+	i, add := streamOp(k)
+	a := banAddr(i).String()
+	if add {
+		m := ban(i, at, at.Add(time.Hour))
+		p.Publish(m.Topic, true, m.Payload)
+		p.Publish(bridge.EventTopic(root, bridge.Add), false, []byte(a+" timeout 3600"))
+		return
+	}
+	p.Publish(stateTopic(i), true, nil)
+	p.Publish(bridge.EventTopic(root, bridge.Del), false, []byte(a))
+}
+
+func streamWant(n int) []string {
+	lifted := map[int]bool{}
+	for k := range n {
+		if i, add := streamOp(k); !add {
+			lifted[i] = true
+		}
+	}
+	var want []string
+	for k := range n {
+		if i, add := streamOp(k); add && !lifted[i] {
+			want = append(want, banAddr(i).String())
+		}
+	}
+	return want
+}
+
+// A node is killed (SIGKILL) in the middle of a stream of 5,000 QoS 1 bans
+// and unbans published on another node: the hosts attached to it fail over
+// to the next node, and every host ends with exactly the expected list.
+func TestNATSNodeKilledMidStream(t *testing.T) {
+	const n = 5000
+	l, dir, nodes := natsCluster(t)
+	var hosts []*lab.Host
+	var procs []*lab.Proc
+	for i := range nodes {
+		h := addHost(t, l, "h"+string(rune('1'+i)))
+		hosts = append(hosts, h)
+		procs = append(procs, startOnCluster(t, h, dir, nodes, i))
+	}
+	pub := must[*lab.Publisher](t)(nodes[0].Host.NewPublisher(lab.NATSMQTTPort))
+	now := time.Now()
+	for k := range n {
+		if k == n/2 {
+			nodes[1].Proc.Kill()
+		}
+		publishOp(pub, k, now)
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := streamWant(n)
+	for _, h := range hosts {
+		waitSet(t, h, 2*time.Minute, want)
+	}
+	if !strings.Contains(procs[1].Output(), "disconnected") {
+		t.Errorf("the host on the killed node never noticed:\n%s", procs[1].Output())
+	}
+}
