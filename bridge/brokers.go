@@ -187,3 +187,39 @@ func (b *Bridge) brokerName() string {
 	name, _ := b.brokers.current()
 	return name
 }
+
+// confirmSync syncs once more, ConfirmSync after the first sync of this
+// connection has completed, if the connection is still the same. Measured
+// on a NATS cluster: just after a node was killed, the node its hosts moved
+// to served a copy of the retained state seconds old, in which bans made
+// meanwhile were missing and lifted ones were still there; a sync to it
+// removed the first and put back the second. The second read, once the
+// cluster has settled, puts both right.
+func (b *Bridge) confirmSync(c mqtt.Client) {
+	if b.opts.ConfirmSync <= 0 {
+		return
+	}
+	_, conn := b.brokers.current()
+	syncs := b.stats.Syncs.Load()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for b.stats.Syncs.Load() == syncs {
+		select {
+		case <-tick.C:
+		case <-b.stopping:
+			return
+		}
+		if _, now := b.brokers.current(); now != conn || !c.IsConnectionOpen() {
+			return
+		}
+	}
+	select {
+	case <-time.After(b.opts.ConfirmSync):
+	case <-b.stopping:
+		return
+	}
+	if _, now := b.brokers.current(); now == conn && c.IsConnectionOpen() {
+		b.log.Info("confirming the sync", "broker", b.brokerName())
+		b.startSync(c)
+	}
+}

@@ -219,3 +219,14 @@ func startProxy(t *testing.T, target string) (string, func()) {
 	t.Cleanup(kill)
 	return "tcp://" + ln.Addr().String(), kill
 }
+
+// With ConfirmSync, the first sync of a connection is followed by one more.
+func TestConfirmSync(t *testing.T) {
+	_, url := startBroker(t, nil)
+	r := startBridge(t, url, newFake(), func(o *Options) { o.ConfirmSync = 100 * time.Millisecond })
+	r.waitSynced(t, 2)
+	time.Sleep(300 * time.Millisecond)
+	if n, re := r.b.stats.Syncs.Load(), r.b.stats.Reconnects.Load(); n != 2 || re != 0 {
+		t.Errorf("%d syncs and %d reconnects, want 2 syncs on one connection", n, re)
+	}
+}

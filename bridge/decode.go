@@ -13,7 +13,9 @@ import (
 // cannot use is refused, counted and logged, and the rest goes on.
 func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 	if strings.HasPrefix(topic, MarkerPrefix) {
-		return item{sync: b.sync.marker(string(payload))}
+		res := b.sync.marker(string(payload))
+		b.recent.seed(&b.sync) // when that opened a sync's window
+		return item{sync: res}
 	}
 	if len(payload) > b.opts.MaxPayload {
 		b.refuse.refuse("payload_too_large", topic, "topic", clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
@@ -71,7 +73,7 @@ func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setO
 		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
 	}
 	if !retained { // a snapshot copy races no event: only live states are marked
-		b.recent.mark(t.Prefix, time.Now())
+		b.recent.mark(l.Root, t.Prefix, time.Now(), len(payload) > 0)
 	}
 	if len(payload) == 0 {
 		b.sync.record(l.Root, t.Prefix, false)
@@ -151,21 +153,33 @@ func (s *skewWarn) check(at, now time.Time, log *slog.Logger) {
 // event that comes after its prefix's state is ignored. (An event applied
 // before its state is marked as state when the state comes, so that a sync
 // can remove it after an unban.) Used on the message goroutine only.
+//
+// A sync's window starts with the bans whose state came live moments ago:
+// a NATS node serves retained messages from a copy that lags the live ones
+// by seconds under load, and a sync that trusted it alone would remove bans
+// just made. (What this keeps that the state no longer holds, the
+// confirming sync or the next one removes.)
 type recentState struct {
-	at    map[netip.Prefix]time.Time
+	at    map[netip.Prefix]recent
 	prune time.Time
+}
+
+type recent struct {
+	at   time.Time
+	root string
+	ban  bool // a ban, not an unban
 }
 
 const recentFor = 10 * time.Second
 
-func (r *recentState) mark(p netip.Prefix, now time.Time) {
+func (r *recentState) mark(root string, p netip.Prefix, now time.Time, ban bool) {
 	if r.at == nil {
-		r.at = map[netip.Prefix]time.Time{}
+		r.at = map[netip.Prefix]recent{}
 	}
-	r.at[p] = now
+	r.at[p] = recent{now, root, ban}
 	if now.Sub(r.prune) > recentFor {
-		for q, t := range r.at {
-			if now.Sub(t) > recentFor {
+		for q, e := range r.at {
+			if now.Sub(e.at) > recentFor {
 				delete(r.at, q)
 			}
 		}
@@ -175,6 +189,27 @@ func (r *recentState) mark(p netip.Prefix, now time.Time) {
 
 // has reports whether a live state of p came within recentFor.
 func (r *recentState) has(p netip.Prefix) bool {
-	t, ok := r.at[p]
-	return ok && time.Since(t) < recentFor
+	e, ok := r.at[p]
+	return ok && time.Since(e.at) < recentFor
+}
+
+// seed records the recent live bans in s's window, if it just opened.
+func (r *recentState) seed(s *syncer) {
+	if !s.justOpened() {
+		return
+	}
+	now := time.Now()
+	for p, e := range r.at {
+		if e.ban && now.Sub(e.at) < recentFor {
+			s.record(e.root, p, true)
+		}
+	}
+}
+
+// justOpened reports whether the window is open and holds nothing yet: the
+// moment marker A came back.
+func (s *syncer) justOpened() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open && len(s.present) == 0
 }

@@ -120,4 +120,5 @@ func (b *Bridge) onConnect(c mqtt.Client) {
 	broker, _ := b.brokers.current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
 	go b.startSync(c)
+	go b.confirmSync(c)
 }

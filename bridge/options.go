@@ -97,6 +97,10 @@ type Options struct {
 	// drops the connection and connects to the next broker; default
 	// DefaultSyncTimeout.
 	SyncTimeout time.Duration
+	// ConfirmSync, when set, syncs once more this long after the first
+	// sync of every connection: a clustered broker's node may serve a stale
+	// copy of the state just after a failover. 0: never.
+	ConfirmSync time.Duration
 }
 
 func (o *Options) ensureDefaults() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
@@ -65,9 +66,17 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	if !c.embedded() {
 		o.Brokers, err = c.brokerURLs()
 		errs = append(errs, err)
+		if len(o.Brokers) > 1 {
+			o.ConfirmSync = confirmSync // a cluster: see bridge.Options
+		}
 	}
 	return o, errors.Join(errs...)
 }
+
+// confirmSync is how long after a connection's first sync the bridge syncs
+// again when it knows several brokers: on a NATS cluster, the node taking
+// over from a killed one served a stale state for some seconds.
+const confirmSync = 15 * time.Second
 
 // brokerOptions checks the embedded broker's settings.
 func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Options, error) {
