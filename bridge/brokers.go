@@ -223,3 +223,9 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 		b.startSync(c)
 	}
 }
+
+// mqtt311 is set explicitly. Otherwise paho, when a broker's CONNACK does
+// not come in time, tries that broker again with MQTT 3.1 and then every
+// next broker with 3.1 too, which NATS refuses: a stuck first node made the
+// whole list fail.
+const mqtt311 = 4

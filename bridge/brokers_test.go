@@ -97,6 +97,21 @@ func TestStuckBrokerSyncDeadlineFailsOver(t *testing.T) {
 	}
 }
 
+// A first broker that takes connections and never answers them (a NATS
+// node just restarted did so for a minute) costs one connect timeout.
+func TestSilentFirstBrokerAtStart(t *testing.T) {
+	silent := startStuck(t, true)
+	_, urlB := startBroker(t, nil)
+	retainBan(t, urlB, "203.0.113.6")
+	f := newFake()
+	r := startBridge(t, silent.url, f, func(o *Options) {
+		o.Brokers = []string{urlB}
+		o.ConnectTimeout = 300 * time.Millisecond
+	})
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "203.0.113.6")
+}
+
 // With one broker that never answers a sync, the bridge keeps trying
 // afresh, once per sync timeout, and never reports itself synced.
 func TestStuckSingleBrokerReconnects(t *testing.T) {
@@ -123,18 +138,24 @@ func closedPort(t *testing.T) string {
 // delivers nothing: what a NATS node just after a restart did to its first
 // MQTT client for minutes.
 type stuckBroker struct {
-	url   string
-	conns atomic.Int64
+	url    string
+	conns  atomic.Int64
+	silent bool // not even a CONNACK
 }
 
 func startStuckBroker(t *testing.T) *stuckBroker {
+	t.Helper()
+	return startStuck(t, false)
+}
+
+func startStuck(t *testing.T, silent bool) *stuckBroker {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	s := &stuckBroker{url: "tcp://" + ln.Addr().String()}
+	s := &stuckBroker{url: "tcp://" + ln.Addr().String(), silent: silent}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -154,6 +175,9 @@ func (s *stuckBroker) serve(c net.Conn) {
 		p, err := packets.ReadPacket(c)
 		if err != nil {
 			return
+		}
+		if s.silent {
+			continue
 		}
 		var reply packets.ControlPacket
 		switch p := p.(type) {

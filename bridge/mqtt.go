@@ -27,6 +27,7 @@ func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 		SetTLSConfig(o.TLS).
 		SetCustomOpenConnectionFn(b.brokers.open).
 		SetCleanSession(false).
+		SetProtocolVersion(mqtt311).
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
 		SetKeepAlive(30 * time.Second).

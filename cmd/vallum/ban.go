@@ -135,7 +135,7 @@ func (c config) dial(role string) (mqtt.Client, error) {
 	rand.Read(id)
 	o := mqtt.NewClientOptions().SetClientID("vallum-" + role + "-" + hex.EncodeToString(id)).
 		SetUsername(c.User).SetPassword(pw).SetTLSConfig(t).SetCleanSession(true).
-		SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
+		SetProtocolVersion(4).SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
 	for _, u := range urls { // paho tries them in turn
 		o.AddBroker(u)
 	}
