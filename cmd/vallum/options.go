@@ -66,16 +66,17 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	if !c.embedded() {
 		o.Brokers, err = c.brokerURLs()
 		errs = append(errs, err)
-		if len(o.Brokers) > 1 {
-			o.ConfirmSync = confirmSync // a cluster: see bridge.Options
-		}
+		o.ConfirmSync = confirmSync
 	}
 	return o, errors.Join(errs...)
 }
 
 // confirmSync is how long after a connection's first sync the bridge syncs
-// again when it knows several brokers: on a NATS cluster, the node taking
-// over from a killed one served a stale state for some seconds.
+// again. A broker's copy
+// of the state may still be catching up when a host connects: on a NATS
+// cluster, the node taking over from a killed one served a stale state; a
+// mosquitto site whose bridge to the hub reconnected at the moment its host
+// did served the bans lifted meanwhile, and the host kept them.
 const confirmSync = 15 * time.Second
 
 // brokerOptions checks the embedded broker's settings.

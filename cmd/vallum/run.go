@@ -105,7 +105,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			log.Warn("SIGHUP: resync", "err", err)
 		}
 	})
-	log.Info("vallum started", "version", version, "broker", strings.Join(append([]string{bo.Broker}, bo.Brokers...), ","), "backend", c.Backend, "lists", len(bo.Lists))
+	log.Info("vallum started", "version", version, "broker", strings.TrimPrefix(strings.Join(append([]string{bo.Broker}, bo.Brokers...), ","), ","), "backend", c.Backend, "lists", len(bo.Lists))
 	return g.Wait()
 }
 
