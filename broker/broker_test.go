@@ -111,10 +111,10 @@ func TestHostCannotBan(t *testing.T) {
 	admin.sub(t, "blacklist/#", 1)
 	admin.sub(t, "vallum/sync/#", 1)
 
-	host := mustDial(t, u, withUser("host", "host"))
+	host := mustDial(t, u, withUser("host", "host"), withID("host1"))
 	host.pub(t, "blacklist/add", 0, false, "192.0.2.66") // 3.1.1: dropped
-	host.pub(t, "vallum/sync/host", 1, false, "marker")  // allowed, and after it in order
-	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host" {
+	host.pub(t, "vallum/sync/host1", 1, false, "marker") // allowed, and after it in order
+	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host1" {
 		t.Fatalf("admin got %s %q first, want only the sync marker (host ban must be refused)", m.topic, m.payload)
 	}
 	other := mustDial(t, u, withUser("other", "other")) // a reporter of another list
@@ -129,8 +129,8 @@ func TestHostCannotBan(t *testing.T) {
 	if !strings.Contains(strings.ToLower(string(out)), "not authori") {
 		t.Errorf("mosquitto_pub -V mqttv5 as host: %v, output %q; want a not authorized refusal", err, out)
 	}
-	host.pub(t, "vallum/sync/host", 1, false, "marker2")
-	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host" || m.payload != "marker2" {
+	host.pub(t, "vallum/sync/host1", 1, false, "marker2")
+	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host1" || m.payload != "marker2" {
 		t.Fatalf("admin got %s %q, want only marker2 (v5 host ban and other list's reporter must be refused)", m.topic, m.payload)
 	}
 	_, err = exec.Command("mosquitto_pub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", port,
@@ -171,8 +171,10 @@ func TestUsersFileRefusesPlaintext(t *testing.T) {
 
 // TestWebSocket runs stock paho clients, then clients over vallum's own
 // connection (bridge/mqttconn), whose WebSocket dialling is its own code.
+// Anonymous WebSocket clients need --allow-anonymous even on loopback (a
+// browser is not a local admin).
 func TestWebSocket(t *testing.T) {
-	b := start(t, Options{Listeners: []Listener{local(KindWS), local(KindTCP)}})
+	b := start(t, Options{Listeners: []Listener{local(KindWS), local(KindTCP)}, AllowAnonymous: true})
 	for _, how := range []struct {
 		name string
 		opts []clientOpt

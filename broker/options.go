@@ -38,6 +38,79 @@ const (
 	DefaultSessionExpiry = 7 * 24 * time.Hour
 )
 
+// Limits bound what one connection, client or user can make the broker
+// hold. The defaults let a fleet of 1,000 hosts, each with its own login
+// and a few lists, work untouched, and stop one login (or none) from
+// exhausting the hub; broker/README.md says why each is what it is.
+type Limits struct {
+	// ConnectTimeout closes a connection that has not sent its whole
+	// CONNECT packet in time.
+	ConnectTimeout time.Duration
+	// MaxConnectSize bounds the CONNECT packet (credentials and will),
+	// read before anyone is authenticated.
+	MaxConnectSize int
+	// MaxConnsPerAddr bounds open connections from one source address,
+	// logged in or not.
+	MaxConnsPerAddr int
+	// MaxSubscriptions bounds the topic filters of one client.
+	MaxSubscriptions int
+	// MaxTopicLength and MaxTopicLevels bound a topic or filter.
+	MaxTopicLength, MaxTopicLevels int
+	// MaxTopicAliases bounds the MQTT 5 topic aliases of one client.
+	MaxTopicAliases int
+	// MaxRetained and MaxRetainedBytes bound the retained messages one
+	// user (admins excepted) has stored and their payload bytes.
+	MaxRetained      int
+	MaxRetainedBytes int64
+}
+
+// DefaultLimits are the limits a zero Limits field takes.
+var DefaultLimits = Limits{
+	ConnectTimeout:   5 * time.Second,
+	MaxConnectSize:   16 << 10,
+	MaxConnsPerAddr:  256,
+	MaxSubscriptions: 256,
+	MaxTopicLength:   512,
+	MaxTopicLevels:   32,
+	MaxTopicAliases:  64,
+	MaxRetained:      100000,
+	MaxRetainedBytes: 64 << 20,
+}
+
+func (l *Limits) ensureDefaults() {
+	d := DefaultLimits
+	setDefault(&l.ConnectTimeout, d.ConnectTimeout)
+	setDefault(&l.MaxConnectSize, d.MaxConnectSize)
+	setDefault(&l.MaxConnsPerAddr, d.MaxConnsPerAddr)
+	setDefault(&l.MaxSubscriptions, d.MaxSubscriptions)
+	setDefault(&l.MaxTopicLength, d.MaxTopicLength)
+	setDefault(&l.MaxTopicLevels, d.MaxTopicLevels)
+	setDefault(&l.MaxTopicAliases, d.MaxTopicAliases)
+	setDefault(&l.MaxRetained, d.MaxRetained)
+	setDefault(&l.MaxRetainedBytes, d.MaxRetainedBytes)
+}
+
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
+func (l Limits) validate() error {
+	if l.ConnectTimeout < 0 || l.MaxConnectSize < 0 || l.MaxConnsPerAddr < 0 || l.MaxSubscriptions < 0 ||
+		l.MaxTopicLength < 0 || l.MaxTopicLevels < 0 || l.MaxTopicAliases < 0 || l.MaxRetained < 0 || l.MaxRetainedBytes < 0 {
+		return errors.New("broker limits cannot be negative")
+	}
+	if l.MaxTopicAliases > math.MaxUint16 {
+		return fmt.Errorf("max topic aliases %d: must be at most 65535", l.MaxTopicAliases)
+	}
+	if l.MaxConnectSize < 128 {
+		return fmt.Errorf("max connect size %d: a CONNECT needs at least 128 bytes", l.MaxConnectSize)
+	}
+	return nil
+}
+
 // Options configures the embedded broker. The zero value of every field but
 // Listeners is usable.
 type Options struct {
@@ -73,6 +146,13 @@ type Options struct {
 	// SessionExpiry is the longest a disconnected session is kept;
 	// default DefaultSessionExpiry.
 	SessionExpiry time.Duration
+	// Limits bound connections, clients and users; a zero field takes
+	// its DefaultLimits value.
+	Limits Limits
+	// WSHosts are names, besides the listener's own address, "localhost"
+	// on loopback and the machine's host name, that a WebSocket client may
+	// give as Host (a reverse proxy's public name, for example).
+	WSHosts []string
 	// Logger receives the broker's logs; default discards them.
 	Logger *slog.Logger
 }
@@ -96,6 +176,7 @@ func (o *Options) ensureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	o.Limits.ensureDefaults()
 }
 
 // validate returns every problem of o at once.
@@ -119,6 +200,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxMessageSize < 0 || o.MaxClients < 0 || o.MaxQueued < 0 || o.SessionExpiry < 0 {
 		errs = append(errs, errors.New("broker limits cannot be negative"))
+	}
+	if err := o.Limits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.MaxInflight < 0 || o.MaxInflight > math.MaxUint16 {
 		errs = append(errs, fmt.Errorf("max inflight %d: must be 1-65535", o.MaxInflight))
