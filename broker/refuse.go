@@ -43,13 +43,13 @@ type refusals struct {
 }
 
 type logWindow struct {
-	start             time.Time
+	start              time.Time
 	logged, suppressed int
 }
 
 const (
-	logBurst  = 20
-	logEvery  = 10 * time.Second
+	logBurst = 20
+	logEvery = 10 * time.Second
 )
 
 func newRefusals(log *slog.Logger) *refusals {
