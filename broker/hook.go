@@ -73,6 +73,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool
 }
 
 func (h *authHook) refuseConnect(cl *mqtt.Client, code packets.Code) error {
+	if code == packets.ErrNotAuthorized && cl.Properties.ProtocolVersion < 5 {
+		code = packets.ErrBadUsernameOrPassword // mochi sends 3.1.1's "not authorized" (5) for it, not for this
+	}
 	_ = h.srv.SendConnack(cl, code, false, nil)
 	return code
 }
