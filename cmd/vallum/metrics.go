@@ -90,6 +90,7 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 		gauge(w, "vallum_broker_messages_sent_total", "counter", "Messages the embedded broker sent.", st.MessagesSent)
 		gauge(w, "vallum_broker_messages_dropped_total", "counter", "Messages the embedded broker dropped.", st.MessagesDropped)
 		gauge(w, "vallum_broker_retained", "gauge", "Retained messages (ban states) the embedded broker holds.", st.Retained)
+		family(w, "vallum_broker_refused_total", "counter", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
 	}
 }
 
