@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -237,8 +238,8 @@ func containsStr(s []string, v string) bool {
 }
 
 // TestAttackHalfOpenFlood: 500 connections without a login from one
-// address, 3 in 4 silent, 1 in 4 announcing a 4 MiB CONNECT and never
-// sending it. The hub's
+// address, 3 in 4 silent, 1 in 4 announcing a 4 MiB CONNECT and sending
+// only 1 MiB of it. The hub's
 // memory stays bounded, each is closed (at once, or at the CONNECT
 // deadline), and the hub keeps serving.
 func TestAttackHalfOpenFlood(t *testing.T) {
@@ -247,17 +248,28 @@ func TestAttackHalfOpenFlood(t *testing.T) {
 	base := must[int64](t)(hv.RSS())
 	peak := sampleRSS(t, hv)
 	var conns []net.Conn
+	var writers sync.WaitGroup
+	body := make([]byte, 1<<20)
 	for i := range 500 {
 		c, err := hub.Dial(1883)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 		defer c.Close()
-		if i%4 == 3 {
-			_, _ = c.Write([]byte{0x10, 0xff, 0xff, 0xff, 0x01}) // CONNECT of 4 MiB, never sent
-		}
 		conns = append(conns, c)
+		if i%4 != 3 {
+			continue
+		}
+		writers.Add(1)
+		go func() { // a CONNECT of 4 MiB, 1 MiB of it sent
+			defer writers.Done()
+			_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write([]byte{0x10, 0xff, 0xff, 0xff, 0x01}); err == nil {
+				_, _ = c.Write(body)
+			}
+		}()
 	}
+	writers.Wait()
 	open := 0
 	deadline := time.Now().Add(30 * time.Second) // one for all: bounded when none is closed
 	for _, c := range conns {
