@@ -206,3 +206,26 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats() = %+v, want 1 client, a message in and out, a retained message", s)
 	}
 }
+
+func TestSetLimit(t *testing.T) {
+	var o Options
+	for _, s := range []string{"max_conns_per_addr=512", "connect_timeout = 10s", "max_retained_bytes=1048576", "max_message_size=65536"} {
+		if err := o.SetLimit(s); err != nil {
+			t.Fatalf("SetLimit(%q): %v", s, err)
+		}
+	}
+	if o.Limits.MaxConnsPerAddr != 512 || o.Limits.ConnectTimeout != 10*time.Second ||
+		o.Limits.MaxRetainedBytes != 1<<20 || o.MaxMessageSize != 65536 {
+		t.Errorf("after SetLimit: %+v, max message size %d", o.Limits, o.MaxMessageSize)
+	}
+	for _, bad := range []string{"max_conns_per_addr", "nope=1", "max_retained=lots", "connect_timeout=5"} {
+		if err := o.SetLimit(bad); err == nil {
+			t.Errorf("SetLimit(%q) = nil, want an error", bad)
+		}
+	}
+	for _, name := range LimitNames {
+		if o.limitField(name) == nil {
+			t.Errorf("LimitNames has %q, which SetLimit does not know", name)
+		}
+	}
+}

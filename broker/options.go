@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vallum/vallum/bridge"
@@ -228,4 +230,47 @@ func (o *Options) loopbackOnly() bool {
 		}
 	}
 	return true
+}
+
+// SetLimit sets one limit from NAME=VALUE, as --broker-limit gives it:
+// NAME is a LimitNames entry, VALUE an integer or, for durations, a Go
+// duration such as 10s.
+func (o *Options) SetLimit(s string) error {
+	name, val, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("broker limit %q: want NAME=VALUE", s)
+	}
+	var err error
+	switch p := o.limitField(strings.TrimSpace(name)).(type) {
+	case *int:
+		*p, err = strconv.Atoi(strings.TrimSpace(val))
+	case *int64:
+		*p, err = strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+	case *time.Duration:
+		*p, err = time.ParseDuration(strings.TrimSpace(val))
+	default:
+		return fmt.Errorf("broker limit %q: unknown name (want one of %s)", name, strings.Join(LimitNames, ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("broker limit %q: %w", s, err)
+	}
+	return nil
+}
+
+// LimitNames are the names SetLimit knows, as in broker/README.md.
+var LimitNames = []string{"connect_timeout", "max_connect_size", "max_conns_per_addr", "max_message_size",
+	"max_subscriptions", "max_topic_length", "max_topic_levels", "max_topic_aliases", "max_retained",
+	"max_retained_bytes", "max_clients", "max_inflight", "max_queued", "session_expiry"}
+
+func (o *Options) limitField(name string) any {
+	l := &o.Limits
+	return map[string]any{
+		"connect_timeout": &l.ConnectTimeout, "max_connect_size": &l.MaxConnectSize,
+		"max_conns_per_addr": &l.MaxConnsPerAddr, "max_message_size": &o.MaxMessageSize,
+		"max_subscriptions": &l.MaxSubscriptions, "max_topic_length": &l.MaxTopicLength,
+		"max_topic_levels": &l.MaxTopicLevels, "max_topic_aliases": &l.MaxTopicAliases,
+		"max_retained": &l.MaxRetained, "max_retained_bytes": &l.MaxRetainedBytes,
+		"max_clients": &o.MaxClients, "max_inflight": &o.MaxInflight, "max_queued": &o.MaxQueued,
+		"session_expiry": &o.SessionExpiry,
+	}[name]
 }
