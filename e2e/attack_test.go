@@ -41,7 +41,7 @@ func attackHub(t *testing.T, l *lab.Lab, dir string) (*lab.Host, *lab.Proc, map[
 
 // login connects to the hub's loopback as user, with opts applied.
 func login(hub *lab.Host, user string, opts ...func(*mqtt.ClientOptions)) (mqtt.Client, error) {
-	o := mqtt.NewClientOptions().SetUsername(user).SetPassword("pw-of-"+user).
+	o := mqtt.NewClientOptions().SetUsername(user).SetPassword("pw-of-" + user).
 		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
 	for _, f := range opts {
 		f(o)
