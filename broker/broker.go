@@ -18,6 +18,7 @@ type Broker struct {
 	srv    *mqtt.Server
 	ls     []listeners.Listener
 	keeper *keeper
+	store  *storeHook // nil without a data dir
 	opts   Options
 	ref    *refusals
 	guard  *connGuard

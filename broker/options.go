@@ -128,8 +128,9 @@ type Options struct {
 	// AllowAnonymous lets clients without credentials in. Without a users
 	// file it is required to listen on anything but loopback.
 	AllowAnonymous bool
-	// DataDir holds the store of retained messages and persistent
-	// sessions; "" keeps everything in memory only.
+	// DataDir is vallum's data dir (--data-dir): the store of retained
+	// messages and persistent sessions is in DataDir/broker
+	// (internal/datadir); "" keeps everything in memory only.
 	DataDir string
 	// Lists are the list roots (such as "blacklist" or "site1/blacklist")
 	// whose legacy events the keeper turns into state and whose expired

@@ -50,6 +50,11 @@ func setup(cmd *cobra.Command) (config, *slog.Logger, error) {
 // runDaemon runs the embedded broker (when no broker is named), the bridge
 // and the metrics server until ctx is done or one of them fails.
 func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
+	lock, err := c.lockClientID()
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	bo, err := c.bridgeOptions(log)
 	if err != nil {
 		return err
