@@ -169,7 +169,7 @@ func TestAttackClientIDTakeover(t *testing.T) {
 			t.Errorf("%s connected with edge1's client id, want refused", user)
 		}
 	}
-	wantRefusal(t, b, logs, refClientID, "user=edge2", "client=vallum-victim", "owner=edge1")
+	wantRefusal(t, b, logs, refClientID, "user=edge2", "client=vallum-victim", "belongs to user edge1")
 	if !victim.IsConnectionOpen() {
 		t.Fatal("the victim was disconnected by the attempts")
 	}

@@ -223,9 +223,19 @@ func TestSetLimit(t *testing.T) {
 			t.Errorf("SetLimit(%q) = nil, want an error", bad)
 		}
 	}
-	for _, name := range LimitNames {
-		if o.limitField(name) == nil {
-			t.Errorf("LimitNames has %q, which SetLimit does not know", name)
+	// Every limit of the README's table can be set.
+	for _, name := range []string{"connect_timeout", "max_connect_size", "max_conns_per_addr", "max_message_size",
+		"max_subscriptions", "max_topic_length", "max_topic_levels", "max_topic_aliases", "max_retained",
+		"max_retained_bytes", "max_clients", "max_inflight", "max_queued", "session_expiry"} {
+		v := "7"
+		if strings.HasSuffix(name, "timeout") || strings.HasSuffix(name, "expiry") {
+			v = "7s"
 		}
+		if err := o.SetLimit(name + "=" + v); err != nil {
+			t.Errorf("SetLimit(%s=%s): %v", name, v, err)
+		}
+	}
+	if err := o.SetLimit("nope=1"); err == nil || !strings.Contains(err.Error(), "max_retained_bytes") {
+		t.Errorf("SetLimit(nope=1) = %v, want an error listing the names", err)
 	}
 }

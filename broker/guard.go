@@ -3,9 +3,9 @@ package broker
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -95,47 +95,39 @@ func (g *connGuard) readConnect(c net.Conn) ([]byte, error) {
 		g.mu.Unlock()
 	}()
 	_ = c.SetDeadline(time.Now().Add(g.lim.ConnectTimeout))
-	hdr := make([]byte, 1, 5)
-	timeout := &connRefusal{refConnectTime, fmt.Sprintf("no CONNECT within %v", g.lim.ConnectTimeout)}
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return nil, orTimeout(err, timeout)
-	}
-	if hdr[0]>>4 != 1 {
-		return nil, &connRefusal{refNotConnect, fmt.Sprintf("first packet is of type %d, not CONNECT", hdr[0]>>4)}
-	}
-	n, mult := 0, 1
-	for i := 0; ; i++ {
-		var b [1]byte
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return nil, orTimeout(err, timeout)
+	// The type byte, then the remaining length: 7 bits a byte, at most 4.
+	pk := make([]byte, 0, 5)
+	n, shift := 0, 0
+	for len(pk) < 5 && (len(pk) < 2 || pk[len(pk)-1]&0x80 != 0) {
+		b := []byte{0}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return nil, g.timeout(err)
 		}
-		hdr = append(hdr, b[0])
-		n += int(b[0]&0x7f) * mult
-		if b[0]&0x80 == 0 {
-			break
+		if len(pk) > 0 {
+			n += int(b[0]&0x7f) << shift
+			shift += 7
 		}
-		if i == 3 {
-			return nil, &connRefusal{refNotConnect, "malformed CONNECT length"}
-		}
-		mult <<= 7
+		pk = append(pk, b[0])
 	}
-	if len(hdr)+n > g.lim.MaxConnectSize {
-		return nil, &connRefusal{refConnectSize, fmt.Sprintf("CONNECT of %d bytes, more than the %d allowed before login", len(hdr)+n, g.lim.MaxConnectSize)}
+	switch {
+	case pk[0]>>4 != 1 || pk[len(pk)-1]&0x80 != 0:
+		return nil, &connRefusal{refNotConnect, "the first packet is no CONNECT"}
+	case len(pk)+n > g.lim.MaxConnectSize:
+		return nil, &connRefusal{refConnectSize, "CONNECT larger than allowed before login (" + strconv.Itoa(len(pk)+n) + " bytes)"}
 	}
-	pk := make([]byte, len(hdr)+n)
-	copy(pk, hdr)
-	if _, err := io.ReadFull(c, pk[len(hdr):]); err != nil {
-		return nil, orTimeout(err, timeout)
+	pk = append(pk, make([]byte, n)...)
+	if _, err := io.ReadFull(c, pk[len(pk)-n:]); err != nil {
+		return nil, g.timeout(err)
 	}
 	return pk, nil
 }
 
-// orTimeout turns a deadline error into the refusal it stands for; any
+// timeout turns a deadline error into the refusal it stands for; any
 // other error (the client went away) is no refusal.
-func orTimeout(err error, r *connRefusal) error {
+func (g *connGuard) timeout(err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return r
+		return &connRefusal{refConnectTime, "no CONNECT within " + g.lim.ConnectTimeout.String()}
 	}
 	return err
 }

@@ -54,12 +54,12 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	if w := cl.Properties.Will; w.Flag != 0 {
 		if reason, msg := h.checkPublish(cl, a, w.TopicName, w.Payload, w.Retain); reason != "" {
-			h.ref.refuse(refWill, "will: "+msg, append(who(cl), "topic", clip(w.TopicName), "retain", w.Retain, "bytes", len(w.Payload), "rule", reason)...)
+			h.ref.client(refWill, "will ("+reason+"): "+msg, cl, w.TopicName)
 			return h.refuseConnect(cl, packets.ErrNotAuthorized)
 		}
 	}
 	if owner, ok := h.claim(cl); !ok {
-		h.ref.refuse(refClientID, "client id belongs to another user", append(who(cl), "owner", owner)...)
+		h.ref.client(refClientID, "client id belongs to user "+owner, cl, "")
 		return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid)
 	}
 	return nil
@@ -87,15 +87,15 @@ func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (access, bool) {
 		a, ok := h.accessOf(cl)
 		switch {
 		case !ok && h.ws[cl.Net.Listener] && h.anon != nil:
-			h.ref.refuse(refWSAnonymous, "anonymous WebSocket client: a browser is never trusted as a local admin; give credentials", who(cl)...)
+			h.ref.client(refWSAnonymous, "anonymous WebSocket client: a browser is never trusted as a local admin; give credentials", cl, "")
 		case !ok:
-			h.ref.refuse(refAnonymous, "anonymous client", who(cl)...)
+			h.ref.client(refAnonymous, "anonymous client", cl, "")
 		}
 		return a, ok
 	}
 	u, ok := h.users[name]
 	if !ok || !h.pass.check(u, pk.Connect.Password) {
-		h.ref.refuse(refBadLogin, "bad user name or password", who(cl)...)
+		h.ref.client(refBadLogin, "bad user name or password", cl, "")
 		return access{}, false
 	}
 	return h.acc[name], true
@@ -166,20 +166,20 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	if msg := h.lim.topicProblem(topic); msg != "" {
-		h.ref.refuse(refTopic, msg, append(who(cl), "topic", clip(topic))...)
+		h.ref.client(refTopic, msg, cl, topic)
 		return false
 	}
 	if write {
 		if a.canPublish(topic, cl.ID) {
 			return true
 		}
-		h.ref.refuse(refPublish, "may not publish on this topic", append(who(cl), "topic", clip(topic))...)
+		h.ref.client(refPublish, "may not publish on this topic", cl, topic)
 		return false
 	}
 	if a.canSubscribe(topic, cl.ID) {
 		return true
 	}
-	h.ref.refuse(refSubscribe, "may not read this topic", append(who(cl), "topic", clip(topic))...)
+	h.ref.client(refSubscribe, "may not read this topic", cl, topic)
 	return false
 }
 
@@ -197,16 +197,19 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if reason == "" {
 		return pk, nil
 	}
-	h.ref.refuse(reason, msg, append(who(cl), "topic", clip(pk.TopicName), "retain", pk.FixedHeader.Retain, "bytes", len(pk.Payload))...)
-	return pk, refusePublish(cl, pk, publishCodes[reason])
-}
-
-var publishCodes = map[string]packets.Code{
-	refTopic:         packets.ErrTopicNameInvalid,
-	refPublish:       packets.ErrNotAuthorized,
-	refState:         packets.ErrPayloadFormatInvalid,
-	refRetain:        packets.ErrRetainNotSupported,
-	refRetainedQuota: packets.ErrQuotaExceeded,
+	h.ref.client(reason, msg, cl, pk.TopicName)
+	code := packets.ErrNotAuthorized
+	switch reason {
+	case refState:
+		code = packets.ErrPayloadFormatInvalid
+	case refRetain:
+		code = packets.ErrRetainNotSupported
+	case refRetainedQuota:
+		code = packets.ErrQuotaExceeded
+	case refTopic:
+		code = packets.ErrTopicNameInvalid
+	}
+	return pk, refusePublish(cl, pk, code)
 }
 
 // refusePublish drops a refused PUBLISH. MQTT 5 has a negative PUBACK
@@ -307,7 +310,7 @@ func (h *authHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packe
 			continue // a new subscription replaces the old one
 		}
 		if have >= h.lim.MaxSubscriptions {
-			h.ref.refuse(refSubscriptions, fmt.Sprintf("client has %d subscriptions, the limit", have), append(who(cl), "topic", clip(f.Filter))...)
+			h.ref.client(refSubscriptions, "the client has as many subscriptions as allowed", cl, f.Filter)
 			pk.Filters[i].Filter = overQuota
 			continue
 		}

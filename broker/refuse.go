@@ -97,7 +97,7 @@ func (r *refusals) counts() map[string]int64 {
 	return out
 }
 
-// who is the log fields naming a client.
-func who(cl *mqtt.Client) []any {
-	return []any{"user", string(cl.Properties.Username), "client", cl.ID, "remote", cl.Net.Remote}
+// client refuses what a client asked for, on topic ("" for none).
+func (r *refusals) client(reason, msg string, cl *mqtt.Client, topic string) {
+	r.refuse(reason, msg, "user", string(cl.Properties.Username), "client", cl.ID, "remote", cl.Net.Remote, "topic", clip(topic))
 }

@@ -157,7 +157,7 @@ func TestAttackHostLogin(t *testing.T) {
 			t.Errorf("edge2 connected with the victim's client id %s, want refused", victimID)
 		}
 	}
-	wantHubRefused(t, hub, hv, "client_id_taken", "user=edge2", "client="+victimID, "owner=edge1")
+	wantHubRefused(t, hub, hv, "client_id_taken", "user=edge2", "client="+victimID, "belongs to user edge1")
 
 	// Will: a retained will on a ban topic, to lift one of the bans (an
 	// expired state) or to ban: refused at CONNECT.
