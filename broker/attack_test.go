@@ -442,3 +442,31 @@ func TestQoS2(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackClientIDAfterRestart: after a broker restart, the persistent
+// session restored from the store still belongs to its user: another login
+// that connects first with its client id is refused.
+func TestAttackClientIDAfterRestart(t *testing.T) {
+	users := writeUsers(t, fleetUsers, "edge1", "edge2", "rep", "other", "admin")
+	o := Options{Listeners: []Listener{local(KindTCP)}, UsersFile: users, Lists: []string{"blacklist"}, DataDir: t.TempDir(), Logger: testLogger(t)}
+	b1, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop1 := runBroker(t, b1)
+	victim := mustDial(t, url(t, b1, KindTCP), withUser("edge1", "edge1"), withSession("vallum-victim"))
+	victim.sub(t, "blacklist/#", 1)
+	victim.Disconnect(50)
+	stop1()
+
+	b2 := start(t, o)
+	u := url(t, b2, KindTCP)
+	if _, err := dial(t, u, withUser("edge2", "edge2"), withSession("vallum-victim")); err == nil {
+		t.Error("edge2 took the restored session of edge1, want refused")
+	}
+	mustDial(t, u, withUser("rep", "rep")).pub(t, "blacklist/add", 1, false, "192.0.2.3")
+	back := mustDial(t, u, withUser("edge1", "edge1"), withSession("vallum-victim"))
+	if m := back.until(t, "blacklist/add", 5*time.Second); m.payload != "192.0.2.3" {
+		t.Errorf("edge1 back on its restored session got %q, want the ban queued while away", m.payload)
+	}
+}

@@ -55,7 +55,9 @@ func (g *connGuard) wrap(next listeners.EstablishFn) listeners.EstablishFn {
 			_ = c.Close()
 			return nil
 		}
-		// mochi's deadline (keepalive) takes over once it has read CONNECT.
+		// The password check (bcrypt: seconds on a small router) must not
+		// run into this deadline; mochi sets its own (keepalive) after it.
+		_ = c.SetDeadline(time.Time{})
 		_ = next(id, &replayConn{Conn: c, r: io.MultiReader(bytes.NewReader(first), c)})
 		return nil
 	}
