@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -28,5 +29,30 @@ func TestBriefHandler(t *testing.T) {
 	}
 	if len(lines[0]) > 300 || strings.Contains(out, "FixedHeader") || !strings.Contains(out, "Publish topic=blacklist/add qos=1 retain=false bytes=3000") {
 		t.Errorf("line of %d bytes, want a short summary of the packet: %s", len(lines[0]), out)
+	}
+}
+
+// TestRefusalsBounded: a flood of refusals is counted in full but logged
+// 20 lines a reason per 10 s, then one line says how many were left out.
+func TestRefusalsBounded(t *testing.T) {
+	var buf bytes.Buffer
+	r := newRefusals(slog.New(slog.NewTextHandler(&buf, nil)))
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	for range 1000 {
+		r.refuse(refPublish, "may not publish on this topic", "user", "edge2")
+	}
+	r.refuse(refTopic, "topic too long", "user", "edge2") // another reason has its own lines
+	now = now.Add(11 * time.Second)
+	r.refuse(refPublish, "may not publish on this topic", "user", "edge2")
+	out := buf.String()
+	if n := strings.Count(out, "reason=acl_publish user=edge2"); n != 21 {
+		t.Errorf("%d refusal lines for acl_publish, want 20 then 1 in the next window:\n%s", n, out)
+	}
+	if !strings.Contains(out, "refused 980 more (acl_publish)") || !strings.Contains(out, "reason=topic_size") {
+		t.Errorf("want a line for the 980 left out and the other reason's line:\n%s", out)
+	}
+	if c := r.counts(); c[refPublish] != 1001 || c[refTopic] != 1 {
+		t.Errorf("counts %v, want 1001 acl_publish and 1 topic_size", c)
 	}
 }
