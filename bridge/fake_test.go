@@ -113,3 +113,11 @@ func (f *fakeBackend) count(set string) int {
 	defer f.mu.Unlock()
 	return len(f.sets[set])
 }
+
+// destroy removes the set, as `ipset destroy` or a firewall reload would.
+func (f *fakeBackend) destroy(set string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.sets, set)
+	delete(f.family, set)
+}

@@ -131,6 +131,7 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
 			if _, cerr := b.be.Ensure(ctx, spec); cerr == nil {
 				b.log.Warn("set was missing and is created again", "set", set)
 				err = b.be.Apply(ctx, set, ops)
+				b.setLost() // it holds this batch only: resync the rest
 			}
 		}
 	}
