@@ -26,10 +26,6 @@ func newListCmd() *cobra.Command {
 	return c
 }
 
-// listQuiet is how long the retained messages must pause before the list is
-// taken as complete; brokers send them back to back on subscribe.
-const listQuiet = 500 * time.Millisecond
-
 func listCmd(cmd *cobra.Command, args []string) error {
 	c, _, err := setup(cmd)
 	if err != nil {
@@ -44,7 +40,7 @@ func listCmd(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer cl.Disconnect(250)
-	bans, err := collectState(cl, l.Root)
+	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
 	if err != nil {
 		return err
 	}
@@ -57,13 +53,32 @@ type ban struct {
 	state  bridge.State
 }
 
-// collectState subscribes to the list's state and gathers the retained
-// bans until they pause for listQuiet (at most 60 s).
-func collectState(cl mqtt.Client, root string) ([]ban, error) {
+// listTiming bounds the wait for the retained bans.
+type listTiming struct {
+	stall time.Duration // no message at all for this long: fail
+	first time.Duration // without a marker: no ban this long, the list is empty
+	quiet time.Duration // without a marker: a pause this long ends the list
+	limit time.Duration // the whole read
+}
+
+// listTimes: mochi takes over a second to start sending 100,000 retained
+// bans here, and sends them in about two; a broker that sends nothing for
+// 30 s is not sending the list.
+var listTimes = listTiming{stall: 30 * time.Second, first: 10 * time.Second, quiet: 2 * time.Second, limit: 10 * time.Minute}
+
+// collectState reads every retained ban of the list. The broker sends them
+// as the subscription is made; to know that all have come, collectState
+// then publishes a marker to itself on vallum/sync/CLIENT_ID and waits for
+// it: a broker delivers one client's messages in order, so every ban sent
+// before the marker has arrived when it does. A login that may not use a
+// marker (a reporter) gets the bans that come until they pause, and a
+// warning saying so. A list that stalls or does not end in time is an
+// error, never a short list.
+func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([]ban, error) {
 	var mu sync.Mutex
 	got := map[netip.Prefix]bridge.State{}
-	last := time.Now()
-	handler := func(_ mqtt.Client, m mqtt.Message) {
+	var last time.Time // of the latest ban; zero until one comes
+	onState := func(_ mqtt.Client, m mqtt.Message) {
 		t, err := bridge.ParseTopic(root, m.Topic())
 		if err != nil || t.Kind != bridge.KindState {
 			return
@@ -78,16 +93,58 @@ func collectState(cl mqtt.Client, root string) ([]ban, error) {
 			delete(got, t.Prefix)
 		}
 	}
-	if err := wait(cl.Subscribe(root+"/ban/#", 1, handler), "subscribe"); err != nil {
+	opts := cl.OptionsReader()
+	marker := bridge.MarkerPrefix + opts.ClientID()
+	back := make(chan struct{}, 1)
+	markerOK := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
+		select {
+		case back <- struct{}{}:
+		default:
+		}
+	}))
+	// State at QoS 0, as the bridge reads it: at QoS 1 a broker holds back
+	// what exceeds its in-flight window.
+	if err := wait(cl.Subscribe(root+"/ban/#", 0, onState), "subscribe"); err != nil {
 		return nil, err
 	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
+	subacked := time.Now() // the bans come after the SUBACK: count from here
+	if markerOK {
+		if err := wait(cl.Publish(marker, 1, false, "list"), "publish marker"); err != nil {
+			return nil, err
+		}
+	} else {
+		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.quiet)
+	}
+	// count returns the bans so far, and how long the broker has sent none
+	// (since the SUBACK when none came yet).
+	count := func() (n int, idle time.Duration, some bool) {
 		mu.Lock()
-		quiet := time.Since(last) > listQuiet
-		mu.Unlock()
-		if quiet {
-			break
+		defer mu.Unlock()
+		if last.IsZero() {
+			return 0, time.Since(subacked), false
+		}
+		return len(got), time.Since(last), true
+	}
+	deadline := time.After(tm.limit)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-back:
+			done = true
+		case <-deadline:
+			n, _, _ := count()
+			return nil, fmt.Errorf("list %s: not complete after %s (%d bans so far): the broker is too slow or too loaded", root, tm.limit, n)
+		case <-tick.C:
+			n, idle, some := count()
+			switch {
+			case !cl.IsConnectionOpen():
+				return nil, fmt.Errorf("list %s: the broker closed the connection after %d bans", root, n)
+			case !markerOK && (some && idle > tm.quiet || !some && idle > tm.first):
+				done = true
+			case markerOK && idle > tm.stall:
+				return nil, fmt.Errorf("list %s: the broker sent nothing for %s and not the end of the list (%d bans so far)", root, tm.stall, n)
+			}
 		}
 	}
 	mu.Lock()
@@ -98,6 +155,23 @@ func collectState(cl mqtt.Client, root string) ([]ban, error) {
 	}
 	sort.Slice(bans, func(i, j int) bool { return bans[i].prefix.Addr().Less(bans[j].prefix.Addr()) })
 	return bans, nil
+}
+
+// subscribed reports whether the broker granted a subscription.
+func subscribed(tok mqtt.Token) bool {
+	if wait(tok, "subscribe") != nil {
+		return false
+	}
+	st, ok := tok.(*mqtt.SubscribeToken)
+	if !ok {
+		return false
+	}
+	for _, code := range st.Result() {
+		if code == 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func printBans(w io.Writer, bans []ban, now time.Time) {
