@@ -30,6 +30,7 @@ type Bridge struct {
 	specs      map[string]SetSpec // by set name, to create a set again
 	client     atomic.Pointer[mqtt.Client]
 	comments   setFlags // sets whose entries can carry comments
+	own        ownership
 	repairs    repairs
 }
 
@@ -69,6 +70,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if _, err := b.ensureSets(ctx); err != nil {
 		return err
 	}
+	b.loadOwned(ctx)
 	c := mqtt.NewClient(b.clientOptions())
 	b.client.Store(&c)
 	if err := b.connect(ctx, c); err != nil {
@@ -116,10 +118,31 @@ func (b *Bridge) ensureSets(ctx context.Context) (created bool, err error) {
 			}
 			b.comments.set(name, info.Comments)
 			if info.Created {
+				if info.Comments {
+					b.own.reset(name)
+				}
 				created = true
 				b.log.Info("created set", "set", name, "type", info.Type, "family", info.Family.String(), "maxelem", info.MaxElem)
 			}
 		}
 	}
 	return created, nil
+}
+
+// loadOwned lists every set that takes comments, to know which of its
+// entries are vallum's before the first message (see own.go).
+func (b *Bridge) loadOwned(ctx context.Context) {
+	for _, l := range b.opts.Lists {
+		for _, name := range []string{l.Set4, l.Set6} {
+			if !b.comments.get(name) {
+				continue
+			}
+			entries, err := b.be.List(ctx, name)
+			if err != nil {
+				b.log.Error("cannot list set: until a sync lists it, vallum cannot tell its entries from hand-made ones", "set", name, "err", err)
+				continue
+			}
+			b.own.load(name, entries)
+		}
+	}
 }

@@ -48,6 +48,10 @@ func (f *fakeBackend) Apply(_ context.Context, set string, ops []Op) error {
 			ae.Failed = append(ae.Failed, OpError{op, ErrFamily})
 			continue
 		}
+		if _, ok := m[op.Prefix]; ok && op.Action == Add && op.Keep {
+			ae.Failed = append(ae.Failed, OpError{op, ErrExists})
+			continue
+		}
 		if op.Action == Add {
 			m[op.Prefix] = Entry{Prefix: op.Prefix, Timeout: max(op.Timeout, 0), Comment: op.Comment}
 		} else {

@@ -258,6 +258,7 @@ func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.
 		b.log.Error("sync: cannot list set", "set", set, "err", err)
 		return 0
 	}
+	b.own.load(set, entries)
 	var ops []Op
 	for _, e := range entries {
 		if _, ok := present[e.Prefix]; !ok && e.Comment == CommentState {

@@ -211,9 +211,12 @@ func (b *Backend) Info(ctx context.Context, name string) (bridge.SetInfo, error)
 	return h.info(), nil
 }
 
-// errNotMember is the kernel's answer to a test of an absent entry
-// (IPSET_ERR_EXIST).
-const errNotMember = 4096 + 7
+// errExist is IPSET_ERR_EXIST: the kernel's answer to a test of an absent
+// entry (errNotMember), and to an exclusive add of one already there.
+const (
+	errExist     = 4096 + 7
+	errNotMember = errExist
+)
 
 // Has reports whether the set holds p (in a hash:net set, an address
 // is held when a prefix holding it is), at the cost of one hash lookup in

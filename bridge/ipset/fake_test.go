@@ -82,13 +82,13 @@ func (k *fakeKernel) exec(req []byte, fn func([]byte) error) error {
 		if s == nil {
 			return &kernelError{Code: int(syscall.ENOENT)}
 		}
-		return k.adt(s, cmd, adt)
+		return k.adt(s, cmd, adt, binary.NativeEndian.Uint16(req[6:8])&nlmExcl != 0)
 	}
 	return &kernelError{Code: errProtocol}
 }
 
 // adt applies the entries of a batch in order, as ip_set_ad() does.
-func (k *fakeKernel) adt(s *fakeSet, cmd int, adt []byte) error {
+func (k *fakeKernel) adt(s *fakeSet, cmd int, adt []byte, excl bool) error {
 	n := 0
 	err := attrs(adt, func(t uint16, v []byte) error {
 		n++
@@ -100,6 +100,9 @@ func (k *fakeKernel) adt(s *fakeSet, cmd int, adt []byte) error {
 		if cmd == cmdDel {
 			delete(s.entries, en.Prefix)
 			return nil
+		}
+		if _, ok := s.entries[en.Prefix]; ok && excl {
+			return &kernelError{Code: errExist, Line: line}
 		}
 		if _, ok := s.entries[en.Prefix]; !ok && uint32(len(s.entries)) >= s.h.maxElem {
 			return &kernelError{Code: errTypeSpecific, Line: line}

@@ -96,6 +96,8 @@ func (b *Backend) narrow(st []opState, m message, err error) {
 		// DELSETELEM (kernels before 6.3) of an absent element.
 		s.skipDestroy = true
 		s.done = s.op.Action == bridge.Del
+	case m.excl && errors.Is(err, unix.EEXIST):
+		s.err = fmt.Errorf("nft set %q: %w", s.set.Name, bridge.ErrExists)
 	case errors.Is(err, unix.ENFILE):
 		s.err = fmt.Errorf("nft set %q: %w", s.set.Name, bridge.ErrSetFull)
 	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.ENOTEMPTY):
