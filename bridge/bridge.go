@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
@@ -132,6 +133,12 @@ func (b *Bridge) ensureSets(ctx context.Context) (created bool, err error) {
 // loadOwned lists every set that takes comments, to know which of its
 // entries are vallum's before the first message (see own.go).
 func (b *Bridge) loadOwned(ctx context.Context) {
+	listed := 0
+	defer func() {
+		if listed > bigSync { // give the listing's heap back, as a sync does
+			debug.FreeOSMemory()
+		}
+	}()
 	for _, l := range b.opts.Lists {
 		for _, name := range []string{l.Set4, l.Set6} {
 			if !b.comments.get(name) {
@@ -143,6 +150,7 @@ func (b *Bridge) loadOwned(ctx context.Context) {
 				continue
 			}
 			b.own.load(name, entries)
+			listed += len(entries)
 		}
 	}
 }
