@@ -125,3 +125,10 @@ func (f *fakeBackend) destroy(set string) {
 	delete(f.sets, set)
 	delete(f.family, set)
 }
+
+// create makes an empty set, as a person or a firewall script would.
+func (f *fakeBackend) create(set string, fam Family) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sets[set], f.family[set] = map[netip.Prefix]Entry{}, fam
+}

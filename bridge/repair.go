@@ -107,11 +107,14 @@ func (b *Bridge) repair(ctx context.Context, force bool) error {
 		r.failed = true
 		return err
 	}
-	if r.failed {
+	// Back from a failure (with --no-create, a set someone else made
+	// again, empty): reconcile too.
+	recovered := r.failed
+	if recovered {
 		b.log.Info("sets and rules in place again")
 		r.failed = false
 	}
-	if lost := r.lost.Swap(false); !created && !lost && !force {
+	if lost := r.lost.Swap(false); !created && !lost && !recovered && !force {
 		return nil
 	}
 	if !force {

@@ -78,3 +78,27 @@ func TestResyncWhileReconciling(t *testing.T) {
 	r.waitSynced(t, 2)
 	wantMembers(t, f, "bl", want...)
 }
+
+// With --no-create, a set removed by a reload is not created by vallum;
+// when the firewall's scripts create it again, empty, vallum notices and
+// puts every ban back.
+func TestNoCreateSetMadeAgainIsRefilled(t *testing.T) {
+	_, url := startBroker(t, nil)
+	want := retainBans(t, url, 50)
+	f := newFake()
+	f.create("bl", IPv4)
+	f.create("bl6", IPv6)
+	r := startBridge(t, url, f, func(o *Options) { o.Create, o.WatchEvery = false, 20*time.Millisecond })
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", want...)
+	f.destroy("bl")
+	eventually(t, func() bool { return r.b.repairs.isFailed() }, "the watcher to see the set missing")
+	f.create("bl", IPv4)
+	wantMembers(t, f, "bl", want...)
+}
+
+func (r *repairs) isFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}

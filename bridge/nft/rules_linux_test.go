@@ -71,3 +71,55 @@ func TestEnsureRulesIsIdempotent(t *testing.T) {
 		t.Errorf("EnsureRules(missing set) = %v, want ErrNoSet", err)
 	}
 }
+
+// RulesInPlace sees the drop rules gone after a reload (a flushed chain, a
+// deleted table), and in place again after EnsureRules.
+func TestRulesInPlace(t *testing.T) {
+	ns := netnstest.New(t)
+	b := openNft(t, ns, "")
+	defer b.Close()
+	ctx := context.Background()
+	specs := []bridge.SetSpec{{Name: "blacklist", Family: bridge.IPv4, Create: true}, {Name: "blacklist6", Family: bridge.IPv6, Create: true}}
+	ensure := func() {
+		t.Helper()
+		for _, s := range specs {
+			if _, err := b.Ensure(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.EnsureRules(ctx, specs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inPlace := func(want bool, when string) {
+		t.Helper()
+		if got, err := b.RulesInPlace(ctx, specs); err != nil || got != want {
+			t.Fatalf("%s: RulesInPlace = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	ensure()
+	inPlace(true, "after EnsureRules")
+	nftIn(t, ns, "", "flush", "chain", "inet", "vallum", "forward")
+	inPlace(false, "after flush chain forward")
+	ensure()
+	inPlace(true, "after EnsureRules again")
+	nftIn(t, ns, "", "delete", "rule", "inet", "vallum", "input", "handle",
+		firstHandle(t, nftIn(t, ns, "", "-a", "list", "chain", "inet", "vallum", "input")))
+	inPlace(false, "after one rule deleted")
+	nftIn(t, ns, "", "flush", "ruleset")
+	inPlace(false, "after flush ruleset")
+}
+
+// firstHandle returns the handle of the first rule in `nft -a` output.
+func firstHandle(t *testing.T, out string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "drop") {
+			if _, h, ok := strings.Cut(line, "# handle "); ok {
+				return strings.TrimSpace(h)
+			}
+		}
+	}
+	t.Fatalf("no rule handle in:\n%s", out)
+	return ""
+}
