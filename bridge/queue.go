@@ -143,14 +143,15 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
 	switch {
 	case err == nil:
 	case errors.As(err, &ae):
-		ae = b.refused(set, ae)
+		b.refused(set, ae)
 	default:
 		b.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
 		b.stats.inc(&b.stats.errors, errKind(err), int64(len(received)))
 		return
 	}
-	failed := map[netip.Prefix]bool{}
+	var failed map[netip.Prefix]bool
 	if ae != nil {
+		failed = make(map[netip.Prefix]bool, len(ae.Failed))
 		for _, f := range ae.Failed {
 			failed[f.Op.Prefix] = true
 		}
@@ -162,7 +163,7 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
 // refused logs and counts the ops the kernel refused. An add that found a
 // hand-made entry left as it is, as asked, is a refusal of the input, not
 // a kernel error.
-func (b *Bridge) refused(set string, ae *ApplyError) *ApplyError {
+func (b *Bridge) refused(set string, ae *ApplyError) {
 	for _, f := range ae.Failed {
 		if errors.Is(f.Err, ErrExists) {
 			b.refuse.refuse("hand_made", set+" "+f.Op.Prefix.String(), "set", set, "prefix", f.Op.Prefix,
@@ -172,7 +173,6 @@ func (b *Bridge) refused(set string, ae *ApplyError) *ApplyError {
 		b.refuse.kernel(set, f)
 		b.stats.inc(&b.stats.errors, errKind(f.Err), 1)
 	}
-	return ae
 }
 
 func (b *Bridge) countApplied(set string, ops []Op, ae *ApplyError) {

@@ -75,28 +75,11 @@ var listTimes = listTiming{stall: 30 * time.Second, first: 10 * time.Second, qui
 // warning saying so. A list that stalls or does not end in time is an
 // error, never a short list.
 func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([]ban, error) {
-	var mu sync.Mutex
-	got := map[netip.Prefix]bridge.State{}
-	var last time.Time // of the latest ban; zero until one comes
-	onState := func(_ mqtt.Client, m mqtt.Message) {
-		t, err := bridge.ParseTopic(root, m.Topic())
-		if err != nil || t.Kind != bridge.KindState {
-			return
-		}
-		st, err := bridge.DecodeState(m.Payload())
-		mu.Lock()
-		defer mu.Unlock()
-		last = time.Now()
-		if err == nil && len(m.Payload()) > 0 {
-			got[t.Prefix] = st
-		} else {
-			delete(got, t.Prefix)
-		}
-	}
+	r := &stateReader{root: root, got: map[netip.Prefix]bridge.State{}}
 	opts := cl.OptionsReader()
 	marker := bridge.MarkerPrefix + opts.ClientID()
 	back := make(chan struct{}, 1)
-	markerOK := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
+	withMarker := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
 		select {
 		case back <- struct{}{}:
 		default:
@@ -104,57 +87,104 @@ func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([
 	}))
 	// State at QoS 0, as the bridge reads it: at QoS 1 a broker holds back
 	// what exceeds its in-flight window.
-	if err := wait(cl.Subscribe(root+"/ban/#", 0, onState), "subscribe"); err != nil {
+	if err := wait(cl.Subscribe(root+"/ban/#", 0, r.onState), "subscribe"); err != nil {
 		return nil, err
 	}
-	subacked := time.Now() // the bans come after the SUBACK: count from here
-	if markerOK {
+	r.subscribed() // the bans come after the SUBACK: count from here
+	if withMarker {
 		if err := wait(cl.Publish(marker, 1, false, "list"), "publish marker"); err != nil {
 			return nil, err
 		}
 	} else {
+		back = nil
 		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.quiet)
 	}
-	// count returns the bans so far, and how long the broker has sent none
-	// (since the SUBACK when none came yet).
-	count := func() (n int, idle time.Duration, some bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if last.IsZero() {
-			return 0, time.Since(subacked), false
-		}
-		return len(got), time.Since(last), true
+	if err := r.waitEnd(cl, back, tm); err != nil {
+		return nil, err
 	}
+	return r.bans(), nil
+}
+
+// stateReader gathers the retained bans as paho delivers them.
+type stateReader struct {
+	root string
+
+	mu    sync.Mutex
+	got   map[netip.Prefix]bridge.State
+	since time.Time // the SUBACK
+	last  time.Time // the latest ban; zero until one comes
+}
+
+func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
+	t, err := bridge.ParseTopic(r.root, m.Topic())
+	if err != nil || t.Kind != bridge.KindState {
+		return
+	}
+	st, err := bridge.DecodeState(m.Payload())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last = time.Now()
+	if err == nil && len(m.Payload()) > 0 {
+		r.got[t.Prefix] = st
+	} else {
+		delete(r.got, t.Prefix)
+	}
+}
+
+func (r *stateReader) subscribed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.since = time.Now()
+}
+
+// progress returns the bans so far, and how long the broker has sent none
+// (since the SUBACK when none came yet).
+func (r *stateReader) progress() (n int, idle time.Duration, some bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last.IsZero() {
+		return 0, time.Since(r.since), false
+	}
+	return len(r.got), time.Since(r.last), true
+}
+
+// waitEnd waits for the marker to come back, or without one (back nil) for
+// a pause in the bans.
+func (r *stateReader) waitEnd(cl mqtt.Client, back <-chan struct{}, tm listTiming) error {
 	deadline := time.After(tm.limit)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for done := false; !done; {
+	for {
 		select {
 		case <-back:
-			done = true
+			return nil
 		case <-deadline:
-			n, _, _ := count()
-			return nil, fmt.Errorf("list %s: not complete after %s (%d bans so far): the broker is too slow or too loaded", root, tm.limit, n)
+			n, _, _ := r.progress()
+			return fmt.Errorf("list %s: not complete after %s (%d bans so far): the broker is too slow or too loaded", r.root, tm.limit, n)
 		case <-tick.C:
-			n, idle, some := count()
-			switch {
-			case !cl.IsConnectionOpen():
-				return nil, fmt.Errorf("list %s: the broker closed the connection after %d bans", root, n)
-			case !markerOK && (some && idle > tm.quiet || !some && idle > tm.first):
-				done = true
-			case markerOK && idle > tm.stall:
-				return nil, fmt.Errorf("list %s: the broker sent nothing for %s and not the end of the list (%d bans so far)", root, tm.stall, n)
-			}
+		}
+		n, idle, some := r.progress()
+		switch {
+		case !cl.IsConnectionOpen():
+			return fmt.Errorf("list %s: the broker closed the connection after %d bans", r.root, n)
+		case back == nil && (some && idle > tm.quiet || !some && idle > tm.first):
+			return nil
+		case back != nil && idle > tm.stall:
+			return fmt.Errorf("list %s: the broker sent nothing for %s and not the end of the list (%d bans so far)", r.root, tm.stall, n)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	bans := make([]ban, 0, len(got))
-	for p, s := range got {
+}
+
+// bans returns the bans read, by address.
+func (r *stateReader) bans() []ban {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	bans := make([]ban, 0, len(r.got))
+	for p, s := range r.got {
 		bans = append(bans, ban{p, s})
 	}
 	sort.Slice(bans, func(i, j int) bool { return bans[i].prefix.Addr().Less(bans[j].prefix.Addr()) })
-	return bans, nil
+	return bans
 }
 
 // subscribed reports whether the broker granted a subscription.
