@@ -71,6 +71,17 @@ func (k *fakeKernel) exec(req []byte, fn func([]byte) error) error {
 		attrs(data, h.data)
 		k.sets[name] = &fakeSet{h: h, entries: map[netip.Prefix]bridge.Entry{}}
 		return nil
+	case cmdHeader:
+		s := k.sets[name]
+		if s == nil {
+			return &kernelError{Code: int(syscall.ENOENT)}
+		}
+		var m builder
+		m.begin(cmdHeader, 0)
+		m.str(attrSetName, s.h.name)
+		m.str(attrTypeName, s.h.typ)
+		m.u8(attrFamily, s.h.family)
+		return fn(m.bytes()[nlmsgHdrLen:])
 	case cmdList:
 		s := k.sets[name]
 		if s == nil {
