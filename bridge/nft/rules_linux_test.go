@@ -123,3 +123,24 @@ func firstHandle(t *testing.T, out string) string {
 	t.Fatalf("no rule handle in:\n%s", out)
 	return ""
 }
+
+// An add with Keep that the interval set refuses says why: the same prefix
+// is there (left as it is), or another overlaps it.
+func TestKeepInIntervalSet(t *testing.T) {
+	ns := netnstest.New(t)
+	b := openNft(t, ns, "")
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.Ensure(ctx, bridge.SetSpec{Name: "bl", Family: bridge.IPv4, Create: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(ctx, "bl", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix("10.0.0.0/16"), Timeout: bridge.DefaultTimeout}}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]error{"10.0.0.0/16": bridge.ErrExists, "10.0.1.0/24": ErrOverlap, "10.0.0.0/8": ErrOverlap} {
+		err := b.Apply(ctx, "bl", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix(p), Timeout: 60, Keep: true}})
+		if !errors.Is(err, want) {
+			t.Errorf("keep add %s = %v, want %v", p, err, want)
+		}
+	}
+}
