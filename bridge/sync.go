@@ -261,7 +261,7 @@ func total(m map[string]map[netip.Prefix]struct{}) int {
 }
 
 func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.Prefix]struct{}) int {
-	if !b.comments[set] {
+	if !b.comments.get(set) {
 		b.log.Warn("set has no comment support: vallum cannot tell its own entries and removes none at sync", "set", set)
 		return 0
 	}
@@ -270,6 +270,7 @@ func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.
 		b.log.Error("sync: cannot list set", "set", set, "err", err)
 		return 0
 	}
+	b.own.load(set, entries)
 	var ops []Op
 	for _, e := range entries {
 		if _, ok := present[e.Prefix]; !ok && e.Comment == CommentState {

@@ -145,11 +145,21 @@ func loadConfig(cmd *cobra.Command) (config, error) {
 			return c, fmt.Errorf("config file %s: %w", file, err)
 		}
 	}
+	topicsAsList(v)
 	if err := v.UnmarshalExact(&c); err != nil {
 		return c, fmt.Errorf("config %s: %w", orFlags(file), err)
 	}
 	c.file = file
 	return c, nil
+}
+
+// topicsAsList reads a topic given as one string (VALLUM_TOPIC, a YAML
+// scalar `topic: x`) as topics separated by white space. Viper would split it
+// at commas, and a comma belongs to one topic: ROOT=SET4,SET6.
+func topicsAsList(v *viper.Viper) {
+	if s, ok := v.Get("topic").(string); ok {
+		v.Set("topic", strings.Fields(s))
+	}
 }
 
 // readConfigFile decodes the YAML file as viper's own YAML codec does (the
