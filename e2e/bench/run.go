@@ -14,6 +14,8 @@ import (
 // results holds each figure, nil when its measurement failed or was skipped.
 type results struct {
 	ApplyPerS            *float64 `json:"apply_per_s"`
+	IpsetRestorePerS     *float64 `json:"ipset_restore_per_s"`
+	ApplyVsRestore       *float64 `json:"apply_vs_ipset_restore"`
 	NftApplyPerS         *float64 `json:"nft_apply_per_s"`
 	E2EBatchPerS         *float64 `json:"e2e_batch_per_s"`
 	E2ESinglePerS        *float64 `json:"e2e_single_per_s"`
@@ -34,6 +36,7 @@ type results struct {
 	RSSSoakMaxMB         *float64 `json:"rss_soak_max_mb,omitempty"`
 	NaiveSinglePerS      *float64 `json:"naive_e2e_single_per_s"`
 	VallumdSingle        *float64 `json:"vallumd_e2e_single_per_s,omitempty"`
+	SingleVsVallumd      *float64 `json:"e2e_single_vs_vallumd,omitempty"`
 	Errors               []string `json:"errors,omitempty"`
 
 	errs []error
@@ -69,8 +72,10 @@ func run(c config, l *lab.Lab, dir string) *results {
 		r.set(&r.ApplyPerS, 0, err, "lab")
 		return r
 	}
-	v, err := ipsetApply(k, a, c.apply, time.Now().Add(c.phase))
+	v, restore, err := ipsetApply(k, a, c.apply, time.Now().Add(c.phase))
 	r.set(&r.ApplyPerS, v, err, "ipset apply")
+	r.set(&r.IpsetRestorePerS, restore, err, "ipset restore")
+	r.ApplyVsRestore = ratio(r.ApplyPerS, r.IpsetRestorePerS)
 	v, err = nftApply(k, a, c.nftApply, time.Now().Add(c.phase))
 	r.set(&r.NftApplyPerS, v, err, "nft apply")
 
@@ -95,8 +100,18 @@ func run(c config, l *lab.Lab, dir string) *results {
 		step("vallumd")
 		v, err = vallumd(l, dir, c.vallumd, a, c.vallumdN, c.phase)
 		r.set(&r.VallumdSingle, v, err, "vallumd")
+		r.SingleVsVallumd = ratio(r.E2ESinglePerS, r.VallumdSingle)
 	}
 	return r
+}
+
+// ratio is a/b, nil unless both were measured.
+func ratio(a, b *float64) *float64 {
+	if a == nil || b == nil || *b == 0 {
+		return nil
+	}
+	v := *a / *b
+	return &v
 }
 
 func vallum(c config, l *lab.Lab, dir, bin string, a *addrs, r *results) {
@@ -183,8 +198,11 @@ func (r *results) print(w io.Writer, c config) {
 	rows := [][4]string{
 		{"measure", "vallum", "naive", "vallumd"},
 		{"kernel apply, ipset, batches of 10k (addr/s)", f(r.ApplyPerS, "%.0f"), "", ""},
+		{"kernel apply, `ipset restore` of the same addresses (addr/s)", f(r.IpsetRestorePerS, "%.0f"), "", ""},
+		{"  vallum / ipset restore", f(r.ApplyVsRestore, "%.2f"), "", ""},
 		{"kernel apply, nft, batches of 10k (addr/s)", f(r.NftApplyPerS, "%.0f"), "", ""},
 		{"end to end, 1 addr/message, QoS 1 (addr/s)", f(r.E2ESinglePerS, "%.0f"), f(r.NaiveSinglePerS, "%.0f"), f(r.VallumdSingle, "%.0f")},
+		{"  vallum / vallumd", f(r.SingleVsVallumd, "%.2f"), "", ""},
 		{"broker alone, 1/message, to a paho subscriber in this process (msg/s)", f(r.BrokerSinglePerS, "%.0f"), "", ""},
 		{"broker alone, 1/message, to mosquitto_sub (msg/s)", f(r.BrokerSubSinglePerS, "%.0f"), "", ""},
 		{"  vallum / broker alone (paho; mosquitto_sub)", fmt.Sprintf("%.2f; %.2f", r.SingleVsBroker, r.SingleVsMosquittoSub), "", ""},
