@@ -42,7 +42,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
 	gcflags=; case "$TARGETARCH" in mips | mipsle) gcflags=all=-l ;; esac; \
 	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat \
-		go build -trimpath -tags nethttpomithttp2 -gcflags="$gcflags" -ldflags "-s -w -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
+		go build -trimpath -tags nethttpomithttp2 -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
 	&& setcap cap_net_admin=ep /out/vallum \
 	&& mkdir -p /out/data
 
