@@ -1,8 +1,10 @@
 // Command bench measures vallum on this machine, side by side with the
-// naive pipeline people script today (mosquitto_sub | xargs ipset add) and,
-// when given, a vallumd binary: kernel apply rate, end-to-end throughput,
-// publish-to-kernel latency, late-join sync time and memory. It runs as
-// root; everything happens in network namespaces of its own, on loopback.
+// naive pipeline people script today (mosquitto_sub | xargs ipset add),
+// `ipset restore` of the same addresses (the kernel apply baseline) and,
+// when given, a vallumd binary (../shared/peers/build-vallumd.sh builds
+// one): kernel apply rate, end-to-end throughput, publish-to-kernel
+// latency, late-join sync time and memory. It runs as root; everything
+// happens in network namespaces of its own, on loopback.
 //
 //	go run ./e2e/bench            # full sizes, a few minutes
 //	go run ./e2e/bench -small     # CI sizes, under a minute
