@@ -14,7 +14,7 @@ import (
 // a missing ip_set module.
 func TestExplain(t *testing.T) {
 	for _, c := range []struct {
-		err        error
+		err       error
 		want, not string
 	}{
 		{syscall.EPROTONOSUPPORT, "refused by the emulator or environment", "ip_set"},
