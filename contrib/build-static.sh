@@ -13,14 +13,16 @@
 # builds trade speed for size: -gcflags=all=-l turns inlining off, 1 MB of
 # an 11 MB binary. Measured on amd64, parsing a one-line payload goes from
 # 164 to 262 ns and the one-per-message rate drops about 5%: nothing next
-# to a router's few bans a second. The runtime keeps its inlining
-# (-gcflags=runtime=, 65 KB): built with -l, the big-endian mips runtime
-# crashed under qemu-mips-static, in its GC write barrier ("slice bounds
-# out of range" in wbBufFlush1) and elsewhere: 7 of 24 runs of the ipset
-# unit tests (10 of 24 with only the runtime built with -l), and the daemon
-# in 3 of 5 runs of .ci/qemu-routers. With the runtime inlined: 0 of 24 and
-# 0 of 6, as for mipsle with or without. Whether a real MIPS CPU shows it
-# is not known; the 65 KB are cheap insurance.
+# to a router's few bans a second.
+#
+# The runtime keeps its inlining (-gcflags=runtime=, 0 or 64 KB: sizes
+# move by pages). Built with -l, the big-endian mips runtime crashed under
+# qemu-mips-static, in its GC write barrier ("slice bounds out of range"
+# in wbBufFlush1) and elsewhere: in 7 of 24 runs of the ipset unit tests
+# (10 of 24 with only the runtime built with -l) and the daemon in 3 of 5
+# runs of .ci/qemu-routers. With the runtime inlined: 0 of 24 and 0 of 6,
+# as for mipsle with or without. Whether a real MIPS CPU would crash is
+# not known; keeping the runtime as Go's own builders test it is cheap.
 #
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
