@@ -100,7 +100,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			log.Warn("SIGHUP: resync", "err", err)
 		}
 	})
-	log.Info("vallum started", "version", version, "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
+	log.Info("vallum started", "version", versionString(), "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
 	return g.Wait()
 }
 
