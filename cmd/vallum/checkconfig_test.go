@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -27,4 +31,84 @@ func TestWriteYAMLRoundTrip(t *testing.T) {
 			t.Errorf("%q: read back as %+v, want %+v\n%s", s, got, c, b.String())
 		}
 	}
+}
+
+// check-config refuses what the daemon refuses, naming the cause, and the
+// daemon (with the same file) refuses it too: a configuration check-config
+// passes must not fail at start, and one it fails must not start.
+func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string // each must be in both messages; none for a good config
+	}{
+		{"good_embedded_loopback.yaml", nil},
+		{"good_network_users.yaml", nil},
+		{"good_network_anonymous.yaml", nil},
+		{"bad_network_no_users.yaml", []string{"anonymous", "--users", "--allow-anonymous"}},
+		{"bad_users_missing.yaml", []string{"testdata/no-such-users.yaml", "no such file"}},
+		{"bad_users_yaml.yaml", []string{"testdata/users_bad_yaml.yaml", "yaml:"}},
+		{"bad_users_plaintext.yaml", []string{"testdata/users_plaintext.yaml", "edge1", "plaintext"}},
+		{"bad_users_role.yaml", []string{"testdata/users_bad_role.yaml", "superuser"}},
+		{"bad_users_unknown_key.yaml", []string{"testdata/users_unknown_key.yaml", "passwd"}},
+		{"bad_users_empty.yaml", []string{"testdata/users_empty.yaml", "no users"}},
+		{"bad_tls_no_cert.yaml", []string{"tls://127.0.0.1:0", "--tls-cert"}},
+		{"bad_tls_cert_missing.yaml", []string{"/nonexistent/vallum-test-cert.pem"}},
+		{"bad_listen_no_port.yaml", []string{"--listen", "0.0.0.0"}},
+		{"bad_max_payload.yaml", []string{"--max-payload -1"}},
+		{"bad_max_payload_zero.yaml", []string{"--max-payload 0"}},
+		{"bad_widest_v4.yaml", []string{"--widest-v4 0", "1-32"}},
+		{"bad_widest_v6.yaml", []string{"--widest-v6 129", "1-128"}},
+		{"bad_maxelem.yaml", []string{"--maxelem 0"}},
+		{"bad_port.yaml", []string{"--port 70000"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			cfg := filepath.Join("testdata", tt.file)
+			out, err := checkConfig(t, "--config", cfg)
+			if tt.want == nil {
+				if err != nil || !strings.Contains(out, "# configuration OK") {
+					t.Fatalf("check-config %s: %v, want OK:\n%s", tt.file, err, out)
+				}
+				if err := runDaemonFor(t, cfg); err != nil {
+					t.Fatalf("check-config passes %s, but the daemon refuses it: %v", tt.file, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("check-config %s passed, want a failure naming %q:\n%s", tt.file, tt.want, out)
+			}
+			derr := runDaemonFor(t, cfg)
+			if derr == nil {
+				t.Fatalf("the daemon started with %s, which check-config refuses", tt.file)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("check-config %s: message does not name %q:\n%v", tt.file, w, err)
+				}
+				if !strings.Contains(derr.Error(), w) {
+					t.Errorf("daemon with %s: message does not name %q:\n%v", tt.file, w, derr)
+				}
+			}
+		})
+	}
+}
+
+// runDaemonFor starts `vallum --config cfg --backend dryrun` and returns its
+// error; a daemon that starts is stopped after 1.5 s and
+// reported as nil.
+func runDaemonFor(t *testing.T, cfg string) error {
+	t.Helper()
+	t.Setenv("VALLUM_CONFIG", "")
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"--config", cfg, "--backend", "dryrun", "--data-dir", t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	if ctx.Err() != nil {
+		return nil // it ran until stopped
+	}
+	return err
 }
