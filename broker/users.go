@@ -60,6 +60,11 @@ func loadUsers(path string) (map[string]User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read users file: %w", err)
 	}
+	return parseUsers(path, b)
+}
+
+// parseUsers is loadUsers for the file's content b.
+func parseUsers(path string, b []byte) (map[string]User, error) {
 	var f usersFile
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
