@@ -27,7 +27,7 @@ func newBrokerCmd() *cobra.Command {
 			lists, _ := c.lists() // optional here: the keeper's lists
 			g, ctx := errgroup.WithContext(cmd.Context())
 			if _, err := startBroker(ctx, g, c, lists, nil, log); err != nil {
-				return err
+				return portInUse(err, false)
 			}
 			onHUP(ctx, log, nil)
 			return g.Wait()

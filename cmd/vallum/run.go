@@ -75,7 +75,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			extra, bo.Username, bo.Password = []broker.User{u.user}, u.user.Name, u.password
 		}
 		if m.broker, err = startBroker(ctx, g, c, bo.Lists, extra, log); err != nil {
-			return err
+			return portInUse(err, true)
 		}
 		bo.Broker = localURL(m.broker.Addrs())
 	}
