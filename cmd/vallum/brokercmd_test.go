@@ -41,7 +41,7 @@ func logIn(t *testing.T, users, user, pw string) bool {
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.Addrs()[0]).SetClientID("t-"+user).
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.Addrs()[0]).SetClientID("t-" + user).
 		SetUsername(user).SetPassword(pw).SetConnectTimeout(5 * time.Second).SetAutoReconnect(false).SetConnectRetry(false))
 	tok := cl.Connect()
 	if !tok.WaitTimeout(10 * time.Second) {
