@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -111,4 +112,32 @@ func runDaemonFor(t *testing.T, cfg string) error {
 		return nil // it ran until stopped
 	}
 	return err
+}
+
+// An unknown key of the config file is named with the file, its line and
+// the key meant, not as viper's "” has invalid keys".
+func TestUnknownKeyMessage(t *testing.T) {
+	_, err := checkConfig(t, "--config", filepath.Join("testdata", "bad_unknown_keys.yaml"))
+	if err == nil {
+		t.Fatal("check-config accepts unknown keys")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`testdata/bad_unknown_keys.yaml, line 2: unknown key "topics" (did you mean topic?)`,
+		`line 3: unknown key "max-payload" (did you mean max_payload?)`,
+		`line 4: unknown key "banlist_size" (keys are the long flag names`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "''") {
+		t.Errorf("message still has viper's '':\n%s", msg)
+	}
+	// Keys are case-insensitive, as viper reads them.
+	p := filepath.Join(t.TempDir(), "upper.yaml")
+	os.WriteFile(p, []byte("Host: 127.0.0.1\nTopic: [blacklist]\n"), 0o600)
+	if out, err := checkConfig(t, "--config", p); err != nil {
+		t.Errorf("Host:/Topic: refused: %v\n%s", err, out)
+	}
 }
