@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,5 +78,24 @@ func banned(cl mqtt.Client, topic string) (held, known bool) {
 		return true, true
 	case <-time.After(500 * time.Millisecond):
 		return false, true
+	}
+}
+
+// warnIfTLS logs, once, that the broker speaks TLS when the bridge has not
+// connected over plain tcp:// within a few seconds: its own log says only
+// EOF at every retry. A broker that is down refuses the probe, and one that
+// accepted the bridge is never probed.
+func warnIfTLS(ctx context.Context, url string, connected *atomic.Bool, log *slog.Logger) {
+	hostport, plain := strings.CutPrefix(url, "tcp://")
+	if !plain {
+		return
+	}
+	select {
+	case <-time.After(3 * time.Second):
+	case <-ctx.Done():
+		return
+	}
+	if !connected.Load() && speaksTLS(hostport) {
+		log.Warn("the broker speaks TLS on this port: connect with -T (or -c CAFILE, or --broker ssl://" + hostport + ")")
 	}
 }

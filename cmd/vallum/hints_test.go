@@ -21,6 +21,12 @@ import (
 // vallumFor runs the CLI with args for at most d and returns its error (nil
 // when it ran until stopped).
 func vallumFor(t *testing.T, d time.Duration, args ...string) error {
+	_, err := vallumOut(t, d, args...)
+	return err
+}
+
+// vallumOut is vallumFor that also returns what vallum printed.
+func vallumOut(t *testing.T, d time.Duration, args ...string) (string, error) {
 	t.Helper()
 	t.Setenv("VALLUM_CONFIG", "")
 	root := newRootCmd()
@@ -32,9 +38,9 @@ func vallumFor(t *testing.T, d time.Duration, args ...string) error {
 	defer cancel()
 	err := root.ExecuteContext(ctx)
 	if ctx.Err() != nil {
-		return nil
+		return out.String(), nil
 	}
-	return err
+	return out.String(), err
 }
 
 // A port in use (another broker there) says what to do: the daemon can use
@@ -93,9 +99,9 @@ func TestUnbanNotBanned(t *testing.T) {
 	}
 }
 
-// A plain connection to a TLS port says to use TLS, not only EOF; a port
-// that is not TLS gets no such hint.
-func TestTLSPortHint(t *testing.T) {
+// tlsPort runs a TLS server on a free loopback port that, like a TLS
+// broker, drops a client after its handshake or junk; it returns the port.
+func tlsPort(t *testing.T) string {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hub"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -104,33 +110,43 @@ func TestTLSPortHint(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	tl, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	l, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tl.Close()
+	return serveAndDrop(t, l)
+}
+
+// serveAndDrop accepts on l until the test ends, reading a byte of each
+// connection and closing it; it returns l's port.
+func serveAndDrop(t *testing.T, l net.Listener) string {
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.Read(make([]byte, 1))
+				c.Close()
+			}()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+// A plain connection to a TLS port says to use TLS, not only EOF; a port
+// that is not TLS gets no such hint.
+func TestTLSPortHint(t *testing.T) {
+	tport := tlsPort(t)
 	pl, err := net.Listen("tcp4", "127.0.0.1:0") // closes every connection: EOF too, but no TLS
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pl.Close()
-	for _, l := range []net.Listener{tl, pl} {
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() { // as a TLS broker does: handshake (or not), then drop junk
-					c.SetDeadline(time.Now().Add(5 * time.Second))
-					c.Read(make([]byte, 1))
-					c.Close()
-				}()
-			}
-		}()
-	}
-	_, tport, _ := net.SplitHostPort(tl.Addr().String())
-	_, pport, _ := net.SplitHostPort(pl.Addr().String())
+	pport := serveAndDrop(t, pl)
 	_, err = vallum(t, "", "-h", "127.0.0.1", "-p", tport, "list", "blacklist")
 	if err == nil || !strings.Contains(err.Error(), "speaks TLS") || !strings.Contains(err.Error(), "-T") {
 		t.Errorf("plain MQTT to a TLS port: %v; want a hint to use TLS (-T)", err)
@@ -138,5 +154,20 @@ func TestTLSPortHint(t *testing.T) {
 	_, err = vallum(t, "", "-h", "127.0.0.1", "-p", pport, "list", "blacklist")
 	if err == nil || strings.Contains(err.Error(), "TLS") {
 		t.Errorf("plain MQTT to a port that drops it: %v; want an error without a TLS hint", err)
+	}
+}
+
+// The daemon, retrying a plain connection to a TLS port, logs that the
+// broker speaks TLS (its retries say only EOF).
+func TestDaemonTLSPortHint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the daemon's first retries")
+	}
+	out, err := vallumOut(t, 5*time.Second, "-h", "127.0.0.1", "-p", tlsPort(t), "-t", "blacklist", "--backend", "dryrun", "--data-dir", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "the broker speaks TLS on this port: connect with -T") {
+		t.Errorf("daemon log lacks the TLS hint:\n%s", out)
 	}
 }

@@ -95,6 +95,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 	}
 	g.Go(func() error { return br.Run(ctx) })
+	go warnIfTLS(ctx, bo.Broker, &m.stats.Connected, log)
 	onHUP(ctx, log, func() {
 		if err := br.Resync(ctx); err != nil {
 			log.Warn("SIGHUP: resync", "err", err)
