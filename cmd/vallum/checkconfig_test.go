@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -70,7 +72,11 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 				if err != nil || !strings.Contains(out, "# configuration OK") {
 					t.Fatalf("check-config %s: %v, want OK:\n%s", tt.file, err, out)
 				}
-				if err := runDaemonFor(t, cfg); err != nil {
+				run := runDaemonFor
+				if strings.HasPrefix(tt.file, "good_network") {
+					run = runDaemonInNetns // it listens on 0.0.0.0: not on the host's addresses
+				}
+				if err := run(t, cfg); err != nil {
 					t.Fatalf("check-config passes %s, but the daemon refuses it: %v", tt.file, err)
 				}
 				return
@@ -139,5 +145,35 @@ func TestUnknownKeyMessage(t *testing.T) {
 	os.WriteFile(p, []byte("Host: 127.0.0.1\nTopic: [blacklist]\n"), 0o600)
 	if out, err := checkConfig(t, "--config", p); err != nil {
 		t.Errorf("Host:/Topic: refused: %v\n%s", err, out)
+	}
+}
+
+// runDaemonInNetns is runDaemonFor in a network namespace of its own (the
+// test binary again, under unshare), for configurations that listen on
+// every address. Without root it runs nothing and says so.
+func runDaemonInNetns(t *testing.T, cfg string) error {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Logf("not root: the daemon is not run with %s (it would listen on the host's addresses)", cfg)
+		return nil
+	}
+	cmd := exec.Command("unshare", "--net", "sh", "-c", `ip link set lo up && exec "$0" "$@"`,
+		os.Args[0], "-test.run=^TestDaemonHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "VALLUM_TEST_DAEMON_CONFIG="+cfg)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestDaemonHelper") {
+		return fmt.Errorf("%v\n%s", err, out)
+	}
+	return nil
+}
+
+// TestDaemonHelper is runDaemonInNetns's daemon, not a test of its own.
+func TestDaemonHelper(t *testing.T) {
+	cfg := os.Getenv("VALLUM_TEST_DAEMON_CONFIG")
+	if cfg == "" {
+		t.Skip("runs only under runDaemonInNetns")
+	}
+	if err := runDaemonFor(t, cfg); err != nil {
+		t.Fatal(err)
 	}
 }
