@@ -6,7 +6,8 @@
 # 1. its contents (dpkg-deb -c): paths, modes, root ownership;
 # 2. dpkg -i: the binary runs and says the package's version, the user
 #    vallum exists and reads /etc/vallum, the default config passes
-#    check-config, and the service is neither enabled nor started;
+#    check-config, and the service is neither enabled nor started (an
+#    admin's enablement then survives a remove and a reinstall);
 # 3. the installed vallum bans an address into sets of this host, then
 #    dpkg -r and dpkg --purge: the sets and the ban survive both, and the
 #    package leaves no file behind.
@@ -73,14 +74,25 @@ getent passwd vallum >/dev/null || fail "no user vallum"
 setpriv --reuid=vallum --regid=vallum --init-groups cat /etc/vallum/vallum.yaml >/dev/null ||
 	fail "user vallum cannot read /etc/vallum/vallum.yaml"
 /usr/bin/vallum check-config --config /etc/vallum/vallum.yaml >"$work/check.log" 2>&1 || { cat "$work/check.log"; fail "check-config refuses the packaged config"; }
+for u in vallum.service vallum-broker.service; do
+	[ "$(systemctl is-enabled $u 2>&1)" = disabled ] || fail "$u is $(systemctl is-enabled $u 2>&1) after dpkg -i, want disabled"
+done
 if [ -d /run/systemd/system ]; then
 	! systemctl is-active --quiet vallum.service || fail "dpkg -i started vallum.service"
-	[ "$(systemctl is-enabled vallum.service 2>&1)" = disabled ] || fail "vallum.service is $(systemctl is-enabled vallum.service 2>&1), want disabled"
 	systemd-analyze verify /usr/lib/systemd/system/vallum.service || fail "systemd-analyze verify"
 else
-	say "no systemd running here: the service checks (not started, not enabled) are skipped"
+	say "no systemd running here: the check that dpkg -i started nothing is skipped"
 fi
-say "installed ok"
+# An admin's enablement survives a remove and a reinstall (as debhelper's).
+systemctl enable --quiet vallum.service 2>/dev/null
+dpkg -r vallum >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -r"; }
+dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i after dpkg -r"; }
+[ "$(systemctl is-enabled vallum.service 2>&1)" = enabled ] || fail "vallum.service enabled, removed, reinstalled: $(systemctl is-enabled vallum.service 2>&1), want enabled"
+[ "$(systemctl is-enabled vallum-broker.service 2>&1)" = disabled ] || fail "vallum-broker.service reinstalled: $(systemctl is-enabled vallum-broker.service 2>&1), want disabled"
+if [ -d /run/systemd/system ]; then
+	! systemctl is-active --quiet vallum.service || fail "the reinstall started vallum.service"
+fi
+say "installed ok; not enabled at first, enabled again after a reinstall"
 
 # 3. A ban made by the installed vallum survives remove and purge.
 /usr/bin/vallum --config /dev/null -t "$set4" --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/vallum.log" 2>&1 &
