@@ -28,18 +28,36 @@ func SetUser(path string, u User) (added bool, err error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("read users file: %w", err)
 	}
+	out, added, err := editUsers(path, old, u)
+	if err != nil {
+		return false, err
+	}
+	return added, writeAtomic(path, out)
+}
+
+// editUsers returns the users file old with u set, checked as the broker
+// loads it: u has its hash, and no other user changed.
+func editUsers(path string, old []byte, u User) ([]byte, bool, error) {
 	out, added, err := setUserText(old, u)
 	if err != nil {
-		return false, fmt.Errorf("users file %s: %w", path, err)
+		return nil, false, fmt.Errorf("users file %s: %w", path, err)
 	}
 	users, err := parseUsers(path, out)
 	if err != nil {
-		return false, fmt.Errorf("users file %s left unchanged, the edit would not load: %w", path, err)
+		return nil, false, fmt.Errorf("users file %s left unchanged, the edit would not load: %w", path, err)
 	}
-	if got := users[u.Name]; got.Password != u.Password {
-		return false, fmt.Errorf("users file %s left unchanged: the edit did not take (please report this)", path)
+	was, _ := parseUsers(path, old) // the users that loaded before, if any
+	ok := users[u.Name].Password == u.Password
+	for _, m := range [][2]map[string]User{{was, users}, {users, was}} { // none lost, none new
+		for name, a := range m[0] {
+			b, there := m[1][name]
+			ok = ok && (name == u.Name || there && a.Password == b.Password && a.Role == b.Role)
+		}
 	}
-	return added, writeAtomic(path, out)
+	if !ok {
+		return nil, false, fmt.Errorf("users file %s left unchanged: the edit did not take as it should; add this by hand:\n%s", path, userEntry(u, "  "))
+	}
+	return out, added, nil
 }
 
 // setUserText returns the users file text old with u added or its password
@@ -49,12 +67,19 @@ func setUserText(old []byte, u User) ([]byte, bool, error) {
 	if err := yaml.Unmarshal(old, &doc); err != nil {
 		return nil, false, err
 	}
+	// The edits go by YAML's line numbers: only \n (or \r\n) may end a line.
+	if strings.ContainsAny(strings.ReplaceAll(string(old), "\r\n", "\n"), "\r\u0085\u2028\u2029") {
+		return nil, false, fmt.Errorf("it has line breaks other than \\n: add this entry by hand:\n%s", userEntry(u, "  "))
+	}
 	lines := strings.SplitAfter(string(old), "\n")
 	if len(old) > 0 && !bytes.HasSuffix(old, []byte("\n")) {
 		lines[len(lines)-1] += "\n"
 	}
 	if lines[len(lines)-1] == "" {
 		lines = lines[:len(lines)-1]
+	}
+	if len(doc.Content) > 0 && doc.Content[0].Kind != yaml.MappingNode {
+		return nil, false, errors.New("not a YAML mapping with a users: key at the top")
 	}
 	seq := usersNode(&doc)
 	if seq == nil { // no users key yet: a new file, or only comments
@@ -66,7 +91,11 @@ func setUserText(old []byte, u User) ([]byte, bool, error) {
 		if seq.LineComment != "" {
 			comment = " " + seq.LineComment
 		}
-		lines[seq.Line-1] = strings.TrimRight(lines[seq.Line-1][:seq.Column-1], " ") + comment + "\n"
+		head, ok := cut(lines, seq.Line, seq.Column)
+		if !ok {
+			return nil, false, fmt.Errorf("cannot place the entry: add it by hand:\n%s", userEntry(u, "  "))
+		}
+		lines[seq.Line-1] = strings.TrimRight(head, " ") + comment + "\n"
 		lines = insert(lines, seq.Line, userEntry(u, "  "))
 		return []byte(strings.Join(lines, "")), true, nil
 	}
@@ -89,8 +118,12 @@ func setPassword(lines []string, item *yaml.Node, u User) ([]string, error) {
 		return nil, fmt.Errorf("user %q is written in flow style ({...}): set its password by hand to %s", u.Name, quote(u.Password))
 	}
 	pw := value(item, "password")
+	byHand := fmt.Errorf("user %q: set its password by hand to %s", u.Name, quote(u.Password))
 	if pw == nil { // a line of its own, under the name
 		name := key(item, "name")
+		if _, ok := cut(lines, name.Line, name.Column); !ok {
+			return nil, byHand
+		}
 		return insert(lines, name.Line, strings.Repeat(" ", name.Column-1)+"password: "+quote(u.Password)+"\n"), nil
 	}
 	if pw.Kind != yaml.ScalarNode || pw.Line != key(item, "password").Line {
@@ -100,8 +133,29 @@ func setPassword(lines []string, item *yaml.Node, u User) ([]string, error) {
 	if pw.LineComment != "" {
 		tail = " " + pw.LineComment + "\n"
 	}
-	lines[pw.Line-1] = lines[pw.Line-1][:pw.Column-1] + quote(u.Password) + tail
+	head, ok := cut(lines, pw.Line, pw.Column)
+	if !ok {
+		return nil, byHand
+	}
+	lines[pw.Line-1] = head + quote(u.Password) + tail
 	return lines, nil
+}
+
+// cut returns line ln of lines (1-based, as YAML counts) up to the 1-based
+// column col, which YAML counts in characters; false when the position is
+// not in the text.
+func cut(lines []string, ln, col int) (string, bool) {
+	if ln < 1 || ln > len(lines) || col < 1 {
+		return "", false
+	}
+	l := lines[ln-1]
+	for i := range l {
+		if col == 1 {
+			return l[:i], true
+		}
+		col--
+	}
+	return l, col == 1
 }
 
 // userEntry is one user of the file, its dash indented by indent.

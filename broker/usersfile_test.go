@@ -143,3 +143,35 @@ func TestSetUserQuotes(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSetUserText: whatever the file holds, the edit never panics, and an
+// edit it accepts loads with the user's new hash, the other users as they
+// were (editUsers checks that; here the check is checked).
+func FuzzSetUserText(f *testing.F) {
+	for _, s := range []string{"", "users:", "users:\n\n\n", "users: ~", "users: \n  # c\n", "---\nusers:\n",
+		"users: {}", "users: x", "users: []", "# only\n", "users:\n  - name: a\n    password: 'h'\n    role: host\n  - {name: b}\n",
+		"users:\n- name: edge1\n  role: host\n", "users:\n  - name: edge1\n    password: |\n      multi\n    role: host\n",
+		"users:\n  - name: edge1\n    password:\n    role: host\n", "users:\n  -\n", "users:\n  - name: edge1\n    password: 'x' # c\n",
+		"users: # c\n  - name: edge1\n    password: x\n", "users:\n\t- x\n", " ?", " &0,", "users:\r 0", "users:\r\n  - name: b\r\n    password: x\r\n",
+		"users:\n  - name: edge1\n    password: &a x\n  - name: b\n    password: *a\n"} {
+		f.Add(s)
+	}
+	h := "$2a$04$7Tuy2ra5RxPidXVTd2J/reN7mCidJas4XPcfsXl5Dz8fwmL0Vnh7u"
+	f.Fuzz(func(t *testing.T, before string) {
+		u := User{Name: "edge1", Password: h, Role: RoleHost}
+		out, _, err := editUsers("f", []byte(before), u)
+		if err != nil {
+			return // refused: SetUser leaves the file unchanged
+		}
+		after, err := parseUsers("f", out)
+		if err != nil || after["edge1"].Password != h {
+			t.Fatalf("accepted edit: %v, edge1 %+v, of:\n%s\nto:\n%s", err, after["edge1"], before, out)
+		}
+		was, _ := parseUsers("f", []byte(before))
+		for name, w := range was {
+			if name != "edge1" && after[name].Password != w.Password {
+				t.Errorf("user %s changed:\n%s\nto:\n%s", name, before, out)
+			}
+		}
+	})
+}
