@@ -63,6 +63,8 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 		{"bad_widest_v6.yaml", []string{"--widest-v6 129", "1-128"}},
 		{"bad_maxelem.yaml", []string{"--maxelem 0"}},
 		{"bad_port.yaml", []string{"--port 70000"}},
+		{"bad_nft_rules_ipset.yaml", []string{"--nft-rules needs --backend nft"}},
+		{"bad_metrics.yaml", []string{"--metrics \"9101\"", "HOST:PORT"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/vallum/vallum/bridge"
 )
@@ -10,7 +11,9 @@ import (
 // checkLimits refuses numbers that would make the daemon useless rather
 // than fail: a --max-payload below 1 refuses every message, a prefix limit
 // of 0 falls back to the default the user meant to change, a set of no
-// capacity takes nothing. The daemon and check-config both call it.
+// capacity takes nothing; and settings the daemon refuses only later, at
+// its start (--nft-rules without nft, a --metrics address without a
+// port). The daemon and check-config both call it.
 func (c config) checkLimits() error {
 	var errs []error
 	if c.MaxPayload < 1 {
@@ -30,6 +33,12 @@ func (c config) checkLimits() error {
 	}
 	if c.Host != "" && c.Broker == "" && (c.Port < 1 || c.Port > 65535) {
 		errs = append(errs, fmt.Errorf("--port %d: must be 1-65535", c.Port))
+	}
+	if c.NftRules && c.Backend != "nft" && c.Backend != "auto" {
+		errs = append(errs, fmt.Errorf("--nft-rules needs --backend nft (backend is %q)", c.Backend))
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics); c.Metrics != "" && err != nil {
+		errs = append(errs, fmt.Errorf("--metrics %q: want HOST:PORT, such as 127.0.0.1:9101", c.Metrics))
 	}
 	return errors.Join(errs...)
 }
