@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,23 +104,66 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 }
 
 // runDaemonFor starts `vallum --config cfg --backend dryrun` and returns its
-// error; a daemon that starts is stopped after 1.5 s and
-// reported as nil.
+// error, or nil once its bridge has subscribed and synced with the broker
+// (it is then stopped). Stopping it only then, not at a fixed time, keeps
+// clear of a shutdown that hangs while the bridge's first CONNECT is in
+// flight (mochi waits for a client it accepted after closing its clients).
 func runDaemonFor(t *testing.T, cfg string) error {
 	t.Helper()
 	t.Setenv("VALLUM_CONFIG", "")
 	root := newRootCmd()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
+	out := &syncBuffer{}
+	root.SetOut(out)
+	root.SetErr(out)
 	root.SetArgs([]string{"--config", cfg, "--backend", "dryrun", "--data-dir", t.TempDir()})
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err := root.ExecuteContext(ctx)
-	if ctx.Err() != nil {
-		return nil // it ran until stopped
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(out.String(), "subscribed and synced") {
+		select {
+		case err := <-done:
+			if err == nil {
+				err = fmt.Errorf("the daemon exited without an error before it synced:\n%s", out)
+			}
+			return err
+		case <-deadline:
+			cancel()
+			<-done
+			return fmt.Errorf("the daemon did not sync in 30 s:\n%s", out)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return err
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("the daemon's shutdown: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the daemon did not stop 15 s after its context ended:\n%s", out)
+	}
+	return nil
+}
+
+// syncBuffer is a bytes.Buffer the daemon's goroutines may write to while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // An unknown key of the config file is named with the file, its line and
@@ -159,8 +203,10 @@ func runDaemonInNetns(t *testing.T, cfg string) error {
 		t.Logf("not root: the daemon is not run with %s (it would listen on the host's addresses)", cfg)
 		return nil
 	}
-	cmd := exec.Command("unshare", "--net", "sh", "-c", `ip link set lo up && exec "$0" "$@"`,
-		os.Args[0], "-test.run=^TestDaemonHelper$", "-test.v")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--net", "sh", "-c", `ip link set lo up && exec "$0" "$@"`,
+		os.Args[0], "-test.run=^TestDaemonHelper$", "-test.v", "-test.timeout=60s")
 	cmd.Env = append(os.Environ(), "VALLUM_TEST_DAEMON_CONFIG="+cfg)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestDaemonHelper") {
