@@ -95,12 +95,12 @@ func tlsConfig(cert, key, clientCA string) (*tls.Config, error) {
 
 // newListener returns the mochi listener for l; it binds in Init, which
 // mochi's AddListener calls.
-func newListener(id string, l Listener, tc *tls.Config) listeners.Listener {
+func newListener(id string, l Listener, tc *tls.Config, wsHosts []string, ref *refusals) listeners.Listener {
 	switch l.Kind {
 	case KindTLS:
 		return &tcpListener{id: id, addr: l.Addr, tc: tc}
 	case KindWS:
-		return newWS(id, l.Addr)
+		return newWS(id, l.Addr, wsHosts, ref)
 	}
 	return &tcpListener{id: id, addr: l.Addr}
 }

@@ -4,33 +4,83 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"reflect"
 	"time"
 	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/store"
 )
 
 // addStore persists retained messages, sessions, subscriptions and queued
-// QoS messages in DataDir/broker, through our own hook and log file
-// (store_hook.go, store_kv.go). Not mochi's bolt or redis hooks: they lose
-// packet ids across a restart and the session then reconnects in a loop.
-// Not pebble: 10 MB of binary, and it does not build for mips.
+// QoS messages in the data dir (internal/datadir says where), through our
+// own hook (store_hook.go) and engine (internal/store). Not mochi's bolt or
+// redis hooks: they lose packet ids across a restart and the session then
+// reconnects in a loop. Not pebble: 10 MB of binary, and it does not build
+// for mips.
+//
+// The data dir's broker lock is taken before the store is read or
+// written, so a second broker on one data dir fails here and leaves the
+// first one's file alone.
 func (b *Broker) addStore() error {
 	if b.opts.DataDir == "" {
 		return nil
 	}
-	dir := filepath.Join(b.opts.DataDir, "broker")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	d := datadir.Dir(b.opts.DataDir)
+	if err := os.MkdirAll(d.Broker(), 0o700); err != nil {
 		return fmt.Errorf("create broker data dir: %w", err)
 	}
-	log := b.opts.Logger.With("component", "store")
-	h := &store{}
-	if err := b.srv.AddHook(h, &storeConfig{Path: filepath.Join(dir, storeFile), Logger: log}); err != nil {
-		return fmt.Errorf("open broker store in %s: %w", dir, err)
+	lock, err := datadir.Acquire(d.BrokerLock(), "the broker store in "+d.Broker())
+	if err != nil {
+		return err
 	}
+	log := b.opts.Logger.With("component", "store")
+	note, err := d.MigrateStore()
+	if err != nil {
+		_ = lock.Close()
+		return err
+	}
+	if note != "" {
+		log.Warn("store: " + note)
+	}
+	c := &storeConfig{Path: d.Store(), Logger: log, Lock: lock}
+	for _, root := range b.opts.Lists {
+		c.Events = append(c.Events, root, root+"/add", root+"/del")
+	}
+	// The last hook with OnPublish: a publish it stores must not be
+	// refused by a hook after it.
+	h := &storeHook{}
+	if err := b.srv.AddHook(h, c); err != nil {
+		_ = lock.Close()
+		return fmt.Errorf("open broker store in %s: %w", d.Broker(), err)
+	}
+	b.store = h
 	return nil
+}
+
+// StoreStats are the store's counters, for metrics.
+type StoreStats struct {
+	store.Stats
+	Refused int64 // publishes refused because the store could not write
+}
+
+// StoreStats returns the store's counters; false when nothing is stored.
+func (b *Broker) StoreStats() (StoreStats, bool) {
+	if b.store == nil {
+		return StoreStats{}, false
+	}
+	return StoreStats{Stats: b.store.kv.Stats(), Refused: b.store.refused.Load()}, true
+}
+
+// StoreHealth is nil while the store works (or there is none): otherwise
+// the error of its last write or fsync, and publishes are being refused.
+func (b *Broker) StoreHealth() error {
+	if b.store == nil {
+		return nil
+	}
+	return b.store.kv.Health()
 }
 
 // stopRetainedSweep stops mochi's once-a-second sweep of retained

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/datadir"
 )
 
 // TestStoreBulkRetained measures the store with 100,000 retained bans at a
@@ -45,7 +45,7 @@ func TestStoreBulkRetained(t *testing.T) {
 			if !withStore {
 				return
 			}
-			st, err := os.Stat(filepath.Join(o.DataDir, "broker", storeFile))
+			st, err := os.Stat(datadir.Dir(o.DataDir).Store())
 			if err != nil {
 				t.Fatal(err)
 			}

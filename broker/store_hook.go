@@ -4,41 +4,53 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
-)
 
-// storeFile is the log file in DataDir/broker.
-const storeFile = "store.log"
+	"github.com/vallum/vallum/internal/store"
+)
 
 // storeConfig configures the store hook.
 type storeConfig struct {
 	Path   string
 	Logger *slog.Logger
-	KV     kvOptions
+	KV     store.Options
+	// Lock is the data dir's broker lock, held by the caller; the hook
+	// releases it when it stops, after the file is closed.
+	Lock io.Closer
+	// Events are the topics whose messages the keeper turns into state
+	// (ROOT, ROOT/add, ROOT/del of each list).
+	Events []string
 }
 
-// store is a mochi storage hook over kv. It keeps the records mochi's
-// pebble hook keeps, under the same keys and as the same JSON (mochi's
-// storage types), packet ids included: mochi's bolt and redis hooks drop
+// storeHook is a mochi storage hook over internal/store. It keeps the
+// records mochi's pebble hook keeps, under the same keys and as the same
+// JSON (mochi's storage types), packet ids included: mochi's bolt and redis hooks drop
 // them and a restored session then reconnects in a loop. Unlike the
 // pebble hook it does not store the inline client's subscriptions: mochi
 // would restore them as a network client's and queue every message for a
 // client that never reads.
-type store struct {
+type storeHook struct {
 	mqtt.HookBase
-	kv  *kv
-	log *slog.Logger
+	kv       *store.KV
+	lock     io.Closer
+	events   map[string]bool // storeConfig.Events
+	log      *slog.Logger
+	refused  atomic.Int64 // publishes refused because the store could not write
+	refusing atomic.Bool  // a refusal was logged and no publish passed since
 }
 
-func (h *store) ID() string { return "vallum-store" }
+func (h *storeHook) ID() string { return "vallum-store" }
 
-func (h *store) Provides(b byte) bool {
+func (h *storeHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
+		mqtt.OnPublish,
 		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnSubscribed,
@@ -60,7 +72,7 @@ func (h *store) Provides(b byte) bool {
 }
 
 // Init opens the log file named in config, a *storeConfig.
-func (h *store) Init(config any) error {
+func (h *storeHook) Init(config any) error {
 	c, ok := config.(*storeConfig)
 	if !ok || c == nil || c.Path == "" {
 		return mqtt.ErrInvalidConfigType
@@ -69,22 +81,29 @@ func (h *store) Init(config any) error {
 	if h.log == nil {
 		h.log = h.Log
 	}
-	db, err := openKV(c.Path, h.log, c.KV)
+	c.KV.Logger = h.log
+	db, err := store.Open(c.Path, c.KV)
 	if err != nil {
 		return err
 	}
-	h.kv = db
+	h.kv, h.lock, h.events = db, c.Lock, map[string]bool{}
+	for _, t := range c.Events {
+		h.events[t] = true
+	}
 	return nil
 }
 
-// Stop syncs and closes the file.
-func (h *store) Stop() error {
+// Stop syncs and closes the file, then lets the next process in.
+func (h *storeHook) Stop() error {
 	if h.kv == nil {
 		return nil
 	}
 	err := h.kv.Close()
 	if err != nil {
 		h.log.Error("close store", "error", err)
+	}
+	if h.lock != nil {
+		_ = h.lock.Close()
 	}
 	return err
 }
@@ -101,27 +120,34 @@ func inflightKey(cl *mqtt.Client, pk packets.Packet) string {
 	return storage.InflightKey + "_" + cl.ID + ":" + pk.FormatID()
 }
 
-func (h *store) set(key string, v storage.Serializable) {
+// set and del are the writes nobody waits for (sessions, subscriptions,
+// queued messages): a failure is counted by the store, which logs when it
+// starts failing, and makes OnPublish refuse publishes until it works.
+func (h *storeHook) set(key string, v storage.Serializable) {
+	if err := h.trySet(key, v); err != nil {
+		h.log.Debug("store: write failed", "key", key, "error", err)
+	}
+}
+
+func (h *storeHook) trySet(key string, v storage.Serializable) error {
 	b, err := v.MarshalBinary()
-	if err == nil {
-		err = h.kv.Set(key, b)
-	}
 	if err != nil {
-		h.log.Error("store: write failed", "key", key, "error", err)
+		return err
 	}
+	return h.kv.Set(key, b)
 }
 
-func (h *store) del(key string) {
+func (h *storeHook) del(key string) {
 	if err := h.kv.Delete(key); err != nil {
-		h.log.Error("store: delete failed", "key", key, "error", err)
+		h.log.Debug("store: delete failed", "key", key, "error", err)
 	}
 }
 
-func (h *store) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
+func (h *storeHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
 
-func (h *store) OnWillSent(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
+func (h *storeHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
 
-func (h *store) updateClient(cl *mqtt.Client) {
+func (h *storeHook) updateClient(cl *mqtt.Client) {
 	props := cl.Properties.Props.Copy(false)
 	h.set(clientKey(cl), &storage.Client{
 		ID:              cl.ID,
@@ -148,7 +174,7 @@ func (h *store) updateClient(cl *mqtt.Client) {
 
 // OnDisconnect keeps the session unless it expired; a session taken over
 // by a new connection of the same client lives on.
-func (h *store) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+func (h *storeHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.updateClient(cl)
 	if !expire || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
 		return
@@ -156,7 +182,7 @@ func (h *store) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.del(clientKey(cl))
 }
 
-func (h *store) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+func (h *storeHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if cl.Net.Inline {
 		return
 	}
@@ -179,7 +205,7 @@ func (h *store) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	}
 }
 
-func (h *store) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+func (h *storeHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
@@ -190,14 +216,21 @@ func (h *store) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 
 // OnRetainMessage stores a retained message; r is -1 when an empty
 // payload deleted it.
-func (h *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+func (h *storeHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 	if r == -1 {
 		h.del(retainedKey(pk.TopicName))
 		return
 	}
+	h.set(retainedKey(pk.TopicName), retained(cl, pk))
+}
+
+// retained is the record of a retained message. OnPublish and
+// OnRetainMessage build the same one, so that the second write is skipped
+// (the store writes nothing for a value a key already has).
+func retained(cl *mqtt.Client, pk packets.Packet) *storage.Message {
 	m := message(pk)
 	m.ID, m.T, m.Client = retainedKey(pk.TopicName), storage.RetainedKey, cl.ID
-	h.set(m.ID, m)
+	return m
 }
 
 // OnQosPublish stores a message in flight to cl, with its packet id.
@@ -205,7 +238,7 @@ func (h *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 // message the client published: not stored (the pebble hook did), it
 // doubled the writes of a bulk feed, and after a restart a client resends
 // an unacknowledged PUBLISH itself, which is idempotent here.
-func (h *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+func (h *storeHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if pk.FixedHeader.Type == packets.Puback {
 		return
 	}
@@ -236,35 +269,35 @@ func message(pk packets.Packet) *storage.Message {
 	}
 }
 
-func (h *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.del(inflightKey(cl, pk)) }
+func (h *storeHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.del(inflightKey(cl, pk)) }
 
-func (h *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.del(inflightKey(cl, pk)) }
+func (h *storeHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.del(inflightKey(cl, pk)) }
 
-func (h *store) OnSysInfoTick(sys *system.Info) {
+func (h *storeHook) OnSysInfoTick(sys *system.Info) {
 	h.set(storage.SysInfoKey, &storage.SystemInfo{ID: storage.SysInfoKey, T: storage.SysInfoKey, Info: *sys.Clone()})
 }
 
-func (h *store) OnRetainedExpired(topic string) { h.del(retainedKey(topic)) }
+func (h *storeHook) OnRetainedExpired(topic string) { h.del(retainedKey(topic)) }
 
-func (h *store) OnClientExpired(cl *mqtt.Client) { h.del(clientKey(cl)) }
+func (h *storeHook) OnClientExpired(cl *mqtt.Client) { h.del(clientKey(cl)) }
 
-func (h *store) StoredClients() ([]storage.Client, error) {
+func (h *storeHook) StoredClients() ([]storage.Client, error) {
 	return stored[storage.Client](h, storage.ClientKey+"_")
 }
 
-func (h *store) StoredSubscriptions() ([]storage.Subscription, error) {
+func (h *storeHook) StoredSubscriptions() ([]storage.Subscription, error) {
 	return stored[storage.Subscription](h, storage.SubscriptionKey+"_")
 }
 
-func (h *store) StoredInflightMessages() ([]storage.Message, error) {
+func (h *storeHook) StoredInflightMessages() ([]storage.Message, error) {
 	return stored[storage.Message](h, storage.InflightKey+"_")
 }
 
-func (h *store) StoredRetainedMessages() ([]storage.Message, error) {
+func (h *storeHook) StoredRetainedMessages() ([]storage.Message, error) {
 	return stored[storage.Message](h, storage.RetainedKey+"_")
 }
 
-func (h *store) StoredSysInfo() (storage.SystemInfo, error) {
+func (h *storeHook) StoredSysInfo() (storage.SystemInfo, error) {
 	var v storage.SystemInfo
 	b, ok, err := h.kv.Get(storage.SysInfoKey)
 	if err != nil || !ok {
@@ -281,7 +314,7 @@ func (h *store) StoredSysInfo() (storage.SystemInfo, error) {
 func stored[T any, P interface {
 	*T
 	storage.Serializable
-}](h *store, prefix string) ([]T, error) {
+}](h *storeHook, prefix string) ([]T, error) {
 	var out []T
 	bad := 0
 	err := h.kv.Scan(prefix, func(_ string, val []byte) error {

@@ -1,9 +1,11 @@
 package broker
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/store"
 )
 
 // TestStoreSkipsInlineAndAcks: the keeper's inline subscriptions and the
@@ -26,7 +28,10 @@ func TestStoreSkipsInlineAndAcks(t *testing.T) {
 	pub.Disconnect(50)
 	stop()
 
-	s := openTestKV(t, filepath.Join(o.DataDir, "broker", storeFile), kvOptions{})
+	s, err := store.Open(datadir.Dir(o.DataDir).Store(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s.Close()
 	var subs, acks []string
 	var queued int

@@ -11,9 +11,10 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/vallum/vallum/internal/datadir"
 )
 
 // conn is how to reach and log in to a broker.
@@ -125,7 +126,7 @@ func (c config) clientID() (string, error) {
 		}
 		return c.ClientID, nil
 	}
-	path := filepath.Join(c.DataDir, "client-id")
+	path := datadir.Dir(c.DataDir).ClientID()
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return "vallum-" + strings.TrimSpace(string(b)), nil
 	}
@@ -139,4 +140,20 @@ func (c config) clientID() (string, error) {
 	host, _ := os.Hostname()
 	sum := sha256.Sum256([]byte(strings.TrimSpace(string(mid)) + "\x00" + host + "\x00" + c.DataDir))
 	return "vallum-" + hex.EncodeToString(sum[:8]), nil
+}
+
+// lockClientID locks the data dir's client id for this process's bridge,
+// before it is read: two bridges with one client id knock each other off
+// the broker, every second. Nothing to lock with --client-id. A data dir
+// that cannot hold the lock file is no error here (clientID then falls
+// back to an id of its own): only a lock held by another process is.
+func (c config) lockClientID() (*datadir.Lock, error) {
+	if c.ClientID != "" || c.DataDir == "" {
+		return nil, nil
+	}
+	l, err := datadir.Acquire(datadir.Dir(c.DataDir).BridgeLock(), "the client id in "+c.DataDir)
+	if le := (*datadir.LockedError)(nil); errors.As(err, &le) {
+		return nil, err
+	}
+	return l, nil
 }

@@ -56,6 +56,11 @@ func (m *metrics) health(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("set %s: %w", s, err))
 		}
 	}
+	if m.broker != nil {
+		if err := m.broker.StoreHealth(); err != nil {
+			errs = append(errs, fmt.Errorf("embedded broker store, publishes refused: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -90,6 +95,14 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 		gauge(w, "vallum_broker_messages_sent_total", "counter", "Messages the embedded broker sent.", st.MessagesSent)
 		gauge(w, "vallum_broker_messages_dropped_total", "counter", "Messages the embedded broker dropped.", st.MessagesDropped)
 		gauge(w, "vallum_broker_retained", "gauge", "Retained messages (ban states) the embedded broker holds.", st.Retained)
+		family(w, "vallum_broker_refused_total", "counter", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
+		if ss, ok := m.broker.StoreStats(); ok {
+			gauge(w, "vallum_broker_store_ok", "gauge", "1 while the embedded broker's store writes.", b2i(m.broker.StoreHealth() == nil))
+			gauge(w, "vallum_broker_store_write_errors_total", "counter", "Store writes and fsyncs that failed.", ss.WriteErrors)
+			gauge(w, "vallum_broker_store_refused_total", "counter", "Publishes refused because the store could not write.", ss.Refused)
+			gauge(w, "vallum_broker_store_damaged_records", "gauge", "Damaged records skipped when the store was loaded.", int64(ss.Loaded.Records))
+			gauge(w, "vallum_broker_store_bytes", "gauge", "Size of the store file.", ss.FileBytes)
+		}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
@@ -70,16 +69,15 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 	o := broker.Options{
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
 		UsersFile: c.Users, AllowAnonymous: c.AllowAnonymous,
-		DataDir: filepath.Join(c.DataDir, "broker"),
-		Logger:  log.With("component", "broker"),
-	}
-	if c.DataDir == "" {
-		o.DataDir = ""
+		DataDir: c.DataDir, WSHosts: c.WSHost, Logger: log.With("component", "broker"),
 	}
 	for _, l := range lists {
 		o.Lists = append(o.Lists, l.Root)
 	}
 	var errs []error
+	for _, l := range c.BrokerLimit {
+		errs = append(errs, o.SetLimit(l))
+	}
 	if len(c.Listen) == 0 {
 		errs = append(errs, errors.New("the embedded broker needs at least one --listen address"))
 	}

@@ -50,6 +50,11 @@ func setup(cmd *cobra.Command) (config, *slog.Logger, error) {
 // runDaemon runs the embedded broker (when no broker is named), the bridge
 // and the metrics server until ctx is done or one of them fails.
 func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
+	lock, err := c.lockClientID()
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	bo, err := c.bridgeOptions(log)
 	if err != nil {
 		return err
@@ -79,7 +84,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 		bo.Broker = localURL(m.broker.Addrs())
 	}
-	if err := c.nftRules(ctx, be, bo); err != nil {
+	if err := c.nftRules(ctx, be, &bo, log); err != nil {
 		return err
 	}
 	br, err := bridge.New(bo, be)
@@ -160,8 +165,9 @@ func localURL(addrs []string) string {
 	return ""
 }
 
-// nftRules installs the drop rules when --nft-rules asks for them.
-func (c config) nftRules(ctx context.Context, be backend, bo bridge.Options) error {
+// nftRules installs the drop rules when --nft-rules asks for them, and
+// hands the bridge what puts them back after a firewall reload.
+func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) error {
 	if !c.NftRules {
 		return nil
 	}
@@ -181,6 +187,14 @@ func (c config) nftRules(ctx context.Context, be backend, bo bridge.Options) err
 	}
 	if err := nb.EnsureRules(ctx, specs); err != nil {
 		return fmt.Errorf("nft rules: %w", err)
+	}
+	bo.Rules = func(ctx context.Context) error {
+		ok, err := nb.RulesInPlace(ctx, specs)
+		if err != nil || ok {
+			return err
+		}
+		log.Warn("nft drop rules were removed (a firewall reload?): putting them back")
+		return nb.EnsureRules(ctx, specs)
 	}
 	return nil
 }

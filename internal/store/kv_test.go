@@ -1,8 +1,9 @@
-package broker
+package store
 
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,9 +14,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func openTestKV(t *testing.T, path string, o kvOptions) *kv {
+func openTestKV(t *testing.T, path string, o Options) *KV {
 	t.Helper()
-	s, err := openKV(path, testLogger(t), o)
+	if o.Logger == nil {
+		o.Logger = testLogger(t)
+	}
+	s, err := Open(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +27,16 @@ func openTestKV(t *testing.T, path string, o kvOptions) *kv {
 }
 
 // contents reads every live key through Scan, as the hook does at startup.
-func contents(t *testing.T, s *kv) map[string]string {
+// testLogger shows the store's log with -v.
+func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func contents(t *testing.T, s *KV) map[string]string {
 	t.Helper()
 	got := map[string]string{}
 	if err := s.Scan("", func(k string, v []byte) error {
@@ -37,7 +50,7 @@ func contents(t *testing.T, s *kv) map[string]string {
 
 func TestKVReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.log")
-	s := openTestKV(t, path, kvOptions{})
+	s := openTestKV(t, path, Options{})
 	want := map[string]string{}
 	for i := range 100 {
 		k, v := "RET_t/"+strconv.Itoa(i), "v"+strconv.Itoa(i)
@@ -69,7 +82,7 @@ func TestKVReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = openTestKV(t, path, kvOptions{})
+	s = openTestKV(t, path, Options{})
 	defer s.Close()
 	if d := cmp.Diff(want, contents(t, s)); d != "" {
 		t.Errorf("after reopen (-want +got):\n%s", d)
@@ -84,7 +97,7 @@ func TestKVReopen(t *testing.T) {
 }
 
 func TestKVScanPrefix(t *testing.T) {
-	s := openTestKV(t, filepath.Join(t.TempDir(), "s.log"), kvOptions{})
+	s := openTestKV(t, filepath.Join(t.TempDir(), "s.log"), Options{})
 	defer s.Close()
 	for _, k := range []string{"CL_a", "RET_x", "CL_b", "SUB_a:x", "RET_y"} {
 		if err := s.Set(k, []byte(k)); err != nil {
@@ -102,7 +115,7 @@ func TestKVScanPrefix(t *testing.T) {
 
 func TestKVCompaction(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.log")
-	s := openTestKV(t, path, kvOptions{SyncEvery: 5 * time.Millisecond, CompactMin: 64 << 10})
+	s := openTestKV(t, path, Options{SyncEvery: 5 * time.Millisecond, CompactMin: 64 << 10})
 	val := bytes.Repeat([]byte("x"), 200)
 	want := map[string]string{}
 	// Rewrite 100 keys many times: the file grows, the live data does not.
@@ -125,8 +138,9 @@ func TestKVCompaction(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		file, live := s.sizes()
-		if file <= 2*live+int64(len(kvMagic))+64<<10 {
+		st := s.Stats()
+		file, live := st.FileBytes, st.LiveBytes
+		if file <= 2*live+int64(len(magic))+64<<10 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -150,7 +164,7 @@ func TestKVCompaction(t *testing.T) {
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
 		t.Errorf("compaction left %s.tmp behind (stat: %v)", path, err)
 	}
-	s = openTestKV(t, path, kvOptions{})
+	s = openTestKV(t, path, Options{})
 	defer s.Close()
 	if d := cmp.Diff(want, contents(t, s)); d != "" {
 		t.Errorf("reopened after compaction (-want +got):\n%s", d)
@@ -161,7 +175,7 @@ func TestKVCompaction(t *testing.T) {
 // copies the file are neither lost nor resurrected.
 func TestKVWritesDuringCompaction(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.log")
-	s := openTestKV(t, path, kvOptions{SyncEvery: time.Millisecond, CompactMin: 16 << 10})
+	s := openTestKV(t, path, Options{SyncEvery: time.Millisecond, CompactMin: 16 << 10})
 	want := map[string]string{}
 	val := bytes.Repeat([]byte("y"), 100)
 	for i := range 20000 {
@@ -196,7 +210,7 @@ func TestKVWritesDuringCompaction(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openTestKV(t, path, kvOptions{})
+	s = openTestKV(t, path, Options{})
 	defer s.Close()
 	if d := cmp.Diff(want, contents(t, s)); d != "" {
 		t.Errorf("reopened (-want +got):\n%s", d)
@@ -211,7 +225,7 @@ func TestKVDamagedTail(t *testing.T) {
 		name   string
 		damage func(b []byte) []byte // b is the file; the last record is "last"
 	}{
-		{"header cut", func(b []byte) []byte { return b[:len(b)-len("last")-kvHeader+3] }},
+		{"header cut", func(b []byte) []byte { return b[:len(b)-len("last")-header+3] }},
 		{"value cut", func(b []byte) []byte { return b[:len(b)-2] }},
 		{"flipped byte", func(b []byte) []byte { b[len(b)-1] ^= 0xff; return b }},
 		{"garbage appended", func(b []byte) []byte {
@@ -221,7 +235,7 @@ func TestKVDamagedTail(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "s.log")
-			s := openTestKV(t, path, kvOptions{})
+			s := openTestKV(t, path, Options{})
 			for _, k := range []string{"a", "b"} {
 				if err := s.Set(k, []byte("val-"+k)); err != nil {
 					t.Fatal(err)
@@ -237,16 +251,23 @@ func TestKVDamagedTail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(path, tc.damage(b), 0o600); err != nil {
+			damaged := tc.damage(b)
+			if err := os.WriteFile(path, damaged, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			want := map[string]string{"a": "val-a", "b": "val-b", "z": "last"}
 			if tc.name != "garbage appended" && tc.name != "absurd length" {
 				delete(want, "z")
 			}
-			s = openTestKV(t, path, kvOptions{})
+			s = openTestKV(t, path, Options{})
 			if d := cmp.Diff(want, contents(t, s)); d != "" {
 				t.Errorf("after damage (-want +got):\n%s", d)
+			}
+			// The tail alone is kept aside: the rest is in the new file.
+			dmg := s.Stats().Loaded
+			tail, err := os.ReadFile(dmg.Aside)
+			if err != nil || !dmg.Tail || dmg.Records != 1 || len(tail) == 0 || int64(len(tail)) != dmg.Bytes || !bytes.HasSuffix(damaged, tail) {
+				t.Errorf("damage %+v, tail kept aside %q (%v), want the damaged file's last %d bytes", dmg, tail, err, dmg.Bytes)
 			}
 			if err := s.Set("c", []byte("after")); err != nil {
 				t.Fatal(err)
@@ -255,7 +276,7 @@ func TestKVDamagedTail(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			s = openTestKV(t, path, kvOptions{})
+			s = openTestKV(t, path, Options{})
 			defer s.Close()
 			if d := cmp.Diff(want, contents(t, s)); d != "" {
 				t.Errorf("write after recovery, reopened (-want +got):\n%s", d)
@@ -269,27 +290,27 @@ func TestKVRefusesForeignFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("this is somebody else's file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := openKV(path, testLogger(t), kvOptions{}); err == nil {
+	if s, err := Open(path, Options{Logger: testLogger(t)}); err == nil {
 		s.Close()
-		t.Fatal("openKV accepted a file without the header")
+		t.Fatal("Open accepted a file without the header")
 	}
 	if b, _ := os.ReadFile(path); string(b) != "this is somebody else's file\n" {
-		t.Errorf("openKV changed a foreign file: %q", b)
+		t.Errorf("Open changed a foreign file: %q", b)
 	}
 }
 
 func TestKVLeftoverTmpIgnored(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.log")
-	s := openTestKV(t, path, kvOptions{})
+	s := openTestKV(t, path, Options{})
 	if err := s.Set("a", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	// A compaction cut off by a crash: the copy is partial, the log is whole.
-	if err := os.WriteFile(path+".tmp", []byte(kvMagic+"partial"), 0o600); err != nil {
+	if err := os.WriteFile(path+".tmp", []byte(magic+"partial"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s = openTestKV(t, path, kvOptions{})
+	s = openTestKV(t, path, Options{})
 	defer s.Close()
 	if d := cmp.Diff(map[string]string{"a": "1"}, contents(t, s)); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
@@ -303,7 +324,7 @@ func TestKVLeftoverTmpIgnored(t *testing.T) {
 // -race); every writer's last value survives a reopen.
 func TestKVConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.log")
-	s := openTestKV(t, path, kvOptions{SyncEvery: time.Millisecond, CompactMin: 8 << 10})
+	s := openTestKV(t, path, Options{SyncEvery: time.Millisecond, CompactMin: 8 << 10})
 	const writers, n = 8, 2000
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -356,7 +377,7 @@ func TestKVConcurrent(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openTestKV(t, path, kvOptions{})
+	s = openTestKV(t, path, Options{})
 	defer s.Close()
 	if d := cmp.Diff(want, contents(t, s)); d != "" {
 		t.Errorf("reopened (-want +got):\n%s", d)
@@ -367,14 +388,14 @@ func TestKVConcurrent(t *testing.T) {
 }
 
 func TestKVClosed(t *testing.T) {
-	s := openTestKV(t, filepath.Join(t.TempDir(), "s.log"), kvOptions{})
+	s := openTestKV(t, filepath.Join(t.TempDir(), "s.log"), Options{})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Set("a", nil); err != errKVClosed {
-		t.Errorf("Set after Close: %v, want %v", err, errKVClosed)
+	if err := s.Set("a", nil); err != ErrClosed {
+		t.Errorf("Set after Close: %v, want %v", err, ErrClosed)
 	}
-	if err := s.Close(); err != errKVClosed {
-		t.Errorf("second Close: %v, want %v", err, errKVClosed)
+	if err := s.Close(); err != ErrClosed {
+		t.Errorf("second Close: %v, want %v", err, ErrClosed)
 	}
 }
