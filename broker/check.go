@@ -9,7 +9,7 @@ import "errors"
 func Check(o Options) error {
 	o.ensureDefaults()
 	errs := []error{o.validate()}
-	if _, err := newAuth(o); err != nil {
+	if _, err := newAuth(o, newRefusals(o.Logger)); err != nil {
 		errs = append(errs, err)
 	}
 	if o.hasKind(KindTLS) && o.TLSCert != "" && o.TLSKey != "" {
