@@ -43,7 +43,7 @@ func TestAnonymousOnNetworkAddress(t *testing.T) {
 	b := start(t, o)
 	// Anonymous clients on a network address are hosts and reporters,
 	// never admins.
-	c := mustDial(t, "tcp://"+strings.Replace(b.Addrs()[0], "tcp://0.0.0.0", "127.0.0.1", 1)[len("tcp://"):])
+	c := mustDial(t, strings.Replace(b.Addrs()[0], "tcp://0.0.0.0", "tcp://127.0.0.1", 1))
 	tok := c.Subscribe("$SYS/#", 0, nil)
 	if err := wait(t, tok, "subscribe $SYS"); err != nil {
 		t.Fatal(err)

@@ -53,7 +53,7 @@ func (l *wsListener) Address() string {
 }
 
 func (l *wsListener) Init(log *slog.Logger) error {
-	ln, err := net.Listen("tcp", l.addr)
+	ln, err := net.Listen(listenNetwork(l.addr), l.addr)
 	if err != nil {
 		return err
 	}

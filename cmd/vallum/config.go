@@ -178,7 +178,7 @@ func readConfigFile(file string) (map[string]any, error) {
 	if err := yaml.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("config file %s: %w", file, err)
 	}
-	return m, nil
+	return m, unknownKeys(file, b)
 }
 
 // configKeys are the keys of the config file, from the struct tags; flags

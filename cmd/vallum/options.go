@@ -47,12 +47,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MaxPayload: c.MaxPayload, Guard: bridge.NewGuard(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"),
 	}
-	if c.QoS < 0 || c.QoS > 2 {
-		errs = append(errs, fmt.Errorf("--qos %d: use 0, 1 or 2", c.QoS))
-	}
-	if c.WidestV4 < 0 || c.WidestV4 > 32 || c.WidestV6 < 0 || c.WidestV6 > 128 {
-		errs = append(errs, errors.New("--widest-v4 is 1-32 and --widest-v6 1-128"))
-	}
+	errs = append(errs, c.checkLimits())
 	if _, ok := backends[c.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backendNames()))
 	}

@@ -80,7 +80,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			extra, bo.Username, bo.Password = []broker.User{u.user}, u.user.Name, u.password
 		}
 		if m.broker, err = startBroker(ctx, g, c, bo.Lists, extra, log); err != nil {
-			return err
+			return portInUse(err, true)
 		}
 		bo.Broker = localURL(m.broker.Addrs())
 	}
@@ -100,12 +100,13 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 	}
 	g.Go(func() error { return br.Run(ctx) })
+	go warnIfTLS(ctx, bo.Broker, &m.stats.Connected, log)
 	onHUP(ctx, log, func() {
 		if err := br.Resync(ctx); err != nil {
 			log.Warn("SIGHUP: resync", "err", err)
 		}
 	})
-	log.Info("vallum started", "version", version, "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
+	log.Info("vallum started", "version", versionString(), "broker", bo.Broker, "backend", c.Backend, "lists", len(bo.Lists))
 	return g.Wait()
 }
 
