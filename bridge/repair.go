@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,9 +51,10 @@ func (f *setFlags) get(name string) bool {
 // repairs serialises repairs and carries the worker's requests for one.
 type repairs struct {
 	mu     sync.Mutex
-	poke   chan struct{} // wakes the watcher before its tick
-	lost   atomic.Bool   // the worker found a set missing and created it
-	failed bool          // the last check failed: log the next success
+	poke   chan struct{}           // wakes the watcher before its tick
+	lost   atomic.Bool             // the worker found a set missing and created it
+	failed bool                    // the last check failed: log the next success
+	chosen map[string]netip.Prefix // the witness of each set (witness.go)
 }
 
 // setLost tells the watcher that the worker created a set again, which
@@ -114,11 +116,14 @@ func (b *Bridge) repair(ctx context.Context, force bool) error {
 		b.log.Info("sets and rules in place again")
 		r.failed = false
 	}
-	if lost := r.lost.Swap(false); !created && !lost && !recovered && !force {
-		return nil
-	}
-	if !force {
+	lost := r.lost.Swap(false)
+	switch {
+	case force:
+	case created || lost || recovered:
 		b.log.Warn("a set was removed behind vallum's back (a firewall reload?): created again, reconciling it to the broker's state")
+	case b.witnessesGone(ctx): // it logs which set
+	default:
+		return nil
 	}
 	c := b.client.Load()
 	if c == nil || !(*c).IsConnectionOpen() {
