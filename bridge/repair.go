@@ -15,7 +15,8 @@ import (
 // again it puts the rules back and reconciles the sets to the broker's
 // state, so that every ban the broker holds is back without a signal.
 // Bans from legacy events, which the broker keeps no state for, are lost
-// with the set.
+// with the set. A set emptied in place between two checks is found by its
+// witness, one entry of vallum's looked up each time (witness.go).
 //
 // Why a poll and not netlink notifications: ipset sends none, and
 // nftables announces every change on NFNLGRP_NFTABLES, including each
