@@ -214,9 +214,11 @@ func (w *ownership) witness(set string, prev netip.Prefix, now uint32) (netip.Pr
 		if seen >= witnessScan || best.IsValid() && bestExp == 0 {
 			break
 		}
-		if p.IsSingleIP() {
-			consider(p, exp)
+		if !p.IsSingleIP() {
+			seen++ // a prefix (an interval in nft): not a witness
+			continue
 		}
+		consider(p, exp)
 	}
 	return best, best.IsValid()
 }
