@@ -87,6 +87,7 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 	gauge(w, "vallum_mqtt_messages_total", "counter", "MQTT messages received.", m.stats.Messages.Load())
 	gauge(w, "vallum_queue_depth", "gauge", "Messages waiting for the kernel.", m.stats.QueueDepth.Load())
 	gauge(w, "vallum_syncs_total", "counter", "Completed reconciliations with the broker's state.", m.stats.Syncs.Load())
+	gauge(w, "vallum_sets_emptied_total", "counter", "Sets found emptied in place (flushed, or re-created by a firewall reload) and resynced.", m.stats.SetsEmptied.Load())
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", m.stats.ApplyLatency())
 	if m.broker != nil {
 		st := m.broker.Stats()
