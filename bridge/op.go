@@ -139,8 +139,10 @@ type Entry struct {
 	Comment string
 }
 
-// Backend applies set membership changes to the kernel. The bridge calls it
-// from a single goroutine, in message order, a batch at a time.
+// Backend applies set membership changes to the kernel. The bridge calls
+// Apply from a single goroutine, in message order, a batch at a time; its
+// watcher calls Ensure, Info and Has (see Prober) beside it, so a backend
+// serialises its own calls.
 type Backend interface {
 	// Ensure checks that the set exists and can hold spec.Family prefixes
 	// with timeouts, creating it when missing and spec.Create is set.
