@@ -2,9 +2,9 @@ package bridge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
@@ -31,7 +31,9 @@ type Bridge struct {
 	specs      map[string]SetSpec // by set name, to create a set again
 	client     atomic.Pointer[mqtt.Client]
 	brokers    *brokerList
-	comments   map[string]bool // sets whose entries can carry comments
+	comments   setFlags // sets whose entries can carry comments
+	own        ownership
+	repairs    repairs
 }
 
 // New checks o and returns a Bridge that applies to be.
@@ -49,8 +51,8 @@ func New(o Options, be Backend) (*Bridge, error) {
 		stopping: make(chan struct{}),
 		pending:  semaphore.NewWeighted(o.MaxPending),
 		specs:    map[string]SetSpec{},
-		comments: map[string]bool{},
 		stopCtx:  stopCtx,
+		repairs:  repairs{poke: make(chan struct{}, 1)},
 	}
 	b.stopCancel = stop
 	b.brokers = newBrokerList(urls)
@@ -69,9 +71,10 @@ func (b *Bridge) Stats() *Stats { return b.stats }
 // restart cannot fix: a set that is missing or of the wrong type, or a
 // broker that refuses the credentials.
 func (b *Bridge) Run(ctx context.Context) error {
-	if err := b.ensureSets(ctx); err != nil {
+	if _, err := b.ensureSets(ctx); err != nil {
 		return err
 	}
+	b.loadOwned(ctx)
 	c := mqtt.NewClient(b.clientOptions())
 	b.client.Store(&c)
 	if err := b.connect(ctx, c); err != nil {
@@ -85,43 +88,72 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer close(done)
 		b.work(ctx)
 	}()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		b.watch(ctx)
+	}()
 	<-ctx.Done()
 	close(b.stopping)
 	b.stopCancel()
 	<-done // the batch in hand is applied and acknowledged
+	<-watched
 	c.Disconnect(250)
 	b.log.Info("stopped")
 	return nil
 }
 
-// Resync makes sure the sets exist again (creating those that are missing,
-// when allowed) and reconciles them to the broker's state, as after a
-// reconnect. It is what SIGHUP does: after a firewall reload that flushed
-// the sets, they are back with every ban the broker holds.
+// Resync makes sure the sets and the firewall rules exist again (creating
+// what is missing, when allowed) and reconciles the sets to the broker's
+// state, as after a reconnect. It is what SIGHUP does; the bridge also
+// notices a removed set by itself (see watch).
 func (b *Bridge) Resync(ctx context.Context) error {
-	if err := b.ensureSets(ctx); err != nil {
-		return err
-	}
-	c := b.client.Load()
-	if c == nil || !(*c).IsConnectionOpen() {
-		return errors.New("not connected: the sets are reconciled when the connection is back")
-	}
-	go b.startSync(*c)
-	return nil
+	return b.repair(ctx, true)
 }
 
-func (b *Bridge) ensureSets(ctx context.Context) error {
+// ensureSets checks every set, creating those that are missing when
+// allowed, and reports whether it created one.
+func (b *Bridge) ensureSets(ctx context.Context) (created bool, err error) {
 	for _, l := range b.opts.Lists {
 		for _, name := range []string{l.Set4, l.Set6} {
 			info, err := b.be.Ensure(ctx, b.specs[name])
 			if err != nil {
-				return fmt.Errorf("set %q for topic %q: %w", name, l.Root, err)
+				return created, fmt.Errorf("set %q for topic %q: %w", name, l.Root, err)
 			}
-			b.comments[name] = info.Comments
+			b.comments.set(name, info.Comments)
 			if info.Created {
+				if info.Comments {
+					b.own.reset(name)
+				}
+				created = true
 				b.log.Info("created set", "set", name, "type", info.Type, "family", info.Family.String(), "maxelem", info.MaxElem)
 			}
 		}
 	}
-	return nil
+	return created, nil
+}
+
+// loadOwned lists every set that takes comments, to know which of its
+// entries are vallum's before the first message (see own.go).
+func (b *Bridge) loadOwned(ctx context.Context) {
+	listed := 0
+	defer func() {
+		if listed > bigSync { // give the listing's heap back, as a sync does
+			debug.FreeOSMemory()
+		}
+	}()
+	for _, l := range b.opts.Lists {
+		for _, name := range []string{l.Set4, l.Set6} {
+			if !b.comments.get(name) {
+				continue
+			}
+			entries, err := b.be.List(ctx, name)
+			if err != nil {
+				b.log.Error("cannot list set: until a sync lists it, vallum cannot tell its entries from hand-made ones", "set", name, "err", err)
+				continue
+			}
+			b.own.load(name, entries)
+			listed += len(entries)
+		}
+	}
 }

@@ -48,6 +48,10 @@ func (f *fakeBackend) Apply(_ context.Context, set string, ops []Op) error {
 			ae.Failed = append(ae.Failed, OpError{op, ErrFamily})
 			continue
 		}
+		if _, ok := m[op.Prefix]; ok && op.Action == Add && op.Keep {
+			ae.Failed = append(ae.Failed, OpError{op, ErrExists})
+			continue
+		}
 		if op.Action == Add {
 			m[op.Prefix] = Entry{Prefix: op.Prefix, Timeout: max(op.Timeout, 0), Comment: op.Comment}
 		} else {
@@ -112,4 +116,19 @@ func (f *fakeBackend) count(set string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.sets[set])
+}
+
+// destroy removes the set, as `ipset destroy` or a firewall reload would.
+func (f *fakeBackend) destroy(set string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.sets, set)
+	delete(f.family, set)
+}
+
+// create makes an empty set, as a person or a firewall script would.
+func (f *fakeBackend) create(set string, fam Family) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sets[set], f.family[set] = map[netip.Prefix]Entry{}, fam
 }

@@ -63,6 +63,12 @@ func (b *Bridge) connect(ctx context.Context, c mqtt.Client) error {
 		select {
 		case <-tok.Done():
 		case <-ctx.Done():
+			// A CONNECT still in flight would otherwise complete after
+			// we return and leave a client nobody disconnects: the
+			// embedded broker's Close then waits for it forever.
+			// Disconnect waits for the attempt (at most the connect
+			// timeout) and ends it.
+			c.Disconnect(0)
 			return ctx.Err()
 		}
 		err := tok.Error()

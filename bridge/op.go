@@ -68,6 +68,10 @@ type Op struct {
 	// uses it to tell its own entries from those a person added by hand,
 	// so that reconciliation never removes the latter.
 	Comment string
+	// Keep (Add only) leaves an entry the set already holds as it is, and
+	// refuses the op with ErrExists: the bridge asks it for prefixes that
+	// are not its own, so that an entry a person added is never changed.
+	Keep bool
 }
 
 func (o Op) String() string {
@@ -135,16 +139,19 @@ type Entry struct {
 	Comment string
 }
 
-// Backend applies set membership changes to the kernel. The bridge calls it
-// from a single goroutine, in message order, a batch at a time.
+// Backend applies set membership changes to the kernel. The bridge calls
+// Apply from a single goroutine, in message order, a batch at a time; its
+// watcher calls Ensure, Info and Has (see Prober) beside it, so a backend
+// serialises its own calls.
 type Backend interface {
 	// Ensure checks that the set exists and can hold spec.Family prefixes
 	// with timeouts, creating it when missing and spec.Create is set.
 	// An existing set is never altered, flushed or destroyed.
 	Ensure(ctx context.Context, spec SetSpec) (SetInfo, error)
 	// Apply applies ops in order to the named set. Add is idempotent and
-	// refreshes the timeout of an existing entry; Del of an absent entry
-	// is no error. Ops the kernel refuses one by one (a full set, a wrong
+	// refreshes the timeout of an existing entry, unless the op says Keep:
+	// then an existing entry is left as it is and the op refused with
+	// ErrExists. Del of an absent entry is no error. Ops the kernel refuses one by one (a full set, a wrong
 	// family) are reported in an *ApplyError while all others still apply;
 	// any other error means the batch may not have been applied.
 	Apply(ctx context.Context, set string, ops []Op) error
@@ -164,6 +171,7 @@ var (
 	ErrSetFull = errors.New("set is full")
 	ErrFamily  = errors.New("address family does not match the set")
 	ErrSetType = errors.New("set type cannot hold this entry")
+	ErrExists  = errors.New("the set already holds this entry")
 )
 
 // ApplyError reports the ops of a batch that the kernel refused. Every op

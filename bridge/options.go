@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -88,6 +89,15 @@ type Options struct {
 	MaxPending int64  // decoded ops waiting for the kernel; default 100,000
 	Guard      *Guard // the allowlist and prefix limits every add passes; nil: NewGuard(nil, 0, 0)
 
+	// WatchEvery is how often the sets (and Rules) are checked, to put
+	// them back after a firewall reload; default DefaultWatchEvery,
+	// negative: never.
+	WatchEvery time.Duration
+	// Rules, when set, puts back the firewall rules that use the sets if
+	// they are missing. It runs after the sets are checked: at every watch,
+	// on Resync, and after a set was created again.
+	Rules func(ctx context.Context) error
+
 	// ConnectTimeout bounds one connection attempt; default 10 s.
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
@@ -118,6 +128,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.QueueLen == 0 {
 		o.QueueLen = 1024
+	}
+	if o.WatchEvery == 0 {
+		o.WatchEvery = DefaultWatchEvery
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second

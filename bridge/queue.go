@@ -119,18 +119,25 @@ func coalesce(ops []Op) []Op {
 	return out
 }
 
-// applySet applies ops to one set, coalesced. A set destroyed while vallum
-// runs is created again (when creating is allowed) and the batch retried
-// once. The counters count every op received, not what coalescing left, so
-// that they do not depend on how messages fell into batches.
+// applySet applies ops to one set, coalesced, leaving entries vallum does
+// not own alone (see own.go). A set destroyed while vallum runs is created
+// again (when creating is allowed) and the batch retried once. The
+// counters count every op received, not what coalescing left, so that they
+// do not depend on how messages fell into batches.
 func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
-	ops := coalesce(received)
+	b.own.kernel.Lock() // see ownership.kernel
+	defer b.own.kernel.Unlock()
+	ops := b.own.plan(set, coalesce(received))
 	err := b.be.Apply(ctx, set, ops)
 	if errors.Is(err, ErrNoSet) && b.opts.Create {
 		if spec, ok := b.specs[set]; ok {
-			if _, cerr := b.be.Ensure(ctx, spec); cerr == nil {
+			if info, cerr := b.be.Ensure(ctx, spec); cerr == nil {
 				b.log.Warn("set was missing and is created again", "set", set)
+				if info.Comments {
+					b.own.reset(set)
+				}
 				err = b.be.Apply(ctx, set, ops)
+				b.setLost() // it holds this batch only: resync the rest
 			}
 		}
 	}
@@ -138,16 +145,36 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
 	switch {
 	case err == nil:
 	case errors.As(err, &ae):
-		for _, f := range ae.Failed {
-			b.refuse.kernel(set, f)
-			b.stats.inc(&b.stats.errors, errKind(f.Err), 1)
-		}
+		b.refused(set, ae)
 	default:
 		b.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
 		b.stats.inc(&b.stats.errors, errKind(err), int64(len(received)))
 		return
 	}
+	var failed map[netip.Prefix]bool
+	if ae != nil {
+		failed = make(map[netip.Prefix]bool, len(ae.Failed))
+		for _, f := range ae.Failed {
+			failed[f.Op.Prefix] = true
+		}
+	}
+	b.own.applied(set, ops, failed)
 	b.countApplied(set, received, ae)
+}
+
+// refused logs and counts the ops the kernel refused. An add that found a
+// hand-made entry left as it is, as asked, is a refusal of the input, not
+// a kernel error.
+func (b *Bridge) refused(set string, ae *ApplyError) {
+	for _, f := range ae.Failed {
+		if errors.Is(f.Err, ErrExists) {
+			b.refuse.refuse("hand_made", set+" "+f.Op.Prefix.String(), "set", set, "prefix", f.Op.Prefix,
+				"err", "an entry added by hand (no vallum comment) is left as it is")
+			continue
+		}
+		b.refuse.kernel(set, f)
+		b.stats.inc(&b.stats.errors, errKind(f.Err), 1)
+	}
 }
 
 func (b *Bridge) countApplied(set string, ops []Op, ae *ApplyError) {

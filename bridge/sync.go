@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -38,9 +40,16 @@ const MarkerPrefix = "vallum/sync/"
 //     or newer. When B comes back, the worker removes the entries marked
 //     CommentState that the window did not hold; the adds were applied as
 //     they came. The kernel set is diffed, never emptied.
+//
+// A marker's payload is A or B, the sync's number and a random nonce made
+// for that sync: a third party that can publish on the marker topic (a
+// broker that lets other logins do so) cannot close the window early
+// without having read the marker, and a retained or replayed marker of an
+// earlier sync or an earlier process is ignored.
 type syncer struct {
 	mu      sync.Mutex
 	gen     int
+	tag     string                               // the current sync's number and nonce
 	open    bool                                 // between A and B
 	present map[string]map[netip.Prefix]struct{} // per list root, in the window
 	aSeen   chan struct{}
@@ -53,16 +62,19 @@ type syncResult struct {
 	present map[string]map[netip.Prefix]struct{}
 }
 
-func (s *syncer) begin() (gen int, aSeen, bSeen, abandon chan struct{}) {
+func (s *syncer) begin() (tag string, aSeen, bSeen, abandon chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
+	nonce := make([]byte, 12)
+	_, _ = rand.Read(nonce) // never fails (crypto/rand)
+	s.tag = strconv.Itoa(s.gen) + "-" + hex.EncodeToString(nonce)
 	s.open, s.present = false, nil
 	if s.abandon != nil {
 		close(s.abandon)
 	}
 	s.aSeen, s.bSeen, s.abandon = make(chan struct{}), make(chan struct{}), make(chan struct{})
-	return s.gen, s.aSeen, s.bSeen, s.abandon
+	return s.tag, s.aSeen, s.bSeen, s.abandon
 }
 
 // marker handles a marker that came back, on the message goroutine. It
@@ -70,12 +82,12 @@ func (s *syncer) begin() (gen int, aSeen, bSeen, abandon chan struct{}) {
 func (s *syncer) marker(payload string) *syncResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	gen := strconv.Itoa(s.gen)
 	switch {
-	case payload == "A"+gen && s.aSeen != nil && !s.open && s.present == nil:
+	case s.tag == "":
+	case payload == "A"+s.tag && s.aSeen != nil && !s.open && s.present == nil:
 		s.open, s.present = true, map[string]map[netip.Prefix]struct{}{}
 		close(s.aSeen)
-	case payload == "B"+gen && s.open:
+	case payload == "B"+s.tag && s.open:
 		res := &syncResult{present: s.present}
 		s.open, s.present = false, nil
 		close(s.bSeen)
@@ -105,7 +117,7 @@ func (s *syncer) record(root string, p netip.Prefix, present bool) {
 
 // startSync runs steps 1 and 2 for one connection.
 func (b *Bridge) startSync(c mqtt.Client) {
-	gen, aSeen, bSeen, abandon := b.sync.begin()
+	tag, aSeen, bSeen, abandon := b.sync.begin()
 	marker := MarkerPrefix + b.opts.ClientID
 	events := map[string]byte{marker: 1}
 	state := map[string]byte{}
@@ -134,7 +146,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		// The marker's PUBACK may come long after it was sent: while a
 		// flood of retained bans is applied, paho reads nothing else. What
 		// counts is the marker coming back, so only that is waited for.
-		pub := c.Publish(marker, 1, false, st.mark+strconv.Itoa(gen))
+		pub := c.Publish(marker, 1, false, st.mark+tag)
 		select {
 		case <-st.seen:
 		case <-stalled: // a stuck broker, or one that refuses the marker
@@ -244,7 +256,7 @@ func total(m map[string]map[netip.Prefix]struct{}) int {
 }
 
 func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.Prefix]struct{}) int {
-	if !b.comments[set] {
+	if !b.comments.get(set) {
 		b.log.Warn("set has no comment support: vallum cannot tell its own entries and removes none at sync", "set", set)
 		return 0
 	}
@@ -253,6 +265,7 @@ func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.
 		b.log.Error("sync: cannot list set", "set", set, "err", err)
 		return 0
 	}
+	b.own.load(set, entries)
 	var ops []Op
 	for _, e := range entries {
 		if _, ok := present[e.Prefix]; !ok && e.Comment == CommentState {

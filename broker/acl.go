@@ -1,16 +1,15 @@
 package broker
 
 import (
-	"bytes"
 	"strings"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/vallum/vallum/bridge"
 )
 
-// syncFilter is where hosts publish the sync markers their bridges send to
-// themselves.
-const syncFilter = "vallum/sync/#"
+// ownMarker is the one topic where a host's bridge sends sync markers to
+// itself: vallum/sync/CLIENT_ID. A host reads and writes only its own, so
+// no other login can learn its client id from it or end its sync window.
+func ownMarker(clientID string) string { return bridge.MarkerPrefix + clientID }
 
 // access is what one kind of client may do. It denies whatever no rule
 // allows: unlike mochi's ledger, nothing is allowed by default.
@@ -29,11 +28,12 @@ func roleAccess(role string, lists []string) access {
 	}
 }
 
-func (a access) canPublish(topic string) bool {
+// canPublish reports whether a, as client id, may publish on topic.
+func (a access) canPublish(topic, id string) bool {
 	if a.admin || anyCovers(a.publish, topic) {
 		return true
 	}
-	if a.host && covers(syncFilter, topic) {
+	if a.host && topic == ownMarker(id) {
 		return true
 	}
 	if !a.reporter || strings.HasPrefix(topic, "$") {
@@ -50,20 +50,23 @@ func (a access) canPublish(topic string) bool {
 	return false
 }
 
-// canSubscribe reports whether a may subscribe to filter; mochi asks the
-// same for every message it delivers, with the topic as the filter.
-func (a access) canSubscribe(filter string) bool {
+// canSubscribe reports whether a, as client id, may subscribe to filter;
+// mochi asks the same for every message it delivers, with the topic as the
+// filter.
+func (a access) canSubscribe(filter, id string) bool {
 	if a.admin || anyCovers(a.subscribe, filter) {
 		return true
 	}
 	if strings.HasPrefix(filter, "$") {
 		return false
 	}
-	if a.host && covers(syncFilter, filter) { // its bridge's own sync markers
+	if a.host && filter == ownMarker(id) {
 		return true
 	}
 	if a.lists == nil {
-		return a.host || a.reporter && statesOnly(filter)
+		// Every topic may be a list, but none under vallum/: the sync
+		// markers of other hosts.
+		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter)
 	}
 	for _, r := range a.lists {
 		if a.host && covers(r+"/#", filter) || a.reporter && covers(r+"/ban/#", filter) {
@@ -83,6 +86,12 @@ func statesOnly(filter string) bool {
 		}
 	}
 	return false
+}
+
+// mayReachVallum reports whether filter may match a topic under vallum/.
+func mayReachVallum(filter string) bool {
+	first, _, _ := strings.Cut(filter, "/")
+	return first == "#" || first == "+" || first == "vallum"
 }
 
 func anyCovers(allowed []string, f string) bool {
@@ -130,59 +139,4 @@ func validFilter(f string) bool {
 		}
 	}
 	return true
-}
-
-// authHook authenticates clients and checks every publish, subscription
-// and delivery against their access.
-type authHook struct {
-	mqtt.HookBase
-	users map[string]User   // nil: no users file
-	acc   map[string]access // by user name
-	anon  *access           // nil: anonymous clients are refused
-	pass  *passCache
-}
-
-func (h *authHook) ID() string { return "vallum-auth" }
-
-func (h *authHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
-}
-
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	name := string(cl.Properties.Username)
-	if h.users == nil || name == "" {
-		if h.anon == nil {
-			h.Log.Info("refused anonymous client", "client", cl.ID, "remote", cl.Net.Remote)
-		}
-		return h.anon != nil
-	}
-	u, ok := h.users[name]
-	if !ok || !h.pass.check(u, pk.Connect.Password) {
-		h.Log.Warn("refused client: bad user name or password", "client", cl.ID, "user", name, "remote", cl.Net.Remote)
-		return false
-	}
-	return true
-}
-
-func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	a, ok := h.accessOf(cl)
-	if !ok {
-		return false
-	}
-	if write {
-		return a.canPublish(topic)
-	}
-	return a.canSubscribe(topic)
-}
-
-func (h *authHook) accessOf(cl *mqtt.Client) (access, bool) {
-	name := string(cl.Properties.Username)
-	if h.users == nil || name == "" {
-		if h.anon == nil {
-			return access{}, false
-		}
-		return *h.anon, true
-	}
-	a, ok := h.acc[name]
-	return a, ok
 }

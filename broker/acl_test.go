@@ -27,7 +27,7 @@ func TestCovers(t *testing.T) {
 func TestAccess(t *testing.T) {
 	lists := []string{"blacklist", "site1/blacklist"}
 	host, rep := roleAccess(RoleHost, lists), roleAccess(RoleReporter, lists)
-	anyRep := roleAccess(RoleReporter, nil)
+	anyRep, anyHost := roleAccess(RoleReporter, nil), roleAccess(RoleHost, nil)
 	tests := []struct {
 		name  string
 		a     access
@@ -41,6 +41,12 @@ func TestAccess(t *testing.T) {
 		{"host cannot write state", host, true, "blacklist/ban/192.0.2.1", false},
 		{"host sync marker", host, true, "vallum/sync/h1", true},
 		{"host reads its sync markers", host, false, "vallum/sync/h1", true},
+		{"host cannot forge another's marker", host, true, "vallum/sync/h2", false},
+		{"host cannot read another's markers", host, false, "vallum/sync/h2", false},
+		{"host cannot read every marker", host, false, "vallum/sync/#", false},
+		{"any-list host cannot read markers", anyHost, false, "#", false},
+		{"any-list host cannot read markers by +", anyHost, false, "+/sync/h2", false},
+		{"any-list host reads a list", anyHost, false, "zone9/list/#", true},
 		{"reporter reads no sync markers", rep, false, "vallum/sync/h1", false},
 		{"reporter bans", rep, true, "blacklist", true},
 		{"reporter unbans", rep, true, "site1/blacklist/del", true},
@@ -58,9 +64,9 @@ func TestAccess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := tt.a.canSubscribe(tt.topic)
+			got := tt.a.canSubscribe(tt.topic, "h1")
 			if tt.pub {
-				got = tt.a.canPublish(tt.topic)
+				got = tt.a.canPublish(tt.topic, "h1")
 			}
 			if got != tt.want {
 				t.Errorf("publish=%v %q = %v, want %v", tt.pub, tt.topic, got, tt.want)

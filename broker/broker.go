@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync/atomic"
 
@@ -19,6 +20,8 @@ type Broker struct {
 	keeper *keeper
 	store  *storeHook // nil without a data dir
 	opts   Options
+	ref    *refusals
+	guard  *connGuard
 }
 
 // Stats are the broker's counters, for metrics.
@@ -28,6 +31,7 @@ type Stats struct {
 	MessagesSent     int64
 	MessagesDropped  int64 // to slow subscribers, or over the inflight limit
 	Retained         int64
+	Refused          map[string]int64 // refusals by reason (see refuse.go)
 }
 
 // New checks o, loads the users file, opens the store and binds every
@@ -37,13 +41,14 @@ func New(o Options) (*Broker, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	auth, err := newAuth(o)
+	ref := newRefusals(o.Logger)
+	auth, err := newAuth(o, ref)
 	if err != nil {
 		return nil, err
 	}
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: capabilities(o),
-		Logger:       o.Logger,
+		Logger:       slog.New(&briefHandler{o.Logger.Handler()}),
 		InlineClient: len(o.Lists) > 0,
 		// Room for bulk feeds: one 4 MiB message is read in a few calls.
 		ClientNetReadBufferSize:  64 << 10,
@@ -52,7 +57,8 @@ func New(o Options) (*Broker, error) {
 	if err := stopRetainedSweep(srv); err != nil {
 		return nil, err
 	}
-	b := &Broker{srv: srv, opts: o}
+	auth.srv = srv
+	b := &Broker{srv: srv, opts: o, ref: ref, guard: newConnGuard(o.Limits, ref)}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
@@ -87,7 +93,10 @@ func capabilities(o Options) *mqtt.Capabilities {
 	c.MaximumInflight = uint16(o.MaxInflight)
 	c.ReceiveMaximum = uint16(o.MaxInflight)
 	c.MaximumClientWritesPending = int32(min(o.MaxQueued, math.MaxInt32))
-	c.MaximumQos = 1 // QoS 2 buys nothing here: add and del are idempotent
+	// QoS 2 is what vallumd's fail2ban action (mosquitto_pub -q 2) sends;
+	// vallum's own subscriptions ask for QoS 1.
+	c.MaximumQos = 2
+	c.TopicAliasMaximum = uint16(o.Limits.MaxTopicAliases)
 	return c
 }
 
@@ -101,7 +110,7 @@ func (b *Broker) bind() error {
 			}
 			tc = c
 		}
-		ml := newListener(fmt.Sprintf("%s%d", l.Kind, i), l, tc)
+		ml := &guarded{newListener(listenerID(l, i), l, tc, b.opts.WSHosts, b.ref), b.guard}
 		if err := b.srv.AddListener(ml); err != nil {
 			return fmt.Errorf("listen %s: %w", l, err)
 		}
@@ -152,6 +161,7 @@ func (b *Broker) Stats() Stats {
 		MessagesSent:     atomic.LoadInt64(&in.MessagesSent),
 		MessagesDropped:  atomic.LoadInt64(&in.MessagesDropped) + atomic.LoadInt64(&in.InflightDropped),
 		Retained:         int64(b.srv.Topics.Retained.Len()),
+		Refused:          b.ref.counts(),
 	}
 }
 
@@ -160,8 +170,14 @@ func (b *Broker) Stats() Stats {
 // listener is on loopback, so that only local users reach the broker (as
 // vallumd's `mosquitto_pub -h localhost` did); --allow-anonymous on a
 // network address gives them host and reporter rights, never admin.
-func newAuth(o Options) (*authHook, error) {
-	h := &authHook{pass: newPassCache()}
+func newAuth(o Options, ref *refusals) (*authHook, error) {
+	h := &authHook{pass: newPassCache(), lists: o.Lists, lim: o.Limits, ref: ref,
+		ws: map[string]bool{}, owners: map[string]string{}}
+	for i, l := range o.Listeners {
+		if l.Kind == KindWS {
+			h.ws[listenerID(l, i)] = true
+		}
+	}
 	if o.UsersFile != "" || len(o.ExtraUsers) > 0 {
 		users := map[string]User{}
 		if o.UsersFile != "" {
@@ -189,12 +205,22 @@ func newAuth(o Options) (*authHook, error) {
 		h.anon = &access{admin: true}
 	case o.AllowAnonymous:
 		h.anon = &access{host: true, reporter: true, lists: defaultLists(nil, o.Lists)}
-	case o.UsersFile == "":
+	}
+	// Loopback trust is for local users, never for a web page in a local
+	// browser: anonymous WebSocket clients are never admins.
+	if o.AllowAnonymous {
+		h.wsAnon = &access{host: true, reporter: true, lists: defaultLists(nil, o.Lists)}
+	}
+	switch {
+	case o.UsersFile == "" && !loop && !o.AllowAnonymous:
 		return nil, errors.New("refusing to accept anonymous clients on a network address: " +
 			"give --users FILE (see `vallum broker hash-password`) or --allow-anonymous, or listen on 127.0.0.1 only")
 	}
 	return h, nil
 }
+
+// listenerID names the i-th listener for mochi.
+func listenerID(l Listener, i int) string { return fmt.Sprintf("%s%d", l.Kind, i) }
 
 func defaultLists(own, all []string) []string {
 	if len(own) > 0 {

@@ -43,7 +43,7 @@ func TestAnonymousOnNetworkAddress(t *testing.T) {
 	b := start(t, o)
 	// Anonymous clients on a network address are hosts and reporters,
 	// never admins.
-	c := mustDial(t, "tcp://"+strings.Replace(b.Addrs()[0], "tcp://0.0.0.0", "127.0.0.1", 1)[len("tcp://"):])
+	c := mustDial(t, strings.Replace(b.Addrs()[0], "tcp://0.0.0.0", "tcp://127.0.0.1", 1))
 	tok := c.Subscribe("$SYS/#", 0, nil)
 	if err := wait(t, tok, "subscribe $SYS"); err != nil {
 		t.Fatal(err)
@@ -111,10 +111,10 @@ func TestHostCannotBan(t *testing.T) {
 	admin.sub(t, "blacklist/#", 1)
 	admin.sub(t, "vallum/sync/#", 1)
 
-	host := mustDial(t, u, withUser("host", "host"))
+	host := mustDial(t, u, withUser("host", "host"), withID("host1"))
 	host.pub(t, "blacklist/add", 0, false, "192.0.2.66") // 3.1.1: dropped
-	host.pub(t, "vallum/sync/host", 1, false, "marker")  // allowed, and after it in order
-	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host" {
+	host.pub(t, "vallum/sync/host1", 1, false, "marker") // allowed, and after it in order
+	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host1" {
 		t.Fatalf("admin got %s %q first, want only the sync marker (host ban must be refused)", m.topic, m.payload)
 	}
 	other := mustDial(t, u, withUser("other", "other")) // a reporter of another list
@@ -129,8 +129,8 @@ func TestHostCannotBan(t *testing.T) {
 	if !strings.Contains(strings.ToLower(string(out)), "not authori") {
 		t.Errorf("mosquitto_pub -V mqttv5 as host: %v, output %q; want a not authorized refusal", err, out)
 	}
-	host.pub(t, "vallum/sync/host", 1, false, "marker2")
-	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host" || m.payload != "marker2" {
+	host.pub(t, "vallum/sync/host1", 1, false, "marker2")
+	if m := admin.next(t, 5*time.Second); m.topic != "vallum/sync/host1" || m.payload != "marker2" {
 		t.Fatalf("admin got %s %q, want only marker2 (v5 host ban and other list's reporter must be refused)", m.topic, m.payload)
 	}
 	_, err = exec.Command("mosquitto_pub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", port,
@@ -171,8 +171,10 @@ func TestUsersFileRefusesPlaintext(t *testing.T) {
 
 // TestWebSocket runs stock paho clients, then clients over vallum's own
 // connection (bridge/mqttconn), whose WebSocket dialling is its own code.
+// Anonymous WebSocket clients need --allow-anonymous even on loopback (a
+// browser is not a local admin).
 func TestWebSocket(t *testing.T) {
-	b := start(t, Options{Listeners: []Listener{local(KindWS), local(KindTCP)}})
+	b := start(t, Options{Listeners: []Listener{local(KindWS), local(KindTCP)}, AllowAnonymous: true})
 	for _, how := range []struct {
 		name string
 		opts []clientOpt
@@ -199,8 +201,50 @@ func TestStats(t *testing.T) {
 	c.sub(t, "blacklist/#", 1)
 	c.pub(t, "blacklist/ban/192.0.2.1", 1, true, `{"at":1}`)
 	c.next(t, 5*time.Second)
-	s := b.Stats()
-	if s.ClientsConnected != 1 || s.MessagesReceived < 1 || s.MessagesSent < 1 || s.Retained < 1 {
-		t.Errorf("Stats() = %+v, want 1 client, a message in and out, a retained message", s)
+	// mochi counts a message sent after its write returns, which may be
+	// after the client has read it: poll, with a deadline.
+	var s Stats
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s = b.Stats()
+		if s.ClientsConnected == 1 && s.MessagesReceived >= 1 && s.MessagesSent >= 1 && s.Retained >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Errorf("Stats() = %+v, want 1 client, a message in and out, a retained message", s)
+}
+
+func TestSetLimit(t *testing.T) {
+	var o Options
+	for _, s := range []string{"max_conns_per_addr=512", "connect_timeout = 10s", "max_retained_bytes=1048576", "max_message_size=65536"} {
+		if err := o.SetLimit(s); err != nil {
+			t.Fatalf("SetLimit(%q): %v", s, err)
+		}
+	}
+	if o.Limits.MaxConnsPerAddr != 512 || o.Limits.ConnectTimeout != 10*time.Second ||
+		o.Limits.MaxRetainedBytes != 1<<20 || o.MaxMessageSize != 65536 {
+		t.Errorf("after SetLimit: %+v, max message size %d", o.Limits, o.MaxMessageSize)
+	}
+	for _, bad := range []string{"max_conns_per_addr", "nope=1", "max_retained=lots", "connect_timeout=5"} {
+		if err := o.SetLimit(bad); err == nil {
+			t.Errorf("SetLimit(%q) = nil, want an error", bad)
+		}
+	}
+	// Every limit of the README's table can be set.
+	for _, name := range []string{"connect_timeout", "max_connect_size", "max_conns_per_addr", "max_message_size",
+		"max_subscriptions", "max_topic_length", "max_topic_levels", "max_topic_aliases", "max_retained",
+		"max_retained_bytes", "max_clients", "max_inflight", "max_queued", "session_expiry"} {
+		v := "7"
+		if strings.HasSuffix(name, "timeout") || strings.HasSuffix(name, "expiry") {
+			v = "7s"
+		}
+		if err := o.SetLimit(name + "=" + v); err != nil {
+			t.Errorf("SetLimit(%s=%s): %v", name, v, err)
+		}
+	}
+	if err := o.SetLimit("nope=1"); err == nil || !strings.Contains(err.Error(), "max_retained_bytes") {
+		t.Errorf("SetLimit(nope=1) = %v, want an error listing the names", err)
 	}
 }

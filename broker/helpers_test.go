@@ -120,6 +120,10 @@ func withSession(id string) clientOpt {
 	return func(o *paho.ClientOptions) { o.SetClientID(id).SetCleanSession(false) }
 }
 
+func withID(id string) clientOpt {
+	return func(o *paho.ClientOptions) { o.SetClientID(id) }
+}
+
 func withTLS(c *tls.Config) clientOpt {
 	return func(o *paho.ClientOptions) { o.SetTLSConfig(c) }
 }

@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -93,12 +95,64 @@ func tlsConfig(cert, key, clientCA string) (*tls.Config, error) {
 
 // newListener returns the mochi listener for l; it binds in Init, which
 // mochi's AddListener calls.
-func newListener(id string, l Listener, tc *tls.Config) listeners.Listener {
+func newListener(id string, l Listener, tc *tls.Config, wsHosts []string, ref *refusals) listeners.Listener {
 	switch l.Kind {
 	case KindTLS:
-		return listeners.NewTCP(listeners.Config{ID: id, Address: l.Addr, TLSConfig: tc})
+		return &tcpListener{id: id, addr: l.Addr, tc: tc}
 	case KindWS:
-		return newWS(id, l.Addr)
+		return newWS(id, l.Addr, wsHosts, ref)
 	}
-	return listeners.NewTCP(listeners.Config{ID: id, Address: l.Addr})
+	return &tcpListener{id: id, addr: l.Addr}
+}
+
+// listenNetwork is the network to bind addr on: 0.0.0.0 (or any IPv4
+// address) is IPv4 only and [::] IPv6 only, as a user who typed them means
+// (Go's "tcp" would bind [::] for 0.0.0.0, so IPv6 too); an empty host or a
+// name binds both.
+func listenNetwork(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return "tcp"
+	case ip.Is4() || ip.Is4In6():
+		return "tcp4"
+	}
+	return "tcp6"
+}
+
+// tcpListener is mochi's TCP and TLS listener (listeners.Net) on a socket
+// bound by listenNetwork's rule; mochi's listeners.TCP binds "tcp" always.
+type tcpListener struct {
+	id, addr       string
+	tc             *tls.Config // nil: plain TCP
+	*listeners.Net             // once bound
+}
+
+func (l *tcpListener) ID() string       { return l.id }
+func (l *tcpListener) Protocol() string { return "tcp" }
+
+func (l *tcpListener) Address() string {
+	if l.Net != nil {
+		return l.Net.Address()
+	}
+	return l.addr
+}
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	ln, err := net.Listen(listenNetwork(l.addr), l.addr)
+	if err != nil {
+		return err
+	}
+	if l.tc != nil {
+		ln = tls.NewListener(ln, l.tc)
+	}
+	l.Net = listeners.NewNet(l.id, ln)
+	return l.Net.Init(log)
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	if l.Net != nil {
+		l.Net.Close(closeClients)
+	}
 }

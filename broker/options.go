@@ -10,6 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"reflect"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vallum/vallum/bridge"
@@ -38,6 +41,74 @@ const (
 	DefaultSessionExpiry = 7 * 24 * time.Hour
 )
 
+// Limits bound what one connection, client or user can make the broker
+// hold. The defaults let a fleet of 1,000 hosts, each with its own login
+// and a few lists, work untouched, and stop one login (or none) from
+// exhausting the hub; broker/README.md says why each is what it is.
+type Limits struct {
+	// ConnectTimeout closes a connection that has not sent its whole
+	// CONNECT packet in time.
+	ConnectTimeout time.Duration `limit:"connect_timeout"`
+	// MaxConnectSize bounds the CONNECT packet (credentials and will),
+	// read before anyone is authenticated.
+	MaxConnectSize int `limit:"max_connect_size"`
+	// MaxConnsPerAddr bounds open connections from one source address,
+	// logged in or not.
+	MaxConnsPerAddr int `limit:"max_conns_per_addr"`
+	// MaxSubscriptions bounds the topic filters of one client.
+	MaxSubscriptions int `limit:"max_subscriptions"`
+	// MaxTopicLength and MaxTopicLevels bound a topic or filter.
+	MaxTopicLength int `limit:"max_topic_length"`
+	MaxTopicLevels int `limit:"max_topic_levels"`
+	// MaxTopicAliases bounds the MQTT 5 topic aliases of one client.
+	MaxTopicAliases int `limit:"max_topic_aliases"`
+	// MaxRetained and MaxRetainedBytes bound the retained messages one
+	// user (admins excepted) has stored and their payload bytes.
+	MaxRetained      int   `limit:"max_retained"`
+	MaxRetainedBytes int64 `limit:"max_retained_bytes"`
+}
+
+// DefaultLimits are the limits a zero Limits field takes.
+var DefaultLimits = Limits{
+	ConnectTimeout:   5 * time.Second,
+	MaxConnectSize:   16 << 10,
+	MaxConnsPerAddr:  256,
+	MaxSubscriptions: 256,
+	MaxTopicLength:   512,
+	MaxTopicLevels:   32,
+	MaxTopicAliases:  64,
+	MaxRetained:      100000,
+	MaxRetainedBytes: 64 << 20,
+}
+
+// ensureDefaults gives every zero field its default. Through reflection,
+// as are validate and SetLimit: a field per limit in code is 40 KB of the
+// MIPS build, over its size budget.
+func (l *Limits) ensureDefaults() {
+	v, d := reflect.ValueOf(l).Elem(), reflect.ValueOf(DefaultLimits)
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			v.Field(i).Set(d.Field(i))
+		}
+	}
+}
+
+func (l Limits) validate() error {
+	v := reflect.ValueOf(l)
+	for i := range v.NumField() {
+		if v.Field(i).Int() < 0 {
+			return fmt.Errorf("broker limit %s cannot be negative", v.Type().Field(i).Tag.Get("limit"))
+		}
+	}
+	if l.MaxTopicAliases > math.MaxUint16 {
+		return fmt.Errorf("max topic aliases %d: must be at most 65535", l.MaxTopicAliases)
+	}
+	if l.MaxConnectSize < 128 {
+		return fmt.Errorf("max connect size %d: a CONNECT needs at least 128 bytes", l.MaxConnectSize)
+	}
+	return nil
+}
+
 // Options configures the embedded broker. The zero value of every field but
 // Listeners is usable.
 type Options struct {
@@ -63,17 +134,24 @@ type Options struct {
 	// every topic when Lists is empty.
 	Lists []string
 	// MaxMessageSize bounds one MQTT packet; default DefaultMaxMessageSize.
-	MaxMessageSize int
+	MaxMessageSize int `limit:"max_message_size"`
 	// MaxClients bounds connected clients; default DefaultMaxClients.
-	MaxClients int
+	MaxClients int `limit:"max_clients"`
 	// MaxInflight bounds pending QoS 1/2 messages per client (1-65535);
 	// default DefaultMaxInflight.
-	MaxInflight int
+	MaxInflight int `limit:"max_inflight"`
 	// MaxQueued bounds each client's outbound queue; default DefaultMaxQueued.
-	MaxQueued int
+	MaxQueued int `limit:"max_queued"`
 	// SessionExpiry is the longest a disconnected session is kept;
 	// default DefaultSessionExpiry.
-	SessionExpiry time.Duration
+	SessionExpiry time.Duration `limit:"session_expiry"`
+	// Limits bound connections, clients and users; a zero field takes
+	// its DefaultLimits value.
+	Limits Limits
+	// WSHosts are names, besides the listener's own address, "localhost"
+	// on loopback and the machine's host name, that a WebSocket client may
+	// give as Host (a reverse proxy's public name, for example).
+	WSHosts []string
 	// Logger receives the broker's logs; default discards them.
 	Logger *slog.Logger
 }
@@ -97,6 +175,7 @@ func (o *Options) ensureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	o.Limits.ensureDefaults()
 }
 
 // validate returns every problem of o at once.
@@ -120,6 +199,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxMessageSize < 0 || o.MaxClients < 0 || o.MaxQueued < 0 || o.SessionExpiry < 0 {
 		errs = append(errs, errors.New("broker limits cannot be negative"))
+	}
+	if err := o.Limits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.MaxInflight < 0 || o.MaxInflight > math.MaxUint16 {
 		errs = append(errs, fmt.Errorf("max inflight %d: must be 1-65535", o.MaxInflight))
@@ -145,4 +227,52 @@ func (o *Options) loopbackOnly() bool {
 		}
 	}
 	return true
+}
+
+// SetLimit sets one limit from NAME=VALUE, as --broker-limit gives it:
+// NAME is the limit tag of a field of Options or Limits (as in
+// broker/README.md), VALUE an integer or, for durations, a Go duration
+// such as 10s.
+func (o *Options) SetLimit(s string) error {
+	name, val, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("broker limit %q: want NAME=VALUE", s)
+	}
+	f, names := limitField(reflect.ValueOf(o).Elem(), strings.TrimSpace(name))
+	if !f.IsValid() {
+		return fmt.Errorf("broker limit %q: unknown name (want one of %s)", name, strings.Join(names, ", "))
+	}
+	val = strings.TrimSpace(val)
+	n, err := strconv.ParseInt(val, 10, 64)
+	if f.Type() == reflect.TypeFor[time.Duration]() {
+		var d time.Duration
+		d, err = time.ParseDuration(val)
+		n = int64(d)
+	}
+	if err != nil {
+		return fmt.Errorf("broker limit %q: %w", s, err)
+	}
+	f.SetInt(n)
+	return nil
+}
+
+// limitField finds the field tagged limit:"name" in v or its Limits, and
+// returns every name it saw.
+func limitField(v reflect.Value, name string) (reflect.Value, []string) {
+	var names []string
+	for i := range v.NumField() {
+		tag := v.Type().Field(i).Tag.Get("limit")
+		if v.Field(i).Kind() == reflect.Struct && v.Type().Field(i).Name == "Limits" {
+			f, more := limitField(v.Field(i), name)
+			if f.IsValid() {
+				return f, nil
+			}
+			names = append(names, more...)
+		} else if tag == name && tag != "" {
+			return v.Field(i), nil
+		} else if tag != "" {
+			names = append(names, tag)
+		}
+	}
+	return reflect.Value{}, names
 }

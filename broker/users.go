@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -59,10 +60,17 @@ func loadUsers(path string) (map[string]User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read users file: %w", err)
 	}
+	return parseUsers(path, b)
+}
+
+// parseUsers is loadUsers for the file's content b.
+func parseUsers(path string, b []byte) (map[string]User, error) {
 	var f usersFile
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	if err := dec.Decode(&f); errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("users file %s is empty: it has no users (add one with `vallum broker add-user`)", path)
+	} else if err != nil {
 		return nil, fmt.Errorf("users file %s: %w", path, err)
 	}
 	users := make(map[string]User, len(f.Users))

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +22,8 @@ import (
 // binds in Init.
 type wsListener struct {
 	id, addr  string
+	hosts     []string // names a client may give as Host, besides addresses
+	ref       *refusals
 	ln        net.Listener
 	srv       *http.Server
 	establish listeners.EstablishFn
@@ -26,7 +31,16 @@ type wsListener struct {
 	closeOnce sync.Once
 }
 
-func newWS(id, addr string) *wsListener { return &wsListener{id: id, addr: addr} }
+func newWS(id, addr string, hosts []string, ref *refusals) *wsListener {
+	l := &wsListener{id: id, addr: addr, hosts: append([]string{"localhost"}, hosts...), ref: ref}
+	if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && net.ParseIP(h) == nil {
+		l.hosts = append(l.hosts, h) // the name it listens on
+	}
+	if h, err := os.Hostname(); err == nil {
+		l.hosts = append(l.hosts, h)
+	}
+	return l
+}
 
 func (l *wsListener) ID() string       { return l.id }
 func (l *wsListener) Protocol() string { return "ws" }
@@ -39,17 +53,23 @@ func (l *wsListener) Address() string {
 }
 
 func (l *wsListener) Init(log *slog.Logger) error {
-	ln, err := net.Listen("tcp", l.addr)
+	ln, err := net.Listen(listenNetwork(l.addr), l.addr)
 	if err != nil {
 		return err
 	}
 	l.ln, l.log = ln, log
 	// CheckOrigin is left to gorilla's default (same origin, or no Origin
-	// header): a web page a local user visits must not reach a broker
-	// that trusts loopback clients.
+	// header), and the Host must name this listener: a page whose name
+	// was rebound to this address passes the same-origin check, not this.
 	up := &websocket.Upgrader{Subprotocols: []string{"mqtt"}}
 	l.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !l.hostAllowed(r) {
+				l.ref.refuse(refWSHost, "WebSocket Host is not this listener's name or address (DNS rebinding?)",
+					"host", clip(r.Host), "origin", clip(r.Header.Get("Origin")), "remote", r.RemoteAddr)
+				http.Error(w, "Host not allowed", http.StatusForbidden)
+				return
+			}
 			c, err := up.Upgrade(w, r, nil)
 			if err != nil {
 				return
@@ -62,6 +82,36 @@ func (l *wsListener) Init(log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	return nil
+}
+
+// hostAllowed reports whether the request's Host names this listener: the
+// address the connection came in on (or any loopback address on a
+// loopback listener), "localhost" on loopback, the name the listener was
+// given, the machine's host name or a configured name; with this port, or
+// none (a browser leaves out port 80).
+func (l *wsListener) hostAllowed(r *http.Request) bool {
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host, port = r.Host, ""
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	la, ok := local.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	if port != "" && port != strconv.Itoa(la.Port) {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.Equal(la.IP) || ip.IsLoopback() && la.IP.IsLoopback()
+	}
+	for _, h := range l.hosts {
+		if strings.EqualFold(host, h) && (h != "localhost" || la.IP.IsLoopback()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {

@@ -3,12 +3,15 @@ package fail2ban
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestEmbeddedMatchDisk: what `vallum fail2ban-action` prints is what the
@@ -219,4 +222,83 @@ func filterDump(s string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// TestShippedJailsStart runs fail2ban-server with each shipped jail that
+// reads a system log, alone, as a user who copied it to jail.d would: on
+// Debian 12 there is no /var/log/auth.log nor mail.log (no rsyslog), and a
+// jail reading them fails ("Have not found any log file"); the shipped ones
+// read the systemd journal and must start. nginx's reads nginx's own files.
+func TestShippedJailsStart(t *testing.T) {
+	server := "/usr/bin/fail2ban-server"
+	if _, err := os.Stat(server); err != nil {
+		t.Skip("fail2ban not installed")
+	}
+	if err := exec.Command("/usr/bin/python3", "-c", "import systemd.journal").Run(); err != nil {
+		t.Skip("python3-systemd not installed (fail2ban's systemd backend needs it; .ci/install-deps installs it)")
+	}
+	abs, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, jail := range []string{"sshd", "postfix-sasl"} {
+		t.Run(jail, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, l := range []struct{ from, to string }{
+				{filepath.Join(abs, "action.d"), "action.d"},
+				{"/etc/fail2ban/filter.d", "filter.d"},
+				{"/etc/fail2ban/jail.conf", "jail.conf"},
+				{"/etc/fail2ban/paths-common.conf", "paths-common.conf"},
+				{"/etc/fail2ban/paths-debian.conf", "paths-debian.conf"},
+			} {
+				if err := os.Symlink(l.from, filepath.Join(dir, l.to)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sock := filepath.Join(dir, "fail2ban.sock")
+			conf := fmt.Sprintf("[Definition]\nloglevel = INFO\nlogtarget = STDOUT\nsocket = %s\npidfile = %s\ndbfile = :memory:\n",
+				sock, filepath.Join(dir, "fail2ban.pid"))
+			b, _ := Jail(jail)
+			os.Mkdir(filepath.Join(dir, "jail.d"), 0o755)
+			if err := errors.Join(os.WriteFile(filepath.Join(dir, "fail2ban.conf"), []byte(conf), 0o644),
+				os.WriteFile(filepath.Join(dir, "jail.d", "vallum-"+jail+".local"), b, 0o644)); err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			srv := exec.Command(server, "-f", "-x", "-c", dir, "-s", sock, "-p", filepath.Join(dir, "fail2ban.pid"))
+			srv.Stdout, srv.Stderr = &log, &log
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- srv.Wait() }()
+			defer func() {
+				exec.Command("fail2ban-client", "-s", sock, "stop").Run()
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+					srv.Process.Kill()
+					<-exited
+				}
+			}()
+			name := jail
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				out, err := exec.Command("fail2ban-client", "-s", sock, "status", name).CombinedOutput()
+				if err == nil && strings.Contains(string(out), "Journal matches") {
+					return // running, on the journal
+				}
+				select {
+				case err := <-exited:
+					exited <- err
+					t.Fatalf("fail2ban-server with the shipped %s jail exited: %v\n%s", jail, err, log.String())
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("jail %s not running after 30 s: %s\n%s", jail, out, log.String())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
 }

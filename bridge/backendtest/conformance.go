@@ -163,6 +163,32 @@ var cases = []struct {
 			}
 		}
 	}},
+	{"keep leaves an existing entry as it is", func(e *env) {
+		for _, c := range []struct {
+			set        string
+			fam        bridge.Family
+			hand, free string
+		}{{set4, bridge.IPv4, "192.0.2.1", "192.0.2.2"}, {set6, bridge.IPv6, "2001:db8::1", "2001:db8::2"}} {
+			e.ensure(bridge.SetSpec{Name: c.set, Family: c.fam, Create: true})
+			e.apply(c.set, add(c.hand, 0)) // made by hand: permanent, no comment
+			keep := func(p string) bridge.Op {
+				op := add(p, 3)
+				op.Comment, op.Keep = "vallum", true
+				return op
+			}
+			err := e.be.Apply(e.ctx, c.set, []bridge.Op{keep(c.hand), keep(c.free)})
+			var ae *bridge.ApplyError
+			if !errors.As(err, &ae) || len(ae.Failed) != 1 || ae.Failed[0].Op.Prefix.Addr().String() != c.hand || !errors.Is(err, bridge.ErrExists) {
+				e.t.Fatalf("Apply(keep %s, keep %s) = %v, want only %s refused with ErrExists", c.hand, c.free, err, c.hand)
+			}
+			for _, en := range e.list(c.set) {
+				hand := en.Prefix.Addr().String() == c.hand
+				if hand && (en.Timeout != 0 || en.Comment != "") || !hand && (en.Timeout < 1 || en.Timeout > 3 || en.Comment != "vallum") {
+					e.t.Errorf("after keep adds, %+v: want %s permanent without comment, %s with 3 s and comment vallum", en, c.hand, c.free)
+				}
+			}
+		}
+	}},
 	{"large batch", func(e *env) {
 		info := e.ensure(bridge.SetSpec{Name: set4, Family: bridge.IPv4, Create: true})
 		const n = 20000

@@ -24,7 +24,7 @@ type refused struct {
 }
 
 // Apply applies ops in order to the named set, in as few netlink messages
-// as it can: consecutive ops of one action go out together, as many as fit
+// as it can: consecutive ops of one action (and Keep) go out together, as many as fit
 // in one message. Ops the set cannot take (wrong family; a prefix for a
 // hash:ip set) are refused before sending, because the kernel answers them
 // with a generic protocol error. When the kernel refuses an entry in the
@@ -50,7 +50,7 @@ func (b *Backend) Apply(ctx context.Context, set string, ops []bridge.Op) error 
 			failed = append(failed, refused{i, bridge.OpError{Op: op, Err: err}})
 			continue
 		}
-		if len(run) > 0 && run[0].Action != op.Action {
+		if len(run) > 0 && (run[0].Action != op.Action || run[0].Keep != op.Keep) {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -183,6 +183,8 @@ func (b *Backend) entryErr(ke *kernelError) error {
 		return bridge.ErrFamily
 	case errInvalidCIDR:
 		return bridge.ErrSetType
+	case errExist: // an add with Keep of an entry the set holds
+		return bridge.ErrExists
 	}
 	return b.kernelErr(ke)
 }

@@ -60,7 +60,10 @@ const maxNameLen = 31
 // ~1.7-2.8M/s. Beyond that the kernel's per-entry work dominates.
 const defaultBatch = 2048
 
-var _ bridge.Backend = (*Backend)(nil)
+var (
+	_ bridge.Backend = (*Backend)(nil)
+	_ bridge.Prober  = (*Backend)(nil) // Has, below
+)
 
 func newBackend(c conn, log *slog.Logger) *Backend {
 	if log == nil {
@@ -85,6 +88,9 @@ func (b *Backend) Close() error {
 func (b *Backend) Ensure(ctx context.Context, spec bridge.SetSpec) (bridge.SetInfo, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if h, ok := b.unchanged(spec.Name); ok && check(h, spec.Family) == nil {
+		return h.info(), nil
+	}
 	h, err := b.header(spec.Name)
 	created := false
 	if errors.Is(err, bridge.ErrNoSet) && spec.Create {
@@ -103,6 +109,19 @@ func (b *Backend) Ensure(ctx context.Context, spec bridge.SetSpec) (bridge.SetIn
 	info := h.info()
 	info.Created = created
 	return info, nil
+}
+
+// unchanged returns the cached header of a set that still exists with the
+// same type and family, at the cost of one IPSET_CMD_HEADER: the bridge
+// checks its sets every second. Its size is as last read.
+func (b *Backend) unchanged(name string) (header, bool) {
+	h, ok := b.sets[name]
+	if !ok {
+		return h, false
+	}
+	var now header
+	err := b.c.exec(b.m.encodeHeader(name), func(p []byte) error { return parseList(p, &now, nil) })
+	return h, err == nil && now.typ == h.typ && now.family == h.family
 }
 
 // check says whether vallum can use the existing set h for family f.
@@ -211,9 +230,12 @@ func (b *Backend) Info(ctx context.Context, name string) (bridge.SetInfo, error)
 	return h.info(), nil
 }
 
-// errNotMember is the kernel's answer to a test of an absent entry
-// (IPSET_ERR_EXIST).
-const errNotMember = 4096 + 7
+// errExist is IPSET_ERR_EXIST: the kernel's answer to a test of an absent
+// entry (errNotMember), and to an exclusive add of one already there.
+const (
+	errExist     = 4096 + 7
+	errNotMember = errExist
+)
 
 // Has reports whether the set holds p (in a hash:net set, an address
 // is held when a prefix holding it is), at the cost of one hash lookup in

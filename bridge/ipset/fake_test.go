@@ -71,6 +71,17 @@ func (k *fakeKernel) exec(req []byte, fn func([]byte) error) error {
 		attrs(data, h.data)
 		k.sets[name] = &fakeSet{h: h, entries: map[netip.Prefix]bridge.Entry{}}
 		return nil
+	case cmdHeader:
+		s := k.sets[name]
+		if s == nil {
+			return &kernelError{Code: int(syscall.ENOENT)}
+		}
+		var m builder
+		m.begin(cmdHeader, 0)
+		m.str(attrSetName, s.h.name)
+		m.str(attrTypeName, s.h.typ)
+		m.u8(attrFamily, s.h.family)
+		return fn(m.bytes()[nlmsgHdrLen:])
 	case cmdList:
 		s := k.sets[name]
 		if s == nil {
@@ -82,13 +93,13 @@ func (k *fakeKernel) exec(req []byte, fn func([]byte) error) error {
 		if s == nil {
 			return &kernelError{Code: int(syscall.ENOENT)}
 		}
-		return k.adt(s, cmd, adt)
+		return k.adt(s, cmd, adt, binary.NativeEndian.Uint16(req[6:8])&nlmExcl != 0)
 	}
 	return &kernelError{Code: errProtocol}
 }
 
 // adt applies the entries of a batch in order, as ip_set_ad() does.
-func (k *fakeKernel) adt(s *fakeSet, cmd int, adt []byte) error {
+func (k *fakeKernel) adt(s *fakeSet, cmd int, adt []byte, excl bool) error {
 	n := 0
 	err := attrs(adt, func(t uint16, v []byte) error {
 		n++
@@ -100,6 +111,9 @@ func (k *fakeKernel) adt(s *fakeSet, cmd int, adt []byte) error {
 		if cmd == cmdDel {
 			delete(s.entries, en.Prefix)
 			return nil
+		}
+		if _, ok := s.entries[en.Prefix]; ok && excl {
+			return &kernelError{Code: errExist, Line: line}
 		}
 		if _, ok := s.entries[en.Prefix]; !ok && uint32(len(s.entries)) >= s.h.maxElem {
 			return &kernelError{Code: errTypeSpecific, Line: line}

@@ -241,3 +241,27 @@ func TestHas(t *testing.T) {
 		t.Errorf("missing set: err = %v, want ErrNoSet", err)
 	}
 }
+
+// Ensure checks a known set with IPSET_CMD_HEADER, which does not walk it:
+// a set destroyed behind its back is still noticed and created again.
+func TestEnsureNoticesDestroyedSet(t *testing.T) {
+	ns := netnstest.New(t)
+	be := open(t, ns)
+	defer be.Close()
+	ctx := context.Background()
+	spec := bridge.SetSpec{Name: "blacklist", Family: bridge.IPv4, Create: true}
+	for i, wantCreated := range []bool{true, false} {
+		if info, err := be.Ensure(ctx, spec); err != nil || info.Created != wantCreated || !info.Comments {
+			t.Fatalf("Ensure #%d = %+v, %v; want created %v, with comments", i+1, info, err, wantCreated)
+		}
+	}
+	cli(t, ns, "destroy", "blacklist")
+	if info, err := be.Ensure(ctx, spec); err != nil || !info.Created {
+		t.Fatalf("Ensure after ipset destroy = %+v, %v; want the set created again", info, err)
+	}
+	cli(t, ns, "destroy", "blacklist")
+	cli(t, ns, "create", "blacklist", "hash:ip", "family", "inet6")
+	if _, err := be.Ensure(ctx, spec); !errors.Is(err, bridge.ErrSetType) && !errors.Is(err, bridge.ErrFamily) {
+		t.Fatalf("Ensure after the set was made again as hash:ip inet6 = %v, want it refused", err)
+	}
+}

@@ -21,6 +21,7 @@ const (
 	cmdAdd      = 9
 	cmdDel      = 10
 	cmdTest     = 11
+	cmdHeader   = 12
 	cmdType     = 13
 
 	// Command-level attributes.
@@ -181,10 +182,11 @@ func nfproto(f bridge.Family) uint8 {
 // kernel stop at the first failing entry and echo the request back with
 // that attribute rewritten to the failing line.
 //
-// NLM_F_EXCL is never set: without it the kernel applies IPSET_FLAG_EXIST
-// (flag_exist() in ip_set_core.c), which is `ipset -exist`: an add of a
-// present entry refreshes its timeout and comment, a del of an absent one
-// is no error.
+// NLM_F_EXCL is set only for adds with Keep: without it the kernel applies
+// IPSET_FLAG_EXIST (flag_exist() in ip_set_core.c), which is `ipset -exist`:
+// an add of a present entry refreshes its timeout and comment, a del of an
+// absent one is no error. With it, an add of a present entry is refused
+// (IPSET_ERR_EXIST at its line) and the entry left as it is.
 //
 // It stops before the message would outgrow maxMsgBytes and returns how
 // many of ops it holds (at least one).
@@ -193,7 +195,13 @@ func (m *builder) encodeADT(h header, action bridge.Action, ops []bridge.Op) ([]
 	if action == bridge.Del {
 		cmd = cmdDel
 	}
-	m.begin(cmd, nlmRequest|nlmAck)
+	flags := uint16(nlmRequest | nlmAck)
+	if action == bridge.Add && ops[0].Keep {
+		// Without NLM_F_EXCL the kernel replaces an existing entry
+		// (IPSET_FLAG_EXIST); with it, it refuses the entry instead.
+		flags |= nlmExcl
+	}
+	m.begin(cmd, flags)
 	m.str(attrSetName, h.name)
 	m.u32(attrLineNo, 0)
 	adt := m.nest(attrADT)
@@ -285,6 +293,16 @@ func (m *builder) encodeTest(h header, p netip.Prefix) []byte {
 	m.begin(cmdTest, nlmRequest|nlmAck)
 	m.str(attrSetName, h.name)
 	m.entry(h, bridge.Op{Action: bridge.Del, Prefix: p}, 0) // no timeout or comment
+	return m.bytes()
+}
+
+// encodeHeader asks for the name, type, revision and family of the named
+// set (IPSET_CMD_HEADER): unlike the header of a list, which counts the
+// entries and the memory of a hash set by walking it (50 ms for a million
+// entries here), it costs the kernel nothing.
+func (m *builder) encodeHeader(name string) []byte {
+	m.begin(cmdHeader, nlmRequest|nlmAck)
+	m.str(attrSetName, name)
 	return m.bytes()
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -96,6 +97,8 @@ func (b *Backend) narrow(st []opState, m message, err error) {
 		// DELSETELEM (kernels before 6.3) of an absent element.
 		s.skipDestroy = true
 		s.done = s.op.Action == bridge.Del
+	case m.excl && errors.Is(err, unix.EEXIST):
+		s.err = b.existsOrOverlap(s)
 	case errors.Is(err, unix.ENFILE):
 		s.err = fmt.Errorf("nft set %q: %w", s.set.Name, bridge.ErrSetFull)
 	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.ENOTEMPTY):
@@ -103,6 +106,20 @@ func (b *Backend) narrow(st []opState, m message, err error) {
 	default:
 		s.err = fmt.Errorf("nft %s %s in %q: %w", s.op.Action, s.op.Prefix, s.set.Name, err)
 	}
+}
+
+// existsOrOverlap tells apart the two refusals of an exclusive add. In a
+// hash set the element is there. An interval set refuses a range that
+// overlaps another with the same errno, so it is listed: interval sets hold
+// a list's few prefixes, and list in linear time (unlike hash sets).
+func (b *Backend) existsOrOverlap(s *opState) error {
+	if s.set.Interval {
+		entries, err := b.entries(s.set)
+		if err == nil && !slices.ContainsFunc(entries, func(e bridge.Entry) bool { return e.Prefix == s.op.Prefix }) {
+			return fmt.Errorf("nft set %q: %w", s.set.Name, ErrOverlap)
+		}
+	}
+	return fmt.Errorf("nft set %q: %w", s.set.Name, bridge.ErrExists)
 }
 
 func refusals(set string, st []opState) error {

@@ -31,6 +31,7 @@ type elem struct {
 type message struct {
 	kind  uint16
 	set   *nftables.Set
+	excl  bool // NLM_F_EXCL: an element already there is refused (EEXIST)
 	ops   []int
 	elems []elem
 }
@@ -68,6 +69,9 @@ func (m *message) encode(seq uint32) (netlink.Message, error) {
 	flags := netlink.Request
 	if m.kind == unix.NFT_MSG_NEWSETELEM {
 		flags |= netlink.Create // no Excl: an element already there is no error
+		if m.excl {
+			flags |= netlink.Excl
+		}
 	}
 	return netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | m.kind), Flags: flags, Sequence: seq},

@@ -20,7 +20,9 @@
 //
 // Each Apply is one netlink transaction. An add is sent as "destroy element"
 // then "new element" in the same transaction, which refreshes the timeout and
-// comment of an element already there; "destroy" (Linux 6.3+) also makes the
+// comment of an element already there (an add with Keep is sent alone, as an
+// exclusive "new element", so that one already there is refused with
+// bridge.ErrExists and left as it is); "destroy" (Linux 6.3+) also makes the
 // delete of an absent element a no-op. Older kernels get DELSETELEM and the
 // absent elements are dropped from the batch on retry. When the kernel
 // refuses a transaction, the messages it names are split in halves and the

@@ -4,6 +4,7 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +39,7 @@ type Backend struct {
 
 	mu        sync.Mutex
 	sets      map[string]*target // resolved sets by name
+	warned    map[string]bool    // sets said to have no timeout flag
 	seq       uint32
 	noDestroy bool // the kernel lacks NFT_MSG_DESTROYSETELEM (before 6.3)
 }
@@ -58,6 +60,11 @@ func New(o Options) (*Backend, error) {
 		ns = 0
 	}
 	conn, err := nftables.New(nftables.WithNetNSFd(ns), nftables.AsLasting())
+	if errors.Is(err, unix.EPROTONOSUPPORT) {
+		// qemu's user mode (router builds tried on a PC) passes no
+		// netfilter netlink.
+		return nil, fmt.Errorf("nftables netlink: netfilter netlink refused by the emulator or environment (qemu user mode has none; else modprobe nfnetlink): %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink: %w", err)
 	}
@@ -71,7 +78,7 @@ func New(o Options) (*Backend, error) {
 	// (No extended acks: mdlayher/netlink v1.11 misparses them when capped.)
 	_ = raw.SetOption(netlink.CapAcknowledge, true)
 	setBufForce(raw, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, 32<<20)
-	return &Backend{log: log, conn: conn, raw: raw, table: table, sets: map[string]*target{}, seq: 1 << 20}, nil
+	return &Backend{log: log, conn: conn, raw: raw, table: table, sets: map[string]*target{}, warned: map[string]bool{}, seq: 1 << 20}, nil
 }
 
 // parseTable reads "FAMILY NAME" (or a bare NAME, family inet).

@@ -44,5 +44,10 @@ func (b *Backend) Info(context.Context, string) (bridge.SetInfo, error) {
 // EnsureRules is not supported off Linux.
 func (b *Backend) EnsureRules(context.Context, []bridge.SetSpec) error { return errors.ErrUnsupported }
 
+// RulesInPlace is not supported off Linux.
+func (b *Backend) RulesInPlace(context.Context, []bridge.SetSpec) (bool, error) {
+	return false, errors.ErrUnsupported
+}
+
 // Close does nothing.
 func (b *Backend) Close() error { return nil }

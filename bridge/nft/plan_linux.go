@@ -17,7 +17,7 @@ import (
 // ends deleted) while a batch of distinct prefixes is one phase, a few
 // large messages.
 type phase struct {
-	destroy, create []int
+	destroy, create, keep []int // keep: adds with Keep, sent exclusive
 }
 
 // plan turns the ops still to do into the messages of one transaction.
@@ -34,10 +34,14 @@ func (b *Backend) plan(st []opState) []message {
 		if k == len(phases) {
 			phases = append(phases, phase{})
 		}
-		if !s.skipDestroy {
+		keep := s.op.Action == bridge.Add && s.op.Keep
+		if !s.skipDestroy && !keep {
 			phases[k].destroy = append(phases[k].destroy, i)
 		}
-		if s.op.Action == bridge.Add {
+		switch {
+		case keep:
+			phases[k].keep = append(phases[k].keep, i)
+		case s.op.Action == bridge.Add:
 			phases[k].create = append(phases[k].create, i)
 		}
 	}
@@ -47,15 +51,17 @@ func (b *Backend) plan(st []opState) []message {
 	}
 	var msgs []message
 	for _, p := range phases {
-		msgs = chunk(msgs, st, del, p.destroy)
-		msgs = chunk(msgs, st, unix.NFT_MSG_NEWSETELEM, p.create)
+		msgs = chunk(msgs, st, del, p.destroy, false)
+		msgs = chunk(msgs, st, unix.NFT_MSG_NEWSETELEM, p.create, false)
+		msgs = chunk(msgs, st, unix.NFT_MSG_NEWSETELEM, p.keep, true)
 	}
 	return msgs
 }
 
 // chunk appends messages of kind for the ops idx, one run per set, each
-// message at most as long as its ops' chunk size.
-func chunk(msgs []message, st []opState, kind uint16, idx []int) []message {
+// message at most as long as its ops' chunk size; excl makes the kernel
+// refuse an element that exists instead of leaving it.
+func chunk(msgs []message, st []opState, kind uint16, idx []int, excl bool) []message {
 	var sets []*nftables.Set
 	for _, i := range idx {
 		if !contains(sets, st[i].set) {
@@ -70,7 +76,7 @@ func chunk(msgs []message, st []opState, kind uint16, idx []int) []message {
 				continue
 			}
 			if cur == nil || len(cur.ops) >= st[cur.ops[0]].chunk || s.chunk != st[cur.ops[0]].chunk {
-				msgs = append(msgs, message{kind: kind, set: set})
+				msgs = append(msgs, message{kind: kind, set: set, excl: excl})
 				cur = &msgs[len(msgs)-1]
 			}
 			cur.ops = append(cur.ops, i)

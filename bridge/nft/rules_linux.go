@@ -4,6 +4,7 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/nftables"
@@ -27,23 +28,9 @@ const RulePriority = -10
 func (b *Backend) EnsureRules(ctx context.Context, sets []bridge.SetSpec) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var lookups []*nftables.Set
-	fams := map[*nftables.Set]bridge.Family{}
-	for _, spec := range sets {
-		t, err := b.resolve(spec.Name)
-		if err != nil {
-			return fmt.Errorf("nft rules: %w", err)
-		}
-		for _, s := range []*nftables.Set{t.addr, t.net} {
-			if s != nil {
-				lookups = append(lookups, s)
-				fams[s] = t.family
-			}
-		}
-	}
-	prefix := ""
-	if b.table.Name != "vallum" {
-		prefix = "vallum_"
+	lookups, fams, err := b.ruleSets(sets)
+	if err != nil {
+		return err
 	}
 	prio := nftables.ChainPriority(RulePriority)
 	for _, hook := range []struct {
@@ -51,7 +38,7 @@ func (b *Backend) EnsureRules(ctx context.Context, sets []bridge.SetSpec) error 
 		num  *nftables.ChainHook
 	}{{"input", nftables.ChainHookInput}, {"forward", nftables.ChainHookForward}} {
 		c := b.conn.AddChain(&nftables.Chain{
-			Name: prefix + hook.name, Table: b.table, Type: nftables.ChainTypeFilter,
+			Name: b.chainPrefix() + hook.name, Table: b.table, Type: nftables.ChainTypeFilter,
 			Hooknum: hook.num, Priority: &prio,
 		})
 		b.conn.FlushChain(c)
@@ -64,6 +51,72 @@ func (b *Backend) EnsureRules(ctx context.Context, sets []bridge.SetSpec) error 
 	}
 	b.log.Info("drop rules in place", "table", b.table.Name, "sets", len(lookups))
 	return nil
+}
+
+// RulesInPlace reports whether both drop chains exist and hold one rule for
+// each of the sets (and companions), as EnsureRules leaves them. It reads
+// the two chains only, so it can run every second.
+func (b *Backend) RulesInPlace(ctx context.Context, sets []bridge.SetSpec) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lookups, _, err := b.ruleSets(sets)
+	if errors.Is(err, bridge.ErrNoSet) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, hook := range []string{"input", "forward"} {
+		rules, err := b.conn.GetRules(b.table, &nftables.Chain{Name: b.chainPrefix() + hook, Table: b.table})
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("nft rules of chain %s: %w", b.chainPrefix()+hook, err)
+		}
+		want := map[string]bool{}
+		for _, s := range lookups {
+			want[s.Name] = true
+		}
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if l, ok := e.(*expr.Lookup); ok {
+					delete(want, l.SetName)
+				}
+			}
+		}
+		if len(want) > 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// ruleSets returns the kernel sets the drop rules look up, and their family.
+func (b *Backend) ruleSets(sets []bridge.SetSpec) ([]*nftables.Set, map[*nftables.Set]bridge.Family, error) {
+	var lookups []*nftables.Set
+	fams := map[*nftables.Set]bridge.Family{}
+	for _, spec := range sets {
+		t, err := b.resolve(spec.Name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("nft rules: %w", err)
+		}
+		for _, s := range []*nftables.Set{t.addr, t.net} {
+			if s != nil {
+				lookups = append(lookups, s)
+				fams[s] = t.family
+			}
+		}
+	}
+	return lookups, fams, nil
+}
+
+// chainPrefix keeps vallum's chains apart from a table it does not own.
+func (b *Backend) chainPrefix() string {
+	if b.table.Name != "vallum" {
+		return "vallum_"
+	}
+	return ""
 }
 
 // dropFrom is `ip saddr @set drop` (or ip6): the nfproto check keeps an

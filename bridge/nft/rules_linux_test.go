@@ -71,3 +71,76 @@ func TestEnsureRulesIsIdempotent(t *testing.T) {
 		t.Errorf("EnsureRules(missing set) = %v, want ErrNoSet", err)
 	}
 }
+
+// RulesInPlace sees the drop rules gone after a reload (a flushed chain, a
+// deleted table), and in place again after EnsureRules.
+func TestRulesInPlace(t *testing.T) {
+	ns := netnstest.New(t)
+	b := openNft(t, ns, "")
+	defer b.Close()
+	ctx := context.Background()
+	specs := []bridge.SetSpec{{Name: "blacklist", Family: bridge.IPv4, Create: true}, {Name: "blacklist6", Family: bridge.IPv6, Create: true}}
+	ensure := func() {
+		t.Helper()
+		for _, s := range specs {
+			if _, err := b.Ensure(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.EnsureRules(ctx, specs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inPlace := func(want bool, when string) {
+		t.Helper()
+		if got, err := b.RulesInPlace(ctx, specs); err != nil || got != want {
+			t.Fatalf("%s: RulesInPlace = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	ensure()
+	inPlace(true, "after EnsureRules")
+	nftIn(t, ns, "", "flush", "chain", "inet", "vallum", "forward")
+	inPlace(false, "after flush chain forward")
+	ensure()
+	inPlace(true, "after EnsureRules again")
+	nftIn(t, ns, "", "delete", "rule", "inet", "vallum", "input", "handle",
+		firstHandle(t, nftIn(t, ns, "", "-a", "list", "chain", "inet", "vallum", "input")))
+	inPlace(false, "after one rule deleted")
+	nftIn(t, ns, "", "flush", "ruleset")
+	inPlace(false, "after flush ruleset")
+}
+
+// firstHandle returns the handle of the first rule in `nft -a` output.
+func firstHandle(t *testing.T, out string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "drop") {
+			if _, h, ok := strings.Cut(line, "# handle "); ok {
+				return strings.TrimSpace(h)
+			}
+		}
+	}
+	t.Fatalf("no rule handle in:\n%s", out)
+	return ""
+}
+
+// An add with Keep that the interval set refuses says why: the same prefix
+// is there (left as it is), or another overlaps it.
+func TestKeepInIntervalSet(t *testing.T) {
+	ns := netnstest.New(t)
+	b := openNft(t, ns, "")
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.Ensure(ctx, bridge.SetSpec{Name: "bl", Family: bridge.IPv4, Create: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(ctx, "bl", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix("10.0.0.0/16"), Timeout: bridge.DefaultTimeout}}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]error{"10.0.0.0/16": bridge.ErrExists, "10.0.1.0/24": ErrOverlap, "10.0.0.0/8": ErrOverlap} {
+		err := b.Apply(ctx, "bl", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix(p), Timeout: 60, Keep: true}})
+		if !errors.Is(err, want) {
+			t.Errorf("keep add %s = %v, want %v", p, err, want)
+		}
+	}
+}

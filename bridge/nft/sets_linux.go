@@ -54,8 +54,9 @@ func (b *Backend) Ensure(ctx context.Context, spec bridge.SetSpec) (bridge.SetIn
 	if t.family != spec.Family {
 		return bridge.SetInfo{}, fmt.Errorf("nft set %q holds %s addresses, want %s: %w", spec.Name, t.family, spec.Family, bridge.ErrFamily)
 	}
-	if s := t.addr; s != nil && !s.HasTimeout || t.net != nil && !t.net.HasTimeout {
+	if s := t.addr; (s != nil && !s.HasTimeout || t.net != nil && !t.net.HasTimeout) && !b.warned[spec.Name] {
 		b.log.Warn("set has no timeout flag: entries will be permanent", "set", spec.Name)
+		b.warned[spec.Name] = true // the bridge checks its sets every second
 	}
 	b.sets[spec.Name] = t
 	info, err := b.info(t)

@@ -80,6 +80,12 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 		return err
 	}
 	defer cl.Disconnect(250)
+	if action == bridge.Del {
+		if held, known := banned(cl, bridge.StateTopic(l.Root, p)); known && !held {
+			fmt.Fprintf(cmd.ErrOrStderr(), "vallum: %s is not banned on %s (the broker holds no ban for it); "+
+				"the unban event is sent anyway, for hosts that banned it from a legacy event\n", event, l.Root)
+		}
+	}
 	err = wait(cl.Publish(bridge.StateTopic(l.Root, p), 1, true, state), "publish state")
 	if err == nil {
 		err = wait(cl.Publish(bridge.EventTopic(l.Root, action), 1, false, event), "publish event")
@@ -141,7 +147,7 @@ func (c config) dial(role string) (mqtt.Client, error) {
 	}
 	cl := mqtt.NewClient(o)
 	if err := wait(cl.Connect(), "connect to "+strings.Join(urls, ",")); err != nil {
-		return nil, err
+		return nil, tlsHint(err, urls[0])
 	}
 	return cl, nil
 }

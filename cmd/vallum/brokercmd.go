@@ -27,7 +27,7 @@ func newBrokerCmd() *cobra.Command {
 			lists, _ := c.lists() // optional here: the keeper's lists
 			g, ctx := errgroup.WithContext(cmd.Context())
 			if _, err := startBroker(ctx, g, c, lists, nil, log); err != nil {
-				return err
+				return portInUse(err, false)
 			}
 			onHUP(ctx, log, nil)
 			return g.Wait()
@@ -38,7 +38,7 @@ func newBrokerCmd() *cobra.Command {
 	c.Flags().String("data-dir", "/var/lib/vallum", "directory for the broker's store")
 	c.Flags().String("log-level", "info", "log level: debug, info, warn or error")
 	c.Flags().String("log-format", "text", "log format: text or json")
-	c.AddCommand(&cobra.Command{
+	c.AddCommand(newAddUserCmd(), &cobra.Command{
 		Use:   "hash-password",
 		Short: "Read a password on standard input and print its bcrypt hash for the users file",
 		Args:  cobra.NoArgs,
@@ -57,4 +57,56 @@ func newBrokerCmd() *cobra.Command {
 		},
 	})
 	return c
+}
+
+func newAddUserCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "add-user NAME",
+		Short: "Add a user to the broker's users file, or set a user's password",
+		Long: `Adds NAME to the users file (--users, or the users: key of the config
+file), creating the file when missing, or gives an existing user a new
+password. The password is read from standard input (one line), or asked
+for twice when standard input is a terminal; never from the command line.
+The file keeps its comments and other users; a running broker reads it at
+start, so restart it after a change.`,
+		Example: `  vallum broker add-user edge1 --users /etc/vallum/users.yaml            # asks for the password
+  vallum broker add-user fail2ban --role reporter --users users.yaml < pw.txt
+  vallum broker add-user site1-fw --role host --list site1/blacklist --users users.yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: addUserCmd,
+	}
+	c.Flags().String("users", "", "the users file (default: users: of the config file)")
+	c.Flags().String("role", broker.RoleHost, "role of a new user: host (a bridge), reporter (bans and reads) or admin")
+	c.Flags().StringArray("list", nil, "list root the role is limited to, repeatable (default: every list of the broker)")
+	return c
+}
+
+func addUserCmd(cmd *cobra.Command, args []string) error {
+	c, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	if c.Users == "" {
+		return errors.New("no users file: give --users FILE")
+	}
+	pw, err := readNewPassword(cmd, args[0])
+	if err != nil {
+		return err
+	}
+	hash, err := broker.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	role, _ := cmd.Flags().GetString("role")
+	lists, _ := cmd.Flags().GetStringArray("list")
+	added, err := broker.SetUser(c.Users, broker.User{Name: args[0], Password: hash, Role: role, Lists: lists})
+	if err != nil {
+		return err
+	}
+	what := "password of " + args[0] + " changed (role and lists as they were)"
+	if added {
+		what = "user " + args[0] + " added with role " + role
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s in %s; restart the broker to use it\n", what, c.Users)
+	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vallum/vallum/broker"
 )
 
 func newCheckConfigCmd() *cobra.Command {
@@ -24,7 +26,10 @@ func newCheckConfigCmd() *cobra.Command {
 			}
 			bo, err := c.bridgeOptions(log)
 			if c.embedded() {
-				_, berr := c.brokerOptions(bo.Lists, log)
+				o, berr := c.brokerOptions(bo.Lists, log)
+				if berr == nil {
+					berr = broker.Check(o) // the users file, anonymous access, TLS files
+				}
 				err = errors.Join(err, berr)
 			}
 			printConfig(cmd.OutOrStdout(), c, bo.ClientID, strings.Join(bo.Brokers, ","))

@@ -59,6 +59,8 @@ type config struct {
 	TLSCert        string   `mapstructure:"tls_cert" yaml:"tls_cert"`
 	TLSKey         string   `mapstructure:"tls_key" yaml:"tls_key"`
 	TLSClientCA    string   `mapstructure:"tls_client_ca" yaml:"tls_client_ca"`
+	BrokerLimit    []string `mapstructure:"broker_limit" yaml:"broker_limit"`
+	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
 
 	file string // the config file read, if any
 }
@@ -107,6 +109,8 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.String("tls-cert", "", "certificate for tls:// listeners")
 	f.String("tls-key", "", "key for tls:// listeners")
 	f.String("tls-client-ca", "", "CA that client certificates must be signed by (mutual TLS)")
+	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
+	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
 }
 
 // loadConfig merges, in order of precedence, the command's flags, VALLUM_*
@@ -145,11 +149,21 @@ func loadConfig(cmd *cobra.Command) (config, error) {
 			return c, fmt.Errorf("config file %s: %w", file, err)
 		}
 	}
-	if err := v.UnmarshalExact(&c); err != nil {
+	topicsAsList(v)
+	if err := decodeConfig(v, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w", orFlags(file), err)
 	}
 	c.file = file
 	return c, nil
+}
+
+// topicsAsList reads a topic given as one string (VALLUM_TOPIC, a YAML
+// scalar `topic: x`) as topics separated by white space. Viper would split it
+// at commas, and a comma belongs to one topic: ROOT=SET4,SET6.
+func topicsAsList(v *viper.Viper) {
+	if s, ok := v.Get("topic").(string); ok {
+		v.Set("topic", strings.Fields(s))
+	}
 }
 
 // readConfigFile decodes the YAML file as viper's own YAML codec does (the
@@ -168,7 +182,7 @@ func readConfigFile(file string) (map[string]any, error) {
 	if err := yaml.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("config file %s: %w", file, err)
 	}
-	return m, nil
+	return m, unknownKeys(file, b)
 }
 
 // configKeys are the keys of the config file, from the struct tags; flags

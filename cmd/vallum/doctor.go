@@ -53,7 +53,7 @@ func doctorCmd(cmd *cobra.Command, _ []string) error {
 	} else {
 		defer be.Close()
 		fs = append(fs, checkSets(ctx, be, lists)...)
-		fs = append(fs, checkRules(c.Backend, setNames(lists))...)
+		fs = append(fs, checkRules(c.Backend, lists)...)
 	}
 	fs = append(fs, checkBroker(c))
 	if report(cmd.OutOrStdout(), fs) {
@@ -113,7 +113,7 @@ func checkSets(ctx context.Context, be backend, lists []bridge.List) []finding {
 
 // checkRules looks for firewall rules that use the sets: without one, the
 // sets are filled but nothing is dropped.
-func checkRules(backend string, sets []string) []finding {
+func checkRules(backend string, lists []bridge.List) []finding {
 	var dump []string
 	for _, c := range [][]string{{"iptables-save"}, {"ip6tables-save"}, {"nft", "list", "ruleset"}} {
 		if out, err := output(c[0], c[1:]...); err == nil {
@@ -123,15 +123,23 @@ func checkRules(backend string, sets []string) []finding {
 	if len(dump) == 0 {
 		return []finding{{false, "firewall rules", "cannot read the rules: neither iptables-save nor nft is installed"}}
 	}
-	all := strings.Join(dump, "\n")
+	return rulesUsing(backend, lists, strings.Join(dump, "\n"))
+}
+
+// rulesUsing says, for each set, whether a rule of the dump uses it, and
+// how to add one: iptables for an IPv4 set, ip6tables for an IPv6 one.
+func rulesUsing(backend string, lists []bridge.List, all string) []finding {
 	var fs []finding
-	for _, s := range sets {
-		used := strings.Contains(all, "--match-set "+s+" ") || strings.Contains(all, "@"+s+" ") || strings.Contains(all, "@"+s+"\n") || strings.Contains(all, "@"+s+"_net")
-		fix := "no rule uses it: add one, e.g. iptables -I INPUT -m set --match-set " + s + " src -j DROP (contrib/firewall)"
-		if backend == "nft" {
-			fix = "no rule uses it: run vallum with --nft-rules, or see contrib/firewall/vallum.nft"
+	for _, l := range lists {
+		for _, s := range []struct{ name, tool string }{{l.Set4, "iptables"}, {l.Set6, "ip6tables"}} {
+			used := strings.Contains(all, "--match-set "+s.name+" ") || strings.Contains(all, "@"+s.name+" ") ||
+				strings.Contains(all, "@"+s.name+"\n") || strings.Contains(all, "@"+s.name+"_net")
+			fix := "no rule uses it: add one, e.g. " + s.tool + " -I INPUT -m set --match-set " + s.name + " src -j DROP (contrib/firewall)"
+			if backend == "nft" {
+				fix = "no rule uses it: run vallum with --nft-rules, or see contrib/firewall/vallum.nft"
+			}
+			fs = append(fs, finding{used, "a firewall rule drops members of " + s.name, fix})
 		}
-		fs = append(fs, finding{used, "a firewall rule drops members of " + s, fix})
 	}
 	return fs
 }

@@ -26,10 +26,6 @@ func newListCmd() *cobra.Command {
 	return c
 }
 
-// listQuiet is how long the retained messages must pause before the list is
-// taken as complete; brokers send them back to back on subscribe.
-const listQuiet = 500 * time.Millisecond
-
 func listCmd(cmd *cobra.Command, args []string) error {
 	c, _, err := setup(cmd)
 	if err != nil {
@@ -44,7 +40,7 @@ func listCmd(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer cl.Disconnect(250)
-	bans, err := collectState(cl, l.Root)
+	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
 	if err != nil {
 		return err
 	}
@@ -57,47 +53,157 @@ type ban struct {
 	state  bridge.State
 }
 
-// collectState subscribes to the list's state and gathers the retained
-// bans until they pause for listQuiet (at most 60 s).
-func collectState(cl mqtt.Client, root string) ([]ban, error) {
-	var mu sync.Mutex
-	got := map[netip.Prefix]bridge.State{}
-	last := time.Now()
-	handler := func(_ mqtt.Client, m mqtt.Message) {
-		t, err := bridge.ParseTopic(root, m.Topic())
-		if err != nil || t.Kind != bridge.KindState {
-			return
+// listTiming bounds the wait for the retained bans.
+type listTiming struct {
+	stall time.Duration // no message at all for this long: fail
+	quiet time.Duration // without a marker: a pause this long ends the list
+	limit time.Duration // the whole read
+}
+
+// listTimes: mochi takes over a second to start sending 100,000 retained
+// bans here, and sends them in about two (ten times that on a loaded
+// machine); a broker that sends nothing for a minute is not sending the list.
+var listTimes = listTiming{stall: time.Minute, quiet: 2 * time.Second, limit: 10 * time.Minute}
+
+// collectState reads every retained ban of the list. The broker sends them
+// as the subscription is made; to know that all have come, collectState
+// then publishes a marker to itself on vallum/sync/CLIENT_ID and waits for
+// it: a broker delivers one client's messages in order, so every ban sent
+// before the marker has arrived when it does. A login that may not use a
+// marker (a reporter) gets the bans that come until they pause, and a
+// warning saying so; when none comes at all it cannot tell an empty list
+// from a slow broker, and fails. A list that stalls or does not end in time
+// is an error, never a short list.
+func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([]ban, error) {
+	r := &stateReader{root: root, got: map[netip.Prefix]bridge.State{}}
+	opts := cl.OptionsReader()
+	marker := bridge.MarkerPrefix + opts.ClientID()
+	back := make(chan struct{}, 1)
+	withMarker := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
+		select {
+		case back <- struct{}{}:
+		default:
 		}
-		st, err := bridge.DecodeState(m.Payload())
-		mu.Lock()
-		defer mu.Unlock()
-		last = time.Now()
-		if err == nil && len(m.Payload()) > 0 {
-			got[t.Prefix] = st
-		} else {
-			delete(got, t.Prefix)
-		}
-	}
-	if err := wait(cl.Subscribe(root+"/ban/#", 1, handler), "subscribe"); err != nil {
+	}))
+	// State at QoS 0, as the bridge reads it: at QoS 1 a broker holds back
+	// what exceeds its in-flight window.
+	if err := wait(cl.Subscribe(root+"/ban/#", 0, r.onState), "subscribe"); err != nil {
 		return nil, err
 	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		mu.Lock()
-		quiet := time.Since(last) > listQuiet
-		mu.Unlock()
-		if quiet {
-			break
+	r.subscribed() // the bans come after the SUBACK: count from here
+	if withMarker {
+		// Its PUBACK comes after the flood of bans, which may take long:
+		// what counts is the marker coming back (or the connection lost).
+		cl.Publish(marker, 1, false, "list")
+	} else {
+		back = nil
+		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.quiet)
+	}
+	if err := r.waitEnd(cl, back, tm); err != nil {
+		return nil, err
+	}
+	return r.bans(), nil
+}
+
+// stateReader gathers the retained bans as paho delivers them.
+type stateReader struct {
+	root string
+
+	mu    sync.Mutex
+	got   map[netip.Prefix]bridge.State
+	since time.Time // the SUBACK
+	last  time.Time // the latest ban; zero until one comes
+}
+
+func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
+	t, err := bridge.ParseTopic(r.root, m.Topic())
+	if err != nil || t.Kind != bridge.KindState {
+		return
+	}
+	st, err := bridge.DecodeState(m.Payload())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last = time.Now()
+	if err == nil && len(m.Payload()) > 0 {
+		r.got[t.Prefix] = st
+	} else {
+		delete(r.got, t.Prefix)
+	}
+}
+
+func (r *stateReader) subscribed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.since = time.Now()
+}
+
+// progress returns the bans so far, and how long the broker has sent none
+// (since the SUBACK when none came yet).
+func (r *stateReader) progress() (n int, idle time.Duration, some bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last.IsZero() {
+		return 0, time.Since(r.since), false
+	}
+	return len(r.got), time.Since(r.last), true
+}
+
+// waitEnd waits for the marker to come back, or without one (back nil) for
+// a pause in the bans.
+func (r *stateReader) waitEnd(cl mqtt.Client, back <-chan struct{}, tm listTiming) error {
+	deadline := time.After(tm.limit)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-back:
+			return nil
+		case <-deadline:
+			n, _, _ := r.progress()
+			return fmt.Errorf("list %s: not complete after %s (%d bans so far): the broker is too slow or too loaded", r.root, tm.limit, n)
+		case <-tick.C:
+		}
+		n, idle, some := r.progress()
+		switch {
+		case !cl.IsConnectionOpen():
+			return fmt.Errorf("list %s: the broker closed the connection after %d bans", r.root, n)
+		case back == nil && some && idle > tm.quiet:
+			return nil
+		case back == nil && idle > tm.stall:
+			return fmt.Errorf("list %s: no ban came in %s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login", r.root, tm.stall)
+		case idle > tm.stall:
+			return fmt.Errorf("list %s: the broker sent nothing for %s and not the end of the list (%d bans so far)", r.root, tm.stall, n)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	bans := make([]ban, 0, len(got))
-	for p, s := range got {
+}
+
+// bans returns the bans read, by address.
+func (r *stateReader) bans() []ban {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	bans := make([]ban, 0, len(r.got))
+	for p, s := range r.got {
 		bans = append(bans, ban{p, s})
 	}
 	sort.Slice(bans, func(i, j int) bool { return bans[i].prefix.Addr().Less(bans[j].prefix.Addr()) })
-	return bans, nil
+	return bans
+}
+
+// subscribed reports whether the broker granted a subscription.
+func subscribed(tok mqtt.Token) bool {
+	if wait(tok, "subscribe") != nil {
+		return false
+	}
+	st, ok := tok.(*mqtt.SubscribeToken)
+	if !ok {
+		return false
+	}
+	for _, code := range st.Result() {
+		if code == 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func printBans(w io.Writer, bans []ban, now time.Time) {

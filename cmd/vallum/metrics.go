@@ -87,6 +87,7 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 	gauge(w, "vallum_mqtt_messages_total", "counter", "MQTT messages received.", m.stats.Messages.Load())
 	gauge(w, "vallum_queue_depth", "gauge", "Messages waiting for the kernel.", m.stats.QueueDepth.Load())
 	gauge(w, "vallum_syncs_total", "counter", "Completed reconciliations with the broker's state.", m.stats.Syncs.Load())
+	gauge(w, "vallum_sets_emptied_total", "counter", "Sets found emptied in place (flushed, or re-created by a firewall reload) and resynced.", m.stats.SetsEmptied.Load())
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", m.stats.ApplyLatency())
 	if m.broker != nil {
 		st := m.broker.Stats()
@@ -95,6 +96,7 @@ func (m *metrics) write(ctx context.Context, w io.Writer) {
 		gauge(w, "vallum_broker_messages_sent_total", "counter", "Messages the embedded broker sent.", st.MessagesSent)
 		gauge(w, "vallum_broker_messages_dropped_total", "counter", "Messages the embedded broker dropped.", st.MessagesDropped)
 		gauge(w, "vallum_broker_retained", "gauge", "Retained messages (ban states) the embedded broker holds.", st.Retained)
+		family(w, "vallum_broker_refused_total", "counter", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
 		if ss, ok := m.broker.StoreStats(); ok {
 			gauge(w, "vallum_broker_store_ok", "gauge", "1 while the embedded broker's store writes.", b2i(m.broker.StoreHealth() == nil))
 			gauge(w, "vallum_broker_store_write_errors_total", "counter", "Store writes and fsyncs that failed.", ss.WriteErrors)

@@ -48,12 +48,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MaxPayload: c.MaxPayload, Guard: bridge.NewGuard(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
-	if c.QoS < 0 || c.QoS > 2 {
-		errs = append(errs, fmt.Errorf("--qos %d: use 0, 1 or 2", c.QoS))
-	}
-	if c.WidestV4 < 0 || c.WidestV4 > 32 || c.WidestV6 < 0 || c.WidestV6 > 128 {
-		errs = append(errs, errors.New("--widest-v4 is 1-32 and --widest-v6 1-128"))
-	}
+	errs = append(errs, c.checkLimits())
 	if _, ok := backends[c.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backendNames()))
 	}
@@ -84,12 +79,15 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 	o := broker.Options{
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
 		UsersFile: c.Users, AllowAnonymous: c.AllowAnonymous,
-		DataDir: c.DataDir, Logger: log.With("component", "broker"),
+		DataDir: c.DataDir, WSHosts: c.WSHost, Logger: log.With("component", "broker"),
 	}
 	for _, l := range lists {
 		o.Lists = append(o.Lists, l.Root)
 	}
 	var errs []error
+	for _, l := range c.BrokerLimit {
+		errs = append(errs, o.SetLimit(l))
+	}
 	if len(c.Listen) == 0 {
 		errs = append(errs, errors.New("the embedded broker needs at least one --listen address"))
 	}

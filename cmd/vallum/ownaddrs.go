@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vallum/vallum/bridge"
 )
@@ -17,13 +19,11 @@ import (
 // added after start is protected at once) and the addresses of every broker
 // it may connect to.
 func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHosts []string, log *slog.Logger) error {
-	updates := make(chan netlink.AddrUpdate, 64)
-	done := make(chan struct{})
-	defer close(done)
-	if err := netlink.AddrSubscribe(updates, done); err != nil {
+	updates, stop, err := addrChanges()
+	if err != nil {
 		log.Warn("cannot follow interface addresses; checking every 10 s instead", "err", err)
-		updates = nil
 	}
+	defer stop()
 	brokerIPs := resolveBrokers(brokerHosts, log)
 	refreshOwnAddrs(g, brokerIPs, log)
 	tick := time.NewTicker(10 * time.Second)
@@ -79,4 +79,34 @@ func resolveBrokers(hosts []string, log *slog.Logger) []netip.Prefix {
 		}
 	}
 	return p
+}
+
+// addrChanges signals on its channel when an address is added to or
+// removed from an interface, until stop; it closes the channel if netlink
+// fails. Only the fact counts: refreshOwnAddrs lists them all again. (A
+// bare netlink socket: vishvananda/netlink's AddrSubscribe would link its
+// whole package for this.)
+func addrChanges() (updates chan struct{}, stop func(), err error) {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{
+		Groups: unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFADDR,
+	})
+	if err != nil {
+		return nil, func() {}, err
+	}
+	updates = make(chan struct{}, 1)
+	go func() {
+		defer close(updates)
+		for {
+			_, err := c.Receive()
+			if err != nil && !errors.Is(err, unix.ENOBUFS) { // closed by stop, or broken
+				return
+			}
+			// ENOBUFS: the kernel dropped some; a change all the same.
+			select {
+			case updates <- struct{}{}:
+			default: // one pending refresh covers this change too
+			}
+		}
+	}()
+	return updates, func() { c.Close() }, nil
 }

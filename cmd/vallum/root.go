@@ -45,13 +45,13 @@ func newRunCmd() *cobra.Command {
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "vallum", version) }}
+		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "vallum", versionString()) }}
 }
 
 // printVersion handles -V on any command; it reports whether it did.
 func printVersion(cmd *cobra.Command) bool {
 	if v, _ := cmd.Flags().GetBool("version"); v {
-		fmt.Fprintln(cmd.OutOrStdout(), "vallum", version)
+		fmt.Fprintln(cmd.OutOrStdout(), "vallum", versionString())
 		return true
 	}
 	return false

@@ -80,11 +80,11 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			extra, bo.Username, bo.Password = []broker.User{u.user}, u.user.Name, u.password
 		}
 		if m.broker, err = startBroker(ctx, g, c, bo.Lists, extra, log); err != nil {
-			return err
+			return portInUse(err, true)
 		}
 		bo.Broker = localURL(m.broker.Addrs())
 	}
-	if err := c.nftRules(ctx, be, bo); err != nil {
+	if err := c.nftRules(ctx, be, &bo, log); err != nil {
 		return err
 	}
 	br, err := bridge.New(bo, be)
@@ -100,12 +100,15 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 	}
 	g.Go(func() error { return br.Run(ctx) })
+	for _, u := range append([]string{bo.Broker}, bo.Brokers...) {
+		go warnIfTLS(ctx, u, &m.stats.Connected, log)
+	}
 	onHUP(ctx, log, func() {
 		if err := br.Resync(ctx); err != nil {
 			log.Warn("SIGHUP: resync", "err", err)
 		}
 	})
-	log.Info("vallum started", "version", version, "broker", strings.TrimPrefix(strings.Join(append([]string{bo.Broker}, bo.Brokers...), ","), ","), "backend", c.Backend, "lists", len(bo.Lists))
+	log.Info("vallum started", "version", versionString(), "broker", strings.TrimPrefix(strings.Join(append([]string{bo.Broker}, bo.Brokers...), ","), ","), "backend", c.Backend, "lists", len(bo.Lists))
 	return g.Wait()
 }
 
@@ -164,8 +167,9 @@ func localURL(addrs []string) string {
 	return ""
 }
 
-// nftRules installs the drop rules when --nft-rules asks for them.
-func (c config) nftRules(ctx context.Context, be backend, bo bridge.Options) error {
+// nftRules installs the drop rules when --nft-rules asks for them, and
+// hands the bridge what puts them back after a firewall reload.
+func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) error {
 	if !c.NftRules {
 		return nil
 	}
@@ -185,6 +189,14 @@ func (c config) nftRules(ctx context.Context, be backend, bo bridge.Options) err
 	}
 	if err := nb.EnsureRules(ctx, specs); err != nil {
 		return fmt.Errorf("nft rules: %w", err)
+	}
+	bo.Rules = func(ctx context.Context) error {
+		ok, err := nb.RulesInPlace(ctx, specs)
+		if err != nil || ok {
+			return err
+		}
+		log.Warn("nft drop rules were removed (a firewall reload?): putting them back")
+		return nb.EnsureRules(ctx, specs)
 	}
 	return nil
 }

@@ -112,3 +112,43 @@ func nftElem(raw json.RawMessage) string {
 	}
 	return string(raw)
 }
+
+// NftMembers lists an nftables set with `nft -j`, with each element's
+// seconds left (0 for none) and comment.
+func (h *Host) NftMembers(family, table, set string) ([]Member, error) {
+	out, err := h.Exec("nft", "-j", "list", "set", family, table, set)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []json.RawMessage `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return nil, fmt.Errorf("nft -j: %w", err)
+	}
+	var ms []Member
+	for _, obj := range doc.Nftables {
+		if obj.Set == nil {
+			continue
+		}
+		for _, raw := range obj.Set.Elem {
+			var o struct {
+				Elem *struct {
+					Expires int    `json:"expires"`
+					Comment string `json:"comment"`
+				} `json:"elem"`
+			}
+			json.Unmarshal(raw, &o)
+			m := Member{Prefix: nftElem(raw)}
+			if o.Elem != nil {
+				m.Timeout, m.Comment = o.Elem.Expires, o.Elem.Comment
+			}
+			ms = append(ms, m)
+		}
+	}
+	return ms, nil
+}

@@ -1,0 +1,103 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// Reasons the broker refuses something, as logged and counted
+// (vallum_broker_refused_total{reason}).
+const (
+	refBadLogin      = "bad_login"       // unknown user or wrong password
+	refAnonymous     = "anonymous"       // no credentials where they are required
+	refWSAnonymous   = "ws_anonymous"    // a browser is never trusted as a loopback admin
+	refWSHost        = "ws_host"         // WebSocket Host is not this listener (DNS rebinding)
+	refClientID      = "client_id_taken" // the client id belongs to another user
+	refPublish       = "acl_publish"     // the user may not publish there
+	refSubscribe     = "acl_subscribe"   // the user may not read there
+	refWill          = "will"            // the will breaks a publish rule
+	refState         = "bad_state"       // not a canonical ROOT/ban/PREFIX topic or a valid state payload
+	refRetain        = "retain"          // retained outside the state topics
+	refRetainedQuota = "retained_quota"  // the user's retained messages or bytes are used up
+	refSubscriptions = "subscriptions"   // the client's subscriptions are used up
+	refTopic         = "topic_size"      // topic too long or too deep
+	refConnectTime   = "connect_timeout" // no CONNECT within the deadline
+	refConnectSize   = "connect_size"    // CONNECT larger than allowed before login
+	refNotConnect    = "not_connect"     // the first packet is not a CONNECT
+	refConnsPerAddr  = "conns_per_addr"  // too many connections from one address
+)
+
+// refusals logs and counts what the broker refuses: one readable line per
+// refusal (who, what, why), at most logBurst lines per reason and window,
+// then one line saying how many more were not logged.
+type refusals struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	n   map[string]int64 // total per reason
+	win map[string]*logWindow
+	now func() time.Time
+}
+
+type logWindow struct {
+	start              time.Time
+	logged, suppressed int
+}
+
+const (
+	logBurst = 20
+	logEvery = 10 * time.Second
+)
+
+func newRefusals(log *slog.Logger) *refusals {
+	return &refusals{log: log, n: map[string]int64{}, win: map[string]*logWindow{}, now: time.Now}
+}
+
+// refuse counts one refusal and logs it unless the reason is over its
+// burst. args are slog key-value pairs: user, client, remote, topic...
+func (r *refusals) refuse(reason, msg string, args ...any) {
+	r.mu.Lock()
+	r.n[reason]++
+	w := r.win[reason]
+	now := r.now()
+	var dropped int
+	if w == nil || now.Sub(w.start) >= logEvery {
+		if w != nil {
+			dropped = w.suppressed
+		}
+		w = &logWindow{start: now}
+		r.win[reason] = w
+	}
+	show := w.logged < logBurst
+	if show {
+		w.logged++
+	} else {
+		w.suppressed++
+	}
+	r.mu.Unlock()
+	if dropped > 0 {
+		r.log.Warn(fmt.Sprintf("refused %d more (%s) in the last %v without logging each", dropped, reason, logEvery), "reason", reason)
+	}
+	if show {
+		r.log.Warn("refused: "+msg, append([]any{"reason", reason}, args...)...)
+	}
+}
+
+// counts returns the refusals so far, per reason.
+func (r *refusals) counts() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int64, len(r.n))
+	for k, v := range r.n {
+		out[k] = v
+	}
+	return out
+}
+
+// client refuses what a client asked for, on topic ("" for none).
+func (r *refusals) client(reason, msg string, cl *mqtt.Client, topic string) {
+	r.refuse(reason, msg, "user", string(cl.Properties.Username), "client", cl.ID, "remote", cl.Net.Remote, "topic", clip(topic))
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/broker"
+)
+
+// listBroker runs the embedded broker on loopback with an admin, a
+// reporter and a "halfsync" login (password "pw-" + name) and returns its
+// port.
+func listBroker(t *testing.T) string {
+	t.Helper()
+	var users []broker.User
+	for _, u := range []broker.User{
+		{Name: broker.RoleAdmin, Role: broker.RoleAdmin},
+		{Name: broker.RoleReporter, Role: broker.RoleReporter},
+		{Name: "halfsync", Role: broker.RoleReporter, Subscribe: []string{bridge.MarkerPrefix + "#"}},
+	} {
+		hash, err := broker.HashPassword("pw-" + u.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Password = hash
+		users = append(users, u)
+	}
+	b, err := broker.New(broker.Options{Listeners: []broker.Listener{{Kind: broker.KindTCP, Addr: "127.0.0.1:0"}},
+		ExtraUsers: users, Lists: []string{"blacklist"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	_, port, _ := strings.Cut(strings.TrimPrefix(b.Addrs()[0], "tcp://"), ":")
+	return port
+}
+
+// retainBans publishes n retained bans of list blacklist, 2,000 in flight.
+func retainBans(t *testing.T, port string, n int) {
+	t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://127.0.0.1:" + port).
+		SetClientID("list-test-pub").SetUsername("admin").SetPassword("pw-admin"))
+	if err := wait(c.Connect(), "connect"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(250)
+	now := time.Now()
+	payload := bridge.EncodeState(bridge.State{At: now, Expires: now.Add(time.Hour), Reason: "test"})
+	window := make(chan mqtt.Token, 2000)
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		for tok := range window {
+			if err := wait(tok, "publish"); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for i := range n {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		window <- c.Publish(bridge.StateTopic("blacklist", p), 1, true, payload)
+	}
+	close(window)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runList(t *testing.T, port, user string) (stdout, stderr string, err error) {
+	t.Helper()
+	t.Setenv("VALLUM_CONFIG", "")
+	t.Setenv("VALLUM_PASSWORD", "pw-"+user)
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"list", "blacklist", "-h", "127.0.0.1", "-p", port, "-u", user, "--data-dir", t.TempDir()})
+	err = root.Execute()
+	return out.String(), errOut.String(), err
+}
+
+// vallum list reads the whole list, however long the broker takes to send
+// it: on 100,000 retained bans it printed "0 active bans" and exited 0 (its
+// 500 ms of quiet counted from before its SUBSCRIBE).
+func TestListReadsWholeList(t *testing.T) {
+	const n = 100000
+	port := listBroker(t)
+	retainBans(t, port, n)
+	for _, user := range []string{broker.RoleAdmin, broker.RoleReporter} {
+		t.Run(user, func(t *testing.T) {
+			out, errOut, err := runList(t, port, user)
+			if err != nil {
+				t.Fatalf("vallum list: %v\n%s", err, errOut)
+			}
+			// A reporter may not use a sync marker: it is told how the end
+			// of the list was found, and that it may be early.
+			reporter := user == broker.RoleReporter
+			if warned := strings.Contains(errOut, "may not use vallum/sync/"); warned != reporter {
+				t.Errorf("%s: warning about the marker = %v:\n%s", user, warned, errOut)
+			}
+			if reporter {
+				return
+			}
+			if want := fmt.Sprintf("\n%d active bans\n", n); !strings.HasSuffix(out, want) {
+				t.Fatalf("vallum list ends with %q, want %q", out[max(0, len(out)-60):], want)
+			}
+			if got := strings.Count(out, "\n10."); got != n {
+				t.Errorf("vallum list printed %d ban lines, want %d", got, n)
+			}
+		})
+	}
+}
+
+// A login that may subscribe to its marker but not publish it (the broker
+// then drops the connection) makes vallum list fail, not print a short or
+// empty list.
+func TestListFailsWithoutTheEndOfTheList(t *testing.T) {
+	port := listBroker(t)
+	retainBans(t, port, 1000)
+	out, errOut, err := runList(t, port, "halfsync")
+	if err == nil || strings.Contains(out, "active bans") {
+		t.Fatalf("vallum list without its marker = %v, want an error and no list:\n%s%s", err, out, errOut)
+	}
+}
