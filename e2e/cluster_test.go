@@ -112,6 +112,20 @@ func publishOp(p *lab.Publisher, k int, at time.Time) {
 	p.Publish(bridge.EventTopic(root, bridge.Del), false, []byte(a))
 }
 
+// publishOps publishes ops [from, to) through the node in h, calling
+// before(k) ahead of each.
+func publishOps(h *lab.Host, from, to int, at time.Time, before func(k int)) error {
+	pub, err := h.NewPublisher(lab.NATSMQTTPort)
+	if err != nil {
+		return err
+	}
+	for k := from; k < to; k++ {
+		before(k)
+		publishOp(pub, k, at)
+	}
+	return pub.Close()
+}
+
 func streamWant(n int) []string {
 	lifted := map[int]bool{}
 	for k := range n {
@@ -149,18 +163,16 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 	now := time.Now()
 	const chunk = 500
 	for from := 0; from < n; from += chunk {
-		// Node 1 may leave a publish unanswered while the cluster elects
-		// new leaders: a part that failed is published again, in order,
-		// which ends in the same list.
-		for try := 1; ; try++ {
-			pub := must[*lab.Publisher](t)(nodes[0].Host.NewPublisher(lab.NATSMQTTPort))
-			for k := from; k < min(from+chunk, n); k++ {
+		// A node may leave a connection or a publish unanswered while the
+		// cluster elects new leaders: a part that failed is published
+		// again, in order, through node 1 or 3 in turn, which ends in the
+		// same list.
+		for try := 0; ; try++ {
+			err := publishOps(nodes[[]int{0, 2}[try%2]].Host, from, min(from+chunk, n), now, func(k int) {
 				if k == n/2 && !nodes[1].Proc.Exited() {
 					nodes[1].Proc.Kill()
 				}
-				publishOp(pub, k, now)
-			}
-			err := pub.Close()
+			})
 			if err == nil {
 				break
 			}
