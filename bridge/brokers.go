@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
@@ -83,10 +84,18 @@ func (l *brokerList) order() []*url.URL {
 }
 
 // rotate is paho's ReconnectHandler: it runs before every reconnection
-// attempt, on the goroutine that then reads o.Servers.
+// attempt, on the goroutine that then reads o.Servers. It first waits a
+// random part of reconnectJitter: paho's backoff is the same for every
+// host (none, then 1 s doubling to 30 s), so the hosts of a broker that
+// restarted would otherwise all come back in the same instant, every time.
 func (l *brokerList) rotate(o *mqtt.ClientOptions) {
+	time.Sleep(rand.N(reconnectJitter))
 	o.Servers = l.order()
 }
+
+// reconnectJitter spreads reconnections; it delays a failover by half of
+// it on average.
+const reconnectJitter = time.Second
 
 // drop ends conn when it is still the connection in use. paho then
 // sees the connection lost and reconnects, through rotate, to the next
