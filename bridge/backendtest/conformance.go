@@ -15,6 +15,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/netnstest"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Factory opens the backend under test inside the namespace ns.
@@ -266,8 +267,8 @@ func keys(m map[netip.Prefix]bool) []netip.Prefix {
 	return k
 }
 
-func add(p string, timeout bridge.Timeout) bridge.Op {
-	pr, err := bridge.ParsePrefix(p)
+func add(p string, timeout wire.Timeout) bridge.Op {
+	pr, err := wire.ParsePrefix(p)
 	if err != nil {
 		panic(err)
 	}
@@ -276,6 +277,6 @@ func add(p string, timeout bridge.Timeout) bridge.Op {
 
 func del(p string) bridge.Op {
 	op := add(p, -1)
-	op.Action, op.Timeout = bridge.Del, bridge.DefaultTimeout
+	op.Action, op.Timeout = bridge.Del, wire.DefaultTimeout
 	return op
 }

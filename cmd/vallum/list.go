@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func newListCmd() *cobra.Command {
@@ -50,7 +51,7 @@ func listCmd(cmd *cobra.Command, args []string) error {
 
 type ban struct {
 	prefix netip.Prefix
-	state  bridge.State
+	state  wire.State
 }
 
 // listTiming bounds the wait for the retained bans.
@@ -75,9 +76,9 @@ var listTimes = listTiming{stall: time.Minute, quiet: 2 * time.Second, limit: 10
 // from a slow broker, and fails. A list that stalls or does not end in time
 // is an error, never a short list.
 func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([]ban, error) {
-	r := &stateReader{root: root, got: map[netip.Prefix]bridge.State{}}
+	r := &stateReader{root: root, got: map[netip.Prefix]wire.State{}}
 	opts := cl.OptionsReader()
-	marker := bridge.MarkerPrefix + opts.ClientID()
+	marker := wire.MarkerTopic(opts.ClientID())
 	back := make(chan struct{}, 1)
 	withMarker := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
 		select {
@@ -87,7 +88,7 @@ func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([
 	}))
 	// State at QoS 0, as the bridge reads it: at QoS 1 a broker holds back
 	// what exceeds its in-flight window.
-	if err := wait(cl.Subscribe(root+"/ban/#", 0, r.onState), "subscribe"); err != nil {
+	if err := wait(cl.Subscribe(wire.StateFilter(root), 0, r.onState), "subscribe"); err != nil {
 		return nil, err
 	}
 	r.subscribed() // the bans come after the SUBACK: count from here
@@ -110,17 +111,17 @@ type stateReader struct {
 	root string
 
 	mu    sync.Mutex
-	got   map[netip.Prefix]bridge.State
+	got   map[netip.Prefix]wire.State
 	since time.Time // the SUBACK
 	last  time.Time // the latest ban; zero until one comes
 }
 
 func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
-	t, err := bridge.ParseTopic(r.root, m.Topic())
-	if err != nil || t.Kind != bridge.KindState {
+	t, err := wire.ParseTopic(r.root, m.Topic())
+	if err != nil || t.Kind != wire.KindState {
 		return
 	}
-	st, err := bridge.DecodeState(m.Payload())
+	st, err := wire.DecodeState(m.Payload())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.last = time.Now()
@@ -219,7 +220,7 @@ func printBans(w io.Writer, bans []ban, now time.Time) {
 		if !b.state.Expires.IsZero() {
 			exp, leftText = b.state.Expires.Local().Format(time.DateTime), (time.Duration(left) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", bridge.FormatPrefix(b.prefix), exp, leftText,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", wire.FormatPrefix(b.prefix), exp, leftText,
 			orDash(b.state.Reason), orDash(b.state.Origin), b.state.At.Local().Format(time.DateTime))
 		n++
 	}

@@ -11,8 +11,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // listBroker runs the embedded broker on loopback with an admin, a
@@ -24,7 +24,7 @@ func listBroker(t *testing.T) string {
 	for _, u := range []broker.User{
 		{Name: broker.RoleAdmin, Role: broker.RoleAdmin},
 		{Name: broker.RoleReporter, Role: broker.RoleReporter},
-		{Name: "halfsync", Role: broker.RoleReporter, Subscribe: []string{bridge.MarkerPrefix + "#"}},
+		{Name: "halfsync", Role: broker.RoleReporter, Subscribe: []string{wire.MarkerPrefix + "#"}},
 	} {
 		hash, err := broker.HashPassword("pw-" + u.Name)
 		if err != nil {
@@ -56,7 +56,7 @@ func retainBans(t *testing.T, port string, n int) {
 	}
 	defer c.Disconnect(250)
 	now := time.Now()
-	payload := bridge.EncodeState(bridge.State{At: now, Expires: now.Add(time.Hour), Reason: "test"})
+	payload := wire.EncodeState(wire.State{At: now, Expires: now.Add(time.Hour), Reason: "test"})
 	window := make(chan mqtt.Token, 2000)
 	errs := make(chan error, 1)
 	go func() {
@@ -70,7 +70,7 @@ func retainBans(t *testing.T, port string, n int) {
 	}()
 	for i := range n {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
-		window <- c.Publish(bridge.StateTopic("blacklist", p), 1, true, payload)
+		window <- c.Publish(wire.StateTopic("blacklist", p), 1, true, payload)
 	}
 	close(window)
 	if err := <-errs; err != nil {

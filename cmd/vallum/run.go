@@ -19,6 +19,7 @@ import (
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/bridge/nft"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/guard"
 )
 
 func runDaemonCmd(cmd *cobra.Command, _ []string) error {
@@ -91,8 +92,8 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	refreshOwnAddrs(bo.Guard, resolveBroker(c.brokerHost(), log), log) // before the first message
-	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.brokerHost(), log) })
+	bo.Guard.Refresh(guard.ResolveBroker(c.brokerHost(), log), log) // before the first message
+	g.Go(func() error { return bo.Guard.Watch(ctx, c.brokerHost(), log) })
 	m.stats = br.Stats()
 	if c.Metrics != "" {
 		if err := serveMetrics(ctx, g, c.Metrics, m, log); err != nil {

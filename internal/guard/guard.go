@@ -1,4 +1,8 @@
-package bridge
+// Package guard decides which bans may reach the kernel: never the
+// built-in ranges (loopback, link-local, ...), a configured allowlist, this
+// host's own addresses or the broker's, nor a prefix broader than the
+// limits. The bridge, the broker's keeper and `vallum ban` all ask it.
+package guard
 
 import (
 	"errors"
@@ -44,8 +48,8 @@ type Guard struct {
 	dynamic []netip.Prefix // the host's own addresses, the broker's
 }
 
-// NewGuard returns a Guard that allows the built-in ranges and allow.
-func NewGuard(allow []netip.Prefix, widest4, widest6 int) *Guard {
+// New returns a Guard that allows the built-in ranges and allow.
+func New(allow []netip.Prefix, widest4, widest6 int) *Guard {
 	g := &Guard{Widest4: widest4, Widest6: widest6}
 	g.static = append(append(g.static, builtinAllow...), allow...)
 	return g
