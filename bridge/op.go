@@ -123,7 +123,9 @@ type Entry struct {
 }
 
 // Backend applies set membership changes to the kernel. The bridge calls it
-// from a single goroutine, in message order, a batch at a time.
+// from a single goroutine, in message order, a batch at a time; the metrics
+// and health handlers call Info from others, so an implementation
+// serialises its calls itself (backendtest checks it under -race).
 type Backend interface {
 	// Ensure checks that the set exists and can hold spec.Family prefixes
 	// with timeouts, creating it when missing and spec.Create is set.

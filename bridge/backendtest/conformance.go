@@ -205,6 +205,50 @@ var cases = []struct {
 			e.t.Fatalf("List returned %d entries, want %d", got, n)
 		}
 	}},
+	{"calls from several goroutines", func(e *env) {
+		// The daemon shares one backend between the bridge's worker and
+		// the metrics and health handlers, with no lock of its own: the
+		// backend serialises its calls (run this under -race).
+		e.ensure(bridge.SetSpec{Name: set4, Family: bridge.IPv4, Create: true})
+		const batches = 50
+		done := make(chan struct{})
+		errs := make(chan error, 2)
+		for _, read := range []func() error{
+			func() error { _, err := e.be.Info(e.ctx, set4); return err },
+			func() error { _, err := e.be.List(e.ctx, set4); return err },
+		} {
+			go func() {
+				for {
+					select {
+					case <-done:
+						errs <- nil
+						return
+					default:
+					}
+					if err := read(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		var want []string
+		for i := range batches {
+			ops := make([]bridge.Op, 10)
+			for j := range ops {
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i), byte(j)}), 32)
+				ops[j], want = add(p.String(), 3600), append(want, p.String())
+			}
+			e.apply(set4, ops...)
+		}
+		close(done)
+		for range 2 {
+			if err := <-errs; err != nil {
+				e.t.Errorf("Info or List beside Apply: %v", err)
+			}
+		}
+		e.want(set4, want...)
+	}},
 }
 
 func (e *env) ensure(s bridge.SetSpec) bridge.SetInfo {

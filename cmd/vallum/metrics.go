@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -160,39 +159,6 @@ func serveMetrics(ctx context.Context, g *errgroup.Group, addr string, m *metric
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	return nil
 }
-
-// lockedBackend serialises calls into a backend, whose one netlink socket
-// is shared by the bridge's worker and the metrics handler.
-type lockedBackend struct {
-	mu sync.Mutex
-	be backend
-}
-
-func (l *lockedBackend) Ensure(ctx context.Context, s bridge.SetSpec) (bridge.SetInfo, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.be.Ensure(ctx, s)
-}
-
-func (l *lockedBackend) Apply(ctx context.Context, set string, ops []bridge.Op) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.be.Apply(ctx, set, ops)
-}
-
-func (l *lockedBackend) List(ctx context.Context, set string) ([]bridge.Entry, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.be.List(ctx, set)
-}
-
-func (l *lockedBackend) Info(ctx context.Context, set string) (bridge.SetInfo, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.be.Info(ctx, set)
-}
-
-func (l *lockedBackend) Close() error { return l.be.Close() }
 
 func setNames(lists []bridge.List) []string {
 	var s []string

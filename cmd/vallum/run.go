@@ -60,11 +60,10 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	raw, err := newBackend(c, log.With("component", "backend"))
+	be, err := newBackend(c, log.With("component", "backend"))
 	if err != nil {
 		return err
 	}
-	be := &lockedBackend{be: raw}
 	defer be.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	m := &metrics{be: be, sets: setNames(bo.Lists)}
@@ -172,7 +171,7 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 	if !c.NftRules {
 		return nil
 	}
-	nb, ok := be.(*lockedBackend).be.(*nft.Backend)
+	nb, ok := be.(*nft.Backend)
 	if !ok {
 		return errors.New("--nft-rules needs --backend nft")
 	}
