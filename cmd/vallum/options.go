@@ -8,6 +8,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/backends"
 	"github.com/vallum/vallum/internal/guard"
 	"github.com/vallum/vallum/internal/wire"
 )
@@ -50,8 +51,8 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		Logger: log.With("component", "bridge"),
 	}
 	errs = append(errs, c.checkLimits())
-	if _, ok := backends[c.Backend]; !ok {
-		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backendNames()))
+	if !backends.Known(c.Backend) {
+		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))
 	}
 	o.Password, err = c.password()
 	errs = append(errs, err)

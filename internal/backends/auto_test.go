@@ -1,0 +1,41 @@
+package backends
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestChoose(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name string
+		s    system
+		want string
+		why  string
+	}{
+		{"an ipset of the lists exists", system{ipset: true, ipsetSet: "bl"}, "ipset", "set bl exists"},
+		{"an ipset exists beside fw4", system{ipset: true, ipsetSet: "bl", fw4: true}, "ipset", "set bl exists"},
+		{"OpenWrt fw4", system{ipset: true, fw4: true}, "nft", "OpenWrt fw4"},
+		{"inet table", system{ipset: true, inetTable: "filter"}, "nft", "nftables table inet filter exists"},
+		{"iptables-nft: ip tables only", system{ipset: true}, "ipset", "no native nftables firewall (no inet table)"},
+		{"no nftables", system{ipset: true, nftErr: boom}, "ipset", "no nftables: boom"},
+		{"tables unreadable", system{ipset: true, listErr: boom}, "ipset", "cannot list nftables tables: boom"},
+		{"no ipset, no nftables firewall", system{}, "nft", "no native nftables firewall (no inet table)"},
+		{"no ipset, no nftables", system{nftErr: boom}, "nft", "no nftables: boom"},
+	}
+	for _, tt := range tests {
+		got, why := choose(tt.s)
+		if got != tt.want || why != tt.why {
+			t.Errorf("%s: choose = %s (%s), want %s (%s)", tt.name, got, why, tt.want, tt.why)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	if got := Names(); got != "auto, dryrun, ipset, nft" {
+		t.Errorf("Names() = %q", got)
+	}
+	if Known("iptables") || !Known("dryrun") {
+		t.Error("Known is wrong")
+	}
+}
