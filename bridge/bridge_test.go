@@ -273,13 +273,11 @@ func TestMissingSetWithoutCreateIsFatal(t *testing.T) {
 func TestOptionsValidate(t *testing.T) {
 	err := Options{Lists: []List{{Root: "a/#"}, {Root: "x", Set4: "s", Set6: "s"}}, QoS: 3}.Validate()
 	for _, want := range []string{"a/#", `set "s" is used`, "no broker URL", "no client id", "qos 3"} {
-		if err == nil || !containsStr(err.Error(), want) {
+		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %q", err, want)
 		}
 	}
 }
-
-func containsStr(s, sub string) bool { return strings.Contains(s, sub) }
 
 type denyHook struct{ mochi.HookBase }
 

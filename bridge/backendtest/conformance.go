@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -294,21 +296,13 @@ func (e *env) want(set string, prefixes ...string) {
 	}
 	for _, p := range prefixes {
 		if !got[netip.MustParsePrefix(p)] {
-			e.t.Errorf("set %s lacks %s; has %v", set, p, keys(got))
+			e.t.Errorf("set %s lacks %s; has %v", set, p, slices.Collect(maps.Keys(got)))
 		}
 		delete(got, netip.MustParsePrefix(p))
 	}
 	if len(got) > 0 {
-		e.t.Errorf("set %s has unexpected %v", set, keys(got))
+		e.t.Errorf("set %s has unexpected %v", set, slices.Collect(maps.Keys(got)))
 	}
-}
-
-func keys(m map[netip.Prefix]bool) []netip.Prefix {
-	var k []netip.Prefix
-	for p := range m {
-		k = append(k, p)
-	}
-	return k
 }
 
 func add(p string, timeout wire.Timeout) bridge.Op {

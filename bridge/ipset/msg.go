@@ -317,6 +317,3 @@ func (m *builder) encodeList(name string, headerOnly bool) []byte {
 	}
 	return m.bytes()
 }
-
-// hostPrefix reports whether p is a single address.
-func hostPrefix(p netip.Prefix) bool { return p.Bits() == p.Addr().BitLen() }
