@@ -4,8 +4,7 @@ package backends
 
 import (
 	"log/slog"
-	"maps"
-	"slices"
+	"sort"
 	"strings"
 
 	"github.com/vallum/vallum/bridge"
@@ -35,7 +34,14 @@ var openers = map[string]func(o Options) (bridge.Backend, error){
 func Known(name string) bool { _, ok := openers[name]; return ok }
 
 // Names lists the backends, sorted, for an error message.
-func Names() string { return strings.Join(slices.Sorted(maps.Keys(openers)), ", ") }
+func Names() string {
+	var n []string
+	for k := range openers {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return strings.Join(n, ", ")
+}
 
 // Open opens the backend called name; the caller checked it with Known.
 func Open(name string, o Options) (bridge.Backend, error) {

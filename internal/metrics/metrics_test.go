@@ -36,8 +36,8 @@ func TestWriteGolden(t *testing.T) {
 		broker: &brokerReading{
 			stats: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
 				Refused: map[string]int64{"bad_password": 2}},
-			store:   &broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
-			storeOK: false,
+			store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
+			stored: true, storeOK: false,
 		},
 	}
 	var b bytes.Buffer

@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
+	"sort"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
@@ -24,7 +23,8 @@ type reading struct {
 
 type brokerReading struct {
 	stats   broker.Stats
-	store   *broker.StoreStats // nil: nothing stored
+	store   broker.StoreStats
+	stored  bool // false: nothing stored, store is zero
 	storeOK bool
 }
 
@@ -45,8 +45,9 @@ func (e *Exporter) read(ctx context.Context) reading {
 	}
 	if e.Broker != nil {
 		r.broker = &brokerReading{stats: e.Broker.Stats()}
-		if ss, ok := e.Broker.StoreStats(); ok {
-			r.broker.store, r.broker.storeOK = &ss, e.Broker.StoreHealth() == nil
+		r.broker.store, r.broker.stored = e.Broker.StoreStats()
+		if r.broker.stored {
+			r.broker.storeOK = e.Broker.StoreHealth() == nil
 		}
 	}
 	return r
@@ -74,7 +75,7 @@ func write(w io.Writer, r reading) {
 		gauge(w, "vallum_broker_messages_dropped_total", "counter", "Messages the embedded broker dropped.", st.MessagesDropped)
 		gauge(w, "vallum_broker_retained", "gauge", "Retained messages (ban states) the embedded broker holds.", st.Retained)
 		family(w, "vallum_broker_refused_total", "counter", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
-		if ss := b.store; ss != nil {
+		if ss := b.store; b.stored {
 			gauge(w, "vallum_broker_store_ok", "gauge", "1 while the embedded broker's store writes.", b2i(b.storeOK))
 			gauge(w, "vallum_broker_store_write_errors_total", "counter", "Store writes and fsyncs that failed.", ss.WriteErrors)
 			gauge(w, "vallum_broker_store_refused_total", "counter", "Publishes refused because the store could not write.", ss.Refused)
@@ -86,7 +87,12 @@ func write(w io.Writer, r reading) {
 
 func family(w io.Writer, name, typ, help, label string, values map[string]int64) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	for _, k := range slices.Sorted(maps.Keys(values)) {
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
 		fmt.Fprintf(w, "%s{%s=%q} %d\n", name, label, k, values[k])
 	}
 }

@@ -36,7 +36,15 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	why := map[Stop]string{TimedOut: "not complete in time", Closed: "connection closed", Stalled: "the broker stopped sending", Empty: "nothing came"}[e.Stop]
+	why := "the broker stopped sending"
+	switch e.Stop {
+	case TimedOut:
+		why = "not complete in time"
+	case Closed:
+		why = "connection closed"
+	case Empty:
+		why = "nothing came"
+	}
 	return fmt.Sprintf("retained read: %s after %d messages", why, e.N)
 }
 
