@@ -201,10 +201,19 @@ func TestStats(t *testing.T) {
 	c.sub(t, "blacklist/#", 1)
 	c.pub(t, "blacklist/ban/192.0.2.1", 1, true, `{"at":1}`)
 	c.next(t, 5*time.Second)
-	s := b.Stats()
-	if s.ClientsConnected != 1 || s.MessagesReceived < 1 || s.MessagesSent < 1 || s.Retained < 1 {
-		t.Errorf("Stats() = %+v, want 1 client, a message in and out, a retained message", s)
+	// mochi counts a message sent after its write returns, which may be
+	// after the client has read it: poll, with a deadline.
+	var s Stats
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s = b.Stats()
+		if s.ClientsConnected == 1 && s.MessagesReceived >= 1 && s.MessagesSent >= 1 && s.Retained >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
 	}
+	t.Errorf("Stats() = %+v, want 1 client, a message in and out, a retained message", s)
 }
 
 func TestSetLimit(t *testing.T) {

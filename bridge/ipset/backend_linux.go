@@ -60,7 +60,11 @@ func explain(err error) error {
 	switch {
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("needs CAP_NET_ADMIN: %w", err)
-	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EPROTONOSUPPORT), errors.Is(err, syscall.ENOENT):
+	case errors.Is(err, syscall.EPROTONOSUPPORT):
+		// socket(NETLINK_NETFILTER) itself refused: qemu's user mode
+		// (router builds tried on a PC) passes no netfilter netlink.
+		return fmt.Errorf("netfilter netlink refused by the emulator or environment (qemu user mode has none; else modprobe nfnetlink): %w", err)
+	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("kernel has no ipset support (modprobe ip_set): %w", err)
 	}
 	return err

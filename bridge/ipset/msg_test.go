@@ -30,13 +30,13 @@ func TestEncodeADTWire(t *testing.T) {
 	ne := binary.NativeEndian
 	var want []byte
 	want = ne.AppendUint32(want, 88)
-	want = ne.AppendUint16(want, 6<<8|9)        // NFNL_SUBSYS_IPSET, IPSET_CMD_ADD
-	want = ne.AppendUint16(want, 0x1|0x4)       // NLM_F_REQUEST|NLM_F_ACK, no NLM_F_EXCL: -exist
-	want = append(want, make([]byte, 8)...)     // seq, pid: filled in by the socket
-	want = append(want, 2, 0, 0, 0)             // nfgenmsg
-	want = append(want, 5, 0, 1, 0, 6, 0, 0, 0) // IPSET_ATTR_PROTOCOL 6
-	want = append(want, 7, 0, 2, 0, 'b', 'l', 0, 0)
-	want = append(want, 8, 0, 9, 0, 0, 0, 0, 0) // IPSET_ATTR_LINENO 0: batch mode
+	want = ne.AppendUint16(want, 6<<8|9)       // NFNL_SUBSYS_IPSET, IPSET_CMD_ADD
+	want = ne.AppendUint16(want, 0x1|0x4)      // NLM_F_REQUEST|NLM_F_ACK, no NLM_F_EXCL: -exist
+	want = append(want, make([]byte, 8)...)    // seq, pid: filled in by the socket
+	want = append(want, 2, 0, 0, 0)            // nfgenmsg
+	want = append(nla(want, 5, 1), 6, 0, 0, 0) // IPSET_ATTR_PROTOCOL 6
+	want = append(nla(want, 7, 2), 'b', 'l', 0, 0)
+	want = append(nla(want, 8, 9), 0, 0, 0, 0) // IPSET_ATTR_LINENO 0: batch mode
 	want = ne.AppendUint16(want, 44)
 	want = ne.AppendUint16(want, 8|0x8000) // IPSET_ATTR_ADT
 	want = ne.AppendUint16(want, 40)
@@ -46,15 +46,21 @@ func TestEncodeADTWire(t *testing.T) {
 	want = ne.AppendUint16(want, 8)
 	want = ne.AppendUint16(want, 1|0x4000) // IPSET_ATTR_IPADDR_IPV4
 	want = append(want, 192, 0, 2, 7)
-	want = append(want, 5, 0, 3, 0, 32, 0, 0, 0) // IPSET_ATTR_CIDR
+	want = append(nla(want, 5, 3), 32, 0, 0, 0) // IPSET_ATTR_CIDR
 	want = ne.AppendUint16(want, 8)
 	want = ne.AppendUint16(want, 6|0x4000) // IPSET_ATTR_TIMEOUT, big endian
 	want = append(want, 0, 0, 1, 44)
-	want = append(want, 8, 0, 9, 0)
+	want = nla(want, 8, 9)
 	want = ne.AppendUint32(want, 1) // IPSET_ATTR_LINENO 1
 	if n != 1 || !bytes.Equal(req, want) {
 		t.Errorf("encodeADT = %d entries\n% x\nwant\n% x", n, req, want)
 	}
+}
+
+// nla appends a netlink attribute header, in the CPU's byte order as
+// netlink wants (the tests also run on big-endian MIPS, under qemu).
+func nla(b []byte, n, typ uint16) []byte {
+	return binary.NativeEndian.AppendUint16(binary.NativeEndian.AppendUint16(b, n), typ)
 }
 
 // decodeADT returns the entries and line numbers of an add/del request.
@@ -141,7 +147,7 @@ func TestParseError(t *testing.T) {
 	// What call_ad() sends back: the error, then the request with its
 	// command-level line number rewritten to the failing entry's.
 	echo := bytes.Clone(req)
-	i := bytes.Index(echo, []byte{8, 0, 9, 0, 0, 0, 0, 0})
+	i := bytes.Index(echo, append(nla(nil, 8, 9), 0, 0, 0, 0))
 	binary.NativeEndian.PutUint32(echo[i+4:], 2)
 	errno := func(code int32, rest []byte) []byte {
 		return append(binary.NativeEndian.AppendUint32(nil, uint32(-code)), rest...)

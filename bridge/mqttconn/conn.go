@@ -105,8 +105,14 @@ func (w *Conn) flusher() {
 				break
 			}
 			buf, w.pending = w.pending, buf[:0]
+			closing := w.closed
 			w.cond.Broadcast()
 			w.mu.Unlock()
+			if closing {
+				// Set here, not in Close: a WebSocket connection's
+				// deadline and writes must come from one goroutine.
+				w.Conn.SetWriteDeadline(time.Now().Add(closeFlush))
+			}
 			if _, err := w.Conn.Write(buf); err != nil {
 				w.fail(err)
 			}
@@ -140,11 +146,20 @@ func (w *Conn) Close() error {
 	w.flushing = true // the flusher may be idle: have it run once more and exit
 	w.cond.Broadcast()
 	w.mu.Unlock()
-	w.Conn.SetWriteDeadline(time.Now().Add(closeFlush))
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	t := time.NewTimer(closeFlush)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
+		// A write stalled before Close: closing the socket ends it
+		// (Close may be called concurrently with Write, on TCP and on
+		// gorilla's WebSocket connections alike).
+	}
+	err := w.Conn.Close()
 	<-w.done
-	return w.Conn.Close()
+	return err
 }

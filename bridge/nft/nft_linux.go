@@ -4,6 +4,7 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,6 +60,11 @@ func New(o Options) (*Backend, error) {
 		ns = 0
 	}
 	conn, err := nftables.New(nftables.WithNetNSFd(ns), nftables.AsLasting())
+	if errors.Is(err, unix.EPROTONOSUPPORT) {
+		// qemu's user mode (router builds tried on a PC) passes no
+		// netfilter netlink.
+		return nil, fmt.Errorf("nftables netlink: netfilter netlink refused by the emulator or environment (qemu user mode has none; else modprobe nfnetlink): %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink: %w", err)
 	}

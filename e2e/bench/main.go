@@ -1,8 +1,10 @@
 // Command bench measures vallum on this machine, side by side with the
-// naive pipeline people script today (mosquitto_sub | xargs ipset add) and,
-// when given, a vallumd binary: kernel apply rate, end-to-end throughput,
-// publish-to-kernel latency, late-join sync time and memory. It runs as
-// root; everything happens in network namespaces of its own, on loopback.
+// naive pipeline people script today (mosquitto_sub | xargs ipset add),
+// `ipset restore` of the same addresses (the kernel apply baseline) and,
+// when given, a vallumd binary (../shared/peers/build-vallumd.sh builds
+// one): kernel apply rate, end-to-end throughput, publish-to-kernel
+// latency, late-join sync time and memory. It runs as root; everything
+// happens in network namespaces of its own, on loopback.
 //
 //	go run ./e2e/bench            # full sizes, a few minutes
 //	go run ./e2e/bench -small     # CI sizes, under a minute
@@ -45,7 +47,7 @@ func parseFlags() config {
 	flag.IntVar(&c.latRate, "lat-rate", 1000, "bans per second for the latency measurement")
 	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
-	flag.IntVar(&c.vallumdN, "vallumd-n", 50_000, "messages for vallumd")
+	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
 	flag.DurationVar(&c.phase, "phase-timeout", 120*time.Second, "time limit of each measurement")
 	flag.DurationVar(&c.soak, "soak", 60*time.Second, "length of the steady run that checks vallum's memory stays flat (0: skip)")
@@ -67,7 +69,7 @@ func parseFlags() config {
 		def(&c.lat, "lat", 1000)
 		def(&c.sync, "sync", 10_000)
 		def(&c.naive, "naive", 300)
-		def(&c.vallumdN, "vallumd-n", 5000)
+		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {
 			c.phase = 30 * time.Second
 		}

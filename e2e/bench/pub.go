@@ -32,12 +32,16 @@ func (a *addrs) take(n int) []netip.Addr {
 	return out
 }
 
-// lines joins addresses into one payload, one per line.
+// lines joins addresses into one payload, one per line, with no newline
+// after the last: one address is then what vallumd's users publish, and
+// vallumd refuses a trailing newline.
 func lines(as []netip.Addr) []byte {
 	var b strings.Builder
-	for _, a := range as {
+	for i, a := range as {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
 		b.WriteString(a.String())
-		b.WriteByte('\n')
 	}
 	return []byte(b.String())
 }

@@ -46,10 +46,19 @@ func New(t testing.TB) netns.NsHandle {
 	return ns
 }
 
-// RequireRoot skips the test unless it runs as root.
+// RequireRoot skips the test unless it runs as root where netfilter's
+// netlink answers: qemu's user mode, which runs the tests of the router
+// builds (GOARCH=mips go test -exec qemu-mips-static), refuses it.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (kernel sets and network namespaces)")
+	}
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.NETLINK_NETFILTER)
+	if errors.Is(err, syscall.EPROTONOSUPPORT) {
+		t.Skip("netfilter netlink refused (an emulator such as qemu user mode, or no nfnetlink in the kernel)")
+	}
+	if err == nil {
+		syscall.Close(fd)
 	}
 }
