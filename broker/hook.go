@@ -263,7 +263,7 @@ func (h *authHook) checkPublish(cl *mqtt.Client, a access, topic string, payload
 func (h *authHook) stateRoot(a access, topic string) (string, bool) {
 	for _, roots := range [][]string{h.lists, a.lists} {
 		for _, r := range roots {
-			if strings.HasPrefix(topic, wire.StatePrefix(r)) {
+			if strings.HasPrefix(topic, r+"/"+wire.LevelState+"/") {
 				return r, true
 			}
 		}

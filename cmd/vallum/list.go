@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -78,14 +77,11 @@ func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timin
 	if err != nil {
 		return nil, err
 	}
-	if !rd.Marked() {
+	if !rd.Marked {
 		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.Quiet)
 	}
-	var end *retained.Error
-	if err := rd.Wait(tm); errors.As(err, &end) {
-		return nil, r.failed(end.Stop, tm)
-	} else if err != nil {
-		return nil, err
+	if err := rd.Wait(tm); err != nil {
+		return nil, r.failed(err, tm)
 	}
 	return r.bans(), nil
 }
@@ -113,20 +109,22 @@ func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
-// failed says why the list did not come to its end.
-func (r *stateReader) failed(stop retained.Stop, tm retained.Timing) error {
+// failed says why the list did not come to its end (stop, a retained.Stop).
+// One Errorf with indexed arguments: each call costs bytes on the routers.
+func (r *stateReader) failed(stop error, tm retained.Timing) error {
 	r.mu.Lock()
 	n := len(r.got)
 	r.mu.Unlock()
+	d, format := tm.Stall, "list %[1]s: the broker sent nothing for %[2]s and not the end of the list (%[3]d bans so far)"
 	switch stop {
 	case retained.TimedOut:
-		return fmt.Errorf("list %s: not complete after %s (%d bans so far): the broker is too slow or too loaded", r.root, tm.Limit, n)
+		d, format = tm.Limit, "list %[1]s: not complete after %[2]s (%[3]d bans so far): the broker is too slow or too loaded"
 	case retained.Closed:
-		return fmt.Errorf("list %s: the broker closed the connection after %d bans", r.root, n)
+		format = "list %[1]s: the broker closed the connection after %[3]d bans"
 	case retained.Empty:
-		return fmt.Errorf("list %s: no ban came in %s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login", r.root, tm.Stall)
+		format = "list %[1]s: no ban came in %[2]s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login"
 	}
-	return fmt.Errorf("list %s: the broker sent nothing for %s and not the end of the list (%d bans so far)", r.root, tm.Stall, n)
+	return fmt.Errorf(format, r.root, d, n)
 }
 
 // bans returns the bans read, by address.

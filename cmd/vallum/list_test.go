@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/retained"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -132,5 +133,25 @@ func TestListFailsWithoutTheEndOfTheList(t *testing.T) {
 	out, errOut, err := runList(t, port, "halfsync")
 	if err == nil || strings.Contains(out, "active bans") {
 		t.Fatalf("vallum list without its marker = %v, want an error and no list:\n%s%s", err, out, errOut)
+	}
+}
+
+// TestListFailureMessages: each way a read ends short says what happened,
+// with the right wait and the bans read so far.
+func TestListFailureMessages(t *testing.T) {
+	r := &stateReader{root: "bl", got: map[netip.Prefix]wire.State{netip.MustParsePrefix("192.0.2.1/32"): {}}}
+	tests := []struct {
+		stop error
+		want string
+	}{
+		{retained.TimedOut, "list bl: not complete after 10m0s (1 bans so far): the broker is too slow or too loaded"},
+		{retained.Closed, "list bl: the broker closed the connection after 1 bans"},
+		{retained.Empty, "list bl: no ban came in 1m0s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login"},
+		{retained.Stalled, "list bl: the broker sent nothing for 1m0s and not the end of the list (1 bans so far)"},
+	}
+	for _, tt := range tests {
+		if got := r.failed(tt.stop, listTimes).Error(); got != tt.want {
+			t.Errorf("failed(%v) = %q, want %q", tt.stop, got, tt.want)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package backends
 
 import (
 	"errors"
+	"log/slog"
+	"slices"
 	"testing"
 )
 
@@ -37,5 +39,21 @@ func TestNames(t *testing.T) {
 	}
 	if Known("iptables") || !Known("dryrun") {
 		t.Error("Known is wrong")
+	}
+}
+
+// TestOpen: a known name opens (dryrun: the one that touches no kernel),
+// an unknown one is refused; names stay sorted for the error message.
+func TestOpen(t *testing.T) {
+	be, err := Open("dryrun", Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("Open(dryrun): %v", err)
+	}
+	be.Close()
+	if _, err := Open("iptables", Options{}); err == nil || Known("iptables") {
+		t.Error("Open(iptables) succeeded or Known says it exists")
+	}
+	if !slices.IsSorted(names) {
+		t.Errorf("names not sorted: %q", names)
 	}
 }

@@ -134,7 +134,7 @@ func (h *Host) RetainedState(port int, filter string, quiet time.Duration) (map[
 		return nil, fmt.Errorf("%s: %w", filter, err)
 	}
 	err = rd.Wait(retained.Timing{Stall: quiet, Quiet: quiet, Limit: 60 * time.Second})
-	if end := (*retained.Error)(nil); errors.As(err, &end) && end.Stop == retained.Empty {
+	if errors.Is(err, retained.Empty) { // none held
 		err = nil
 	}
 	mu.Lock()

@@ -32,13 +32,12 @@ func TestWriteGolden(t *testing.T) {
 		},
 		size: map[string]int64{"bl": 37}, capacity: map[string]int64{"bl": 65536, "bl6": 0},
 		connected: true, subscribed: true, reconnects: 1, messages: 99, queue: 4, syncs: 2,
-		apply: bridge.Histogram{Counts: counts, Count: 14, Sum: 0.125},
-		broker: &brokerReading{
-			stats: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
-				Refused: map[string]int64{"bad_password": 2}},
-			store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
-			stored: true, storeOK: false,
-		},
+		apply:    bridge.Histogram{Counts: counts, Count: 14, Sum: 0.125},
+		embedded: true,
+		broker: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
+			Refused: map[string]int64{"bad_password": 2}},
+		store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
+		stored: true, storeOK: false,
 	}
 	var b bytes.Buffer
 	write(&b, r)

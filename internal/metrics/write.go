@@ -18,14 +18,11 @@ type reading struct {
 	connected, subscribed              bool
 	reconnects, messages, queue, syncs int64
 	apply                              bridge.Histogram
-	broker                             *brokerReading // nil: not embedded
-}
 
-type brokerReading struct {
-	stats   broker.Stats
-	store   broker.StoreStats
-	stored  bool // false: nothing stored, store is zero
-	storeOK bool
+	embedded        bool // the broker's figures below, else none
+	broker          broker.Stats
+	store           broker.StoreStats
+	stored, storeOK bool // stored false: nothing stored, store is zero
 }
 
 func (e *Exporter) read(ctx context.Context) reading {
@@ -44,11 +41,9 @@ func (e *Exporter) read(ctx context.Context) reading {
 		}
 	}
 	if e.Broker != nil {
-		r.broker = &brokerReading{stats: e.Broker.Stats()}
-		r.broker.store, r.broker.stored = e.Broker.StoreStats()
-		if r.broker.stored {
-			r.broker.storeOK = e.Broker.StoreHealth() == nil
-		}
+		r.embedded, r.broker = true, e.Broker.Stats()
+		r.store, r.stored = e.Broker.StoreStats()
+		r.storeOK = r.stored && e.Broker.StoreHealth() == nil
 	}
 	return r
 }
@@ -67,16 +62,16 @@ func write(w io.Writer, r reading) {
 	gauge(w, "vallum_queue_depth", "gauge", "Messages waiting for the kernel.", r.queue)
 	gauge(w, "vallum_syncs_total", "counter", "Completed reconciliations with the broker's state.", r.syncs)
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
-	if b := r.broker; b != nil {
-		st := b.stats
+	if r.embedded {
+		st := r.broker
 		gauge(w, "vallum_broker_clients", "gauge", "Clients connected to the embedded broker.", st.ClientsConnected)
 		gauge(w, "vallum_broker_messages_received_total", "counter", "Messages the embedded broker received.", st.MessagesReceived)
 		gauge(w, "vallum_broker_messages_sent_total", "counter", "Messages the embedded broker sent.", st.MessagesSent)
 		gauge(w, "vallum_broker_messages_dropped_total", "counter", "Messages the embedded broker dropped.", st.MessagesDropped)
 		gauge(w, "vallum_broker_retained", "gauge", "Retained messages (ban states) the embedded broker holds.", st.Retained)
 		family(w, "vallum_broker_refused_total", "counter", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
-		if ss := b.store; b.stored {
-			gauge(w, "vallum_broker_store_ok", "gauge", "1 while the embedded broker's store writes.", b2i(b.storeOK))
+		if ss := r.store; r.stored {
+			gauge(w, "vallum_broker_store_ok", "gauge", "1 while the embedded broker's store writes.", b2i(r.storeOK))
 			gauge(w, "vallum_broker_store_write_errors_total", "counter", "Store writes and fsyncs that failed.", ss.WriteErrors)
 			gauge(w, "vallum_broker_store_refused_total", "counter", "Publishes refused because the store could not write.", ss.Refused)
 			gauge(w, "vallum_broker_store_damaged_records", "gauge", "Damaged records skipped when the store was loaded.", int64(ss.Loaded.Records))

@@ -18,7 +18,7 @@ type Timing struct {
 	Limit time.Duration // the whole read
 }
 
-// Stop says why a read ended short of the end.
+// Stop is the error of a read that ended short of the end, and says why.
 type Stop int
 
 // Why a read stops short.
@@ -29,32 +29,18 @@ const (
 	Empty                    // no marker, and no message at all for Timing.Stall: an empty filter or a slow broker
 )
 
-// Error is a read that did not reach the end; N messages had come.
-type Error struct {
-	Stop Stop
-	N    int
-}
-
-func (e *Error) Error() string {
-	why := "the broker stopped sending"
-	switch e.Stop {
-	case TimedOut:
-		why = "not complete in time"
-	case Closed:
-		why = "connection closed"
-	case Empty:
-		why = "nothing came"
-	}
-	return fmt.Sprintf("retained read: %s after %d messages", why, e.N)
-}
+func (s Stop) Error() string { return "retained read ended short" }
 
 // Reader follows one read.
 type Reader struct {
+	// Marked: the read ends at the marker; false: at the first pause.
+	Marked bool
+
 	cl   mqtt.Client
+	got  mqtt.MessageHandler
 	back chan struct{} // the marker came back; nil: no marker
 
 	mu    sync.Mutex
-	n     int
 	since time.Time // the SUBACK
 	last  time.Time // the latest message; zero until one comes
 }
@@ -65,9 +51,9 @@ type Reader struct {
 // publishes a marker to itself on the topic marker and Wait waits for it: a
 // broker delivers one client's messages in order, so every message sent
 // before the marker has arrived when it does. Where marker is "" or the
-// broker refuses it, Wait ends at the first pause instead (see Marked).
+// broker refuses it, Wait ends at the first pause instead (Marked false).
 func Subscribe(cl mqtt.Client, filter string, qos byte, marker string, got mqtt.MessageHandler) (*Reader, error) {
-	r := &Reader{cl: cl}
+	r := &Reader{cl: cl, got: got}
 	if marker != "" {
 		back := make(chan struct{}, 1)
 		if granted(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
@@ -76,17 +62,10 @@ func Subscribe(cl mqtt.Client, filter string, qos byte, marker string, got mqtt.
 			default:
 			}
 		})) {
-			r.back = back
+			r.back, r.Marked = back, true
 		}
 	}
-	err := wait(cl.Subscribe(filter, qos, func(c mqtt.Client, m mqtt.Message) {
-		got(c, m)
-		r.mu.Lock()
-		r.n++
-		r.last = time.Now()
-		r.mu.Unlock()
-	}))
-	if err != nil {
+	if err := wait(cl.Subscribe(filter, qos, r.onMessage)); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	r.mu.Lock()
@@ -101,11 +80,15 @@ func Subscribe(cl mqtt.Client, filter string, qos byte, marker string, got mqtt.
 	return r, nil
 }
 
-// Marked reports whether the read ends at the marker rather than at a pause.
-func (r *Reader) Marked() bool { return r.back != nil }
+func (r *Reader) onMessage(c mqtt.Client, m mqtt.Message) {
+	r.got(c, m)
+	r.mu.Lock()
+	r.last = time.Now()
+	r.mu.Unlock()
+}
 
 // Wait waits for the marker to come back or, without one, for a pause in
-// the messages. An *Error says why it ended short.
+// the messages. A Stop says why it ended short.
 func (r *Reader) Wait(tm Timing) error {
 	deadline := time.After(tm.Limit)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -115,33 +98,33 @@ func (r *Reader) Wait(tm Timing) error {
 		case <-r.back:
 			return nil
 		case <-deadline:
-			n, _, _ := r.progress()
-			return &Error{TimedOut, n}
+			return TimedOut
 		case <-tick.C:
 		}
-		n, idle, some := r.progress()
+		idle, some := r.progress()
 		switch {
 		case !r.cl.IsConnectionOpen():
-			return &Error{Closed, n}
+			return Closed
 		case r.back == nil && some && idle > tm.Quiet:
 			return nil
 		case r.back == nil && idle > tm.Stall:
-			return &Error{Empty, n}
+			return Empty
 		case idle > tm.Stall:
-			return &Error{Stalled, n}
+			return Stalled
 		}
 	}
 }
 
-// progress returns the messages so far, and how long the broker has sent
-// none (since the SUBACK when none came yet).
-func (r *Reader) progress() (n int, idle time.Duration, some bool) {
+// progress returns how long the broker has sent nothing (since the SUBACK
+// when nothing came yet), and whether anything came.
+func (r *Reader) progress() (idle time.Duration, some bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last.IsZero() {
-		return 0, time.Since(r.since), false
+	since, last := r.since, r.last
+	r.mu.Unlock()
+	if last.IsZero() {
+		return time.Since(since), false
 	}
-	return r.n, time.Since(r.last), true
+	return time.Since(last), true
 }
 
 // granted reports whether the broker granted a subscription.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,12 +84,11 @@ func TestRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rd.Marked() != (tt.marker != "") {
-				t.Errorf("Marked() = %v with marker %q", rd.Marked(), tt.marker)
+			if rd.Marked != (tt.marker != "") {
+				t.Errorf("Marked = %v with marker %q", rd.Marked, tt.marker)
 			}
 			err = rd.Wait(tm)
-			var end *Error
-			if tt.stop != 0 && (!errors.As(err, &end) || end.Stop != tt.stop) || tt.stop == 0 && err != nil {
+			if tt.stop != 0 && !errors.Is(err, tt.stop) || tt.stop == 0 && err != nil {
 				t.Fatalf("Wait = %v, want stop %d", err, tt.stop)
 			}
 			mu.Lock()
@@ -113,8 +111,7 @@ func TestReadClosed(t *testing.T) {
 	}
 	c.Disconnect(0)
 	err = rd.Wait(Timing{Stall: time.Minute, Quiet: time.Minute, Limit: time.Minute})
-	var end *Error
-	if !errors.As(err, &end) || end.Stop != Closed || !strings.Contains(err.Error(), "closed") {
+	if !errors.Is(err, Closed) {
 		t.Fatalf("Wait after a disconnect = %v, want Closed", err)
 	}
 }

@@ -108,9 +108,6 @@ func IsEventTopic(root, topic string) bool {
 // StateFilter is the filter that matches every retained state of a list.
 func StateFilter(root string) string { return root + "/" + LevelState + "/#" }
 
-// StatePrefix is what every state topic of a list begins with.
-func StatePrefix(root string) string { return root + "/" + LevelState + "/" }
-
 // ValidRoot reports why root cannot name a list, or nil.
 func ValidRoot(root string) error {
 	switch {

@@ -217,7 +217,7 @@ func TestListTopics(t *testing.T) {
 	if got := StateFilter("bl"); got != "bl/ban/#" {
 		t.Errorf("StateFilter = %q", got)
 	}
-	if got := StateTopic("bl", netip.MustParsePrefix("2001:db8::/32")); got != StatePrefix("bl")+"2001:db8::/32" {
+	if got := StateTopic("bl", netip.MustParsePrefix("2001:db8::/32")); got != "bl/ban/2001:db8::/32" {
 		t.Errorf("StateTopic = %q", got)
 	}
 	if got := MarkerTopic("h1"); got != "vallum/sync/h1" {
