@@ -150,7 +150,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 				b.subscribe(c, state, abandon)
 			}
 			return
-		case <-b.stopping:
+		case <-b.stopCtx.Done():
 			return
 		case <-abandon: // a reconnect or SIGHUP started a newer sync
 			return
@@ -192,7 +192,7 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, abandon chan 
 		case <-time.After(delay):
 		case <-abandon:
 			return false
-		case <-b.stopping:
+		case <-b.stopCtx.Done():
 			return false
 		}
 		delay = min(2*delay, time.Minute)
