@@ -119,15 +119,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 // stopping it starts nothing.
 func (b *Bridge) spawn(f func()) {
 	b.taskMu.Lock()
-	defer b.taskMu.Unlock()
-	if b.stopCtx.Err() != nil {
-		return
+	if b.stopCtx.Err() == nil {
+		b.tasks.Add(1)
+		go func() {
+			f()
+			b.tasks.Done() // a panic in f ends the process anyway
+		}()
 	}
-	b.tasks.Add(1)
-	go func() {
-		defer b.tasks.Done()
-		f()
-	}()
+	b.taskMu.Unlock()
 }
 
 // Resync makes sure the sets and the firewall rules exist again (creating
