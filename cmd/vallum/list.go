@@ -109,7 +109,8 @@ func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
-// failed says why the list did not come to its end (stop, a retained.Stop).
+// failed says why the list did not come to its end (stop: one of
+// retained's errors).
 // One Errorf with indexed arguments: each call costs bytes on the routers.
 func (r *stateReader) failed(stop error, tm retained.Timing) error {
 	r.mu.Lock()

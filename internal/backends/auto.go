@@ -30,37 +30,37 @@ func choose(s system) (name, why string) {
 	if s.ipsetSet != "" {
 		return "ipset", "set " + s.ipsetSet + " exists"
 	}
-	why, native := nftablesWhy(s)
+	// Native nftables: OpenWrt's fw4, or a table of the inet family.
+	// iptables-nft's tables are ip and ip6 ones, and its users want ipsets.
+	native := false
+	switch {
+	case s.fw4:
+		why, native = "OpenWrt fw4", true
+	case s.nftErr != nil:
+		why = "no nftables: " + s.nftErr.Error()
+	case s.listErr != nil:
+		why = "cannot list nftables tables: " + s.listErr.Error()
+	case s.inetTable != "":
+		why, native = "nftables table inet "+s.inetTable+" exists", true
+	default:
+		why = "no native nftables firewall (no inet table)"
+	}
 	if !native && s.ipset {
 		return "ipset", why
 	}
 	return "nft", why
 }
 
-// nftablesWhy reports whether the system filters with native nftables:
-// OpenWrt's fw4, or a table of the inet family. iptables-nft's tables are
-// ip and ip6 ones, and its users want ipsets.
-func nftablesWhy(s system) (why string, native bool) {
-	switch {
-	case s.fw4:
-		return "OpenWrt fw4", true
-	case s.nftErr != nil:
-		return "no nftables: " + s.nftErr.Error(), false
-	case s.listErr != nil:
-		return "cannot list nftables tables: " + s.listErr.Error(), false
-	case s.inetTable != "":
-		return "nftables table inet " + s.inetTable + " exists", true
-	}
-	return "no native nftables firewall (no inet table)", false
-}
-
 // openAuto probes, chooses and opens; it logs what it chose and why.
 func openAuto(o Options) (bridge.Backend, error) {
 	var s system
 	ip, ipErr := ipset.New(ipset.Options{Logger: o.Logger})
-	if s.ipset = ipErr == nil; s.ipset {
-		s.ipsetSet = existingSet(ip, o.Lists)
+	for i := 0; ipErr == nil && i < len(o.Lists) && s.ipsetSet == ""; i++ {
+		if _, err := ip.Info(context.Background(), o.Lists[i].Set4); err == nil {
+			s.ipsetSet = o.Lists[i].Set4 // the first list's IPv4 set that exists
+		}
 	}
+	s.ipset = ipErr == nil
 	if s.ipsetSet == "" { // else nftables need not be asked
 		probeNftables(&s)
 	}
@@ -74,16 +74,6 @@ func openAuto(o Options) (bridge.Backend, error) {
 	}
 	o.Logger.Info("backend auto: chose nft", "why", why, "table", o.NftTable)
 	return nft.New(nft.Options{Table: o.NftTable, Logger: o.Logger})
-}
-
-// existingSet returns the first list's IPv4 set that exists as an ipset.
-func existingSet(ip *ipset.Backend, lists []bridge.List) string {
-	for _, l := range lists {
-		if _, err := ip.Info(context.Background(), l.Set4); err == nil {
-			return l.Set4
-		}
-	}
-	return ""
 }
 
 func probeNftables(s *system) {

@@ -4,6 +4,7 @@
 package retained
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -18,18 +19,13 @@ type Timing struct {
 	Limit time.Duration // the whole read
 }
 
-// Stop is the error of a read that ended short of the end, and says why.
-type Stop int
-
-// Why a read stops short.
-const (
-	TimedOut Stop = iota + 1 // Timing.Limit passed
-	Closed                   // the connection was lost
-	Stalled                  // nothing came for Timing.Stall, and not the marker
-	Empty                    // no marker, and no message at all for Timing.Stall: an empty filter or a slow broker
+// The errors of a read that ended short of the end.
+var (
+	TimedOut = errors.New("retained read: not complete in time")                // Timing.Limit passed
+	Closed   = errors.New("retained read: connection closed")                   // the connection was lost
+	Stalled  = errors.New("retained read: the broker stopped sending")          // nothing came for Timing.Stall, and not the marker
+	Empty    = errors.New("retained read: nothing came and there is no marker") // an empty filter or a slow broker
 )
-
-func (s Stop) Error() string { return "retained read ended short" }
 
 // Reader follows one read.
 type Reader struct {
@@ -88,7 +84,7 @@ func (r *Reader) onMessage(c mqtt.Client, m mqtt.Message) {
 }
 
 // Wait waits for the marker to come back or, without one, for a pause in
-// the messages. A Stop says why it ended short.
+// the messages. TimedOut, Closed, Stalled or Empty say why it ended short.
 func (r *Reader) Wait(tm Timing) error {
 	deadline := time.After(tm.Limit)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -101,7 +97,14 @@ func (r *Reader) Wait(tm Timing) error {
 			return TimedOut
 		case <-tick.C:
 		}
-		idle, some := r.progress()
+		// How long the broker has sent nothing: since the SUBACK when
+		// nothing came yet.
+		r.mu.Lock()
+		some, idle := !r.last.IsZero(), time.Since(r.last)
+		if !some {
+			idle = time.Since(r.since)
+		}
+		r.mu.Unlock()
 		switch {
 		case !r.cl.IsConnectionOpen():
 			return Closed
@@ -113,18 +116,6 @@ func (r *Reader) Wait(tm Timing) error {
 			return Stalled
 		}
 	}
-}
-
-// progress returns how long the broker has sent nothing (since the SUBACK
-// when nothing came yet), and whether anything came.
-func (r *Reader) progress() (idle time.Duration, some bool) {
-	r.mu.Lock()
-	since, last := r.since, r.last
-	r.mu.Unlock()
-	if last.IsZero() {
-		return time.Since(since), false
-	}
-	return time.Since(last), true
 }
 
 // granted reports whether the broker granted a subscription.

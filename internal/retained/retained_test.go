@@ -60,11 +60,11 @@ func TestRead(t *testing.T) {
 	tests := []struct {
 		name, filter, marker string
 		want                 int
-		stop                 Stop
+		stop                 error // nil: to the end
 	}{
-		{"marker", "bl/ban/#", "vallum/sync/r1", n, 0},
-		{"pause", "bl/ban/#", "", n, 0},
-		{"empty with marker", "other/ban/#", "vallum/sync/r3", 0, 0},
+		{"marker", "bl/ban/#", "vallum/sync/r1", n, nil},
+		{"pause", "bl/ban/#", "", n, nil},
+		{"empty with marker", "other/ban/#", "vallum/sync/r3", 0, nil},
 		{"empty without marker", "other/ban/#", "", 0, Empty},
 	}
 	for i, tt := range tests {
@@ -88,8 +88,8 @@ func TestRead(t *testing.T) {
 				t.Errorf("Marked = %v with marker %q", rd.Marked, tt.marker)
 			}
 			err = rd.Wait(tm)
-			if tt.stop != 0 && !errors.Is(err, tt.stop) || tt.stop == 0 && err != nil {
-				t.Fatalf("Wait = %v, want stop %d", err, tt.stop)
+			if !errors.Is(err, tt.stop) {
+				t.Fatalf("Wait = %v, want %v", err, tt.stop)
 			}
 			mu.Lock()
 			defer mu.Unlock()
