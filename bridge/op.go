@@ -122,10 +122,11 @@ type Entry struct {
 	Comment string
 }
 
-// Backend applies set membership changes to the kernel. The bridge calls it
-// from a single goroutine, in message order, a batch at a time; the metrics
-// and health handlers call Info from others, so an implementation
-// serialises its calls itself (backendtest checks it under -race).
+// Backend applies set membership changes to the kernel. The bridge calls
+// Apply from a single goroutine, in message order, a batch at a time; its
+// watcher calls Ensure, Info and Has (see Prober) beside it, and the
+// metrics and health handlers call Info, so a backend serialises its own
+// calls (backendtest checks it under -race).
 type Backend interface {
 	// Ensure checks that the set exists and can hold spec.Family prefixes
 	// with timeouts, creating it when missing and spec.Create is set.

@@ -99,6 +99,11 @@ func expiry(t wire.Timeout, now uint32) uint32 {
 type ownership struct {
 	mu   sync.Mutex
 	sets map[string]*owned
+	// kernel is held by the worker from plan to applied, and by the
+	// watcher while it looks a witness up (see witness.go): an entry the
+	// worker has just removed from the kernel is then no longer owned
+	// when the watcher finds it missing.
+	kernel sync.Mutex
 }
 
 func unixNow() uint32 { return uint32(time.Now().Unix()) }
@@ -174,4 +179,85 @@ func (w *ownership) applied(set string, ops []Op, failed map[netip.Prefix]bool) 
 		}
 	}
 	o.sweep(now)
+}
+
+// witness returns an address entry of set that vallum owns and that will
+// not expire within witnessMargin seconds: prev while it still is one,
+// else the best of the first witnessScan found (permanent, or the latest
+// expiry). Map order is random, so a scan is short whatever the set's size.
+func (w *ownership) witness(set string, prev netip.Prefix, now uint32) (netip.Prefix, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o := w.sets[set]
+	if o == nil {
+		return netip.Prefix{}, false
+	}
+	if prev.IsValid() && o.lasts(prev, now+witnessMargin) {
+		return prev, true
+	}
+	var best netip.Prefix
+	var bestExp uint32
+	seen := 0
+	consider := func(p netip.Prefix, exp uint32) bool {
+		if exp == 0 || exp > now+witnessMargin {
+			if !best.IsValid() || bestExp != 0 && (exp == 0 || exp > bestExp) {
+				best, bestExp = p, exp
+			}
+		}
+		seen++
+		return seen < witnessScan && !(best.IsValid() && bestExp == 0)
+	}
+	for a, exp := range o.v4 {
+		if !consider(netip.PrefixFrom(netip.AddrFrom4(a), 32), exp) {
+			break
+		}
+	}
+	for p, exp := range o.other {
+		if seen >= witnessScan || best.IsValid() && bestExp == 0 {
+			break
+		}
+		if !p.IsSingleIP() {
+			seen++ // a prefix (an interval in nft): not a witness
+			continue
+		}
+		consider(p, exp)
+	}
+	return best, best.IsValid()
+}
+
+// witnessMargin is how long, in seconds, a witness must have left: one
+// that expires between the pick and the kernel lookup is no witness.
+const witnessMargin = 5
+
+// witnessScan bounds the entries looked at to pick a witness.
+const witnessScan = 64
+
+// lasts says whether p is owned and will not expire by then.
+func (o *owned) lasts(p netip.Prefix, then uint32) bool {
+	var exp uint32
+	var ok bool
+	if p.Addr().Is4() && p.Bits() == 32 {
+		exp, ok = o.v4[p.Addr().As4()]
+	} else {
+		exp, ok = o.other[p]
+	}
+	return ok && (exp == 0 || exp > then)
+}
+
+// stillOwned says whether p is owned and not about to expire, after a
+// lookup found it missing: if not, the worker or its timeout removed it.
+func (w *ownership) stillOwned(set string, p netip.Prefix, now uint32) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o := w.sets[set]
+	return o != nil && o.lasts(p, now+1)
+}
+
+// forget drops p from what vallum owns in set.
+func (w *ownership) forget(set string, p netip.Prefix) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if o := w.sets[set]; o != nil {
+		o.del(p)
+	}
 }

@@ -125,6 +125,8 @@ func coalesce(ops []Op) []Op {
 // counters count every op received, not what coalescing left, so that they
 // do not depend on how messages fell into batches.
 func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
+	b.own.kernel.Lock() // see ownership.kernel
+	defer b.own.kernel.Unlock()
 	ops := b.own.plan(set, coalesce(received))
 	err := b.be.Apply(ctx, set, ops)
 	if errors.Is(err, ErrNoSet) && b.opts.Create {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +15,8 @@ import (
 // again it puts the rules back and reconciles the sets to the broker's
 // state, so that every ban the broker holds is back without a signal.
 // Bans from legacy events, which the broker keeps no state for, are lost
-// with the set.
+// with the set. A set emptied in place between two checks is found by its
+// witness, one entry of vallum's looked up each time (witness.go).
 //
 // Why a poll and not netlink notifications: ipset sends none, and
 // nftables announces every change on NFNLGRP_NFTABLES, including each
@@ -50,9 +52,10 @@ func (f *setFlags) get(name string) bool {
 // repairs serialises repairs and carries the worker's requests for one.
 type repairs struct {
 	mu     sync.Mutex
-	poke   chan struct{} // wakes the watcher before its tick
-	lost   atomic.Bool   // the worker found a set missing and created it
-	failed bool          // the last check failed: log the next success
+	poke   chan struct{}           // wakes the watcher before its tick
+	lost   atomic.Bool             // the worker found a set missing and created it
+	failed bool                    // the last check failed: log the next success
+	chosen map[string]netip.Prefix // the witness of each set (witness.go)
 }
 
 // setLost tells the watcher that the worker created a set again, which
@@ -114,11 +117,14 @@ func (b *Bridge) repair(ctx context.Context, force bool) error {
 		b.log.Info("sets and rules in place again")
 		r.failed = false
 	}
-	if lost := r.lost.Swap(false); !created && !lost && !recovered && !force {
-		return nil
-	}
-	if !force {
+	lost := r.lost.Swap(false)
+	switch {
+	case force:
+	case created || lost || recovered:
 		b.log.Warn("a set was removed behind vallum's back (a firewall reload?): created again, reconciling it to the broker's state")
+	case b.witnessesGone(ctx): // it logs which set
+	default:
+		return nil
 	}
 	c := b.client.Load()
 	if c == nil || !(*c).IsConnectionOpen() {

@@ -16,6 +16,9 @@ type Stats struct {
 	Messages   atomic.Int64 // MQTT messages received
 	QueueDepth atomic.Int64
 	Syncs      atomic.Int64 // completed reconciliations
+	// SetsEmptied counts sets found to have lost vallum's entries while
+	// they still existed (a flush or a re-create by a firewall reload).
+	SetsEmptied atomic.Int64
 
 	mu      sync.Mutex
 	adds    map[string]int64 // per set

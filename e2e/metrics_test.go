@@ -45,6 +45,7 @@ func TestMetrics(t *testing.T) {
 		`vallum_set_entries{set="blacklist6"}`:       0,
 		`vallum_mqtt_connected`:                      1,
 		`vallum_queue_depth`:                         0,
+		`vallum_sets_emptied_total`:                  0,
 	}
 	var got map[string]float64
 	// The counters may trail the kernel by a moment: the worker counts

@@ -60,7 +60,10 @@ const maxNameLen = 31
 // ~1.7-2.8M/s. Beyond that the kernel's per-entry work dominates.
 const defaultBatch = 2048
 
-var _ bridge.Backend = (*Backend)(nil)
+var (
+	_ bridge.Backend = (*Backend)(nil)
+	_ bridge.Prober  = (*Backend)(nil) // Has, below
+)
 
 func newBackend(c conn, log *slog.Logger) *Backend {
 	if log == nil {

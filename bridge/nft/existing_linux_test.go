@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/netnstest"
@@ -21,7 +22,15 @@ import (
 // nftIn runs the nft command inside ns (handed to nsenter as fd 3).
 func nftIn(t *testing.T, ns netns.NsHandle, stdin string, args ...string) string {
 	t.Helper()
-	f := os.NewFile(uintptr(ns), "netns")
+	// A duplicate: the *os.File closes its fd when collected, and ns must
+	// stay open for the rest of the test (else nsenter fails, now and then,
+	// with EINVAL on a closed or reused fd).
+	fd, err := unix.Dup(int(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "netns")
+	defer f.Close()
 	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Stdin = strings.NewReader(stdin)

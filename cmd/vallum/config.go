@@ -147,7 +147,7 @@ func loadConfig(cmd *cobra.Command) (config, error) {
 		}
 	}
 	topicsAsList(v)
-	if err := v.UnmarshalExact(&c); err != nil {
+	if err := decodeConfig(v, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w", orFlags(file), err)
 	}
 	c.file = file

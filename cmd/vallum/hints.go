@@ -13,6 +13,9 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/retained"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // portInUse adds what to do when the embedded broker's port is taken:
@@ -54,30 +57,47 @@ func speaksTLS(hostport string) bool {
 }
 
 // banned reports whether the broker holds a ban state on topic: a retained
-// message comes right after the SUBACK when it does. known is false when
-// the user may not read the state, so nothing can be said.
+// message comes right after the SUBACK when it does. The end of what the
+// broker sends is the client's own sync marker coming back, as for
+// `vallum list`; a login that may not use it (a reporter) falls back to a
+// pause of half a second. known is false when the user may not read the
+// state, or the answer did not come, so nothing can be said.
 func banned(cl mqtt.Client, topic string) (held, known bool) {
-	got := make(chan struct{}, 1)
+	got := make(chan bool, 2)
+	send := func(v bool) {
+		select {
+		case got <- v:
+		default:
+		}
+	}
+	opts := cl.OptionsReader()
+	marker := wire.MarkerTopic(opts.ClientID())
+	withMarker := retained.Granted(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) { send(false) }))
+	if withMarker {
+		defer cl.Unsubscribe(marker)
+	}
 	tok := cl.Subscribe(topic, 0, func(_ mqtt.Client, m mqtt.Message) {
 		if len(m.Payload()) > 0 {
-			select {
-			case got <- struct{}{}:
-			default:
-			}
+			send(true)
 		}
 	})
 	if wait(tok, "subscribe "+topic) != nil {
 		return false, false
 	}
 	defer cl.Unsubscribe(topic)
-	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[topic] >= 0x80 {
+	if !retained.Granted(tok) {
 		return false, false // refused: a reporter limited to other lists
 	}
+	quiet := 500 * time.Millisecond
+	if withMarker {
+		quiet = 10 * time.Second
+		cl.Publish(marker, 1, false, "unban")
+	}
 	select {
-	case <-got:
-		return true, true
-	case <-time.After(500 * time.Millisecond):
-		return false, true
+	case h := <-got:
+		return h, true
+	case <-time.After(quiet):
+		return false, !withMarker
 	}
 }
 

@@ -2,25 +2,25 @@ package guard
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Watch keeps the guard's dynamic allowlist current: every address
 // of this host's interfaces (followed live through netlink, so an address
 // added after start is protected at once) and the broker's addresses.
 func (g *Guard) Watch(ctx context.Context, brokerHost string, log *slog.Logger) error {
-	updates := make(chan netlink.AddrUpdate, 64)
-	done := make(chan struct{})
-	defer close(done)
-	if err := netlink.AddrSubscribe(updates, done); err != nil {
+	updates, stop, err := addrChanges()
+	if err != nil {
 		log.Warn("cannot follow interface addresses; checking every 10 s instead", "err", err)
-		updates = nil
 	}
+	defer stop()
 	brokerIPs := ResolveBroker(brokerHost, log)
 	g.Refresh(brokerIPs, log)
 	tick := time.NewTicker(10 * time.Second)
@@ -76,4 +76,34 @@ func ResolveBroker(host string, log *slog.Logger) []netip.Prefix {
 		}
 	}
 	return p
+}
+
+// addrChanges signals on its channel when an address is added to or
+// removed from an interface, until stop; it closes the channel if netlink
+// fails. Only the fact counts: Refresh lists them all again. (A
+// bare netlink socket: vishvananda/netlink's AddrSubscribe would link its
+// whole package for this.)
+func addrChanges() (updates chan struct{}, stop func(), err error) {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{
+		Groups: unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFADDR,
+	})
+	if err != nil {
+		return nil, func() {}, err
+	}
+	updates = make(chan struct{}, 1)
+	go func() {
+		defer close(updates)
+		for {
+			_, err := c.Receive()
+			if err != nil && !errors.Is(err, unix.ENOBUFS) { // closed by stop, or broken
+				return
+			}
+			// ENOBUFS: the kernel dropped some; a change all the same.
+			select {
+			case updates <- struct{}{}:
+			default: // one pending refresh covers this change too
+			}
+		}
+	}()
+	return updates, func() { c.Close() }, nil
 }

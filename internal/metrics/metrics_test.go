@@ -31,7 +31,7 @@ func TestWriteGolden(t *testing.T) {
 			Refused: map[string]int64{"bad_line": 1, "allowlisted": 5},
 		},
 		size: map[string]int64{"bl": 37}, capacity: map[string]int64{"bl": 65536, "bl6": 0},
-		connected: true, subscribed: true, reconnects: 1, messages: 99, queue: 4, syncs: 2,
+		connected: true, subscribed: true, reconnects: 1, messages: 99, queue: 4, syncs: 2, setsEmptied: 1,
 		apply:    bridge.Histogram{Counts: counts, Count: 14, Sum: 0.125},
 		embedded: true,
 		broker: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,

@@ -17,6 +17,7 @@ type reading struct {
 	size, capacity                     map[string]int64
 	connected, subscribed              bool
 	reconnects, messages, queue, syncs int64
+	setsEmptied                        int64
 	apply                              bridge.Histogram
 
 	embedded        bool // the broker's figures below, else none
@@ -30,7 +31,8 @@ func (e *Exporter) read(ctx context.Context) reading {
 		snap: e.Stats.Snapshot(), size: map[string]int64{}, capacity: map[string]int64{},
 		connected: e.Stats.Connected.Load(), subscribed: e.Stats.Subscribed.Load(),
 		reconnects: e.Stats.Reconnects.Load(), messages: e.Stats.Messages.Load(),
-		queue: e.Stats.QueueDepth.Load(), syncs: e.Stats.Syncs.Load(), apply: e.Stats.ApplyLatency(),
+		queue: e.Stats.QueueDepth.Load(), syncs: e.Stats.Syncs.Load(), setsEmptied: e.Stats.SetsEmptied.Load(),
+		apply: e.Stats.ApplyLatency(),
 	}
 	for _, s := range e.Sets {
 		if info, err := e.Backend.Info(ctx, s); err == nil {
@@ -61,6 +63,7 @@ func write(w io.Writer, r reading) {
 	gauge(w, "vallum_mqtt_messages_total", "counter", "MQTT messages received.", r.messages)
 	gauge(w, "vallum_queue_depth", "gauge", "Messages waiting for the kernel.", r.queue)
 	gauge(w, "vallum_syncs_total", "counter", "Completed reconciliations with the broker's state.", r.syncs)
+	gauge(w, "vallum_sets_emptied_total", "counter", "Sets found emptied in place (flushed, or re-created by a firewall reload) and resynced.", r.setsEmptied)
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
 	if r.embedded {
 		st := r.broker

@@ -52,7 +52,7 @@ func Subscribe(cl mqtt.Client, filter string, qos byte, marker string, got mqtt.
 	r := &Reader{cl: cl, got: got}
 	if marker != "" {
 		back := make(chan struct{}, 1)
-		if granted(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
+		if Granted(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
 			select {
 			case back <- struct{}{}:
 			default:
@@ -118,8 +118,9 @@ func (r *Reader) Wait(tm Timing) error {
 	}
 }
 
-// granted reports whether the broker granted a subscription.
-func granted(tok mqtt.Token) bool {
+// Granted reports whether the broker granted a subscription (a refusal is
+// no error to paho: it is a 0x80 in the SUBACK).
+func Granted(tok mqtt.Token) bool {
 	if wait(tok) != nil {
 		return false
 	}
