@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
@@ -50,41 +51,67 @@ func (e *Exporter) read(ctx context.Context) reading {
 	return r
 }
 
+// A metric's name and help; its type follows from the name, as Prometheus
+// names them: counters end in _total, the rest are gauges. Tables rather
+// than a call each: the router builds count every byte.
+type desc struct{ name, help string }
+
+var (
+	bridgeScalars = [...]desc{
+		{"vallum_mqtt_connected", "1 while connected to the MQTT broker."},
+		{"vallum_mqtt_subscribed", "1 once subscribed and synced on the current connection."},
+		{"vallum_mqtt_reconnects_total", "Reconnections to the MQTT broker."},
+		{"vallum_mqtt_messages_total", "MQTT messages received."},
+		{"vallum_queue_depth", "Messages waiting for the kernel."},
+		{"vallum_syncs_total", "Completed reconciliations with the broker's state."},
+		{"vallum_sets_emptied_total", "Sets found emptied in place (flushed, or re-created by a firewall reload) and resynced."},
+	}
+	brokerScalars = [...]desc{
+		{"vallum_broker_clients", "Clients connected to the embedded broker."},
+		{"vallum_broker_messages_received_total", "Messages the embedded broker received."},
+		{"vallum_broker_messages_sent_total", "Messages the embedded broker sent."},
+		{"vallum_broker_messages_dropped_total", "Messages the embedded broker dropped."},
+		{"vallum_broker_retained", "Retained messages (ban states) the embedded broker holds."},
+	}
+	storeScalars = [...]desc{
+		{"vallum_broker_store_ok", "1 while the embedded broker's store writes."},
+		{"vallum_broker_store_write_errors_total", "Store writes and fsyncs that failed."},
+		{"vallum_broker_store_refused_total", "Publishes refused because the store could not write."},
+		{"vallum_broker_store_damaged_records", "Damaged records skipped when the store was loaded."},
+		{"vallum_broker_store_bytes", "Size of the store file."},
+	}
+)
+
 func write(w io.Writer, r reading) {
-	family(w, "vallum_adds_total", "counter", "Entries added to kernel sets.", "set", r.snap.Adds)
-	family(w, "vallum_dels_total", "counter", "Entries deleted from kernel sets.", "set", r.snap.Dels)
-	family(w, "vallum_refused_total", "counter", "Input refused before the kernel, by reason.", "reason", r.snap.Refused)
-	family(w, "vallum_errors_total", "counter", "Ops the kernel refused or could not apply, by kind.", "kind", r.snap.Errors)
-	family(w, "vallum_set_entries", "gauge", "Entries in the kernel set.", "set", r.size)
-	family(w, "vallum_set_capacity", "gauge", "Capacity of the kernel set (0: no fixed limit).", "set", r.capacity)
-	gauge(w, "vallum_mqtt_connected", "gauge", "1 while connected to the MQTT broker.", b2i(r.connected))
-	gauge(w, "vallum_mqtt_subscribed", "gauge", "1 once subscribed and synced on the current connection.", b2i(r.subscribed))
-	gauge(w, "vallum_mqtt_reconnects_total", "counter", "Reconnections to the MQTT broker.", r.reconnects)
-	gauge(w, "vallum_mqtt_messages_total", "counter", "MQTT messages received.", r.messages)
-	gauge(w, "vallum_queue_depth", "gauge", "Messages waiting for the kernel.", r.queue)
-	gauge(w, "vallum_syncs_total", "counter", "Completed reconciliations with the broker's state.", r.syncs)
-	gauge(w, "vallum_sets_emptied_total", "counter", "Sets found emptied in place (flushed, or re-created by a firewall reload) and resynced.", r.setsEmptied)
+	family(w, "vallum_adds_total", "Entries added to kernel sets.", "set", r.snap.Adds)
+	family(w, "vallum_dels_total", "Entries deleted from kernel sets.", "set", r.snap.Dels)
+	family(w, "vallum_refused_total", "Input refused before the kernel, by reason.", "reason", r.snap.Refused)
+	family(w, "vallum_errors_total", "Ops the kernel refused or could not apply, by kind.", "kind", r.snap.Errors)
+	family(w, "vallum_set_entries", "Entries in the kernel set.", "set", r.size)
+	family(w, "vallum_set_capacity", "Capacity of the kernel set (0: no fixed limit).", "set", r.capacity)
+	scalars(w, bridgeScalars[:], b2i(r.connected), b2i(r.subscribed), r.reconnects, r.messages, r.queue, r.syncs, r.setsEmptied)
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
 	if r.embedded {
 		st := r.broker
-		gauge(w, "vallum_broker_clients", "gauge", "Clients connected to the embedded broker.", st.ClientsConnected)
-		gauge(w, "vallum_broker_messages_received_total", "counter", "Messages the embedded broker received.", st.MessagesReceived)
-		gauge(w, "vallum_broker_messages_sent_total", "counter", "Messages the embedded broker sent.", st.MessagesSent)
-		gauge(w, "vallum_broker_messages_dropped_total", "counter", "Messages the embedded broker dropped.", st.MessagesDropped)
-		gauge(w, "vallum_broker_retained", "gauge", "Retained messages (ban states) the embedded broker holds.", st.Retained)
-		family(w, "vallum_broker_refused_total", "counter", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
+		scalars(w, brokerScalars[:], st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.MessagesDropped, st.Retained)
+		family(w, "vallum_broker_refused_total", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
 		if ss := r.store; r.stored {
-			gauge(w, "vallum_broker_store_ok", "gauge", "1 while the embedded broker's store writes.", b2i(r.storeOK))
-			gauge(w, "vallum_broker_store_write_errors_total", "counter", "Store writes and fsyncs that failed.", ss.WriteErrors)
-			gauge(w, "vallum_broker_store_refused_total", "counter", "Publishes refused because the store could not write.", ss.Refused)
-			gauge(w, "vallum_broker_store_damaged_records", "gauge", "Damaged records skipped when the store was loaded.", int64(ss.Loaded.Records))
-			gauge(w, "vallum_broker_store_bytes", "gauge", "Size of the store file.", ss.FileBytes)
+			scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes)
 		}
 	}
 }
 
-func family(w io.Writer, name, typ, help, label string, values map[string]int64) {
+// header writes a metric's HELP and TYPE lines.
+func header(w io.Writer, name, help string) {
+	typ := "gauge"
+	if strings.HasSuffix(name, "_total") {
+		typ = "counter"
+	}
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
+func family(w io.Writer, name, help, label string, values map[string]int64) {
+	header(w, name, help)
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
@@ -95,8 +122,12 @@ func family(w io.Writer, name, typ, help, label string, values map[string]int64)
 	}
 }
 
-func gauge(w io.Writer, name, typ, help string, v int64) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", name, help, name, typ, name, v)
+// scalars writes one metric of d per value, in order.
+func scalars(w io.Writer, d []desc, values ...int64) {
+	for i, v := range values {
+		header(w, d[i].name, d[i].help)
+		fmt.Fprintf(w, "%s %d\n", d[i].name, v)
+	}
 }
 
 func histogram(w io.Writer, name, help string, h bridge.Histogram) {
