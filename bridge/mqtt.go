@@ -113,7 +113,7 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.QueueDepth.Add(1)
 	select {
 	case b.queue <- it:
-	case <-b.stopping:
+	case <-b.stopCtx.Done():
 		b.stats.QueueDepth.Add(-1) // not acked: the broker sends it again
 	}
 }
@@ -123,5 +123,5 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
 	b.log.Info("connected", "broker", b.opts.Broker, "client", b.opts.ClientID)
-	go b.startSync(c)
+	b.spawn(func() { b.startSync(c) })
 }

@@ -1,4 +1,4 @@
-package main
+package guard
 
 import (
 	"context"
@@ -10,21 +10,19 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/vallum/vallum/bridge"
 )
 
-// watchOwnAddrs keeps the guard's dynamic allowlist current: every address
+// Watch keeps the guard's dynamic allowlist current: every address
 // of this host's interfaces (followed live through netlink, so an address
 // added after start is protected at once) and the broker's addresses.
-func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log *slog.Logger) error {
+func (g *Guard) Watch(ctx context.Context, brokerHost string, log *slog.Logger) error {
 	updates, stop, err := addrChanges()
 	if err != nil {
 		log.Warn("cannot follow interface addresses; checking every 10 s instead", "err", err)
 	}
 	defer stop()
-	brokerIPs := resolveBroker(brokerHost, log)
-	refreshOwnAddrs(g, brokerIPs, log)
+	brokerIPs := ResolveBroker(brokerHost, log)
+	g.Refresh(brokerIPs, log)
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
 	for {
@@ -37,15 +35,15 @@ func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHost string, log 
 				continue
 			}
 		case <-tick.C: // DNS answers change too, but need not be asked more often
-			brokerIPs = resolveBroker(brokerHost, log)
+			brokerIPs = ResolveBroker(brokerHost, log)
 		}
-		refreshOwnAddrs(g, brokerIPs, log)
+		g.Refresh(brokerIPs, log)
 	}
 }
 
-// refreshOwnAddrs sets the guard's dynamic allowlist from scratch: the
+// Refresh sets the guard's dynamic allowlist from scratch: the
 // interface addresses and the broker's.
-func refreshOwnAddrs(g *bridge.Guard, brokerIPs []netip.Prefix, log *slog.Logger) {
+func (g *Guard) Refresh(brokerIPs []netip.Prefix, log *slog.Logger) {
 	own := append([]netip.Prefix(nil), brokerIPs...)
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -61,9 +59,9 @@ func refreshOwnAddrs(g *bridge.Guard, brokerIPs []netip.Prefix, log *slog.Logger
 	g.SetDynamic(own)
 }
 
-// resolveBroker returns the broker's addresses, to allowlist them. It
+// ResolveBroker returns the broker's addresses, to allowlist them. It
 // resolves the configured broker name, never a payload.
-func resolveBroker(host string, log *slog.Logger) []netip.Prefix {
+func ResolveBroker(host string, log *slog.Logger) []netip.Prefix {
 	if host == "" {
 		return nil
 	}
@@ -82,7 +80,7 @@ func resolveBroker(host string, log *slog.Logger) []netip.Prefix {
 
 // addrChanges signals on its channel when an address is added to or
 // removed from an interface, until stop; it closes the channel if netlink
-// fails. Only the fact counts: refreshOwnAddrs lists them all again. (A
+// fails. Only the fact counts: Refresh lists them all again. (A
 // bare netlink socket: vishvananda/netlink's AddrSubscribe would link its
 // whole package for this.)
 func addrChanges() (updates chan struct{}, stop func(), err error) {
