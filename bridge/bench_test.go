@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // BenchmarkParsePayload parses event payloads of 1 and 1,000 lines, as a
@@ -24,7 +26,7 @@ func BenchmarkParsePayload(b *testing.B) {
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
 			for b.Loop() {
-				lines, errs := ParsePayload(payload)
+				lines, errs := wire.ParsePayload(payload)
 				if len(lines) != n || len(errs) != 0 {
 					b.Fatalf("ParsePayload = %d lines, %v; want %d lines", len(lines), errs, n)
 				}
@@ -40,7 +42,7 @@ func BenchmarkParseTopic(b *testing.B) {
 		b.Run(topic, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := ParseTopic("blacklist", topic); err != nil {
+				if _, err := wire.ParseTopic("blacklist", topic); err != nil {
 					b.Fatalf("ParseTopic(%q): %v", topic, err)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
@@ -13,27 +14,40 @@ import (
 )
 
 // Bridge subscribes to ban lists on an MQTT broker and applies them to
-// kernel sets through a Backend.
+// kernel sets through a Backend. Its fields are grouped by who uses them:
+// set once by New, the decoding side (paho's message goroutine), the
+// applying worker, and what both share behind their own locks.
 type Bridge struct {
-	opts       Options
-	be         Backend
-	log        *slog.Logger
-	stats      *Stats
-	refuse     *refusals
-	queue      chan item
-	stopping   chan struct{}
-	stopCtx    context.Context // done when stopping is closed
+	// Set by New, read by all.
+	opts  Options
+	be    Backend
+	log   *slog.Logger
+	stats *Stats
+	specs map[string]SetSpec // by set name, to create a set again
+
+	// The one stop signal: cancelled when Run's ctx is done. Goroutines
+	// started outside Run (syncs, repairs) go through spawn, and Run
+	// waits for them.
+	stopCtx    context.Context
 	stopCancel context.CancelFunc
-	pending    *semaphore.Weighted
-	sync       syncer
-	skew       skewWarn
-	recent     recentState
-	specs      map[string]SetSpec // by set name, to create a set again
-	client     atomic.Pointer[mqtt.Client]
-	brokers    *brokerList
-	comments   setFlags // sets whose entries can carry comments
-	own        ownership
-	repairs    repairs
+	taskMu     sync.Mutex // orders spawn against the stop
+	tasks      sync.WaitGroup
+
+	// The decoding side: paho's message goroutine, and the sync
+	// goroutines for the markers.
+	refuse  *refusals
+	sync    syncer
+	skew    skewWarn
+	recent  recentState
+	pending *semaphore.Weighted // decoded ops not yet applied
+	queue   chan item           // decoding side to worker
+
+	// The applying worker, and the repairs it asks for.
+	comments setFlags // sets whose entries can carry comments
+	own      ownership
+	repairs  repairs
+	client   atomic.Pointer[mqtt.Client]
+	brokers  *brokerList
 }
 
 // New checks o and returns a Bridge that applies to be.
@@ -46,13 +60,12 @@ func New(o Options, be Backend) (*Bridge, error) {
 	stopCtx, stop := context.WithCancel(context.Background())
 	b := &Bridge{
 		opts: o, be: be, log: o.Logger, stats: o.Stats,
-		refuse:   newRefusals(o.Logger, o.Stats),
-		queue:    make(chan item, o.QueueLen),
-		stopping: make(chan struct{}),
-		pending:  semaphore.NewWeighted(o.MaxPending),
-		specs:    map[string]SetSpec{},
-		stopCtx:  stopCtx,
-		repairs:  repairs{poke: make(chan struct{}, 1)},
+		refuse:  newRefusals(o.Logger, o.Stats),
+		queue:   make(chan item, o.QueueLen),
+		pending: semaphore.NewWeighted(o.MaxPending),
+		specs:   map[string]SetSpec{},
+		stopCtx: stopCtx,
+		repairs: repairs{poke: make(chan struct{}, 1)},
 	}
 	b.stopCancel = stop
 	b.brokers = newBrokerList(urls)
@@ -94,13 +107,29 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.watch(ctx)
 	}()
 	<-ctx.Done()
-	close(b.stopping)
+	b.taskMu.Lock()
 	b.stopCancel()
+	b.taskMu.Unlock()
 	<-done // the batch in hand is applied and acknowledged
 	<-watched
 	c.Disconnect(250)
+	b.tasks.Wait() // the disconnect ends a sync waiting on the broker
 	b.log.Info("stopped")
 	return nil
+}
+
+// spawn runs f on a goroutine that Run waits for; once the bridge is
+// stopping it starts nothing.
+func (b *Bridge) spawn(f func()) {
+	b.taskMu.Lock()
+	if b.stopCtx.Err() == nil {
+		b.tasks.Add(1)
+		go func() {
+			f()
+			b.tasks.Done() // a panic in f ends the process anyway
+		}()
+	}
+	b.taskMu.Unlock()
 }
 
 // Resync makes sure the sets and the firewall rules exist again (creating

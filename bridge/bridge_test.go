@@ -16,6 +16,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // startBroker runs a real mochi broker on 127.0.0.1:0 for the test.
@@ -171,7 +174,7 @@ func TestGuardRefusesAndCounts(t *testing.T) {
 	_, url := startBroker(t, nil)
 	f := newFake()
 	r := startBridge(t, url, f, func(o *Options) {
-		o.Guard = NewGuard([]netip.Prefix{netip.MustParsePrefix("198.51.100.10/32")}, 16, 48)
+		o.Guard = guard.New([]netip.Prefix{netip.MustParsePrefix("198.51.100.10/32")}, 16, 48)
 	})
 	r.waitSynced(t, 1)
 	pub := publisher(t, url)
@@ -216,7 +219,7 @@ func TestLateJoinSyncsStateAndRemovesStale(t *testing.T) {
 	pub := publisher(t, url)
 	now := time.Now()
 	ban := func(p string, expires time.Time) {
-		publish(t, pub, "bl/ban/"+p, true, string(EncodeState(State{At: now, Expires: expires, Reason: "test"})))
+		publish(t, pub, "bl/ban/"+p, true, string(wire.EncodeState(wire.State{At: now, Expires: expires, Reason: "test"})))
 	}
 	ban("203.0.113.1", now.Add(time.Hour))
 	ban("203.0.113.2", time.Time{})
@@ -270,13 +273,11 @@ func TestMissingSetWithoutCreateIsFatal(t *testing.T) {
 func TestOptionsValidate(t *testing.T) {
 	err := Options{Lists: []List{{Root: "a/#"}, {Root: "x", Set4: "s", Set6: "s"}}, QoS: 3}.Validate()
 	for _, want := range []string{"a/#", `set "s" is used`, "no broker URL", "no client id", "qos 3"} {
-		if err == nil || !containsStr(err.Error(), want) {
+		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %q", err, want)
 		}
 	}
 }
-
-func containsStr(s, sub string) bool { return strings.Contains(s, sub) }
 
 type denyHook struct{ mochi.HookBase }
 

@@ -13,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/bridge/mqttconn"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // DefaultSyncTimeout is how long a sync may go without receiving anything
@@ -149,7 +150,7 @@ func (b *Bridge) giveUp(conn net.Conn, step string, pubErr error) {
 	broker, _ := b.brokers.current()
 	b.log.Error("sync stalled: nothing received within the sync timeout; reconnecting"+b.nextHint(),
 		"broker", broker, "step", step, "timeout", b.opts.SyncTimeout,
-		"hint", "the broker must let this client publish and subscribe to "+MarkerPrefix+b.opts.ClientID,
+		"hint", "the broker must let this client publish and subscribe to "+wire.MarkerPrefix+b.opts.ClientID,
 		"publish_err", pubErr)
 	b.brokers.drop(conn)
 }
@@ -215,7 +216,7 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 	for b.stats.Syncs.Load() == syncs {
 		select {
 		case <-tick.C:
-		case <-b.stopping:
+		case <-b.stopCtx.Done():
 			return
 		}
 		if _, now := b.brokers.current(); now != conn || !c.IsConnectionOpen() {
@@ -224,7 +225,7 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 	}
 	select {
 	case <-time.After(b.opts.ConfirmSync):
-	case <-b.stopping:
+	case <-b.stopCtx.Done():
 		return
 	}
 	if _, now := b.brokers.current(); now == conn && c.IsConnectionOpen() {

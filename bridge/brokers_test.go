@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func TestBrokerOrderStartsAfterTheCurrent(t *testing.T) {
@@ -47,7 +49,7 @@ func TestOptionsBrokers(t *testing.T) {
 // bansFrom publishes a retained ban of p on the broker at url.
 func retainBan(t *testing.T, url, p string) {
 	t.Helper()
-	publish(t, publisher(t, url), "bl/ban/"+p, true, string(EncodeState(State{At: time.Now()})))
+	publish(t, publisher(t, url), "bl/ban/"+p, true, string(wire.EncodeState(wire.State{At: time.Now()})))
 }
 
 func TestFailoverWhenTheBrokerGoesDown(t *testing.T) {

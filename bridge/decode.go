@@ -7,46 +7,49 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // decode turns one MQTT message into queued ops. It never fails: what it
 // cannot use is refused, counted and logged, and the rest goes on.
 func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
-	if strings.HasPrefix(topic, MarkerPrefix) {
+	if strings.HasPrefix(topic, wire.MarkerPrefix) {
 		res := b.sync.marker(string(payload))
 		b.recent.seed(&b.sync) // when that opened a sync's window
 		return item{sync: res}
 	}
 	if len(payload) > b.opts.MaxPayload {
-		b.refuse.refuse("payload_too_large", topic, "topic", clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
+		b.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
 		return item{}
 	}
 	for _, l := range b.opts.Lists {
-		t, err := ParseTopic(l.Root, topic)
+		t, err := wire.ParseTopic(l.Root, topic)
 		if err != nil {
 			if strings.HasPrefix(topic, l.Root+"/") {
-				b.refuse.refuse("bad_topic", topic, "topic", clip(topic), "err", err)
+				b.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic), "err", err)
 				return item{}
 			}
 			continue
 		}
-		if t.Kind == KindState {
+		if t.Kind == wire.KindState {
 			return item{ops: b.stateOps(l, t, payload, retained)}
 		}
 		if retained {
 			// A retained event is replayed on every subscribe and would
 			// undo later unbans: only state is kept by the broker.
-			b.refuse.refuse("retained_event", topic, "topic", clip(topic))
+			b.refuse.refuse("retained_event", topic, "topic", wire.Clip(topic))
 			return item{}
 		}
 		return item{ops: b.eventOps(l, t.Kind, payload)}
 	}
-	b.refuse.refuse("bad_topic", topic, "topic", clip(topic))
+	b.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic))
 	return item{}
 }
 
-func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
-	lines, errs := ParsePayload(payload)
+func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {
+	lines, errs := wire.ParsePayload(payload)
 	for _, err := range errs {
 		b.refuse.refuse("bad_line", err.Error(), "topic", l.Root, "err", err)
 	}
@@ -56,8 +59,8 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 			continue // its state came moments ago, and was applied: it decides
 		}
 		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: CommentEvent}
-		if k == KindDel {
-			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: DefaultTimeout}
+		if k == wire.KindDel {
+			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: wire.DefaultTimeout}
 		} else if !b.allowed(l, ln.Prefix) {
 			continue
 		}
@@ -68,9 +71,9 @@ func (b *Bridge) eventOps(l List, k Kind, payload []byte) []setOp {
 
 // stateOps turns a retained state message into an add with the remaining
 // timeout, or a del when it is empty (an unban) or already expired.
-func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setOp {
+func (b *Bridge) stateOps(l List, t wire.Topic, payload []byte, retained bool) []setOp {
 	del := func() []setOp {
-		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: DefaultTimeout}}}
+		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: wire.DefaultTimeout}}}
 	}
 	if !retained { // a snapshot copy races no event: only live states are marked
 		b.recent.mark(l.Root, t.Prefix, time.Now(), len(payload) > 0)
@@ -79,7 +82,7 @@ func (b *Bridge) stateOps(l List, t Topic, payload []byte, retained bool) []setO
 		b.sync.record(l.Root, t.Prefix, false)
 		return del()
 	}
-	st, err := DecodeState(payload)
+	st, err := wire.DecodeState(payload)
 	if err != nil {
 		b.refuse.refuse("bad_state", t.Prefix.String(), "topic", l.Root, "prefix", t.Prefix, "err", err)
 		return nil
@@ -104,7 +107,7 @@ func (b *Bridge) allowed(l List, p netip.Prefix) bool {
 		return true
 	}
 	reason := "allowlisted"
-	if errors.Is(err, ErrTooBroad) {
+	if errors.Is(err, guard.ErrTooBroad) {
 		reason = "too_broad"
 	}
 	b.refuse.refuse(reason, p.String(), "topic", l.Root, "prefix", p, "err", err)

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // fakeBackend is an in-memory Backend that records what the kernel would
@@ -88,7 +90,7 @@ func (f *fakeBackend) members(set string) []string {
 	defer f.mu.Unlock()
 	var l []string
 	for p := range f.sets[set] {
-		l = append(l, FormatPrefix(p))
+		l = append(l, wire.FormatPrefix(p))
 	}
 	sort.Strings(l)
 	return l

@@ -115,7 +115,7 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.QueueDepth.Add(1)
 	select {
 	case b.queue <- it:
-	case <-b.stopping:
+	case <-b.stopCtx.Done():
 		b.stats.QueueDepth.Add(-1) // not acked: the broker sends it again
 	}
 }
@@ -126,6 +126,6 @@ func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
 	broker, _ := b.brokers.current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
-	go b.startSync(c)
-	go b.confirmSync(c)
+	b.spawn(func() { b.startSync(c) })
+	b.spawn(func() { b.confirmSync(c) })
 }

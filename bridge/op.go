@@ -1,7 +1,8 @@
 // Package bridge turns MQTT ban-list messages into ordered, batched changes
-// to kernel sets. It owns the topic and payload grammar, validation and the
-// allowlist, the ordered apply queue, the MQTT client, and reconciliation of
-// the kernel sets to the list state kept on the broker.
+// to kernel sets. It owns the ordered apply queue, the MQTT client, and
+// reconciliation of the kernel sets to the list state kept on the broker;
+// the topics and payloads it reads are internal/wire's, and every add
+// passes internal/guard.
 package bridge
 
 import (
@@ -9,7 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Action says whether an Op adds a prefix to a set or deletes it.
@@ -31,31 +33,12 @@ func (a Action) String() string {
 	return fmt.Sprintf("action(%d)", uint8(a))
 }
 
-// Timeout is a per-entry timeout in whole seconds, as the kernel takes it.
-// Zero means permanent; DefaultTimeout means "the set's own default", which
-// is what a line without `timeout N` asks for.
-type Timeout int64
-
-const (
-	// DefaultTimeout leaves the timeout to the set's default (ipset sends no
-	// timeout attribute; a set created by vallum has default 0, permanent).
-	DefaultTimeout Timeout = -1
-	// MaxTimeout is the kernel's largest ipset timeout (IPSET_MAX_TIMEOUT,
-	// (UINT_MAX >> 1) / MSEC_PER_SEC); longer timeouts are clamped to it.
-	MaxTimeout Timeout = 2147483
-)
-
-// ClampTimeout returns d as a Timeout: whole seconds, at least 1 for any
-// positive duration, at most MaxTimeout. d <= 0 yields 0 (permanent).
-func ClampTimeout(d time.Duration) Timeout {
-	if d <= 0 {
-		return 0
+// Kind is the event kind that carries a: KindAdd or KindDel.
+func (a Action) Kind() wire.Kind {
+	if a == Del {
+		return wire.KindDel
 	}
-	s := (d + time.Second - 1) / time.Second // round up: never expire early
-	if s > time.Duration(MaxTimeout) {
-		return MaxTimeout
-	}
-	return Timeout(s)
+	return wire.KindAdd
 }
 
 // Op is one change to one kernel set. Prefix is always masked and, for
@@ -63,7 +46,7 @@ func ClampTimeout(d time.Duration) Timeout {
 type Op struct {
 	Action  Action
 	Prefix  netip.Prefix
-	Timeout Timeout // Add only
+	Timeout wire.Timeout // Add only
 	// Comment is stored with the entry where the set supports it. vallum
 	// uses it to tell its own entries from those a person added by hand,
 	// so that reconciliation never removes the latter.
@@ -135,14 +118,15 @@ type SetInfo struct {
 // Entry is one member of a set, as List returns it.
 type Entry struct {
 	Prefix  netip.Prefix
-	Timeout Timeout // seconds left; 0 for a permanent entry
+	Timeout wire.Timeout // seconds left; 0 for a permanent entry
 	Comment string
 }
 
 // Backend applies set membership changes to the kernel. The bridge calls
 // Apply from a single goroutine, in message order, a batch at a time; its
-// watcher calls Ensure, Info and Has (see Prober) beside it, so a backend
-// serialises its own calls.
+// watcher calls Ensure, Info and Has (see Prober) beside it, and the
+// metrics and health handlers call Info, so a backend serialises its own
+// calls (backendtest checks it under -race).
 type Backend interface {
 	// Ensure checks that the set exists and can hold spec.Family prefixes
 	// with timeouts, creating it when missing and spec.Create is set.

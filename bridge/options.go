@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // List is one logical ban list: a topic root and the kernel sets its IPv4
@@ -43,7 +46,7 @@ func (l *List) ensureDefaults() {
 }
 
 func (l List) validate() error {
-	if err := ValidRoot(l.Root); err != nil {
+	if err := wire.ValidRoot(l.Root); err != nil {
 		return err
 	}
 	return errors.Join(ValidSetName(l.Set4), ValidSetName(l.Set6))
@@ -83,11 +86,11 @@ type Options struct {
 	Create  bool   // create missing sets
 	MaxElem uint32 // capacity of created sets; 0: DefaultMaxElem
 
-	MaxPayload int    // bytes; larger messages are refused whole; default 1 MiB
-	MaxBatch   int    // ops applied in one backend call; default 10,000
-	QueueLen   int    // messages waiting for the worker; default 1,024
-	MaxPending int64  // decoded ops waiting for the kernel; default 100,000
-	Guard      *Guard // the allowlist and prefix limits every add passes; nil: NewGuard(nil, 0, 0)
+	MaxPayload int          // bytes; larger messages are refused whole; default 1 MiB
+	MaxBatch   int          // ops applied in one backend call; default 10,000
+	QueueLen   int          // messages waiting for the worker; default 1,024
+	MaxPending int64        // decoded ops waiting for the kernel; default 100,000
+	Guard      *guard.Guard // the allowlist and prefix limits every add passes; nil: guard.New(nil, 0, 0)
 
 	// WatchEvery is how often the sets (and Rules) are checked, to put
 	// them back after a firewall reload; default DefaultWatchEvery,
@@ -142,7 +145,7 @@ func (o *Options) ensureDefaults() {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Guard == nil {
-		o.Guard = NewGuard(nil, 0, 0)
+		o.Guard = guard.New(nil, 0, 0)
 	}
 	if o.Stats == nil {
 		o.Stats = new(Stats)

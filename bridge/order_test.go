@@ -3,6 +3,8 @@ package bridge
 import (
 	"testing"
 	"time"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // A NATS cluster delivers each topic on its own: the events of a ban and
@@ -14,7 +16,7 @@ func TestLateEventsDoNotUndoTheState(t *testing.T) {
 	r := startBridge(t, url, f, nil)
 	r.waitSynced(t, 1)
 	pub := publisher(t, url)
-	state := string(EncodeState(State{At: time.Now()}))
+	state := string(wire.EncodeState(wire.State{At: time.Now()}))
 	// Banned then lifted; its add event comes last.
 	publish(t, pub, "bl/ban/203.0.113.1", true, state)
 	publish(t, pub, "bl/ban/203.0.113.1", true, "")

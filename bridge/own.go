@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // An entry a person added by hand (no vallum comment) is never changed or
@@ -85,7 +87,7 @@ func (o *owned) sweep(now uint32) {
 
 // expiry is when an entry added now with timeout t ends; 0 for never (a
 // permanent entry, or the set's default, which is none in vallum's sets).
-func expiry(t Timeout, now uint32) uint32 {
+func expiry(t wire.Timeout, now uint32) uint32 {
 	if t <= 0 {
 		return 0
 	}

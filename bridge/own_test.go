@@ -3,6 +3,8 @@ package bridge
 import (
 	"testing"
 	"time"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // A shared ban never touches an entry a person added by hand: not before
@@ -24,8 +26,8 @@ func TestHandMadeEntriesAreNeverTouched(t *testing.T) {
 		eventually(t, func() bool { _, ok := f.entry("bl", a+"/32"); return ok }, "fence %s", a)
 	}
 	for _, a := range []string{"203.0.113.60", "203.0.113.61"} {
-		st := State{At: time.Now(), Expires: time.Now().Add(3 * time.Second), Reason: "shared"}
-		publish(t, pub, "bl/ban/"+a, true, string(EncodeState(st)))
+		st := wire.State{At: time.Now(), Expires: time.Now().Add(3 * time.Second), Reason: "shared"}
+		publish(t, pub, "bl/ban/"+a, true, string(wire.EncodeState(st)))
 		publish(t, pub, "bl/add", false, a+" timeout 3")
 	}
 	publish(t, pub, "bl/add", false, "192.0.2.200 timeout 100")

@@ -63,7 +63,7 @@ type repairs struct {
 func (b *Bridge) setLost() {
 	b.repairs.lost.Store(true)
 	if b.opts.WatchEvery < 0 { // no watcher to wake
-		go func() { _ = b.repair(b.stopCtx, false) }()
+		b.spawn(func() { _ = b.repair(b.stopCtx, false) })
 		return
 	}
 	select {
@@ -130,6 +130,6 @@ func (b *Bridge) repair(ctx context.Context, force bool) error {
 	if c == nil || !(*c).IsConnectionOpen() {
 		return errNotConnected
 	}
-	go b.startSync(*c)
+	b.spawn(func() { b.startSync(*c) })
 	return nil
 }

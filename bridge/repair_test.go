@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // retainBans publishes n retained bans 203.0.113.0 + i (and 2001:db8::i
@@ -16,7 +18,7 @@ func retainBans(t *testing.T, url string, n int) []string {
 	var want []string
 	for i := range n {
 		a := fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)
-		publish(t, pub, "bl/ban/"+a, true, string(EncodeState(State{At: time.Now(), Expires: time.Now().Add(time.Hour)})))
+		publish(t, pub, "bl/ban/"+a, true, string(wire.EncodeState(wire.State{At: time.Now(), Expires: time.Now().Add(time.Hour)})))
 		want = append(want, a)
 	}
 	return want

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,15 +46,7 @@ type Snapshot struct {
 func (s *Stats) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Snapshot{Adds: clone(s.adds), Dels: clone(s.dels), Refused: clone(s.refused), Errors: clone(s.errors)}
-}
-
-func clone(m map[string]int64) map[string]int64 {
-	c := make(map[string]int64, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
+	return Snapshot{Adds: maps.Clone(s.adds), Dels: maps.Clone(s.dels), Refused: maps.Clone(s.refused), Errors: maps.Clone(s.errors)}
 }
 
 // ApplyBuckets are the upper bounds, in seconds, of the apply latency

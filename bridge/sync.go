@@ -13,6 +13,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Comments vallum stores with the kernel entries it adds. Reconciliation
@@ -23,11 +25,6 @@ const (
 	CommentState = "vallum"
 	CommentEvent = "vallum-event"
 )
-
-// MarkerPrefix is where a bridge publishes markers to itself. Brokers
-// deliver one client's messages in order, so a marker that comes back
-// tells the bridge that everything the broker sent before it has arrived.
-const MarkerPrefix = "vallum/sync/"
 
 // How a sync works, on every connection (the session may be new, resumed,
 // or resumed with its queue redelivered out of order, as mochi does):
@@ -118,18 +115,18 @@ func (s *syncer) record(root string, p netip.Prefix, present bool) {
 // startSync runs steps 1 and 2 for one connection.
 func (b *Bridge) startSync(c mqtt.Client) {
 	tag, aSeen, bSeen, abandon := b.sync.begin()
-	marker := MarkerPrefix + b.opts.ClientID
+	marker := wire.MarkerTopic(b.opts.ClientID)
 	events := map[string]byte{marker: 1}
 	state := map[string]byte{}
 	for _, l := range b.opts.Lists {
-		for _, t := range []string{l.Root, EventTopic(l.Root, Add), EventTopic(l.Root, Del)} {
+		for _, t := range wire.EventTopics(l.Root) {
 			events[t] = b.opts.QoS
 		}
 		// State at QoS 0: a late joiner gets every retained ban at once,
 		// while at QoS 1 mochi stops at 65,535 in flight and drops the
 		// rest. Nothing is lost by it: the state is read again in full on
 		// every connection, and the events carry live changes at QoS 1.
-		state[l.Root+"/"+levelState+"/#"] = 0
+		state[wire.StateFilter(l.Root)] = 0
 	}
 	steps := []struct {
 		subs map[string]byte
@@ -152,7 +149,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		case <-stalled: // a stuck broker, or one that refuses the marker
 			b.giveUp(conn, st.mark, pub.Error())
 			return
-		case <-b.stopping:
+		case <-b.stopCtx.Done():
 			return
 		case <-abandon: // a reconnect or SIGHUP started a newer sync
 			return
@@ -190,7 +187,7 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, abandon chan 
 		case <-time.After(delay):
 		case <-abandon:
 			return false
-		case <-b.stopping:
+		case <-b.stopCtx.Done():
 			return false
 		}
 		delay = min(2*delay, time.Minute)
@@ -269,7 +266,7 @@ func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.
 	var ops []Op
 	for _, e := range entries {
 		if _, ok := present[e.Prefix]; !ok && e.Comment == CommentState {
-			ops = append(ops, Op{Action: Del, Prefix: e.Prefix, Timeout: DefaultTimeout})
+			ops = append(ops, Op{Action: Del, Prefix: e.Prefix, Timeout: wire.DefaultTimeout})
 		}
 	}
 	if len(ops) > 0 {

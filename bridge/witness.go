@@ -3,6 +3,8 @@ package bridge
 import (
 	"context"
 	"net/netip"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // A reload can also leave a set in place but empty: `ipset flush`,
@@ -62,7 +64,7 @@ func (b *Bridge) witnessGone(ctx context.Context, pr Prober, set string) bool {
 	if err != nil || has || !b.own.stillOwned(set, w, unixNow()) {
 		return false // an error: the check of the sets reports what is wrong
 	}
-	b.log.Warn("set lost vallum's entries (flushed or re-created by a firewall reload?): resyncing", "set", set, "missing", FormatPrefix(w))
+	b.log.Warn("set lost vallum's entries (flushed or re-created by a firewall reload?): resyncing", "set", set, "missing", wire.FormatPrefix(w))
 	b.stats.SetsEmptied.Add(1)
 	// What vallum owns is now what the set holds, so that the next check
 	// picks a witness that is there, and does not resync again before the

@@ -3,13 +3,12 @@ package broker
 import (
 	"strings"
 
-	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
-// ownMarker is the one topic where a host's bridge sends sync markers to
-// itself: vallum/sync/CLIENT_ID. A host reads and writes only its own, so
-// no other login can learn its client id from it or end its sync window.
-func ownMarker(clientID string) string { return bridge.MarkerPrefix + clientID }
+// A host's bridge sends sync markers to itself on one topic,
+// wire.MarkerTopic(CLIENT_ID). A host reads and writes only its own, so no
+// other login can learn its client id from it or end its sync window.
 
 // access is what one kind of client may do. It denies whatever no rule
 // allows: unlike mochi's ledger, nothing is allowed by default.
@@ -33,17 +32,17 @@ func (a access) canPublish(topic, id string) bool {
 	if a.admin || anyCovers(a.publish, topic) {
 		return true
 	}
-	if a.host && topic == ownMarker(id) {
+	if a.host && topic == wire.MarkerTopic(id) {
 		return true
 	}
 	if !a.reporter || strings.HasPrefix(topic, "$") {
 		return false
 	}
 	if a.lists == nil { // every topic may be a list root
-		return !covers("vallum/#", topic)
+		return !covers(wire.Namespace+"/#", topic)
 	}
 	for _, r := range a.lists {
-		if topic == r || topic == r+"/add" || topic == r+"/del" || covers(r+"/ban/#", topic) && topic != r+"/ban" {
+		if wire.IsEventTopic(r, topic) || covers(wire.StateFilter(r), topic) && topic != r+"/"+wire.LevelState {
 			return true
 		}
 	}
@@ -60,7 +59,7 @@ func (a access) canSubscribe(filter, id string) bool {
 	if strings.HasPrefix(filter, "$") {
 		return false
 	}
-	if a.host && filter == ownMarker(id) {
+	if a.host && filter == wire.MarkerTopic(id) {
 		return true
 	}
 	if a.lists == nil {
@@ -69,7 +68,7 @@ func (a access) canSubscribe(filter, id string) bool {
 		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter)
 	}
 	for _, r := range a.lists {
-		if a.host && covers(r+"/#", filter) || a.reporter && covers(r+"/ban/#", filter) {
+		if a.host && covers(r+"/#", filter) || a.reporter && covers(wire.StateFilter(r), filter) {
 			return true
 		}
 	}
@@ -81,7 +80,7 @@ func (a access) canSubscribe(filter, id string) bool {
 func statesOnly(filter string) bool {
 	lv := strings.Split(filter, "/")
 	for i := 1; i < len(lv)-1; i++ {
-		if lv[i] == "ban" {
+		if lv[i] == wire.LevelState {
 			return !strings.Contains(strings.Join(lv[:i], "/"), "#")
 		}
 	}
@@ -91,7 +90,7 @@ func statesOnly(filter string) bool {
 // mayReachVallum reports whether filter may match a topic under vallum/.
 func mayReachVallum(filter string) bool {
 	first, _, _ := strings.Cut(filter, "/")
-	return first == "#" || first == "+" || first == "vallum"
+	return first == "#" || first == "+" || first == wire.Namespace
 }
 
 func anyCovers(allowed []string, f string) bool {

@@ -465,6 +465,16 @@ func TestAttackClientIDAfterRestart(t *testing.T) {
 		t.Error("edge2 took the restored session of edge1, want refused")
 	}
 	mustDial(t, u, withUser("rep", "rep")).pub(t, "blacklist/add", 1, false, "192.0.2.3")
+	// mochi acknowledges a publish before it fans it out: wait until the
+	// event is queued on the offline session, or it may be written to the
+	// old session while edge1 takes it over (a test race, seen under load).
+	queued := func() bool {
+		cl, ok := b2.srv.Clients.Get("vallum-victim")
+		return ok && cl.State.Inflight.Len() > 0
+	}
+	for deadline := time.Now().Add(5 * time.Second); !queued() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	back := mustDial(t, u, withUser("edge1", "edge1"), withSession("vallum-victim"))
 	if m := back.until(t, "blacklist/add", 5*time.Second); m.payload != "192.0.2.3" {
 		t.Errorf("edge1 back on its restored session got %q, want the ban queued while away", m.payload)

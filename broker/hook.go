@@ -8,7 +8,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // authHook authenticates clients and checks every way a client can make
@@ -263,13 +263,13 @@ func (h *authHook) checkPublish(cl *mqtt.Client, a access, topic string, payload
 func (h *authHook) stateRoot(a access, topic string) (string, bool) {
 	for _, roots := range [][]string{h.lists, a.lists} {
 		for _, r := range roots {
-			if strings.HasPrefix(topic, r+"/ban/") {
+			if strings.HasPrefix(topic, r+"/"+wire.LevelState+"/") {
 				return r, true
 			}
 		}
 	}
 	if a.lists == nil && len(h.lists) == 0 { // every topic may be a list
-		if i := strings.LastIndex(topic, "/ban/"); i > 0 {
+		if i := strings.LastIndex(topic, "/"+wire.LevelState+"/"); i > 0 {
 			return topic[:i], true
 		}
 	}
@@ -279,20 +279,20 @@ func (h *authHook) stateRoot(a access, topic string) (string, bool) {
 // checkState accepts only ROOT/ban/PREFIX in its canonical form with an
 // empty payload (an unban) or a valid state of at most 1 KiB.
 func checkState(root, topic string, payload []byte) string {
-	if err := bridge.ValidRoot(root); err != nil {
+	if err := wire.ValidRoot(root); err != nil {
 		return err.Error()
 	}
-	t, err := bridge.ParseTopic(root, topic)
+	t, err := wire.ParseTopic(root, topic)
 	if err != nil {
 		return err.Error()
 	}
-	if want := bridge.StateTopic(root, t.Prefix); topic != want {
+	if want := wire.StateTopic(root, t.Prefix); topic != want {
 		return "state topic not in canonical form, want " + want
 	}
 	if len(payload) == 0 {
 		return ""
 	}
-	if _, err := bridge.DecodeState(payload); err != nil {
+	if _, err := wire.DecodeState(payload); err != nil {
 		return err.Error()
 	}
 	return ""

@@ -9,7 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // sameWithin is how far apart two expiry times may be and still say the
@@ -48,13 +49,13 @@ func (k *keeper) subscribe() error {
 	id := 1
 	for _, root := range k.roots {
 		root := root
-		for _, f := range []string{root, root + "/add", root + "/del"} {
+		for _, f := range wire.EventTopics(root) {
 			if err := k.srv.Subscribe(f, id, k.onEvent(root)); err != nil {
 				return err
 			}
 			id++
 		}
-		if err := k.srv.Subscribe(root+"/ban/#", id, k.onState(root)); err != nil {
+		if err := k.srv.Subscribe(wire.StateFilter(root), id, k.onState(root)); err != nil {
 			return err
 		}
 		id++
@@ -67,7 +68,7 @@ func (k *keeper) subscribe() error {
 func (k *keeper) load() {
 	n := 0
 	for _, root := range k.roots {
-		for _, pk := range k.srv.Topics.Messages(root + "/ban/#") {
+		for _, pk := range k.srv.Topics.Messages(wire.StateFilter(root)) {
 			k.track(root, pk)
 			n++
 		}
@@ -80,7 +81,7 @@ func (k *keeper) onState(root string) mqtt.InlineSubFn {
 }
 
 func (k *keeper) track(root string, pk packets.Packet) {
-	if _, err := bridge.ParseTopic(root, pk.TopicName); err != nil {
+	if _, err := wire.ParseTopic(root, pk.TopicName); err != nil {
 		return
 	}
 	k.mu.Lock()
@@ -89,7 +90,7 @@ func (k *keeper) track(root string, pk packets.Packet) {
 		delete(k.expires, pk.TopicName)
 		return
 	}
-	s, err := bridge.DecodeState(pk.Payload)
+	s, err := wire.DecodeState(pk.Payload)
 	if err != nil {
 		k.log.Debug("ignored state", "topic", pk.TopicName, "err", err)
 		return
@@ -99,17 +100,17 @@ func (k *keeper) track(root string, pk packets.Packet) {
 
 func (k *keeper) onEvent(root string) mqtt.InlineSubFn {
 	return func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		t, err := bridge.ParseTopic(root, pk.TopicName)
+		t, err := wire.ParseTopic(root, pk.TopicName)
 		if err != nil {
 			return
 		}
-		lines, _ := bridge.ParsePayload(pk.Payload) // bridges log refused lines
+		lines, _ := wire.ParsePayload(pk.Payload) // bridges log refused lines
 		now := k.now()
 		for _, l := range lines {
 			// What every bridge refuses (0.0.0.0/0, loopback, ...) is
 			// never made state either; each bridge applies its own,
 			// stricter allowlist on top.
-			if t.Kind != bridge.KindDel && builtinGuard.Check(l.Prefix) != nil {
+			if t.Kind != wire.KindDel && builtinGuard.Check(l.Prefix) != nil {
 				continue
 			}
 			k.apply(root, t.Kind, l, now)
@@ -118,12 +119,12 @@ func (k *keeper) onEvent(root string) mqtt.InlineSubFn {
 }
 
 // builtinGuard holds the limits every bridge applies whatever its settings.
-var builtinGuard = bridge.NewGuard(nil, 0, 0)
+var builtinGuard = guard.New(nil, 0, 0)
 
 // apply records one event line as state, unless the state already says so.
-func (k *keeper) apply(root string, kind bridge.Kind, l bridge.Line, now time.Time) {
-	topic := bridge.StateTopic(root, l.Prefix)
-	st := bridge.State{At: now, Origin: "keeper"}
+func (k *keeper) apply(root string, kind wire.Kind, l wire.Line, now time.Time) {
+	topic := wire.StateTopic(root, l.Prefix)
+	st := wire.State{At: now, Origin: "keeper"}
 	if l.Timeout > 0 {
 		st.Expires = now.Add(time.Duration(l.Timeout) * time.Second)
 	}
@@ -132,10 +133,10 @@ func (k *keeper) apply(root string, kind bridge.Kind, l bridge.Line, now time.Ti
 	k.mu.Lock()
 	old, known := k.expires[topic]
 	switch {
-	case kind == bridge.KindDel && !known, kind != bridge.KindDel && known && same(old, exp):
+	case kind == wire.KindDel && !known, kind != wire.KindDel && known && same(old, exp):
 		k.mu.Unlock()
 		return
-	case kind == bridge.KindDel:
+	case kind == wire.KindDel:
 		delete(k.expires, topic)
 	default:
 		k.setLocked(topic, exp)
@@ -143,8 +144,8 @@ func (k *keeper) apply(root string, kind bridge.Kind, l bridge.Line, now time.Ti
 	k.mu.Unlock()
 
 	payload := []byte(nil) // an empty retained message deletes the state
-	if kind != bridge.KindDel {
-		payload = bridge.EncodeState(st)
+	if kind != wire.KindDel {
+		payload = wire.EncodeState(st)
 	}
 	k.publish(topic, payload)
 }

@@ -4,12 +4,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
-func decode(t *testing.T, m msg) bridge.State {
+func decode(t *testing.T, m msg) wire.State {
 	t.Helper()
-	s, err := bridge.DecodeState([]byte(m.payload))
+	s, err := wire.DecodeState([]byte(m.payload))
 	if err != nil {
 		t.Fatalf("state on %s: %v", m.topic, err)
 	}
@@ -62,7 +62,7 @@ func TestKeeperEvents(t *testing.T) {
 
 	// A repeated add and a state that already says the same write nothing;
 	// a del clears the state.
-	st := bridge.EncodeState(bridge.State{At: time.Now(), Expires: time.Now().Add(time.Hour), Origin: "cli"})
+	st := wire.EncodeState(wire.State{At: time.Now(), Expires: time.Now().Add(time.Hour), Origin: "cli"})
 	pub.pub(t, "blacklist/ban/203.0.113.9", 1, true, string(st))
 	pub.pub(t, "blacklist/add", 1, false, "203.0.113.9 timeout 3600\n192.0.2.3")
 	pub.pub(t, "blacklist/del", 1, false, "2001:db8::/64\n192.0.2.200")
@@ -105,7 +105,7 @@ func TestKeeperLoadsState(t *testing.T) {
 		"blacklist/ban/192.0.2.2": now.Add(2 * time.Second),
 		"blacklist/ban/192.0.2.3": {},
 	} {
-		pub.pub(t, topic, 1, true, string(bridge.EncodeState(bridge.State{At: now, Expires: exp})))
+		pub.pub(t, topic, 1, true, string(wire.EncodeState(wire.State{At: now, Expires: exp})))
 	}
 	pub.Disconnect(50)
 	stop1() // no keeper in the first broker: nothing was cleared yet

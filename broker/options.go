@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Defaults sized for ban lists of a million retained entries and bulk QoS 1
@@ -193,7 +193,7 @@ func (o *Options) validate() error {
 		errs = append(errs, errors.New("--tls-client-ca needs a tls:// listener"))
 	}
 	for _, root := range o.Lists {
-		if err := bridge.ValidRoot(root); err != nil {
+		if err := wire.ValidRoot(root); err != nil {
 			errs = append(errs, fmt.Errorf("list %q: %w", root, err))
 		}
 	}

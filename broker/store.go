@@ -12,6 +12,7 @@ import (
 
 	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/store"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // addStore persists retained messages, sessions, subscriptions and queued
@@ -47,7 +48,7 @@ func (b *Broker) addStore() error {
 	}
 	c := &storeConfig{Path: d.Store(), Logger: log, Lock: lock}
 	for _, root := range b.opts.Lists {
-		c.Events = append(c.Events, root, root+"/add", root+"/del")
+		c.Events = append(c.Events, wire.EventTopics(root)...)
 	}
 	// The last hook with OnPublish: a publish it stores must not be
 	// refused by a hook after it.

@@ -10,8 +10,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // TestStoreBulkRetained measures the store with 100,000 retained bans at a
@@ -81,7 +81,7 @@ func heapInUse() uint64 {
 func publishBans(t *testing.T, u string, n int) time.Duration {
 	t.Helper()
 	c := mustDial(t, u)
-	payload := bridge.EncodeState(bridge.State{At: time.Now(), Origin: "bench"})
+	payload := wire.EncodeState(wire.State{At: time.Now(), Origin: "bench"})
 	t0 := time.Now()
 	toks := make([]paho.Token, 0, 60_000)
 	flush := func() {

@@ -15,9 +15,9 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/tmpfs"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // banTopic is the topic publishBans uses for its i-th ban.
@@ -109,7 +109,7 @@ func TestStoreFullDisk(t *testing.T) {
 	stop1 := runBroker(t, b1)
 	defer stop1()
 	u := url(t, b1, KindTCP)
-	payload := bridge.EncodeState(bridge.State{At: time.Now(), Origin: "test"})
+	payload := wire.EncodeState(wire.State{At: time.Now(), Origin: "test"})
 
 	var acked []string
 	var c *client

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -100,7 +101,7 @@ func TestSystemdUnits(t *testing.T) {
 				want[k] = v
 			}
 			for k, v := range want {
-				if !contains(svc[k], v) {
+				if !slices.Contains(svc[k], v) {
 					t.Errorf("%s: [Service] %s = %q, want %q among them", tt.unit, k, svc[k], v)
 				}
 			}
@@ -119,15 +120,6 @@ func TestSystemdUnits(t *testing.T) {
 	if after := strings.Join(unit["After"], " "); strings.Contains(after, "network-online.target") {
 		t.Errorf("vallum.service: After=%q: ordering cycle with Before=network-pre.target", after)
 	}
-}
-
-func contains(vs []string, v string) bool {
-	for _, x := range vs {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // verifyUnit runs systemd-analyze verify on a copy of the unit whose

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,7 +218,7 @@ func TestAttackHostLogin(t *testing.T) {
 		t.Fatalf("reporter's ban: %v\n%s", err, out)
 	}
 	waitEntries(t, edge, "blacklist", n+1, 30*time.Second)
-	if p := must[[]string](t)(edge.Prefixes("blacklist")); containsStr(p, "203.0.113.99") {
+	if p := must[[]string](t)(edge.Prefixes("blacklist")); slices.Contains(p, "203.0.113.99") {
 		t.Error("the will's ban reached the victim")
 	}
 	if strings.Contains(victim.Output(), "junk") {
@@ -226,15 +227,6 @@ func TestAttackHostLogin(t *testing.T) {
 	if strings.Contains(victim.Output(), "disconnected") {
 		t.Errorf("the victim was disconnected during the attacks:\n%s", victim.Output())
 	}
-}
-
-func containsStr(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // TestAttackHalfOpenFlood: 500 connections without a login from one

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Issue 15: vallum on a NATS cluster (three nodes, MQTT enabled, configured
@@ -105,11 +105,11 @@ func publishOp(p *lab.Publisher, k int, at time.Time) {
 	if add {
 		m := ban(i, at, at.Add(time.Hour))
 		p.Publish(m.Topic, true, m.Payload)
-		p.Publish(bridge.EventTopic(root, bridge.Add), false, []byte(a+" timeout 3600"))
+		p.Publish(wire.EventTopic(root, wire.KindAdd), false, []byte(a+" timeout 3600"))
 		return
 	}
 	p.Publish(stateTopic(i), true, nil)
-	p.Publish(bridge.EventTopic(root, bridge.Del), false, []byte(a))
+	p.Publish(wire.EventTopic(root, wire.KindDel), false, []byte(a))
 }
 
 // publishOps publishes ops [from, to) through the node in h, calling

@@ -16,9 +16,9 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/lab"
 	"github.com/vallum/vallum/internal/tmpfs"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func storeBan(i int) string { return fmt.Sprintf("blacklist/ban/198.18.%d.%d", i>>8&255, i&255) }
@@ -33,7 +33,7 @@ func TestDataDirLocked(t *testing.T) {
 	data := filepath.Join(dir, "hub-data")
 	first := must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, "-t", "blacklist", "--listen", "127.0.0.1:1883"))
 	pub := must[*lab.Publisher](t)(h.NewPublisher(1883))
-	payload := bridge.EncodeState(bridge.State{At: time.Now(), Origin: "e2e"})
+	payload := wire.EncodeState(wire.State{At: time.Now(), Origin: "e2e"})
 	for i := range 200 {
 		pub.Publish(storeBan(i), true, payload)
 	}
@@ -87,7 +87,7 @@ func TestStoreFullDiskHealthz(t *testing.T) {
 	if err := hub.WaitLog("subscribed and synced", 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	payload := bridge.EncodeState(bridge.State{At: time.Now(), Origin: "e2e"})
+	payload := wire.EncodeState(wire.State{At: time.Now(), Origin: "e2e"})
 	acked, refused := 0, 0
 	var c mqtt.Client
 	for i := 0; refused < 3 && i < 30_000; i++ {
@@ -174,7 +174,7 @@ func TestStoreSIGKILL(t *testing.T) {
 	args := []string{"-t", "blacklist", "--listen", "127.0.0.1:1883"}
 	hub := must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, args...))
 	c := must[mqtt.Client](t)(h.Connect(1883, mqtt.NewClientOptions().SetClientID("killer").SetAutoReconnect(false)))
-	payload := bridge.EncodeState(bridge.State{At: time.Now(), Origin: "e2e"})
+	payload := wire.EncodeState(wire.State{At: time.Now(), Origin: "e2e"})
 	// 500 in flight: the broker is writing when the kill comes.
 	type pending struct {
 		i   int

@@ -17,8 +17,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Issue 4, "one list everywhere": every test runs against mosquitto (with
@@ -87,7 +87,7 @@ func (b *hub) state(t *testing.T) []string {
 	var out []string
 	now := time.Now()
 	for topic, payload := range got {
-		st, err := bridge.DecodeState([]byte(payload))
+		st, err := wire.DecodeState([]byte(payload))
 		if err != nil {
 			t.Fatalf("broker holds %s = %q: %v", topic, payload, err)
 		}
@@ -142,12 +142,12 @@ func banAddr(i int) netip.Addr {
 }
 
 func stateTopic(i int) string {
-	return bridge.StateTopic(root, netip.PrefixFrom(banAddr(i), 32))
+	return wire.StateTopic(root, netip.PrefixFrom(banAddr(i), 32))
 }
 
 // ban is a retained state for address i; a zero exp is permanent.
 func ban(i int, at, exp time.Time) lab.Retained {
-	return lab.Retained{Topic: stateTopic(i), Payload: bridge.EncodeState(bridge.State{At: at, Expires: exp, Origin: "e2e"})}
+	return lab.Retained{Topic: stateTopic(i), Payload: wire.EncodeState(wire.State{At: at, Expires: exp, Origin: "e2e"})}
 }
 
 func unban(i int) lab.Retained { return lab.Retained{Topic: stateTopic(i)} }

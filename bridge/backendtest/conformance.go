@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/netnstest"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Factory opens the backend under test inside the namespace ns.
@@ -204,6 +207,50 @@ var cases = []struct {
 			e.t.Fatalf("List returned %d entries, want %d", got, n)
 		}
 	}},
+	{"calls from several goroutines", func(e *env) {
+		// The daemon shares one backend between the bridge's worker and
+		// the metrics and health handlers, with no lock of its own: the
+		// backend serialises its calls (run this under -race).
+		e.ensure(bridge.SetSpec{Name: set4, Family: bridge.IPv4, Create: true})
+		const batches = 50
+		done := make(chan struct{})
+		errs := make(chan error, 2)
+		for _, read := range []func() error{
+			func() error { _, err := e.be.Info(e.ctx, set4); return err },
+			func() error { _, err := e.be.List(e.ctx, set4); return err },
+		} {
+			go func() {
+				for {
+					select {
+					case <-done:
+						errs <- nil
+						return
+					default:
+					}
+					if err := read(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		var want []string
+		for i := range batches {
+			ops := make([]bridge.Op, 10)
+			for j := range ops {
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i), byte(j)}), 32)
+				ops[j], want = add(p.String(), 3600), append(want, p.String())
+			}
+			e.apply(set4, ops...)
+		}
+		close(done)
+		for range 2 {
+			if err := <-errs; err != nil {
+				e.t.Errorf("Info or List beside Apply: %v", err)
+			}
+		}
+		e.want(set4, want...)
+	}},
 }
 
 func (e *env) ensure(s bridge.SetSpec) bridge.SetInfo {
@@ -249,25 +296,17 @@ func (e *env) want(set string, prefixes ...string) {
 	}
 	for _, p := range prefixes {
 		if !got[netip.MustParsePrefix(p)] {
-			e.t.Errorf("set %s lacks %s; has %v", set, p, keys(got))
+			e.t.Errorf("set %s lacks %s; has %v", set, p, slices.Collect(maps.Keys(got)))
 		}
 		delete(got, netip.MustParsePrefix(p))
 	}
 	if len(got) > 0 {
-		e.t.Errorf("set %s has unexpected %v", set, keys(got))
+		e.t.Errorf("set %s has unexpected %v", set, slices.Collect(maps.Keys(got)))
 	}
 }
 
-func keys(m map[netip.Prefix]bool) []netip.Prefix {
-	var k []netip.Prefix
-	for p := range m {
-		k = append(k, p)
-	}
-	return k
-}
-
-func add(p string, timeout bridge.Timeout) bridge.Op {
-	pr, err := bridge.ParsePrefix(p)
+func add(p string, timeout wire.Timeout) bridge.Op {
+	pr, err := wire.ParsePrefix(p)
 	if err != nil {
 		panic(err)
 	}
@@ -276,6 +315,6 @@ func add(p string, timeout bridge.Timeout) bridge.Op {
 
 func del(p string) bridge.Op {
 	op := add(p, -1)
-	op.Action, op.Timeout = bridge.Del, bridge.DefaultTimeout
+	op.Action, op.Timeout = bridge.Del, wire.DefaultTimeout
 	return op
 }

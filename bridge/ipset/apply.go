@@ -94,7 +94,7 @@ func precheck(h header, op bridge.Op) error {
 	if op.Action != bridge.Add && op.Action != bridge.Del {
 		return fmt.Errorf("unknown %s: %w", op.Action, bridge.ErrSetType)
 	}
-	if h.typ == "hash:ip" && !hostPrefix(op.Prefix) {
+	if h.typ == "hash:ip" && !op.Prefix.IsSingleIP() {
 		return fmt.Errorf("prefix /%d in a hash:ip set: %w", op.Prefix.Bits(), bridge.ErrSetType)
 	}
 	return nil

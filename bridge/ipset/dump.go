@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 var errShort = errors.New("truncated netlink attribute")
@@ -201,7 +202,7 @@ func parseEntry(b []byte) (bridge.Entry, error) {
 			}
 			bits = int(v[0])
 		case attrTimeout:
-			en.Timeout = bridge.Timeout(be32(v))
+			en.Timeout = wire.Timeout(be32(v))
 		case attrComment:
 			en.Comment = cstring(v)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/vallum/vallum/bridge/backendtest"
 	"github.com/vallum/vallum/bridge/ipset"
 	"github.com/vallum/vallum/internal/netnstest"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func open(t *testing.T, ns netns.NsHandle) bridge.Backend {
@@ -167,7 +168,7 @@ func TestSetDestroyedBehindOurBack(t *testing.T) {
 		t.Fatalf("Ensure: %v", err)
 	}
 	cli(t, ns, "destroy", "gone")
-	op := bridge.Op{Action: bridge.Add, Prefix: netip.MustParsePrefix("192.0.2.1/32"), Timeout: bridge.DefaultTimeout}
+	op := bridge.Op{Action: bridge.Add, Prefix: netip.MustParsePrefix("192.0.2.1/32"), Timeout: wire.DefaultTimeout}
 	if err := be.Apply(ctx, "gone", []bridge.Op{op}); !errors.Is(err, bridge.ErrNoSet) {
 		t.Fatalf("Apply to a destroyed set = %v, want ErrNoSet", err)
 	}

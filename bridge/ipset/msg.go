@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Protocol constants from the kernel's include/uapi/linux/netfilter/ipset/
@@ -236,7 +237,7 @@ func (m *builder) entry(h header, op bridge.Op, line uint32) {
 		m.u8(attrCIDR, uint8(op.Prefix.Bits()))
 	}
 	if op.Action == bridge.Add && op.Timeout >= 0 && h.timeout {
-		m.be32(attrTimeout, uint32(min(op.Timeout, bridge.MaxTimeout)))
+		m.be32(attrTimeout, uint32(min(op.Timeout, wire.MaxTimeout)))
 	}
 	m.u32(attrLineNo, line)
 	if op.Action == bridge.Add && op.Comment != "" && h.comments {
@@ -316,6 +317,3 @@ func (m *builder) encodeList(name string, headerOnly bool) []byte {
 	}
 	return m.bytes()
 }
-
-// hostPrefix reports whether p is a single address.
-func hostPrefix(p netip.Prefix) bool { return p.Bits() == p.Addr().BitLen() }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 var (
@@ -16,7 +17,7 @@ var (
 	ip4  = header{name: "hosts", typ: "hash:ip", family: nfprotoIPv4}
 )
 
-func op(a bridge.Action, p string, timeout bridge.Timeout, comment string) bridge.Op {
+func op(a bridge.Action, p string, timeout wire.Timeout, comment string) bridge.Op {
 	return bridge.Op{Action: a, Prefix: netip.MustParsePrefix(p), Timeout: timeout, Comment: comment}
 }
 
@@ -93,11 +94,11 @@ func TestEncodeADT(t *testing.T) {
 		want []bridge.Entry // as the kernel's dump would show them
 	}{
 		{"ipv4 with timeouts", net4,
-			[]bridge.Op{op(bridge.Add, "192.0.2.1/32", 60, ""), op(bridge.Add, "198.51.100.0/24", bridge.DefaultTimeout, ""), op(bridge.Add, "192.0.2.2/32", 0, "")},
+			[]bridge.Op{op(bridge.Add, "192.0.2.1/32", 60, ""), op(bridge.Add, "198.51.100.0/24", wire.DefaultTimeout, ""), op(bridge.Add, "192.0.2.2/32", 0, "")},
 			[]bridge.Entry{{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Timeout: 60}, {Prefix: netip.MustParsePrefix("198.51.100.0/24")}, {Prefix: netip.MustParsePrefix("192.0.2.2/32")}}},
 		{"ipv6 with comment", net6,
-			[]bridge.Op{op(bridge.Add, "2001:db8::7/128", 10, "vallum"), op(bridge.Add, "2001:db8:1::/48", bridge.MaxTimeout+5, "")},
-			[]bridge.Entry{{Prefix: netip.MustParsePrefix("2001:db8::7/128"), Timeout: 10, Comment: "vallum"}, {Prefix: netip.MustParsePrefix("2001:db8:1::/48"), Timeout: bridge.MaxTimeout}}},
+			[]bridge.Op{op(bridge.Add, "2001:db8::7/128", 10, "vallum"), op(bridge.Add, "2001:db8:1::/48", wire.MaxTimeout+5, "")},
+			[]bridge.Entry{{Prefix: netip.MustParsePrefix("2001:db8::7/128"), Timeout: 10, Comment: "vallum"}, {Prefix: netip.MustParsePrefix("2001:db8:1::/48"), Timeout: wire.MaxTimeout}}},
 		{"del sends no timeout or comment", net4,
 			[]bridge.Op{op(bridge.Del, "192.0.2.1/32", 60, "x")},
 			[]bridge.Entry{{Prefix: netip.MustParsePrefix("192.0.2.1/32")}}},

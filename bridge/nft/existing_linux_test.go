@@ -16,6 +16,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/netnstest"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // nftIn runs the nft command inside ns (handed to nsenter as fd 3).
@@ -59,7 +60,7 @@ func TestExistingSetIsUsedAsIs(t *testing.T) {
 	}
 	ops := []bridge.Op{
 		{Action: bridge.Add, Prefix: mustPrefix("192.0.2.7/32"), Timeout: 600, Comment: "vallum"},
-		{Action: bridge.Add, Prefix: mustPrefix("198.51.100.0/24"), Timeout: bridge.DefaultTimeout},
+		{Action: bridge.Add, Prefix: mustPrefix("198.51.100.0/24"), Timeout: wire.DefaultTimeout},
 		{Action: bridge.Add, Prefix: mustPrefix("203.0.113.0/25"), Timeout: 0},
 	}
 	if err := b.Apply(ctx, "bl", ops); err != nil {
@@ -71,7 +72,7 @@ func TestExistingSetIsUsedAsIs(t *testing.T) {
 			t.Errorf("nft list set bl lacks %q:\n%s", want, out)
 		}
 	}
-	timeouts := map[string]bridge.Timeout{}
+	timeouts := map[string]wire.Timeout{}
 	list, _ := b.List(ctx, "bl")
 	for _, e := range list {
 		timeouts[e.Prefix.String()] = e.Timeout
@@ -93,7 +94,7 @@ func TestExistingSetIsUsedAsIs(t *testing.T) {
 
 	// A set without the interval flag takes addresses but not prefixes.
 	err = b.Apply(ctx, "plain6", []bridge.Op{
-		{Action: bridge.Add, Prefix: mustPrefix("2001:db8:1::/48"), Timeout: bridge.DefaultTimeout},
+		{Action: bridge.Add, Prefix: mustPrefix("2001:db8:1::/48"), Timeout: wire.DefaultTimeout},
 		{Action: bridge.Add, Prefix: mustPrefix("2001:db8::1/128"), Timeout: 60},
 	})
 	var ae *bridge.ApplyError
@@ -106,7 +107,7 @@ func TestExistingSetIsUsedAsIs(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix {
-	p, err := bridge.ParsePrefix(s)
+	p, err := wire.ParsePrefix(s)
 	if err != nil {
 		panic(err)
 	}

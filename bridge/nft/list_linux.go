@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // List returns the entries of the set and its companion.
@@ -72,11 +73,11 @@ func (b *Backend) entries(s *nftables.Set) ([]bridge.Entry, error) {
 
 // remaining turns the kernel's milliseconds left into whole seconds,
 // rounded up so that an entry about to expire still reads as timed.
-func remaining(d time.Duration) bridge.Timeout {
+func remaining(d time.Duration) wire.Timeout {
 	if d <= 0 {
 		return 0
 	}
-	return bridge.Timeout((d + time.Second - 1) / time.Second)
+	return wire.Timeout((d + time.Second - 1) / time.Second)
 }
 
 // lastBefore returns the address before the first end above start, or the

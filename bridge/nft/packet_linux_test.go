@@ -13,6 +13,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/netnstest"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // lab is attacker --- router --- server in three named namespaces.
@@ -130,7 +131,7 @@ func TestBannedSourceIsDropped(t *testing.T) {
 					t.Errorf("not banned %s cannot reach %s", c.good, dst)
 				}
 			}
-			op.Action, op.Timeout = bridge.Del, bridge.DefaultTimeout
+			op.Action, op.Timeout = bridge.Del, wire.DefaultTimeout
 			if err := b.Apply(ctx, c.set, []bridge.Op{op}); err != nil {
 				t.Fatal(err)
 			}

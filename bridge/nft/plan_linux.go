@@ -4,6 +4,7 @@ package nft
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -64,7 +65,7 @@ func (b *Backend) plan(st []opState) []message {
 func chunk(msgs []message, st []opState, kind uint16, idx []int, excl bool) []message {
 	var sets []*nftables.Set
 	for _, i := range idx {
-		if !contains(sets, st[i].set) {
+		if !slices.Contains(sets, st[i].set) {
 			sets = append(sets, st[i].set)
 		}
 	}
@@ -84,13 +85,4 @@ func chunk(msgs []message, st []opState, kind uint16, idx []int, excl bool) []me
 		}
 	}
 	return msgs
-}
-
-func contains(sets []*nftables.Set, s *nftables.Set) bool {
-	for _, x := range sets {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/netnstest"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func TestOverlappingPrefixes(t *testing.T) {
@@ -22,7 +23,7 @@ func TestOverlappingPrefixes(t *testing.T) {
 	}
 	var ops []bridge.Op
 	for _, p := range []string{"10.0.0.0/16", "10.0.0.5/32", "10.0.1.0/24", "10.2.0.0/16"} {
-		ops = append(ops, bridge.Op{Action: bridge.Add, Prefix: mustPrefix(p), Timeout: bridge.DefaultTimeout})
+		ops = append(ops, bridge.Op{Action: bridge.Add, Prefix: mustPrefix(p), Timeout: wire.DefaultTimeout})
 	}
 	err := b.Apply(ctx, "bl", ops)
 	var ae *bridge.ApplyError
@@ -134,7 +135,7 @@ func TestKeepInIntervalSet(t *testing.T) {
 	if _, err := b.Ensure(ctx, bridge.SetSpec{Name: "bl", Family: bridge.IPv4, Create: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Apply(ctx, "bl", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix("10.0.0.0/16"), Timeout: bridge.DefaultTimeout}}); err != nil {
+	if err := b.Apply(ctx, "bl", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix("10.0.0.0/16"), Timeout: wire.DefaultTimeout}}); err != nil {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]error{"10.0.0.0/16": bridge.ErrExists, "10.0.1.0/24": ErrOverlap, "10.0.0.0/8": ErrOverlap} {

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func newBanCmd() *cobra.Command {
@@ -54,25 +56,25 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 	if err != nil {
 		return err
 	}
-	p, err := bridge.ParsePrefix(args[1])
+	p, err := wire.ParsePrefix(args[1])
 	if err != nil {
 		return err
 	}
-	event := bridge.FormatPrefix(p)
+	event := wire.FormatPrefix(p)
 	var state []byte // empty: the retained state is deleted
 	if action == bridge.Add {
-		if err := bridge.NewGuard(nil, 0, 0).Check(p); err != nil {
+		if err := guard.New(nil, 0, 0).Check(p); err != nil {
 			return fmt.Errorf("refusing to ban %s: %w", p, err)
 		}
 		ttl, err := parseTimeout(flagString(cmd, "timeout"))
 		if err != nil {
 			return err
 		}
-		st := bridge.State{At: time.Now(), Reason: flagString(cmd, "reason"), Origin: hostname()}
+		st := wire.State{At: time.Now(), Reason: flagString(cmd, "reason"), Origin: hostname()}
 		if ttl > 0 {
 			st.Expires = st.At.Add(time.Duration(ttl) * time.Second)
 		}
-		state = bridge.EncodeState(st)
+		state = wire.EncodeState(st)
 		event += " timeout " + strconv.FormatInt(int64(ttl), 10)
 	}
 	cl, err := c.dial("cli")
@@ -81,14 +83,14 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 	}
 	defer cl.Disconnect(250)
 	if action == bridge.Del {
-		if held, known := banned(cl, bridge.StateTopic(l.Root, p)); known && !held {
+		if held, known := banned(cl, wire.StateTopic(l.Root, p)); known && !held {
 			fmt.Fprintf(cmd.ErrOrStderr(), "vallum: %s is not banned on %s (the broker holds no ban for it); "+
 				"the unban event is sent anyway, for hosts that banned it from a legacy event\n", event, l.Root)
 		}
 	}
-	err = wait(cl.Publish(bridge.StateTopic(l.Root, p), 1, true, state), "publish state")
+	err = wait(cl.Publish(wire.StateTopic(l.Root, p), 1, true, state), "publish state")
 	if err == nil {
-		err = wait(cl.Publish(bridge.EventTopic(l.Root, action), 1, false, event), "publish event")
+		err = wait(cl.Publish(wire.EventTopic(l.Root, action.Kind()), 1, false, event), "publish event")
 	}
 	if err != nil && !cl.IsConnected() {
 		// With MQTT 3.1.1 a broker refuses a topic by dropping the client.
@@ -99,24 +101,24 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 
 // parseTimeout reads seconds ("3600"), a Go duration ("90m", "1h") or days
 // ("7d"). 0 and -1 mean permanent; longer than the kernel maximum is clamped.
-func parseTimeout(s string) (bridge.Timeout, error) {
+func parseTimeout(s string) (wire.Timeout, error) {
 	s = strings.TrimSpace(s)
 	if s == "-1" {
 		return 0, nil
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
-		return min(bridge.Timeout(n), bridge.MaxTimeout), nil
+		return min(wire.Timeout(n), wire.MaxTimeout), nil
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		if n, err := strconv.ParseInt(days, 10, 64); err == nil && n >= 0 {
-			return min(bridge.Timeout(n)*86400, bridge.MaxTimeout), nil
+			return min(wire.Timeout(n)*86400, wire.MaxTimeout), nil
 		}
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("--timeout %q: want seconds or a duration such as 3600, 90m, 1h or 7d", s)
 	}
-	return bridge.ClampTimeout(d), nil
+	return wire.ClampTimeout(d), nil
 }
 
 // dial connects a short-lived client with a clean session and an id of its

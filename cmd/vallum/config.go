@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/guard"
 )
 
 // defaultConfigFile is read when it exists and --config is not given.
@@ -94,8 +95,8 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Bool("no-create", false, "do not create missing sets: fail instead")
 	f.Uint32("maxelem", bridge.DefaultMaxElem, "capacity of the sets vallum creates")
 	f.StringArray("allow", nil, "CIDR that is never banned, repeatable (loopback, link-local, multicast, own and broker addresses always are)")
-	f.Int("widest-v4", bridge.DefaultWidest4, "broadest IPv4 prefix length that may be banned")
-	f.Int("widest-v6", bridge.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
+	f.Int("widest-v4", guard.DefaultWidest4, "broadest IPv4 prefix length that may be banned")
+	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")

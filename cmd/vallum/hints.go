@@ -14,7 +14,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/retained"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // portInUse adds what to do when the embedded broker's port is taken:
@@ -70,8 +71,8 @@ func banned(cl mqtt.Client, topic string) (held, known bool) {
 		}
 	}
 	opts := cl.OptionsReader()
-	marker := bridge.MarkerPrefix + opts.ClientID()
-	withMarker := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) { send(false) }))
+	marker := wire.MarkerTopic(opts.ClientID())
+	withMarker := retained.Granted(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) { send(false) }))
 	if withMarker {
 		defer cl.Unsubscribe(marker)
 	}
@@ -84,7 +85,7 @@ func banned(cl mqtt.Client, topic string) (held, known bool) {
 		return false, false
 	}
 	defer cl.Unsubscribe(topic)
-	if !subscribed(tok) {
+	if !retained.Granted(tok) {
 		return false, false // refused: a reporter limited to other lists
 	}
 	quiet := 500 * time.Millisecond

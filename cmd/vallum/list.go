@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/retained"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 func newListCmd() *cobra.Command {
@@ -50,57 +52,36 @@ func listCmd(cmd *cobra.Command, args []string) error {
 
 type ban struct {
 	prefix netip.Prefix
-	state  bridge.State
-}
-
-// listTiming bounds the wait for the retained bans.
-type listTiming struct {
-	stall time.Duration // no message at all for this long: fail
-	quiet time.Duration // without a marker: a pause this long ends the list
-	limit time.Duration // the whole read
+	state  wire.State
 }
 
 // listTimes: mochi takes over a second to start sending 100,000 retained
 // bans here, and sends them in about two (ten times that on a loaded
 // machine); a broker that sends nothing for a minute is not sending the list.
-var listTimes = listTiming{stall: time.Minute, quiet: 2 * time.Second, limit: 10 * time.Minute}
+var listTimes = retained.Timing{Stall: time.Minute, Quiet: 2 * time.Second, Limit: 10 * time.Minute}
 
-// collectState reads every retained ban of the list. The broker sends them
-// as the subscription is made; to know that all have come, collectState
-// then publishes a marker to itself on vallum/sync/CLIENT_ID and waits for
-// it: a broker delivers one client's messages in order, so every ban sent
-// before the marker has arrived when it does. A login that may not use a
-// marker (a reporter) gets the bans that come until they pause, and a
-// warning saying so; when none comes at all it cannot tell an empty list
-// from a slow broker, and fails. A list that stalls or does not end in time
-// is an error, never a short list.
-func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([]ban, error) {
-	r := &stateReader{root: root, got: map[netip.Prefix]bridge.State{}}
+// collectState reads every retained ban of the list, to the end: the
+// marker that a host or admin login publishes to itself on
+// vallum/sync/CLIENT_ID coming back (see internal/retained). A login that
+// may not use a marker (a reporter) gets the bans that come until they
+// pause, and a warning saying so; when none comes at all it cannot tell an
+// empty list from a slow broker, and fails. A list that stalls or does not
+// end in time is an error, never a short list.
+func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, error) {
+	r := &stateReader{root: root, got: map[netip.Prefix]wire.State{}}
 	opts := cl.OptionsReader()
-	marker := bridge.MarkerPrefix + opts.ClientID()
-	back := make(chan struct{}, 1)
-	withMarker := subscribed(cl.Subscribe(marker, 1, func(mqtt.Client, mqtt.Message) {
-		select {
-		case back <- struct{}{}:
-		default:
-		}
-	}))
+	marker := wire.MarkerTopic(opts.ClientID())
 	// State at QoS 0, as the bridge reads it: at QoS 1 a broker holds back
 	// what exceeds its in-flight window.
-	if err := wait(cl.Subscribe(root+"/ban/#", 0, r.onState), "subscribe"); err != nil {
+	rd, err := retained.Subscribe(cl, wire.StateFilter(root), 0, marker, r.onState)
+	if err != nil {
 		return nil, err
 	}
-	r.subscribed() // the bans come after the SUBACK: count from here
-	if withMarker {
-		// Its PUBACK comes after the flood of bans, which may take long:
-		// what counts is the marker coming back (or the connection lost).
-		cl.Publish(marker, 1, false, "list")
-	} else {
-		back = nil
-		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.quiet)
+	if !rd.Marked {
+		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.Quiet)
 	}
-	if err := r.waitEnd(cl, back, tm); err != nil {
-		return nil, err
+	if err := rd.Wait(tm); err != nil {
+		return nil, r.failed(err, tm)
 	}
 	return r.bans(), nil
 }
@@ -109,21 +90,18 @@ func collectState(cl mqtt.Client, root string, warn io.Writer, tm listTiming) ([
 type stateReader struct {
 	root string
 
-	mu    sync.Mutex
-	got   map[netip.Prefix]bridge.State
-	since time.Time // the SUBACK
-	last  time.Time // the latest ban; zero until one comes
+	mu  sync.Mutex
+	got map[netip.Prefix]wire.State
 }
 
 func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
-	t, err := bridge.ParseTopic(r.root, m.Topic())
-	if err != nil || t.Kind != bridge.KindState {
+	t, err := wire.ParseTopic(r.root, m.Topic())
+	if err != nil || t.Kind != wire.KindState {
 		return
 	}
-	st, err := bridge.DecodeState(m.Payload())
+	st, err := wire.DecodeState(m.Payload())
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.last = time.Now()
 	if err == nil && len(m.Payload()) > 0 {
 		r.got[t.Prefix] = st
 	} else {
@@ -131,50 +109,23 @@ func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
-func (r *stateReader) subscribed() {
+// failed says why the list did not come to its end (stop: one of
+// retained's errors).
+// One Errorf with indexed arguments: each call costs bytes on the routers.
+func (r *stateReader) failed(stop error, tm retained.Timing) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.since = time.Now()
-}
-
-// progress returns the bans so far, and how long the broker has sent none
-// (since the SUBACK when none came yet).
-func (r *stateReader) progress() (n int, idle time.Duration, some bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last.IsZero() {
-		return 0, time.Since(r.since), false
+	n := len(r.got)
+	r.mu.Unlock()
+	d, format := tm.Stall, "list %[1]s: the broker sent nothing for %[2]s and not the end of the list (%[3]d bans so far)"
+	switch stop {
+	case retained.TimedOut:
+		d, format = tm.Limit, "list %[1]s: not complete after %[2]s (%[3]d bans so far): the broker is too slow or too loaded"
+	case retained.Closed:
+		format = "list %[1]s: the broker closed the connection after %[3]d bans"
+	case retained.Empty:
+		format = "list %[1]s: no ban came in %[2]s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login"
 	}
-	return len(r.got), time.Since(r.last), true
-}
-
-// waitEnd waits for the marker to come back, or without one (back nil) for
-// a pause in the bans.
-func (r *stateReader) waitEnd(cl mqtt.Client, back <-chan struct{}, tm listTiming) error {
-	deadline := time.After(tm.limit)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-back:
-			return nil
-		case <-deadline:
-			n, _, _ := r.progress()
-			return fmt.Errorf("list %s: not complete after %s (%d bans so far): the broker is too slow or too loaded", r.root, tm.limit, n)
-		case <-tick.C:
-		}
-		n, idle, some := r.progress()
-		switch {
-		case !cl.IsConnectionOpen():
-			return fmt.Errorf("list %s: the broker closed the connection after %d bans", r.root, n)
-		case back == nil && some && idle > tm.quiet:
-			return nil
-		case back == nil && idle > tm.stall:
-			return fmt.Errorf("list %s: no ban came in %s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login", r.root, tm.stall)
-		case idle > tm.stall:
-			return fmt.Errorf("list %s: the broker sent nothing for %s and not the end of the list (%d bans so far)", r.root, tm.stall, n)
-		}
-	}
+	return fmt.Errorf(format, r.root, d, n)
 }
 
 // bans returns the bans read, by address.
@@ -187,23 +138,6 @@ func (r *stateReader) bans() []ban {
 	}
 	sort.Slice(bans, func(i, j int) bool { return bans[i].prefix.Addr().Less(bans[j].prefix.Addr()) })
 	return bans
-}
-
-// subscribed reports whether the broker granted a subscription.
-func subscribed(tok mqtt.Token) bool {
-	if wait(tok, "subscribe") != nil {
-		return false
-	}
-	st, ok := tok.(*mqtt.SubscribeToken)
-	if !ok {
-		return false
-	}
-	for _, code := range st.Result() {
-		if code == 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 func printBans(w io.Writer, bans []ban, now time.Time) {
@@ -219,7 +153,7 @@ func printBans(w io.Writer, bans []ban, now time.Time) {
 		if !b.state.Expires.IsZero() {
 			exp, leftText = b.state.Expires.Local().Format(time.DateTime), (time.Duration(left) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", bridge.FormatPrefix(b.prefix), exp, leftText,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", wire.FormatPrefix(b.prefix), exp, leftText,
 			orDash(b.state.Reason), orDash(b.state.Origin), b.state.At.Local().Format(time.DateTime))
 		n++
 	}

@@ -11,8 +11,9 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/retained"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // listBroker runs the embedded broker on loopback with an admin, a
@@ -24,7 +25,7 @@ func listBroker(t *testing.T) string {
 	for _, u := range []broker.User{
 		{Name: broker.RoleAdmin, Role: broker.RoleAdmin},
 		{Name: broker.RoleReporter, Role: broker.RoleReporter},
-		{Name: "halfsync", Role: broker.RoleReporter, Subscribe: []string{bridge.MarkerPrefix + "#"}},
+		{Name: "halfsync", Role: broker.RoleReporter, Subscribe: []string{wire.MarkerPrefix + "#"}},
 	} {
 		hash, err := broker.HashPassword("pw-" + u.Name)
 		if err != nil {
@@ -56,7 +57,7 @@ func retainBans(t *testing.T, port string, n int) {
 	}
 	defer c.Disconnect(250)
 	now := time.Now()
-	payload := bridge.EncodeState(bridge.State{At: now, Expires: now.Add(time.Hour), Reason: "test"})
+	payload := wire.EncodeState(wire.State{At: now, Expires: now.Add(time.Hour), Reason: "test"})
 	window := make(chan mqtt.Token, 2000)
 	errs := make(chan error, 1)
 	go func() {
@@ -70,7 +71,7 @@ func retainBans(t *testing.T, port string, n int) {
 	}()
 	for i := range n {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
-		window <- c.Publish(bridge.StateTopic("blacklist", p), 1, true, payload)
+		window <- c.Publish(wire.StateTopic("blacklist", p), 1, true, payload)
 	}
 	close(window)
 	if err := <-errs; err != nil {
@@ -132,5 +133,25 @@ func TestListFailsWithoutTheEndOfTheList(t *testing.T) {
 	out, errOut, err := runList(t, port, "halfsync")
 	if err == nil || strings.Contains(out, "active bans") {
 		t.Fatalf("vallum list without its marker = %v, want an error and no list:\n%s%s", err, out, errOut)
+	}
+}
+
+// TestListFailureMessages: each way a read ends short says what happened,
+// with the right wait and the bans read so far.
+func TestListFailureMessages(t *testing.T) {
+	r := &stateReader{root: "bl", got: map[netip.Prefix]wire.State{netip.MustParsePrefix("192.0.2.1/32"): {}}}
+	tests := []struct {
+		stop error
+		want string
+	}{
+		{retained.TimedOut, "list bl: not complete after 10m0s (1 bans so far): the broker is too slow or too loaded"},
+		{retained.Closed, "list bl: the broker closed the connection after 1 bans"},
+		{retained.Empty, "list bl: no ban came in 1m0s, and this login may not use a sync marker to tell an empty list from a slow broker: use a host or admin login"},
+		{retained.Stalled, "list bl: the broker sent nothing for 1m0s and not the end of the list (1 bans so far)"},
+	}
+	for _, tt := range tests {
+		if got := r.failed(tt.stop, listTimes).Error(); got != tt.want {
+			t.Errorf("failed(%v) = %q, want %q", tt.stop, got, tt.want)
+		}
 	}
 }

@@ -9,6 +9,9 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/backends"
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // lists parses the -t values.
@@ -37,7 +40,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	errs = append(errs, err)
 	var allow []netip.Prefix
 	for _, a := range c.Allow {
-		p, err := bridge.ParsePrefix(a)
+		p, err := wire.ParsePrefix(a)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--allow %q: %w", a, err))
 		}
@@ -45,12 +48,12 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	}
 	o := bridge.Options{
 		Lists: lists, Username: c.User, QoS: byte(c.QoS), Create: !c.NoCreate, MaxElem: c.MaxElem,
-		MaxPayload: c.MaxPayload, Guard: bridge.NewGuard(allow, c.WidestV4, c.WidestV6),
+		MaxPayload: c.MaxPayload, Guard: guard.New(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
 	errs = append(errs, c.checkLimits())
-	if _, ok := backends[c.Backend]; !ok {
-		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backendNames()))
+	if !backends.Known(c.Backend) {
+		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))
 	}
 	o.Password, err = c.password()
 	errs = append(errs, err)

@@ -19,6 +19,8 @@ import (
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/bridge/nft"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/metrics"
 )
 
 func runDaemonCmd(cmd *cobra.Command, _ []string) error {
@@ -59,14 +61,13 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	raw, err := newBackend(c, log.With("component", "backend"))
+	be, err := newBackend(c, log.With("component", "backend"))
 	if err != nil {
 		return err
 	}
-	be := &lockedBackend{be: raw}
 	defer be.Close()
 	g, ctx := errgroup.WithContext(ctx)
-	m := &metrics{be: be, sets: setNames(bo.Lists)}
+	m := &metrics.Exporter{Backend: be, Sets: setNames(bo.Lists)}
 	if c.embedded() {
 		var extra []broker.User
 		if c.Users != "" && bo.Username == "" {
@@ -79,10 +80,10 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			}
 			extra, bo.Username, bo.Password = []broker.User{u.user}, u.user.Name, u.password
 		}
-		if m.broker, err = startBroker(ctx, g, c, bo.Lists, extra, log); err != nil {
+		if m.Broker, err = startBroker(ctx, g, c, bo.Lists, extra, log); err != nil {
 			return portInUse(err, true)
 		}
-		bo.Broker = localURL(m.broker.Addrs())
+		bo.Broker = localURL(m.Broker.Addrs())
 	}
 	if err := c.nftRules(ctx, be, &bo, log); err != nil {
 		return err
@@ -91,17 +92,17 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	refreshOwnAddrs(bo.Guard, resolveBrokers(c.brokerHosts(), log), log) // before the first message
-	g.Go(func() error { return watchOwnAddrs(ctx, bo.Guard, c.brokerHosts(), log) })
-	m.stats = br.Stats()
+	bo.Guard.Refresh(guard.ResolveBrokers(c.brokerHosts(), log), log) // before the first message
+	g.Go(func() error { return bo.Guard.Watch(ctx, c.brokerHosts(), log) })
+	m.Stats = br.Stats()
 	if c.Metrics != "" {
-		if err := serveMetrics(ctx, g, c.Metrics, m, log); err != nil {
+		if err := m.Serve(ctx, g, c.Metrics, log); err != nil {
 			return err
 		}
 	}
 	g.Go(func() error { return br.Run(ctx) })
 	for _, u := range append([]string{bo.Broker}, bo.Brokers...) {
-		go warnIfTLS(ctx, u, &m.stats.Connected, log)
+		go warnIfTLS(ctx, u, &m.Stats.Connected, log)
 	}
 	onHUP(ctx, log, func() {
 		if err := br.Resync(ctx); err != nil {
@@ -173,7 +174,7 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 	if !c.NftRules {
 		return nil
 	}
-	nb, ok := be.(*lockedBackend).be.(*nft.Backend)
+	nb, ok := be.(*nft.Backend)
 	if !ok {
 		return errors.New("--nft-rules needs --backend nft")
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/guard"
 )
 
 // checkLimits refuses numbers that would make the daemon useless rather
@@ -20,10 +21,10 @@ func (c config) checkLimits() error {
 		errs = append(errs, fmt.Errorf("--max-payload %d: must be 1 byte or more (every message would be refused; default %d)", c.MaxPayload, bridge.DefaultMaxPayload))
 	}
 	if c.WidestV4 < 1 || c.WidestV4 > 32 {
-		errs = append(errs, fmt.Errorf("--widest-v4 %d: must be 1-32 (the broadest IPv4 prefix a ban may have; default %d)", c.WidestV4, bridge.DefaultWidest4))
+		errs = append(errs, fmt.Errorf("--widest-v4 %d: must be 1-32 (the broadest IPv4 prefix a ban may have; default %d)", c.WidestV4, guard.DefaultWidest4))
 	}
 	if c.WidestV6 < 1 || c.WidestV6 > 128 {
-		errs = append(errs, fmt.Errorf("--widest-v6 %d: must be 1-128 (the broadest IPv6 prefix a ban may have; default %d)", c.WidestV6, bridge.DefaultWidest6))
+		errs = append(errs, fmt.Errorf("--widest-v6 %d: must be 1-128 (the broadest IPv6 prefix a ban may have; default %d)", c.WidestV6, guard.DefaultWidest6))
 	}
 	if c.MaxElem < 1 {
 		errs = append(errs, fmt.Errorf("--maxelem 0: a set must hold at least one entry (default %d)", bridge.DefaultMaxElem))

@@ -11,8 +11,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 const (
@@ -211,10 +211,10 @@ func lateJoin(l *lab.Lab, dir, bin string, a *addrs, n int, timeout time.Duratio
 	defer pub.Disconnect(100)
 	as := a.take(n)
 	now := time.Now()
-	state := bridge.EncodeState(bridge.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench"})
+	state := wire.EncodeState(wire.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench"})
 	deadline := now.Add(timeout)
 	err = publishAll(pub, n, window, deadline, func(i int) (string, []byte, bool) {
-		return bridge.StateTopic(list, netip.PrefixFrom(as[i], 32)), state, true
+		return wire.StateTopic(list, netip.PrefixFrom(as[i], 32)), state, true
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("retained states: %w", err)

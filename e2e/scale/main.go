@@ -20,9 +20,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/bridge/ipset"
 	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 const root = "blacklist"
@@ -124,7 +124,7 @@ func (f *fleet) latency(pub *lab.Publisher, c config) ([]time.Duration, error) {
 	for k := range c.bans {
 		time.Sleep(time.Until(start.Add(time.Duration(k) * every)))
 		sent[k] = time.Now()
-		pub.Publish(bridge.EventTopic(root, bridge.Add), false, []byte(addr(k)+" timeout 3600"))
+		pub.Publish(wire.EventTopic(root, wire.KindAdd), false, []byte(addr(k)+" timeout 3600"))
 	}
 	if err := <-done; err != nil {
 		return nil, err

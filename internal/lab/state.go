@@ -11,6 +11,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/retained"
 )
 
 // Retained is one message for Publisher.Publish: a retained state, or an
@@ -102,13 +104,13 @@ func (p *Publisher) Close() error {
 
 // RetainedState subscribes a fresh clean-session client to filter and
 // returns the retained messages the broker holds (topic -> payload, empty
-// payloads left out), once they have paused for quiet. At most 60 s.
+// payloads left out), once they have paused for quiet (none at all for
+// quiet: none held). At most 60 s.
 func (h *Host) RetainedState(port int, filter string, quiet time.Duration) (map[string]string, error) {
 	id := make([]byte, 4)
 	rand.Read(id)
 	var mu sync.Mutex
 	got := map[string]string{}
-	last := time.Now()
 	o := mqtt.NewClientOptions().SetClientID("lab-state-" + hex.EncodeToString(id)).
 		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(true)
 	c, err := h.Connect(port, o)
@@ -116,10 +118,9 @@ func (h *Host) RetainedState(port int, filter string, quiet time.Duration) (map[
 		return nil, err
 	}
 	defer c.Disconnect(250)
-	tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+	rd, err := retained.Subscribe(c, filter, 1, "", func(_ mqtt.Client, m mqtt.Message) {
 		mu.Lock()
 		defer mu.Unlock()
-		last = time.Now()
 		if !m.Retained() {
 			return // live traffic: the test asks once publishers are done
 		}
@@ -129,14 +130,13 @@ func (h *Host) RetainedState(port int, filter string, quiet time.Duration) (map[
 			got[m.Topic()] = string(m.Payload())
 		}
 	})
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("subscribe %s: %v", filter, tok.Error())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filter, err)
 	}
-	err = Eventually(60*time.Second, func() (bool, string) {
-		mu.Lock()
-		defer mu.Unlock()
-		return time.Since(last) > quiet, "retained messages never paused"
-	})
+	err = rd.Wait(retained.Timing{Stall: quiet, Quiet: quiet, Limit: 60 * time.Second})
+	if errors.Is(err, retained.Empty) { // none held
+		err = nil
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	return got, err

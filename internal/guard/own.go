@@ -1,4 +1,4 @@
-package main
+package guard
 
 import (
 	"context"
@@ -10,22 +10,20 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/vallum/vallum/bridge"
 )
 
-// watchOwnAddrs keeps the guard's dynamic allowlist current: every address
+// Watch keeps the guard's dynamic allowlist current: every address
 // of this host's interfaces (followed live through netlink, so an address
 // added after start is protected at once) and the addresses of every broker
 // it may connect to.
-func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHosts []string, log *slog.Logger) error {
+func (g *Guard) Watch(ctx context.Context, brokerHosts []string, log *slog.Logger) error {
 	updates, stop, err := addrChanges()
 	if err != nil {
 		log.Warn("cannot follow interface addresses; checking every 10 s instead", "err", err)
 	}
 	defer stop()
-	brokerIPs := resolveBrokers(brokerHosts, log)
-	refreshOwnAddrs(g, brokerIPs, log)
+	brokerIPs := ResolveBrokers(brokerHosts, log)
+	g.Refresh(brokerIPs, log)
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
 	for {
@@ -38,15 +36,15 @@ func watchOwnAddrs(ctx context.Context, g *bridge.Guard, brokerHosts []string, l
 				continue
 			}
 		case <-tick.C: // DNS answers change too, but need not be asked more often
-			brokerIPs = resolveBrokers(brokerHosts, log)
+			brokerIPs = ResolveBrokers(brokerHosts, log)
 		}
-		refreshOwnAddrs(g, brokerIPs, log)
+		g.Refresh(brokerIPs, log)
 	}
 }
 
-// refreshOwnAddrs sets the guard's dynamic allowlist from scratch: the
+// Refresh sets the guard's dynamic allowlist from scratch: the
 // interface addresses and the broker's.
-func refreshOwnAddrs(g *bridge.Guard, brokerIPs []netip.Prefix, log *slog.Logger) {
+func (g *Guard) Refresh(brokerIPs []netip.Prefix, log *slog.Logger) {
 	own := append([]netip.Prefix(nil), brokerIPs...)
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -62,10 +60,10 @@ func refreshOwnAddrs(g *bridge.Guard, brokerIPs []netip.Prefix, log *slog.Logger
 	g.SetDynamic(own)
 }
 
-// resolveBrokers returns the addresses of every broker, to allowlist them:
+// ResolveBrokers returns the addresses of every broker, to allowlist them:
 // a ban of a cluster's other node would cut the host off from its
 // failover. It resolves the configured broker names, never a payload.
-func resolveBrokers(hosts []string, log *slog.Logger) []netip.Prefix {
+func ResolveBrokers(hosts []string, log *slog.Logger) []netip.Prefix {
 	var p []netip.Prefix
 	for _, host := range hosts {
 		ips, err := net.LookupIP(host)
@@ -83,7 +81,7 @@ func resolveBrokers(hosts []string, log *slog.Logger) []netip.Prefix {
 
 // addrChanges signals on its channel when an address is added to or
 // removed from an interface, until stop; it closes the channel if netlink
-// fails. Only the fact counts: refreshOwnAddrs lists them all again. (A
+// fails. Only the fact counts: Refresh lists them all again. (A
 // bare netlink socket: vishvananda/netlink's AddrSubscribe would link its
 // whole package for this.)
 func addrChanges() (updates chan struct{}, stop func(), err error) {

@@ -1,4 +1,4 @@
-package bridge
+package wire
 
 import (
 	"encoding/json"
@@ -58,7 +58,7 @@ func DecodeState(b []byte) (State, error) {
 	if j.At <= 0 || j.Expires < 0 {
 		return State{}, fmt.Errorf("%w: state payload without a valid \"at\" or \"expires\"", ErrBadPayload)
 	}
-	s := State{At: time.UnixMilli(j.At), Reason: clip(j.Reason), Origin: clip(j.Origin)}
+	s := State{At: time.UnixMilli(j.At), Reason: Clip(j.Reason), Origin: Clip(j.Origin)}
 	if j.Expires > 0 {
 		s.Expires = time.Unix(j.Expires, 0)
 	}

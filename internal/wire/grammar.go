@@ -1,4 +1,9 @@
-package bridge
+// Package wire is vallum's wire contract: the topics of a list (events,
+// retained state, sync markers), the payload grammar, the state format and
+// the timeouts they carry. The broker, its keeper, the CLI and the bridge
+// all read and write through it, so each rule is spelled once. It imports
+// nothing of vallum.
+package wire
 
 import (
 	"bytes"
@@ -28,11 +33,11 @@ const (
 	KindState
 )
 
-// Topic levels below a list root.
+// Topic levels below a list root: ROOT/add, ROOT/del, ROOT/ban/PREFIX.
 const (
-	levelAdd   = "add"
-	levelDel   = "del"
-	levelState = "ban"
+	LevelAdd   = "add"
+	LevelDel   = "del"
+	LevelState = "ban"
 )
 
 // maxLine bounds one payload line: the longest valid line is an IPv6
@@ -55,37 +60,53 @@ func ParseTopic(root, topic string) (Topic, error) {
 	}
 	rest, ok := strings.CutPrefix(topic, root+"/")
 	if !ok {
-		return t, fmt.Errorf("%w: %q is not under %q", ErrBadTopic, clip(topic), root)
+		return t, fmt.Errorf("%w: %q is not under %q", ErrBadTopic, Clip(topic), root)
 	}
 	switch {
-	case rest == levelAdd:
+	case rest == LevelAdd:
 		t.Kind = KindAdd
-	case rest == levelDel:
+	case rest == LevelDel:
 		t.Kind = KindDel
-	case strings.HasPrefix(rest, levelState+"/"):
-		p, err := ParsePrefix(rest[len(levelState)+1:])
+	case strings.HasPrefix(rest, LevelState+"/"):
+		p, err := ParsePrefix(rest[len(LevelState)+1:])
 		if err != nil {
 			return t, fmt.Errorf("%w: %w", ErrBadTopic, err)
 		}
 		t.Kind, t.Prefix = KindState, p
 	default:
-		return t, fmt.Errorf("%w: unknown sub-topic %q of %q", ErrBadTopic, clip(rest), root)
+		return t, fmt.Errorf("%w: unknown sub-topic %q of %q", ErrBadTopic, Clip(rest), root)
 	}
 	return t, nil
 }
 
 // StateTopic is the retained topic that holds the state of one ban.
 func StateTopic(root string, p netip.Prefix) string {
-	return root + "/" + levelState + "/" + FormatPrefix(p)
+	return root + "/" + LevelState + "/" + FormatPrefix(p)
 }
 
-// EventTopic is the vallumd-compatible event topic for an action.
-func EventTopic(root string, a Action) string {
-	if a == Del {
-		return root + "/" + levelDel
+// EventTopic is the vallumd-compatible event topic for an add (KindAdd)
+// or a delete (KindDel).
+func EventTopic(root string, k Kind) string {
+	if k == KindDel {
+		return root + "/" + LevelDel
 	}
-	return root + "/" + levelAdd
+	return root + "/" + LevelAdd
 }
+
+// EventTopics are the topics that carry a list's events: the bare root
+// (an add, as vallumd reads it), ROOT/add and ROOT/del.
+func EventTopics(root string) []string {
+	return []string{root, EventTopic(root, KindAdd), EventTopic(root, KindDel)}
+}
+
+// IsEventTopic reports whether topic is one of root's event topics.
+func IsEventTopic(root, topic string) bool {
+	rest, ok := strings.CutPrefix(topic, root)
+	return ok && (rest == "" || rest == "/"+LevelAdd || rest == "/"+LevelDel)
+}
+
+// StateFilter is the filter that matches every retained state of a list.
+func StateFilter(root string) string { return root + "/" + LevelState + "/#" }
 
 // ValidRoot reports why root cannot name a list, or nil.
 func ValidRoot(root string) error {
@@ -102,7 +123,7 @@ func ValidRoot(root string) error {
 		return fmt.Errorf("%w: topic longer than 200 bytes", ErrBadTopic)
 	}
 	last := root[strings.LastIndexByte(root, '/')+1:]
-	if last == levelAdd || last == levelDel || last == levelState {
+	if last == LevelAdd || last == LevelDel || last == LevelState {
 		return fmt.Errorf("%w: %q: a list topic cannot end in /%s", ErrBadTopic, root, last)
 	}
 	return nil
@@ -115,22 +136,22 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	addr, bitsText, hasBits := strings.Cut(s, "/")
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%w: %q is not an IP address", ErrBadPayload, clip(s))
+		return netip.Prefix{}, fmt.Errorf("%w: %q is not an IP address", ErrBadPayload, Clip(s))
 	}
 	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%w: %q: zones are not allowed", ErrBadPayload, clip(s))
+		return netip.Prefix{}, fmt.Errorf("%w: %q: zones are not allowed", ErrBadPayload, Clip(s))
 	}
 	bits := a.BitLen()
 	if hasBits {
 		bits, err = strconv.Atoi(bitsText)
 		if err != nil || bitsText == "" || bitsText[0] == '+' || bitsText[0] == '-' ||
 			(len(bitsText) > 1 && bitsText[0] == '0') || bits > a.BitLen() {
-			return netip.Prefix{}, fmt.Errorf("%w: %q: bad prefix length", ErrBadPayload, clip(s))
+			return netip.Prefix{}, fmt.Errorf("%w: %q: bad prefix length", ErrBadPayload, Clip(s))
 		}
 	}
 	if a.Is4In6() {
 		if bits < 96 {
-			return netip.Prefix{}, fmt.Errorf("%w: %q: v4-mapped prefix shorter than /96", ErrBadPayload, clip(s))
+			return netip.Prefix{}, fmt.Errorf("%w: %q: v4-mapped prefix shorter than /96", ErrBadPayload, Clip(s))
 		}
 		a, bits = a.Unmap(), bits-96
 	}
@@ -177,7 +198,7 @@ func ParsePayload(b []byte) ([]Line, []error) {
 		}
 		l, err := parseLine(text)
 		if err != nil {
-			errs = append(errs, &LineError{N: n, Text: clip(string(text)), Err: err})
+			errs = append(errs, &LineError{N: n, Text: Clip(string(text)), Err: err})
 			continue
 		}
 		lines = append(lines, l)
@@ -211,7 +232,7 @@ func parseLine(text []byte) (Line, error) {
 // MaxTimeout, never negative.
 func ParseSeconds(s string) (Timeout, error) {
 	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, fmt.Errorf("%w: timeout %q is not a whole number of seconds", ErrBadPayload, clip(s))
+		return 0, fmt.Errorf("%w: timeout %q is not a whole number of seconds", ErrBadPayload, Clip(s))
 	}
 	n, err := strconv.ParseUint(s, 10, 63)
 	if err != nil || n > uint64(MaxTimeout) { // only overflow fails here: clamp it too
@@ -220,10 +241,10 @@ func ParseSeconds(s string) (Timeout, error) {
 	return Timeout(n), nil
 }
 
-// clip bounds what a log line or error quotes of untrusted input, and
+// Clip bounds what a log line or error quotes of untrusted input, and
 // replaces what is not printable (control bytes, invalid UTF-8) with '?',
 // so that hostile payloads can neither flood nor forge log lines.
-func clip(s string) string {
+func Clip(s string) string {
 	const max = 64
 	if len(s) > max {
 		s = s[:max] + "..."

@@ -1,17 +1,19 @@
-package bridge
+package guard
 
 import (
 	"errors"
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // TestGuardCheck walks every built-in range, a configured CIDR, the dynamic
 // addresses, prefixes that cover an allowed address and the prefix limits.
 func TestGuardCheck(t *testing.T) {
 	allow := []netip.Prefix{netip.MustParsePrefix("192.0.2.128/25"), netip.MustParsePrefix("2001:db8:aa::/48")}
-	g := NewGuard(allow, 0, 0)
+	g := New(allow, 0, 0)
 	g.SetDynamic([]netip.Prefix{netip.MustParsePrefix("10.77.0.5/32"), netip.MustParsePrefix("fd77::5/128")})
 	tests := []struct {
 		prefix string
@@ -92,7 +94,7 @@ func TestGuardLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.prefix, func(t *testing.T) {
-			err := NewGuard(nil, tt.widest4, tt.widest6).Check(netip.MustParsePrefix(tt.prefix))
+			err := New(nil, tt.widest4, tt.widest6).Check(netip.MustParsePrefix(tt.prefix))
 			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("widest /%d /%d: Check(%s) = %v, want %v", tt.widest4, tt.widest6, tt.prefix, err, tt.want)
 			}
@@ -103,7 +105,7 @@ func TestGuardLimits(t *testing.T) {
 // TestGuardDynamicReplaced: an address the host lost is bannable again,
 // and a new one is protected at once.
 func TestGuardDynamicReplaced(t *testing.T) {
-	g := NewGuard(nil, 0, 0)
+	g := New(nil, 0, 0)
 	a, b := netip.MustParsePrefix("10.77.99.5/32"), netip.MustParsePrefix("10.77.99.6/32")
 	if err := g.Check(a); err != nil {
 		t.Fatalf("before SetDynamic: %v", err)
@@ -123,7 +125,7 @@ func TestGuardDynamicReplaced(t *testing.T) {
 
 // TestGuardConcurrent runs Check against SetDynamic for the race detector.
 func TestGuardConcurrent(t *testing.T) {
-	g := NewGuard(nil, 0, 0)
+	g := New(nil, 0, 0)
 	p := netip.MustParsePrefix("10.77.99.5/32")
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -146,27 +148,14 @@ func TestGuardConcurrent(t *testing.T) {
 // maps; the grammar unmaps, and the guard must not be the weak point if a
 // caller does not.
 func TestGuardMappedAddress(t *testing.T) {
-	g := NewGuard(nil, 0, 0)
+	g := New(nil, 0, 0)
 	for _, s := range []string{"::ffff:127.0.0.1", "::ffff:127.0.0.1/128", "::ffff:169.254.0.1"} {
-		p, err := ParsePrefix(s)
+		p, err := wire.ParsePrefix(s)
 		if err != nil {
 			t.Fatalf("ParsePrefix(%s): %v", s, err)
 		}
 		if err := g.Check(p); !errors.Is(err, ErrAllowlisted) {
 			t.Errorf("ParsePrefix(%s) = %v, Check: %v, want allowlisted", s, p, err)
 		}
-	}
-}
-
-// TestGuardDefaultInOptions: a bridge with no guard configured gets the default one;
-// a nil *Guard itself allows everything, so Options must never leave it nil.
-func TestGuardDefaultInOptions(t *testing.T) {
-	o := Options{Lists: []List{{Root: "bl"}}, Broker: "tcp://127.0.0.1:1", ClientID: "x", QoS: 1}
-	b, err := New(o, newFake())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.opts.Guard.Check(netip.MustParsePrefix("127.0.0.1/32")); !errors.Is(err, ErrAllowlisted) {
-		t.Errorf("default guard: Check(127.0.0.1) = %v, want allowlisted", err)
 	}
 }

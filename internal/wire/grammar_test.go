@@ -1,10 +1,12 @@
-package bridge
+package wire
 
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -109,32 +111,6 @@ func TestParsePayload(t *testing.T) {
 	}
 }
 
-func TestParseList(t *testing.T) {
-	tests := []struct {
-		in   string
-		want List
-		bad  bool
-	}{
-		{in: "blacklist", want: List{"blacklist", "blacklist", "blacklist6"}},
-		{in: "site1/blacklist", want: List{"site1/blacklist", "blacklist", "blacklist6"}},
-		{in: "bl=ban4,ban6", want: List{"bl", "ban4", "ban6"}},
-		{in: "bl=ban4", want: List{"bl", "ban4", "ban46"}},
-		{in: "bl=", bad: true},
-		{in: "bl=a b", bad: true},
-		{in: "bl/#", bad: true},
-		{in: "x=" + strings.Repeat("s", 40), bad: true},
-	}
-	for _, tt := range tests {
-		got, err := ParseList(tt.in)
-		if (err != nil) != tt.bad {
-			t.Errorf("ParseList(%q) error = %v, want error %v", tt.in, err, tt.bad)
-		}
-		if !tt.bad && got != tt.want {
-			t.Errorf("ParseList(%q) = %+v, want %+v", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestStateRoundTrip(t *testing.T) {
 	s := State{At: timeMs(1732233600123), Expires: timeMs(1732237200000), Reason: "sshd", Origin: "web1"}
 	got, err := DecodeState(EncodeState(s))
@@ -219,4 +195,32 @@ func FuzzParseTopic(f *testing.F) {
 			t.Fatalf("ParseTopic(%q) kind %d", topic, got.Kind)
 		}
 	})
+}
+
+func timeMs(ms int64) time.Time { return time.UnixMilli(ms) }
+
+func TestListTopics(t *testing.T) {
+	if got, want := EventTopics("a/bl"), []string{"a/bl", "a/bl/add", "a/bl/del"}; !slices.Equal(got, want) {
+		t.Errorf("EventTopics = %q, want %q", got, want)
+	}
+	for _, tc := range []struct {
+		topic string
+		event bool
+	}{{"a/bl", true}, {"a/bl/add", true}, {"a/bl/del", true}, {"a/bl/ban/1.2.3.4", false}, {"a/blx", false}, {"a/bl/addx", false}, {"a", false}} {
+		if got := IsEventTopic("a/bl", tc.topic); got != tc.event {
+			t.Errorf("IsEventTopic(a/bl, %q) = %v, want %v", tc.topic, got, tc.event)
+		}
+		if _, err := ParseTopic("a/bl", tc.topic); tc.event && err != nil {
+			t.Errorf("ParseTopic(a/bl, %q): %v, but it is an event topic", tc.topic, err)
+		}
+	}
+	if got := StateFilter("bl"); got != "bl/ban/#" {
+		t.Errorf("StateFilter = %q", got)
+	}
+	if got := StateTopic("bl", netip.MustParsePrefix("2001:db8::/32")); got != "bl/ban/2001:db8::/32" {
+		t.Errorf("StateTopic = %q", got)
+	}
+	if got := MarkerTopic("h1"); got != "vallum/sync/h1" {
+		t.Errorf("MarkerTopic = %q", got)
+	}
 }
