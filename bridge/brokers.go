@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -35,6 +36,8 @@ type brokerList struct {
 	mu   sync.Mutex
 	cur  int      // index of the broker last connected to; -1: none yet
 	conn net.Conn // the connection paho uses now, to drop it
+
+	confirming atomic.Bool // from a connection until its confirming sync is done
 }
 
 func newBrokerList(urls []*url.URL) *brokerList {
@@ -231,7 +234,25 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 	if _, now := b.brokers.current(); now == conn && c.IsConnectionOpen() {
 		b.log.Info("confirming the sync", "broker", b.brokerName())
 		b.startSync(c)
+		b.brokers.confirming.Store(false)
 	}
+}
+
+// eventComment is the comment of an event's add. With several brokers (a
+// cluster), until the confirming sync of a connection, an event of a list
+// that has state is marked as state:
+// what a resumed session redelivers after a failover comes without the
+// states that would order it (they are QoS 0, and were lost in the gap),
+// and NATS delivers add and del events on their own, so a ban's add may
+// come after its unban's del. Marked as state, a stale add is removed by
+// the confirming sync. (A ban that only a legacy event made, on a list fed
+// with state, is removed by that sync too: it is in no state. With one
+// broker, whose session keeps the order, such bans stay.)
+func (b *Bridge) eventComment() string {
+	if b.recent.stateSeen && b.brokers.confirming.Load() {
+		return CommentState
+	}
+	return CommentEvent
 }
 
 // mqtt311 is set explicitly. Otherwise paho, when a broker's CONNACK does

@@ -58,7 +58,7 @@ func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {
 		if b.recent.has(ln.Prefix) {
 			continue // its state came moments ago, and was applied: it decides
 		}
-		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: CommentEvent}
+		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: b.eventComment()}
 		if k == wire.KindDel {
 			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: wire.DefaultTimeout}
 		} else if !b.allowed(l, ln.Prefix) {
@@ -75,6 +75,7 @@ func (b *Bridge) stateOps(l List, t wire.Topic, payload []byte, retained bool) [
 	del := func() []setOp {
 		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: wire.DefaultTimeout}}}
 	}
+	b.recent.stateSeen = true
 	if !retained { // a snapshot copy races no event: only live states are marked
 		b.recent.mark(l.Root, t.Prefix, time.Now(), len(payload) > 0)
 	}
@@ -163,8 +164,9 @@ func (s *skewWarn) check(at, now time.Time, log *slog.Logger) {
 // just made. (What this keeps that the state no longer holds, the
 // confirming sync or the next one removes.)
 type recentState struct {
-	at    map[netip.Prefix]recent
-	prune time.Time
+	at        map[netip.Prefix]recent
+	prune     time.Time
+	stateSeen bool // the lists have state: vallum ban, or a keeper, feeds them
 }
 
 type recent struct {

@@ -127,5 +127,8 @@ func (b *Bridge) onConnect(c mqtt.Client) {
 	broker, _ := b.brokers.current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
 	b.spawn(func() { b.startSync(c) })
-	b.spawn(func() { b.confirmSync(c) })
+	if b.opts.ConfirmSync > 0 {
+		b.brokers.confirming.Store(len(b.brokers.urls) > 1) // see eventComment
+		b.spawn(func() { b.confirmSync(c) })
+	}
 }
