@@ -5,8 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +13,6 @@ import (
 	"sync"
 
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -93,9 +90,13 @@ func checkUser(u User) error {
 	if u.Name == "" {
 		errs = append(errs, errors.New("missing name"))
 	}
-	if !isHash(u.Password) {
+	switch {
+	case !isHash(u.Password):
 		errs = append(errs, errors.New("password is not a bcrypt or argon2id hash: plaintext passwords are refused; "+
 			"store the output of `vallum broker hash-password`"))
+	case strings.HasPrefix(u.Password, "$argon2id$") && !argon2Built:
+		errs = append(errs, errors.New("argon2id hash: this router build checks bcrypt hashes only (argon2id costs "+
+			"tens of MiB per login); set the password again with `vallum broker add-user`, which writes bcrypt"))
 	}
 	switch u.Role {
 	case "", RoleHost, RoleReporter, RoleAdmin:
@@ -128,27 +129,6 @@ func verifyPassword(hash string, pw []byte) bool {
 		return verifyArgon2id(hash, pw)
 	}
 	return bcrypt.CompareHashAndPassword([]byte(hash), pw) == nil
-}
-
-// verifyArgon2id checks pw against a PHC string:
-// $argon2id$v=19$m=MEMORY_KIB,t=TIME,p=THREADS$SALT$HASH (unpadded base64).
-func verifyArgon2id(hash string, pw []byte) bool {
-	f := strings.Split(hash, "$")
-	if len(f) != 6 || f[2] != "v=19" {
-		return false
-	}
-	var m, t uint32
-	var p uint8
-	if _, err := fmt.Sscanf(f[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || t == 0 || p == 0 {
-		return false
-	}
-	salt, err1 := base64.RawStdEncoding.DecodeString(f[4])
-	want, err2 := base64.RawStdEncoding.DecodeString(f[5])
-	if err1 != nil || err2 != nil || len(want) == 0 {
-		return false
-	}
-	got := argon2.IDKey(pw, salt, t, m, p, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
 // passCache remembers passwords that verified, keyed by user, so that a

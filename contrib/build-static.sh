@@ -32,6 +32,11 @@
 # 64 KB pages would refuse such a binary (build without the flag there).
 # arm64 keeps 64 KB: its kernels may use 16 or 64 KB pages.
 #
+# -tags vallum_small (the 32-bit router targets) leaves argon2id out of the
+# broker's password check: bcrypt only (23 KB, and argon2id's usual 64 MiB
+# per login is too much for a router); a users file with an argon2id hash
+# is refused at start with what to do.
+#
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
 # HTTP/1.1).
@@ -50,12 +55,12 @@ PKG=${PKG:-./cmd/vallum}
 mkdir -p "$OUT"
 failed=
 for t in $TARGETS; do
-	goarch=$t goarm= gomips= gcflags= ldround=
+	goarch=$t goarm= gomips= gcflags= ldround= tags=nethttpomithttp2
 	case $t in
 	amd64 | arm64) ;;
-	armv7) goarch=arm goarm=7 ldround="-R 0x1000" ;;
-	armv6) goarch=arm goarm=6 ldround="-R 0x1000" ;;
-	mips | mipsle) gomips=softfloat gcflags=all=-l ldround="-R 0x1000" ;;
+	armv7) goarch=arm goarm=7 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
+	armv6) goarch=arm goarm=6 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
+	mips | mipsle) gomips=softfloat gcflags=all=-l ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;;
 	*)
 		echo "build-static.sh: unknown target $t" >&2
 		exit 2
@@ -65,7 +70,7 @@ for t in $TARGETS; do
 	rm -f "$out"
 	# Keep going on failure: one report shows every target that breaks.
 	if ! CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips \
-		go build -trimpath -tags nethttpomithttp2 -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o "$out" "$PKG"; then
+		go build -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o "$out" "$PKG"; then
 		failed="$failed $t"
 		continue
 	fi
