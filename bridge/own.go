@@ -34,14 +34,18 @@ func newOwned() *owned {
 func (o *owned) len() int { return len(o.v4) + len(o.other) }
 
 func (o *owned) has(p netip.Prefix, now uint32) bool {
-	var exp uint32
-	var ok bool
-	if p.Addr().Is4() && p.Bits() == 32 {
-		exp, ok = o.v4[p.Addr().As4()]
-	} else {
-		exp, ok = o.other[p]
-	}
+	exp, ok := o.expiry(p)
 	return ok && (exp == 0 || exp+expiryGrace > now)
+}
+
+// expiry returns when the owned entry p expires (0: never), if owned.
+func (o *owned) expiry(p netip.Prefix) (uint32, bool) {
+	if p.Addr().Is4() && p.Bits() == 32 {
+		exp, ok := o.v4[p.Addr().As4()]
+		return exp, ok
+	}
+	exp, ok := o.other[p]
+	return exp, ok
 }
 
 // expiryGrace keeps an entry owned a little past the second it expires:
@@ -234,13 +238,7 @@ const witnessScan = 64
 
 // lasts says whether p is owned and will not expire by then.
 func (o *owned) lasts(p netip.Prefix, then uint32) bool {
-	var exp uint32
-	var ok bool
-	if p.Addr().Is4() && p.Bits() == 32 {
-		exp, ok = o.v4[p.Addr().As4()]
-	} else {
-		exp, ok = o.other[p]
-	}
+	exp, ok := o.expiry(p)
 	return ok && (exp == 0 || exp > then)
 }
 
