@@ -126,6 +126,25 @@ func drain(t *testing.T, c *client, filter string) map[string]string {
 	}
 }
 
+// inflight counts the messages in flight to session id.
+func inflight(b *Broker, id string) int {
+	if cl, ok := b.srv.Clients.Get(id); ok {
+		return cl.State.Inflight.Len()
+	}
+	return 0
+}
+
+// waitQueued waits (5 s at most) until the offline session id holds more
+// than n messages in flight. mochi acknowledges a publish before it fans it out,
+// and a message fanned out to a session in the instant its owner takes it
+// back can be left on the old session: a test that reconnects right after
+// publishing would race that (seen under load and under qemu).
+func waitQueued(b *Broker, id string, n int) {
+	for deadline := time.Now().Add(5 * time.Second); inflight(b, id) <= n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // fleet starts a broker with list blacklist, the fleet's users and lim,
 // logging to the returned buffer.
 func fleet(t *testing.T, lim Limits, extra ...Listener) (*Broker, string, *logBuf) {
@@ -196,7 +215,9 @@ func TestAttackClientIDTakeover(t *testing.T) {
 	if _, err := dial(t, u, withUser("edge2", "edge2"), withSession("vallum-victim")); err == nil {
 		t.Error("edge2 connected with the offline edge1's client id, want refused")
 	}
+	n := inflight(b, "vallum-victim")
 	rep.pub(t, "blacklist/add", 1, false, "192.0.2.2")
+	waitQueued(b, "vallum-victim", n+1) // the event and the keeper's state
 	back := mustDial(t, u, withUser("edge1", "edge1"), withSession("vallum-victim"))
 	for m := back.until(t, "blacklist/add", 5*time.Second); m.payload != "192.0.2.2"; m = back.until(t, "blacklist/add", 5*time.Second) {
 		// an earlier ban may come again (not acknowledged before the disconnect)
@@ -474,16 +495,7 @@ func TestAttackClientIDAfterRestart(t *testing.T) {
 		t.Error("edge2 took the restored session of edge1, want refused")
 	}
 	mustDial(t, u, withUser("rep", "rep")).pub(t, "blacklist/add", 1, false, "192.0.2.3")
-	// mochi acknowledges a publish before it fans it out: wait until the
-	// event is queued on the offline session, or it may be written to the
-	// old session while edge1 takes it over (a test race, seen under load).
-	queued := func() bool {
-		cl, ok := b2.srv.Clients.Get("vallum-victim")
-		return ok && cl.State.Inflight.Len() > 0
-	}
-	for deadline := time.Now().Add(5 * time.Second); !queued() && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitQueued(b2, "vallum-victim", 1) // the event and the keeper's state
 	back := mustDial(t, u, withUser("edge1", "edge1"), withSession("vallum-victim"))
 	if m := back.until(t, "blacklist/add", 5*time.Second); m.payload != "192.0.2.3" {
 		t.Errorf("edge1 back on its restored session got %q, want the ban queued while away", m.payload)
