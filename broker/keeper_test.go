@@ -141,3 +141,32 @@ func (c *client) retainedOnly(t *testing.T, filter string) map[string][]string {
 	c.pub(t, "vallum/sync/test", 1, false, "")
 	return c.states(t)
 }
+
+// An event that reaches the keeper after a client published its prefix's
+// state is not turned into state: e.g. an add event after a client lifted the ban (mochi
+// acknowledges before it fans out, so the event of `vallum ban` can come
+// after the state of the `vallum unban` that followed it) is not turned
+// into state again: the lifted ban stays lifted. A legacy add with no
+// unban before it still becomes state.
+func TestKeeperLateAddAfterUnban(t *testing.T) {
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, Lists: []string{"blacklist"}})
+	u := url(t, b, KindTCP)
+	pub := mustDial(t, u)
+	pub.pub(t, "blacklist/ban/192.0.2.1", 1, true, `{"at":1700000000000}`)
+	pub.pub(t, "blacklist/ban/192.0.2.1", 1, true, "") // vallum unban: the state first
+	pub.pub(t, "blacklist/add", 1, false, "192.0.2.1\n192.0.2.2")
+	late := mustDial(t, u)
+	got := drain(t, late, "blacklist/ban/#")
+	if _, ok := got["blacklist/ban/192.0.2.1"]; ok {
+		t.Errorf("retained states %v: the late add banned 192.0.2.1 again after its unban", got)
+	}
+	if _, ok := got["blacklist/ban/192.0.2.2"]; !ok {
+		t.Errorf("retained states %v: want the legacy add of 192.0.2.2 as state", got)
+	}
+	// The other way: the late del of an unban after the next ban.
+	pub.pub(t, "blacklist/ban/192.0.2.3", 1, true, `{"at":1700000000000}`)
+	pub.pub(t, "blacklist/del", 1, false, "192.0.2.3")
+	if got := drain(t, mustDial(t, u), "blacklist/ban/#"); got["blacklist/ban/192.0.2.3"] == "" {
+		t.Errorf("retained states %v: the late del lifted the ban of 192.0.2.3 made after it", got)
+	}
+}
