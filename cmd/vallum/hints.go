@@ -95,19 +95,7 @@ func banned(cl mqtt.Client, topic string) (held, known bool) {
 	}
 	select {
 	case h := <-got:
-		if h {
-			return true, true
-		}
-		// The marker came first. A ban published a moment ago (by the
-		// command just before this one) can still reach us live right
-		// after it: measured with mochi, 1 to 2 runs in 100 of ban then
-		// unban. Give it a short grace.
-		select {
-		case h = <-got:
-			return h, true
-		case <-time.After(300 * time.Millisecond):
-			return false, true
-		}
+		return h, true
 	case <-time.After(quiet):
 		return false, !withMarker
 	}
