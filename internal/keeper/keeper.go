@@ -44,8 +44,8 @@ type Options struct {
 	// embedded broker's store already keeps them).
 	Copy   string
 	Limits Limits
-	Logger *slog.Logger      // nil: discard
-	Now    func() time.Time  // nil: time.Now
+	Logger *slog.Logger     // nil: discard
+	Now    func() time.Time // nil: time.Now
 }
 
 // Keeper keeps the lists of Options.Roots.
