@@ -10,10 +10,10 @@ import (
 // broker sends them back like any other), so the keeper remembers the
 // payloads it has in flight and recognises them when they come back.
 type pub struct {
-	sums    []uint64  // payloads published and not back yet, in order
-	at      time.Time // when the last one was published
-	del     bool      // the last one was a deletion
-	exp     int64     // its expiry, Unix seconds
+	sums []uint64  // payloads published and not back yet, in order
+	at   time.Time // when the last one was published
+	del  bool      // the last one was a deletion
+	exp  int64     // its expiry, Unix seconds
 }
 
 // pubsKeep is how long a publish is remembered: its echo comes back in
