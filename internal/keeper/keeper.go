@@ -86,6 +86,9 @@ type list struct {
 	rec  wire.Record  // the list's epoch; Epoch "" until Settle decides
 	read *wire.Record // the record read before Settle; nil: none
 	junk bool         // a record that does not parse was read
+	// settled: Settle decided the epoch once. Before, a record that comes
+	// live is what the broker holds, not another keeper's.
+	settled bool
 }
 
 // entry is what the keeper knows of one state the broker holds.

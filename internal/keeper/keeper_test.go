@@ -396,3 +396,28 @@ func TestCopyLocked(t *testing.T) {
 }
 
 var _ = context.Background
+
+// TestRecordBeforeSettle: a record that comes live before the keeper
+// settled is what the broker holds: adopted, even when the keeper's copy
+// has another epoch, not fought as another keeper's.
+func TestRecordBeforeSettle(t *testing.T) {
+	path := copyPath(t)
+	s := newKeeper(t, nil, Options{Copy: path})
+	old := s.k.Epoch("blacklist")
+	_ = s.k.Close()
+	b := newFakeBroker(true)
+	k, err := New(Options{Roots: []string{"blacklist"}, Copy: path}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	b.k = k
+	theirs := "ffffffffffffffff"
+	b.client(wire.RecordTopic("blacklist"), string(wire.EncodeRecord(wire.Record{Epoch: theirs, Since: time.Now()})), true)
+	if err := k.Settle(); err != nil {
+		t.Fatal(err)
+	}
+	if k.Epoch("blacklist") != theirs || b.record(t, "blacklist").Epoch != theirs {
+		t.Errorf("epoch %s, record %s: want the broker's %s adopted over the copy's %s", k.Epoch("blacklist"), b.record(t, "blacklist").Epoch, theirs, old)
+	}
+}
