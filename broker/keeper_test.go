@@ -255,3 +255,13 @@ func TestKeeperLimits(t *testing.T) {
 		t.Errorf("states %v, want only 203.0.113.7 (an event over 40 bytes and a /16 refused)", got)
 	}
 }
+
+// TestUsersFileBadList: a list of the users file is a list the hub keeps,
+// so one that cannot name a list is refused at start, named.
+func TestUsersFileBadList(t *testing.T) {
+	users := writeUsers(t, "users:\n  - name: rep\n    password: \"HASH(rep)\"\n    role: reporter\n    lists: [\"site1/#\"]\n", "rep")
+	_, err := New(Options{Listeners: []Listener{local(KindTCP)}, UsersFile: users})
+	if err == nil || !strings.Contains(err.Error(), `list "site1/#"`) {
+		t.Errorf("New with a wildcard list in the users file: %v, want it refused, named", err)
+	}
+}
