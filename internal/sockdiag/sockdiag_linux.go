@@ -77,6 +77,9 @@ func (c *Conn) matching(family uint8, match func(netip.Addr) bool) ([]Socket, er
 	}
 	var out []Socket
 	for m, err := range c.c.ReceiveIter() {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%w (no inet_diag: %w)", ErrUnsupported, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag dump: %w", err)
 		}
@@ -119,4 +122,22 @@ func (c *Conn) destroyAll(socks []Socket) (int, error) {
 		}
 	}
 	return closed, first
+}
+
+// CanDestroy asks the kernel whether it can close sockets, by destroying a
+// socket that does not exist: a kernel with CONFIG_INET_DIAG_DESTROY looks
+// for it and answers ENOENT, one without refuses the command itself
+// (EOPNOTSUPP), and then CanDestroy returns ErrUnsupported.
+func (c *Conn) CanDestroy() error {
+	if err := c.c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err := c.c.Execute(destroyRequest(Socket{Family: afInet}))
+	switch {
+	case err == nil, errors.Is(err, unix.ENOENT):
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return ErrUnsupported
+	}
+	return fmt.Errorf("sock_diag destroy: %w", err)
 }

@@ -105,6 +105,9 @@ func TestDestroyInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if err := c.CanDestroy(); err != nil {
+		t.Skipf("CanDestroy: %v", err)
+	}
 	ban := map[netip.Addr]bool{netip.MustParseAddr("127.0.0.2"): true, netip.MustParseAddr("fd00::2"): true}
 	n, err := c.Destroy(func(a netip.Addr) bool { return ban[a] })
 	if errors.Is(err, ErrUnsupported) {
