@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,6 +103,14 @@ type Options struct {
 	// on Resync, and after a set was created again.
 	Rules func(ctx context.Context) error
 
+	// Banned, when set, is called on the apply worker after each batch,
+	// with the prefixes that the batch added to the sets of the lists
+	// whose roots KillLists names (refused adds left out). It must not
+	// block: it hands them to whatever cuts their connections.
+	Banned    func([]netip.Prefix)
+	KillLists []string
+	kill      map[string]bool // the sets of KillLists
+
 	// ConnectTimeout bounds one connection attempt; default 10 s.
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
@@ -150,8 +160,13 @@ func (o *Options) ensureDefaults() {
 	if o.Stats == nil {
 		o.Stats = new(Stats)
 	}
+	o.kill = map[string]bool{}
 	for i := range o.Lists {
-		o.Lists[i].ensureDefaults()
+		l := &o.Lists[i]
+		l.ensureDefaults()
+		if o.Banned != nil && slices.Contains(o.KillLists, l.Root) {
+			o.kill[l.Set4], o.kill[l.Set6] = true, true
+		}
 	}
 }
 
@@ -171,6 +186,11 @@ func (o Options) Validate() error {
 				errs = append(errs, fmt.Errorf("set %q is used by topics %q and %q", s, prev, l.Root))
 			}
 			sets[s] = l.Root
+		}
+	}
+	for _, k := range o.KillLists {
+		if !slices.ContainsFunc(o.Lists, func(l List) bool { return l.Root == k }) {
+			errs = append(errs, fmt.Errorf("kill connections of list %q: no such list topic (-t)", k))
 		}
 	}
 	if _, err := o.brokerURLs(); err != nil {
