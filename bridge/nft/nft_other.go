@@ -44,6 +44,9 @@ func (b *Backend) Info(context.Context, string) (bridge.SetInfo, error) {
 // EnsureRules is not supported off Linux.
 func (b *Backend) EnsureRules(context.Context, []bridge.SetSpec) error { return errors.ErrUnsupported }
 
+// DropTo does nothing off Linux.
+func (b *Backend) DropTo(...string) {}
+
 // RulesInPlace is not supported off Linux.
 func (b *Backend) RulesInPlace(context.Context, []bridge.SetSpec) (bool, error) {
 	return false, errors.ErrUnsupported

@@ -52,6 +52,9 @@ type config struct {
 	LogLevel   string   `mapstructure:"log_level" yaml:"log_level"`
 	LogFormat  string   `mapstructure:"log_format" yaml:"log_format"`
 	Metrics    string   `mapstructure:"metrics" yaml:"metrics"`
+
+	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
+
 	DataDir    string   `mapstructure:"data_dir" yaml:"data_dir"`
 
 	Listen         []string `mapstructure:"listen" yaml:"listen"`
@@ -100,6 +103,7 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
+	f.StringArray("kill-connections", nil, "list topic ROOT whose bans also cut the banned addresses' open connections (local TCP sockets, conntrack entries), repeatable")
 }
 
 // brokerFlags are the settings of the embedded broker.

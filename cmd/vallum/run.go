@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -86,6 +87,9 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		bo.Broker = localURL(m.Broker.Addrs())
 	}
 	if err := c.nftRules(ctx, be, &bo, log); err != nil {
+		return err
+	}
+	if err := c.killConnections(ctx, g, &bo, log); err != nil {
 		return err
 	}
 	br, err := bridge.New(bo, be)
@@ -180,6 +184,9 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 	}
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
+		if slices.Contains(c.KillConnections, l.Root) {
+			nb.DropTo(l.Set4, l.Set6) // a router's routed flows: see DropTo
+		}
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {
 			s.Create, s.MaxElem = bo.Create, bo.MaxElem
 			if _, err := be.Ensure(ctx, s); err != nil {
