@@ -55,7 +55,7 @@ type config struct {
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
 
-	DataDir    string   `mapstructure:"data_dir" yaml:"data_dir"`
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
 
 	Listen         []string `mapstructure:"listen" yaml:"listen"`
 	Users          string   `mapstructure:"users" yaml:"users"`

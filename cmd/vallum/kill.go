@@ -33,7 +33,9 @@ func (c config) killConnections(ctx context.Context, g *errgroup.Group, bo *brid
 	}
 	log = log.With("component", "enforce")
 	if c.Backend == "dryrun" {
-		bo.Banned = func(ps []netip.Prefix) { log.Info("dryrun: would cut the connections of banned addresses", "prefixes", len(ps)) }
+		bo.Banned = func(ps []netip.Prefix) {
+			log.Info("dryrun: would cut the connections of banned addresses", "prefixes", len(ps))
+		}
 		return nil
 	}
 	k, err := enforce.New(enforce.Options{Logger: log})
