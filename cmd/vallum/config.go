@@ -52,10 +52,7 @@ type config struct {
 	LogLevel   string   `mapstructure:"log_level" yaml:"log_level"`
 	LogFormat  string   `mapstructure:"log_format" yaml:"log_format"`
 	Metrics    string   `mapstructure:"metrics" yaml:"metrics"`
-
-	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
-
-	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+	DataDir    string   `mapstructure:"data_dir" yaml:"data_dir"`
 
 	Listen         []string `mapstructure:"listen" yaml:"listen"`
 	Users          string   `mapstructure:"users" yaml:"users"`
@@ -65,6 +62,8 @@ type config struct {
 	TLSClientCA    string   `mapstructure:"tls_client_ca" yaml:"tls_client_ca"`
 	BrokerLimit    []string `mapstructure:"broker_limit" yaml:"broker_limit"`
 	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
+
+	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
 
 	file string // the config file read, if any
 }
