@@ -1,0 +1,262 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	vnl "github.com/vishvananda/netlink"
+
+	"github.com/vallum/vallum/internal/lab"
+)
+
+// --kill-connections (issue 19), with real packets: an attacker holds TCP
+// connections on which servers keep sending; a ban published on the hub
+// must stop them within a second on the hosts that ask for it, and leave
+// no conntrack entry of the attacker; a host that does not ask keeps the
+// connection, its firewall accepting ESTABLISHED before the set's drop.
+
+// flow is one TCP connection from the attacker to a server that sends
+// 1 KiB every 10 ms (bounded: 60 s) while the attacker reads and counts.
+type flow struct {
+	got  atomic.Int64
+	done chan struct{} // closed when the attacker's read fails
+	err  error         // that failure, set before done closes
+}
+
+// startFlow accepts one connection on l, dialled by dial, and starts both
+// ends; it returns once data flows.
+func startFlow(t *testing.T, l net.Listener, dial func() (net.Conn, error)) *flow {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	cc, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { cc.Close(); sc.Close() })
+	go serve(sc)
+	f := &flow{done: make(chan struct{})}
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := cc.Read(buf)
+			f.got.Add(int64(n))
+			if err != nil {
+				f.err = err
+				close(f.done)
+				return
+			}
+		}
+	}()
+	if err := lab.Eventually(10*time.Second, func() (bool, string) {
+		return f.got.Load() > 10<<10, "no data flows from the server"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// serve writes to c until a write fails or 60 s have passed. A write that
+// blocks (the peer's acknowledgements dropped) gives up after a second and
+// tries again.
+func serve(c net.Conn) {
+	chunk := make([]byte, 1024)
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write(chunk); err != nil && !isTimeout(err) {
+			return
+		}
+	}
+}
+
+// until waits until t (an observation window, not a synchronisation).
+func until(t time.Time) { <-time.After(time.Until(t)) }
+
+// window returns what each flow received between 1 s and 3 s after the
+// ban.
+func window(banned time.Time, fs ...*flow) []int64 {
+	until(banned.Add(time.Second))
+	d := make([]int64, len(fs))
+	for i, f := range fs {
+		d[i] = -f.got.Load()
+	}
+	until(banned.Add(3 * time.Second))
+	for i, f := range fs {
+		d[i] += f.got.Load()
+	}
+	return d
+}
+
+// conntrackOf counts the conntrack entries of addr (as original or reply
+// source) in the host's namespace.
+func conntrackOf(t *testing.T, ns string, addr string) int {
+	t.Helper()
+	h, err := netnsHandle(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	flows, err := h.ConntrackTableList(vnl.ConntrackTable, vnl.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range flows {
+		if f.Forward.SrcIP.String() == addr || f.Reverse.SrcIP.String() == addr {
+			n++
+		}
+	}
+	return n
+}
+
+func netnsHandle(ns string) (*vnl.Handle, error) {
+	h := &lab.Host{NS: ns}
+	fd, err := h.NetNS()
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	return vnl.NewHandleAt(fd)
+}
+
+func banOn(t *testing.T, hub *lab.Host, addr string) time.Time {
+	t.Helper()
+	must[string](t)(hub.Exec(vallumBin, "-h", "127.0.0.1", "ban", "blacklist", addr, "--timeout", "1h"))
+	return time.Now()
+}
+
+// TestKillConnectionsLocal: two servers whose firewall accepts ESTABLISHED
+// before dropping the set (iptables, ipset backend), one with
+// --kill-connections. One ban on the hub: the first server's connection is
+// reset within a second and its conntrack table forgets the attacker; the
+// other's connection keeps carrying data although the attacker is in its
+// set.
+func TestKillConnectionsLocal(t *testing.T) {
+	l, dir := newLab(t)
+	hub, kill, keep, att := addHost(t, l, "hub"), addHost(t, l, "kill"), addHost(t, l, "keep"), addHost(t, l, "att")
+	hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--allow-anonymous", "-t", "blacklist"))
+	killAtEnd(t, &hv)
+	kv := must[*lab.Proc](t)(kill.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist", "--kill-connections", "blacklist"))
+	killAtEnd(t, &kv)
+	nv := must[*lab.Proc](t)(keep.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist"))
+	killAtEnd(t, &nv)
+	flows := map[string]*flow{}
+	for _, h := range []*lab.Host{kill, keep} {
+		for _, r := range [][]string{
+			{"-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"-A", "INPUT", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"},
+		} {
+			must[string](t)(h.Exec("iptables", r...))
+		}
+		ln := must[net.Listener](t)(h.ListenTCP(h.Addr4 + ":9000"))
+		t.Cleanup(func() { ln.Close() })
+		flows[h.Name] = startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP(h.Addr4 + ":9000") })
+	}
+	if n := conntrackOf(t, kill.NS, att.Addr4); n == 0 {
+		t.Fatal("no conntrack entry of the attacker before the ban: the check below would prove nothing")
+	}
+	banned := banOn(t, hub, att.Addr4)
+	for _, h := range []*lab.Host{kill, keep} {
+		if err := lab.Eventually(5*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-flows["kill"].done:
+		t.Logf("attacker's connection to kill ended %v after the ban: %v", time.Since(banned).Round(time.Millisecond), flows["kill"].err)
+	case <-time.After(time.Until(banned.Add(time.Second))):
+		t.Errorf("the attacker's connection to the host with --kill-connections still open 1 s after the ban")
+	}
+	d := window(banned, flows["kill"], flows["keep"])
+	if d[0] != 0 {
+		t.Errorf("the attacker still received %d bytes from kill between 1 s and 3 s after the ban", d[0])
+	}
+	if d[1] == 0 {
+		t.Errorf("without --kill-connections the established connection stopped too: the contrast shows nothing")
+	}
+	t.Logf("between 1 s and 3 s after the ban, the attacker received %d bytes from kill, %d from keep", d[0], d[1])
+	if n := conntrackOf(t, kill.NS, att.Addr4); n != 0 {
+		t.Errorf("%d conntrack entries of the attacker on kill 3 s after the ban, want none", n)
+	}
+	if err := kv.WaitLog("cut connections of banned addresses", 5*time.Second); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestKillConnectionsRouted: a router (nft backend, --nft-rules,
+// --kill-connections) whose own firewall accepts ESTABLISHED first, as fw4
+// does, with a server behind it. The attacker's routed connection stops
+// carrying data within a second of the ban, and 3 s later (the server
+// retransmitting to the attacker meanwhile) the router's conntrack table
+// holds no entry of the attacker.
+func TestKillConnectionsRouted(t *testing.T) {
+	l, dir := newLab(t)
+	hub, rtr, att := addHost(t, l, "hub"), addHost(t, l, "rtr"), addHost(t, l, "att")
+	lan := addLAN(t, rtr, att)
+	hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--allow-anonymous", "-t", "blacklist"))
+	killAtEnd(t, &hv)
+	rv := must[*lab.Proc](t)(rtr.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist",
+		"--backend", "nft", "--nft-rules", "--kill-connections", "blacklist"))
+	killAtEnd(t, &rv)
+	must[string](t)(rtr.Exec("nft", "add table inet filt; add chain inet filt fw { type filter hook forward priority 0; }; "+
+		"add rule inet filt fw ct state established,related accept"))
+	ln := must[net.Listener](t)(lan.ListenTCP("10.78.0.2:9000"))
+	t.Cleanup(func() { ln.Close() })
+	f := startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP("10.78.0.2:9000") })
+	if n := conntrackOf(t, rtr.NS, att.Addr4); n == 0 {
+		t.Fatal("no conntrack entry of the attacker on the router before the ban")
+	}
+	banned := banOn(t, hub, att.Addr4)
+	waitNft(t, rtr, "blacklist", att.Addr4)
+	if d := window(banned, f); d[0] != 0 {
+		t.Errorf("the attacker still received %d bytes through the router between 1 s and 3 s after the ban", d[0])
+	}
+	if n := conntrackOf(t, rtr.NS, att.Addr4); n != 0 {
+		t.Errorf("%d conntrack entries of the attacker on the router 3 s after the ban, want none", n)
+	}
+}
+
+// addLAN makes a namespace behind rtr (10.78.0.2, rtr 10.78.0.1) and
+// routes att to it through rtr. It is removed when the test ends.
+func addLAN(t *testing.T, rtr, att *lab.Host) *lab.Host {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	lan := &lab.Host{Name: "lan", NS: "vlan-" + id}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", lan.NS)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", lan.NS).Run() })
+	run("ip", "link", "add", "vl"+id, "netns", rtr.NS, "type", "veth", "peer", "name", "eth0", "netns", lan.NS)
+	must[string](t)(lan.Exec("sh", "-c", "ip link set lo up && ip link set eth0 up && ip addr add 10.78.0.2/24 dev eth0 && ip route add default via 10.78.0.1"))
+	must[string](t)(rtr.Exec("sh", "-c", "ip link set vl"+id+" up && ip addr add 10.78.0.1/24 dev vl"+id+" && sysctl -qw net.ipv4.ip_forward=1"))
+	must[string](t)(att.Exec("ip", "route", "add", "10.78.0.0/24", "via", rtr.Addr4))
+	return lan
+}
