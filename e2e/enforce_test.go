@@ -205,36 +205,57 @@ func TestKillConnectionsLocal(t *testing.T) {
 	}
 }
 
-// TestKillConnectionsRouted: a router (nft backend, --nft-rules,
-// --kill-connections) whose own firewall accepts ESTABLISHED first, as fw4
-// does, with a server behind it. The attacker's routed connection stops
-// carrying data within a second of the ban, and 3 s later (the server
-// retransmitting to the attacker meanwhile) the router's conntrack table
-// holds no entry of the attacker.
+// TestKillConnectionsRouted: a router with --kill-connections whose own
+// firewall accepts ESTABLISHED, and a server behind it. With the nft
+// backend and --nft-rules (vallum's chains run before fw4's, priority -10)
+// and with ipset and the iptables rules the README gives (the set's drops,
+// from and to, inserted before the ESTABLISHED accept): the attacker's
+// routed connection stops carrying data within a second of the ban, and
+// 3 s later (the server retransmitting to the attacker meanwhile) the
+// router's conntrack table holds no entry of the attacker.
 func TestKillConnectionsRouted(t *testing.T) {
-	l, dir := newLab(t)
-	hub, rtr, att := addHost(t, l, "hub"), addHost(t, l, "rtr"), addHost(t, l, "att")
-	lan := addLAN(t, rtr, att)
-	hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--allow-anonymous", "-t", "blacklist"))
-	killAtEnd(t, &hv)
-	rv := must[*lab.Proc](t)(rtr.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist",
-		"--backend", "nft", "--nft-rules", "--kill-connections", "blacklist"))
-	killAtEnd(t, &rv)
-	must[string](t)(rtr.Exec("nft", "add table inet filt; add chain inet filt fw { type filter hook forward priority 0; }; "+
-		"add rule inet filt fw ct state established,related accept"))
-	ln := must[net.Listener](t)(lan.ListenTCP("10.78.0.2:9000"))
-	t.Cleanup(func() { ln.Close() })
-	f := startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP("10.78.0.2:9000") })
-	if n := conntrackOf(t, rtr.NS, att.Addr4); n == 0 {
-		t.Fatal("no conntrack entry of the attacker on the router before the ban")
-	}
-	banned := banOn(t, hub, att.Addr4)
-	waitNft(t, rtr, "blacklist", att.Addr4)
-	if d := window(banned, f); d[0] != 0 {
-		t.Errorf("the attacker still received %d bytes through the router between 1 s and 3 s after the ban", d[0])
-	}
-	if n := conntrackOf(t, rtr.NS, att.Addr4); n != 0 {
-		t.Errorf("%d conntrack entries of the attacker on the router 3 s after the ban, want none", n)
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		firewall [][]string
+	}{
+		{"nft", []string{"--backend", "nft", "--nft-rules"}, [][]string{{"nft", "add table inet filt; " +
+			"add chain inet filt fw { type filter hook forward priority 0; }; add rule inet filt fw ct state established,related accept"}}},
+		{"iptables", nil, [][]string{
+			{"iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"iptables", "-I", "FORWARD", "1", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"},
+			{"iptables", "-I", "FORWARD", "2", "-m", "set", "--match-set", "blacklist", "dst", "-j", "DROP"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, dir := newLab(t)
+			hub, rtr, att := addHost(t, l, "hub"), addHost(t, l, "rtr"), addHost(t, l, "att")
+			lan := addLAN(t, rtr, att)
+			hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--allow-anonymous", "-t", "blacklist"))
+			killAtEnd(t, &hv)
+			args := append([]string{"-h", hub.Addr4, "-t", "blacklist", "--kill-connections", "blacklist"}, tc.args...)
+			rv := must[*lab.Proc](t)(rtr.StartVallum(dir, vallumBin, args...))
+			killAtEnd(t, &rv)
+			for _, c := range tc.firewall {
+				must[string](t)(rtr.Exec(c[0], c[1:]...))
+			}
+			ln := must[net.Listener](t)(lan.ListenTCP("10.78.0.2:9000"))
+			t.Cleanup(func() { ln.Close() })
+			f := startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP("10.78.0.2:9000") })
+			if n := conntrackOf(t, rtr.NS, att.Addr4); n == 0 {
+				t.Fatal("no conntrack entry of the attacker on the router before the ban")
+			}
+			banned := banOn(t, hub, att.Addr4)
+			if d := window(banned, f); d[0] != 0 {
+				t.Errorf("the attacker still received %d bytes through the router between 1 s and 3 s after the ban", d[0])
+			}
+			if n := conntrackOf(t, rtr.NS, att.Addr4); n != 0 {
+				t.Errorf("%d conntrack entries of the attacker on the router 3 s after the ban, want none", n)
+			}
+			if err := rv.WaitLog("cut connections of banned addresses", time.Second); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
 
