@@ -67,7 +67,7 @@ func TestDeleteInNamespace(t *testing.T) {
 	}
 }
 
-func create(t *testing.T, h *vnl.Handle, f flow, sport uint16) {
+func create(t testing.TB, h *vnl.Handle, f flow, sport uint16) {
 	t.Helper()
 	src, dst := net.ParseIP(f.src), net.ParseIP(f.dst)
 	fam := vnl.InetFamily(vnl.FAMILY_V4)
@@ -87,7 +87,7 @@ func create(t *testing.T, h *vnl.Handle, f flow, sport uint16) {
 	}
 }
 
-func list(t *testing.T, h *vnl.Handle) []string {
+func list(t testing.TB, h *vnl.Handle) []string {
 	t.Helper()
 	var out []string
 	for _, fam := range []vnl.InetFamily{vnl.FAMILY_V4, vnl.FAMILY_V6} {
