@@ -34,7 +34,7 @@ func TestDropToRules(t *testing.T) {
 	}
 	fwd := nftIn(t, ns, "", "list", "chain", "inet", "vallum", "forward")
 	in := nftIn(t, ns, "", "list", "chain", "inet", "vallum", "input")
-	for _, want := range []string{"ip daddr @blacklist drop", "ip daddr @blacklist_net drop", "ip saddr @blacklist drop", "ip6 saddr @blacklist6 drop"} {
+	for _, want := range []string{"ip daddr @blacklist counter", "ip daddr @blacklist_net counter", "ip saddr @blacklist counter", "ip6 saddr @blacklist6 counter"} {
 		if !strings.Contains(fwd, want) {
 			t.Errorf("forward lacks %q:\n%s", want, fwd)
 		}
@@ -47,7 +47,7 @@ func TestDropToRules(t *testing.T) {
 	}
 	out := nftIn(t, ns, "", "-a", "list", "chain", "inet", "vallum", "forward")
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "ip daddr @blacklist_net drop") {
+		if strings.Contains(line, "ip daddr @blacklist_net counter") {
 			_, h, _ := strings.Cut(line, "# handle ")
 			nftIn(t, ns, "", "delete", "rule", "inet", "vallum", "forward", "handle", strings.TrimSpace(h))
 		}
@@ -107,5 +107,53 @@ func TestDropToLeavesNoConntrackEntry(t *testing.T) {
 		if (n > 0) != c.entry {
 			t.Errorf("%s: %d conntrack entries of %s on the router after the server sent to it, want entries: %v", c.set, n, c.bad, c.entry)
 		}
+	}
+}
+
+// TestDroppedCounts: packets a banned address sends to the router and
+// through it are counted for its list, on input and forward; those of the
+// other family's list and of an address not banned are not.
+func TestDroppedCounts(t *testing.T) {
+	l := newLab(t)
+	fd, err := os.Open("/run/netns/" + l.rtr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	b, err := New(Options{NetNS: int(fd.Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	specs := []bridge.SetSpec{{Name: "blacklist", Family: bridge.IPv4, Create: true}, {Name: "blacklist6", Family: bridge.IPv6, Create: true}}
+	for _, s := range specs {
+		if _, err := b.Ensure(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.EnsureRules(ctx, specs); err != nil {
+		t.Fatal(err)
+	}
+	if !l.reachable("10.77.1.3", "10.77.2.2") {
+		t.Fatal("no route through the router")
+	}
+	if err := b.Apply(ctx, "blacklist", []bridge.Op{{Action: bridge.Add, Prefix: mustPrefix("10.77.1.2"), Timeout: 600}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		l.ping("10.77.1.2", "10.77.1.1") // to the router: input
+		l.ping("10.77.1.2", "10.77.2.2") // through it: forward
+		l.ping("10.77.1.3", "10.77.2.2") // not banned
+	}
+	got, err := b.Dropped(ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got["blacklist"]; c.Packets != 6 || c.Bytes < 6*84 {
+		t.Errorf("Dropped[blacklist] = %+v, want 6 packets of at least 84 bytes", c)
+	}
+	if c := got["blacklist6"]; c.Packets != 0 {
+		t.Errorf("Dropped[blacklist6] = %+v, want none", c)
 	}
 }
