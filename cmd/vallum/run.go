@@ -86,7 +86,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 		bo.Broker = localURL(m.Broker.Addrs())
 	}
-	if err := c.nftRules(ctx, be, &bo, log); err != nil {
+	if m.Drops, err = c.nftRules(ctx, be, &bo, log); err != nil {
 		return err
 	}
 	if err := c.killConnections(ctx, g, &bo, log); err != nil {
@@ -172,15 +172,16 @@ func localURL(addrs []string) string {
 	return ""
 }
 
-// nftRules installs the drop rules when --nft-rules asks for them, and
-// hands the bridge what puts them back after a firewall reload.
-func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) error {
+// nftRules installs the drop rules when --nft-rules asks for them, hands
+// the bridge what puts them back after a firewall reload, and returns what
+// reads their counters for the metrics.
+func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) (func(context.Context) ([]metrics.Drop, error), error) {
 	if !c.NftRules {
-		return nil
+		return nil, nil
 	}
 	nb, ok := be.(*nft.Backend)
 	if !ok {
-		return errors.New("--nft-rules needs --backend nft")
+		return nil, errors.New("--nft-rules needs --backend nft")
 	}
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
@@ -190,13 +191,13 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {
 			s.Create, s.MaxElem = bo.Create, bo.MaxElem
 			if _, err := be.Ensure(ctx, s); err != nil {
-				return fmt.Errorf("set %q: %w", s.Name, err)
+				return nil, fmt.Errorf("set %q: %w", s.Name, err)
 			}
 			specs = append(specs, s)
 		}
 	}
 	if err := nb.EnsureRules(ctx, specs); err != nil {
-		return fmt.Errorf("nft rules: %w", err)
+		return nil, fmt.Errorf("nft rules: %w", err)
 	}
 	bo.Rules = func(ctx context.Context) error {
 		ok, err := nb.RulesInPlace(ctx, specs)
@@ -206,7 +207,25 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		log.Warn("nft drop rules were removed (a firewall reload?): putting them back")
 		return nb.EnsureRules(ctx, specs)
 	}
-	return nil
+	return dropsOf(nb, bo.Lists, specs), nil
+}
+
+// dropsOf reads the counters of nb's drop rules by list and family.
+func dropsOf(nb *nft.Backend, lists []bridge.List, specs []bridge.SetSpec) func(context.Context) ([]metrics.Drop, error) {
+	return func(ctx context.Context) ([]metrics.Drop, error) {
+		got, err := nb.Dropped(ctx, specs)
+		if err != nil {
+			return nil, err
+		}
+		var ds []metrics.Drop
+		for _, l := range lists {
+			for _, s := range []struct{ set, fam string }{{l.Set4, "ipv4"}, {l.Set6, "ipv6"}} {
+				c := got[s.set]
+				ds = append(ds, metrics.Drop{List: l.Root, Family: s.fam, Packets: c.Packets, Bytes: c.Bytes})
+			}
+		}
+		return ds, nil
+	}
 }
 
 // onHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
