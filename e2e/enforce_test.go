@@ -284,29 +284,36 @@ func addLAN(t *testing.T, rtr, att *lab.Host) *lab.Host {
 
 // TestDropCounters: the packets a banned address sends raise
 // vallum_dropped_packets_total of its list and family by at least as many,
-// read from /metrics; a host that is not banned raises nothing.
+// read from /metrics, on a host with --nft-rules and on one whose rules are
+// contrib/firewall/vallum.nft; a host that is not banned raises nothing.
 func TestDropCounters(t *testing.T) {
 	l, dir := newLab(t)
-	hub, h, att, ok := addHost(t, l, "hub"), addHost(t, l, "h"), addHost(t, l, "att"), addHost(t, l, "ok")
+	hub, att, ok := addHost(t, l, "hub"), addHost(t, l, "att"), addHost(t, l, "ok")
+	rules, file := addHost(t, l, "rules"), addHost(t, l, "file")
 	hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--allow-anonymous", "-t", "blacklist"))
 	killAtEnd(t, &hv)
-	v := must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist", "--backend", "nft", "--nft-rules", "--metrics", "127.0.0.1:9101"))
-	killAtEnd(t, &v)
+	must[string](t)(file.Exec("nft", "-f", "../contrib/firewall/vallum.nft"))
+	for h, extra := range map[*lab.Host]string{rules: "--nft-rules", file: "--no-create"} {
+		v := must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist", "--backend", "nft", extra, "--metrics", "127.0.0.1:9101"))
+		killAtEnd(t, &v)
+	}
 	banOn(t, hub, att.Addr4)
-	waitNft(t, h, "blacklist", att.Addr4)
 	const v4, v6 = `vallum_dropped_packets_total{list="blacklist",family="ipv4"}`, `vallum_dropped_packets_total{list="blacklist",family="ipv6"}`
-	before := must[map[string]float64](t)(h.Metrics(9101))
-	if _, found := before[v4]; !found {
-		t.Fatalf("/metrics has no %s", v4)
-	}
-	const n = 20
-	att.Exec("ping", "-c", fmt.Sprint(n), "-i", "0.02", "-W", "1", h.Addr4) // every one dropped: it fails
-	must[string](t)(ok.Exec("ping", "-c", "5", "-i", "0.02", h.Addr4))
-	after := must[map[string]float64](t)(h.Metrics(9101))
-	if d := after[v4] - before[v4]; d < n || d >= n+5 {
-		t.Errorf("%s rose by %v after %d pings of the banned address and 5 of another, want at least %d and not those 5", v4, d, n, n)
-	}
-	if after[v6] != before[v6] {
-		t.Errorf("%s rose from %v to %v with no IPv6 packet banned", v6, before[v6], after[v6])
+	for _, h := range []*lab.Host{rules, file} {
+		waitNft(t, h, "blacklist", att.Addr4)
+		before := must[map[string]float64](t)(h.Metrics(9101))
+		if _, found := before[v4]; !found {
+			t.Fatalf("%s: /metrics has no %s", h.Name, v4)
+		}
+		const n = 20
+		att.Exec("ping", "-c", fmt.Sprint(n), "-i", "0.02", "-W", "1", h.Addr4) // every one dropped: it fails
+		must[string](t)(ok.Exec("ping", "-c", "5", "-i", "0.02", h.Addr4))
+		after := must[map[string]float64](t)(h.Metrics(9101))
+		if d := after[v4] - before[v4]; d < n || d >= n+5 {
+			t.Errorf("%s: %s rose by %v after %d pings of the banned address and 5 of another, want at least %d and not those 5", h.Name, v4, d, n, n)
+		}
+		if after[v6] != before[v6] {
+			t.Errorf("%s: %s rose from %v to %v with no IPv6 packet banned", h.Name, v6, before[v6], after[v6])
+		}
 	}
 }

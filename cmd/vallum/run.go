@@ -174,12 +174,22 @@ func localURL(addrs []string) string {
 
 // nftRules installs the drop rules when --nft-rules asks for them, hands
 // the bridge what puts them back after a firewall reload, and returns what
-// reads their counters for the metrics.
+// reads their counters for the metrics. Without --nft-rules the counters
+// are read all the same from chains input and forward of the table, where
+// the shipped nft files (contrib/firewall, the OpenWrt include) put the
+// same rules; when they are not there, the metrics leave them out.
 func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) (func(context.Context) ([]metrics.Drop, error), error) {
-	if !c.NftRules {
-		return nil, nil
-	}
 	nb, ok := be.(*nft.Backend)
+	if !c.NftRules {
+		if !ok {
+			return nil, nil
+		}
+		var specs []bridge.SetSpec
+		for _, l := range bo.Lists {
+			specs = append(specs, bridge.SetSpec{Name: l.Set4, Family: bridge.IPv4}, bridge.SetSpec{Name: l.Set6, Family: bridge.IPv6})
+		}
+		return dropsOf(nb, bo.Lists, specs), nil
+	}
 	if !ok {
 		return nil, errors.New("--nft-rules needs --backend nft")
 	}
