@@ -170,6 +170,18 @@ func (o *Options) ensureDefaults() {
 	}
 }
 
+// CheckKillLists says which of kill (Options.KillLists) is not the root of
+// one of lists.
+func CheckKillLists(kill []string, lists []List) error {
+	var errs []error
+	for _, k := range kill {
+		if !slices.ContainsFunc(lists, func(l List) bool { return l.Root == k }) {
+			errs = append(errs, fmt.Errorf("--kill-connections %q: no such list: name a list topic's ROOT as given to -t", k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Validate returns every problem with o at once.
 func (o Options) Validate() error {
 	var errs []error
@@ -188,11 +200,7 @@ func (o Options) Validate() error {
 			sets[s] = l.Root
 		}
 	}
-	for _, k := range o.KillLists {
-		if !slices.ContainsFunc(o.Lists, func(l List) bool { return l.Root == k }) {
-			errs = append(errs, fmt.Errorf("kill connections of list %q: no such list topic (-t)", k))
-		}
-	}
+	errs = append(errs, CheckKillLists(o.KillLists, o.Lists))
 	if _, err := o.brokerURLs(); err != nil {
 		errs = append(errs, err)
 	}

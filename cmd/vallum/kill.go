@@ -2,28 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/enforce"
 )
-
-// killLists checks that --kill-connections names lists of -t.
-func killLists(kill []string, lists []bridge.List) error {
-	var errs []error
-	for _, k := range kill {
-		if !slices.ContainsFunc(lists, func(l bridge.List) bool { return l.Root == k }) {
-			errs = append(errs, fmt.Errorf("--kill-connections %q: no such list: name a list topic's ROOT as given to -t", k))
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // killConnections starts what cuts the connections of new bans when
 // --kill-connections asks for it, and hands it to the bridge.

@@ -51,7 +51,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MaxPayload: c.MaxPayload, Guard: guard.New(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
-	errs = append(errs, c.checkLimits(), killLists(c.KillConnections, lists))
+	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
 	o.KillLists = c.KillConnections
 	if !backends.Known(c.Backend) {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))

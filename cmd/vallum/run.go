@@ -180,18 +180,11 @@ func localURL(addrs []string) string {
 // same rules; when they are not there, the metrics leave them out.
 func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) (func(context.Context) ([]metrics.Drop, error), error) {
 	nb, ok := be.(*nft.Backend)
-	if !c.NftRules {
-		if !ok {
-			return nil, nil
-		}
-		var specs []bridge.SetSpec
-		for _, l := range bo.Lists {
-			specs = append(specs, bridge.SetSpec{Name: l.Set4, Family: bridge.IPv4}, bridge.SetSpec{Name: l.Set6, Family: bridge.IPv6})
-		}
-		return dropsOf(nb, bo.Lists, specs), nil
+	if !ok && c.NftRules {
+		return nil, errors.New("--nft-rules needs --backend nft")
 	}
 	if !ok {
-		return nil, errors.New("--nft-rules needs --backend nft")
+		return nil, nil
 	}
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
@@ -200,11 +193,18 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		}
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {
 			s.Create, s.MaxElem = bo.Create, bo.MaxElem
+			specs = append(specs, s)
+			if !c.NftRules {
+				continue // the bridge makes the sets; the rules are the user's
+			}
 			if _, err := be.Ensure(ctx, s); err != nil {
 				return nil, fmt.Errorf("set %q: %w", s.Name, err)
 			}
-			specs = append(specs, s)
 		}
+	}
+	drops := dropsOf(nb, bo.Lists, specs)
+	if !c.NftRules {
+		return drops, nil
 	}
 	if err := nb.EnsureRules(ctx, specs); err != nil {
 		return nil, fmt.Errorf("nft rules: %w", err)
@@ -217,25 +217,7 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		log.Warn("nft drop rules were removed (a firewall reload?): putting them back")
 		return nb.EnsureRules(ctx, specs)
 	}
-	return dropsOf(nb, bo.Lists, specs), nil
-}
-
-// dropsOf reads the counters of nb's drop rules by list and family.
-func dropsOf(nb *nft.Backend, lists []bridge.List, specs []bridge.SetSpec) func(context.Context) ([]metrics.Drop, error) {
-	return func(ctx context.Context) ([]metrics.Drop, error) {
-		got, err := nb.Dropped(ctx, specs)
-		if err != nil {
-			return nil, err
-		}
-		var ds []metrics.Drop
-		for _, l := range lists {
-			for _, s := range []struct{ set, fam string }{{l.Set4, "ipv4"}, {l.Set6, "ipv6"}} {
-				c := got[s.set]
-				ds = append(ds, metrics.Drop{List: l.Root, Family: s.fam, Packets: c.Packets, Bytes: c.Bytes})
-			}
-		}
-		return ds, nil
-	}
+	return drops, nil
 }
 
 // onHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
