@@ -115,14 +115,16 @@ func conntrackOf(t *testing.T, ns string, addr string) int {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	flows, err := h.ConntrackTableList(vnl.ConntrackTable, vnl.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, f := range flows {
-		if f.Forward.SrcIP.String() == addr || f.Reverse.SrcIP.String() == addr {
-			n++
+	for _, fam := range []vnl.InetFamily{vnl.FAMILY_V4, vnl.FAMILY_V6} {
+		flows, err := h.ConntrackTableList(vnl.ConntrackTable, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range flows {
+			if f.Forward.SrcIP.String() == addr || f.Reverse.SrcIP.String() == addr {
+				n++
+			}
 		}
 	}
 	return n
@@ -146,10 +148,10 @@ func banOn(t *testing.T, hub *lab.Host, addr string) time.Time {
 
 // TestKillConnectionsLocal: two servers whose firewall accepts ESTABLISHED
 // before dropping the set (iptables, ipset backend), one with
-// --kill-connections. One ban on the hub: the first server's connection is
-// reset within a second and its conntrack table forgets the attacker; the
-// other's connection keeps carrying data although the attacker is in its
-// set.
+// --kill-connections. A ban on the hub: the first server's connections
+// (IPv4 and IPv6) are reset within a second and its conntrack table
+// forgets the attacker; the other's connection keeps carrying data
+// although the attacker is in its set.
 func TestKillConnectionsLocal(t *testing.T) {
 	l, dir := newLab(t)
 	hub, kill, keep, att := addHost(t, l, "hub"), addHost(t, l, "kill"), addHost(t, l, "keep"), addHost(t, l, "att")
@@ -171,8 +173,26 @@ func TestKillConnectionsLocal(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		flows[h.Name] = startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP(h.Addr4 + ":9000") })
 	}
-	if n := conntrackOf(t, kill.NS, att.Addr4); n == 0 {
-		t.Fatal("no conntrack entry of the attacker before the ban: the check below would prove nothing")
+	for _, r := range [][]string{
+		{"-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		{"-A", "INPUT", "-m", "set", "--match-set", "blacklist6", "src", "-j", "DROP"},
+	} {
+		must[string](t)(kill.Exec("ip6tables", r...))
+	}
+	addr6 := net.JoinHostPort(kill.Addr6, "9001")
+	ln6 := must[net.Listener](t)(kill.ListenTCP(addr6))
+	t.Cleanup(func() { ln6.Close() })
+	flows["kill6"] = startFlow(t, ln6, func() (net.Conn, error) { return att.DialTCP(addr6) })
+	for _, a := range []string{att.Addr4, att.Addr6} {
+		if n := conntrackOf(t, kill.NS, a); n == 0 {
+			t.Fatalf("no conntrack entry of %s before the ban: the check below would prove nothing", a)
+		}
+	}
+	banned6 := banOn(t, hub, att.Addr6)
+	select {
+	case <-flows["kill6"].done:
+	case <-time.After(time.Until(banned6.Add(time.Second))):
+		t.Errorf("the attacker's IPv6 connection to the host with --kill-connections still open 1 s after the ban")
 	}
 	banned := banOn(t, hub, att.Addr4)
 	for _, h := range []*lab.Host{kill, keep} {
@@ -197,8 +217,10 @@ func TestKillConnectionsLocal(t *testing.T) {
 		t.Errorf("without --kill-connections the established connection stopped too: the contrast shows nothing")
 	}
 	t.Logf("between 1 s and 3 s after the ban, the attacker received %d bytes from kill, %d from keep", d[0], d[1])
-	if n := conntrackOf(t, kill.NS, att.Addr4); n != 0 {
-		t.Errorf("%d conntrack entries of the attacker on kill 3 s after the ban, want none", n)
+	for _, a := range []string{att.Addr4, att.Addr6} {
+		if n := conntrackOf(t, kill.NS, a); n != 0 {
+			t.Errorf("%d conntrack entries of %s on kill 3 s after the ban, want none", n, a)
+		}
 	}
 	if err := kv.WaitLog("cut connections of banned addresses", 5*time.Second); err != nil {
 		t.Error(err)
