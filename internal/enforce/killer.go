@@ -47,7 +47,8 @@ type Killer struct {
 	skipped int // bans beyond max since the last walk
 	poke    chan struct{}
 	// Owned by Run.
-	socks, ct walker // nil: not open (sockets: not supported)
+	socks, ct walker            // nil: not open
+	failed    map[string]string // the last error of each kind, until a walk succeeds
 }
 
 // Ban queues ps for the next walk and returns at once; it never blocks the
@@ -95,32 +96,42 @@ func (k *Killer) cut(ps []netip.Prefix) {
 	set := newPrefixSet(ps)
 	socks := k.walk(&k.socks, "sockets", set.contains)
 	ct := k.walk(&k.ct, "conntrack", set.contains)
-	k.log.Info("cut connections of banned addresses", "prefixes", len(ps), "sockets", socks, "conntrack", ct,
-		"took", time.Since(start).Round(time.Microsecond))
+	level := slog.LevelDebug // a walk per batch: bans at a high rate would flood the log
+	if socks+ct > 0 {
+		level = slog.LevelInfo
+	}
+	k.log.Log(context.Background(), level, "cut connections of banned addresses", "prefixes", len(ps),
+		"sockets", socks, "conntrack", ct, "took", time.Since(start).Round(time.Microsecond))
 }
 
 // walk runs one walk on *w, opening it first when needed. After an error
-// the connection is closed, and opened anew for the next walk; a kernel
-// that cannot close sockets is told once and not asked again.
+// the connection is closed, and opened anew for the next walk; an error is
+// logged when it differs from the last one of its kind, so that a kernel
+// that keeps refusing does not fill the log. A kernel that cannot close
+// sockets is told once and not asked again.
 func (k *Killer) walk(w *walker, kind string, match func(netip.Addr) bool) int {
+	var n int
+	var err error
 	if *w == nil {
-		c, err := k.dial(kind)
-		if err != nil {
-			k.log.Error("cannot cut connections", "kind", kind, "err", err)
-			return 0
-		}
-		*w = c
+		*w, err = k.dial(kind)
 	}
-	n, err := (*w).walk(match)
-	if err != nil {
+	if err == nil {
+		n, err = (*w).walk(match)
+	}
+	if err == nil {
+		delete(k.failed, kind)
+		return n
+	}
+	if *w != nil {
 		(*w).Close()
 		*w = nil
-		if errors.Is(err, errUnsupported) {
-			k.log.Warn("local TCP connections of banned addresses are not closed: "+err.Error(), "kind", kind)
-			*w = nop{}
-			return n
-		}
-		k.log.Error("cutting connections failed", "kind", kind, "err", err)
+	}
+	if errors.Is(err, errUnsupported) {
+		k.log.Warn("local TCP connections of banned addresses are not closed: "+err.Error(), "kind", kind)
+		*w = nop{}
+	} else if k.failed[kind] != err.Error() {
+		k.failed[kind] = err.Error()
+		k.log.Error("cutting connections failed (logged again when the error changes)", "kind", kind, "err", err)
 	}
 	return n
 }
@@ -146,5 +157,5 @@ func newKiller(o Options, dial func(kind string) (walker, error)) *Killer {
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
 	}
-	return &Killer{log: o.Logger, max: o.MaxPending, dial: dial, poke: make(chan struct{}, 1)}
+	return &Killer{log: o.Logger, max: o.MaxPending, dial: dial, poke: make(chan struct{}, 1), failed: map[string]string{}}
 }

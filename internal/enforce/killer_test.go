@@ -126,7 +126,7 @@ func (s *syncBuf) waitLog(t *testing.T, want string) {
 
 func newTestKiller(o Options, socks, ct *fakeWalker) (*Killer, *syncBuf) {
 	log := new(syncBuf)
-	o.Logger = slog.New(slog.NewTextHandler(log, nil))
+	o.Logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	k := newKiller(o, func(kind string) (walker, error) {
 		if kind == "sockets" {
 			return socks, nil
@@ -213,7 +213,7 @@ func TestUnsupportedToldOnce(t *testing.T) {
 }
 
 // TestErrorReopens: after a failed walk the socket is closed and a new one
-// opened for the next walk.
+// opened for the next walk; the same error again is not logged again.
 func TestErrorReopens(t *testing.T) {
 	socks, ct := &fakeWalker{}, &fakeWalker{err: errors.New("boom")}
 	k, log := newTestKiller(Options{}, socks, ct)
@@ -222,6 +222,12 @@ func TestErrorReopens(t *testing.T) {
 	waitWalks(t, ct, 1)
 	k.Ban(prefixes("10.0.0.2/32"))
 	waitWalks(t, ct, 2)
+	k.Ban(prefixes("10.0.0.3/32"))
+	waitWalks(t, ct, 3)
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(log.String(), `msg="cut connections`) < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the third walk's line comes after its error, if any
+	}
 	ct.mu.Lock()
 	closed := ct.closed
 	ct.mu.Unlock()
@@ -229,4 +235,7 @@ func TestErrorReopens(t *testing.T) {
 		t.Error("the failed conntrack socket was not closed")
 	}
 	log.waitLog(t, "boom")
+	if n := strings.Count(log.String(), "boom"); n != 1 {
+		t.Errorf("the same error logged %d times, want once:\n%s", n, log)
+	}
 }
