@@ -1,3 +1,5 @@
+//go:build !(vallum_small && (mips || mipsle))
+
 package main
 
 import (
@@ -11,6 +13,9 @@ import (
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/enforce"
 )
+
+// killBuilt says whether this build can cut connections.
+const killBuilt = true
 
 // killConnections starts what cuts the connections of new bans when
 // --kill-connections asks for it, and hands it to the bridge.

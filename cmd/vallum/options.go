@@ -52,6 +52,9 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
 	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
+	if len(c.KillConnections) > 0 && !killBuilt {
+		errs = append(errs, errors.New("--kill-connections: not in this build (the MIPS router builds of contrib/build-static.sh leave it out to stay under 10 MB; the OpenWrt SDK package and the other targets have it)"))
+	}
 	o.KillLists = c.KillConnections
 	if !backends.Known(c.Backend) {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))
