@@ -174,10 +174,14 @@ func (o *Options) ensureDefaults() {
 // one of lists.
 func CheckKillLists(kill []string, lists []List) error {
 	var errs []error
+next:
 	for _, k := range kill {
-		if !slices.ContainsFunc(lists, func(l List) bool { return l.Root == k }) {
-			errs = append(errs, fmt.Errorf("--kill-connections %q: no such list: name a list topic's ROOT as given to -t", k))
+		for _, l := range lists {
+			if l.Root == k {
+				continue next
+			}
 		}
+		errs = append(errs, fmt.Errorf("--kill-connections %q: no such list: name a list topic's ROOT as given to -t", k))
 	}
 	return errors.Join(errs...)
 }

@@ -7,15 +7,27 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/bridge/nft"
 	"github.com/vallum/vallum/internal/enforce"
 )
 
 // killBuilt says whether this build can cut connections.
 const killBuilt = true
+
+// dropTo has nb's forward rules drop packets to the members of the lists
+// whose connections are cut too: for a router's routed flows, see DropTo.
+func (c config) dropTo(nb *nft.Backend, lists []bridge.List) {
+	for _, l := range lists {
+		if slices.Contains(c.KillConnections, l.Root) {
+			nb.DropTo(l.Set4, l.Set6)
+		}
+	}
+}
 
 // killConnections starts what cuts the connections of new bans when
 // --kill-connections asks for it, and hands it to the bridge.

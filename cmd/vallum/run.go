@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -186,11 +185,9 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 	if !ok {
 		return nil, nil
 	}
+	c.dropTo(nb, bo.Lists)
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
-		if slices.Contains(c.KillConnections, l.Root) {
-			nb.DropTo(l.Set4, l.Set6) // a router's routed flows: see DropTo
-		}
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {
 			s.Create, s.MaxElem = bo.Create, bo.MaxElem
 			specs = append(specs, s)

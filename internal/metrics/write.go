@@ -137,18 +137,6 @@ func scalars(w io.Writer, d []desc, values ...int64) {
 	}
 }
 
-// drops writes the counters of vallum's own drop rules.
-func drops(w io.Writer, ds []Drop) {
-	header(w, "vallum_dropped_packets_total", "Packets vallum's own drop rules dropped (from the list's members, and to them on forward with --kill-connections).")
-	for _, d := range ds {
-		fmt.Fprintf(w, "vallum_dropped_packets_total{list=%q,family=%q} %d\n", d.List, d.Family, d.Packets)
-	}
-	header(w, "vallum_dropped_bytes_total", "Bytes of those packets.")
-	for _, d := range ds {
-		fmt.Fprintf(w, "vallum_dropped_bytes_total{list=%q,family=%q} %d\n", d.List, d.Family, d.Bytes)
-	}
-}
-
 func histogram(w io.Writer, name, help string, h bridge.Histogram) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
 	for i, ub := range bridge.ApplyBuckets {
