@@ -1,9 +1,12 @@
+//go:build !(vallum_small && (mips || mipsle))
+
 package bridge
 
 import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -50,9 +53,14 @@ func TestBannedAfterBatch(t *testing.T) {
 	}
 }
 
-func TestKillListsMustBeLists(t *testing.T) {
-	o := Options{Lists: []List{{Root: "bl"}}, Broker: "tcp://127.0.0.1:1", ClientID: "x", QoS: 1, KillLists: []string{"other"}}
-	if _, err := New(o, newFake()); err == nil {
-		t.Error("New accepted kill connections for a list it does not have")
+func TestCheckKillLists(t *testing.T) {
+	lists := []List{{Root: "bl"}, {Root: "site1/scan"}}
+	if err := CheckKillLists([]string{"bl", "site1/scan"}, lists); err != nil {
+		t.Errorf("CheckKillLists(the lists' roots) = %v", err)
+	}
+	for _, bad := range []string{"other", "scan", "bl6"} {
+		if err := CheckKillLists([]string{"bl", bad}, lists); err == nil || !strings.Contains(err.Error(), `"`+bad+`"`) {
+			t.Errorf("CheckKillLists(%q) = %v, want an error naming it", bad, err)
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -160,30 +159,10 @@ func (o *Options) ensureDefaults() {
 	if o.Stats == nil {
 		o.Stats = new(Stats)
 	}
-	o.kill = map[string]bool{}
 	for i := range o.Lists {
-		l := &o.Lists[i]
-		l.ensureDefaults()
-		if o.Banned != nil && slices.Contains(o.KillLists, l.Root) {
-			o.kill[l.Set4], o.kill[l.Set6] = true, true
-		}
+		o.Lists[i].ensureDefaults()
 	}
-}
-
-// CheckKillLists says which of kill (Options.KillLists) is not the root of
-// one of lists.
-func CheckKillLists(kill []string, lists []List) error {
-	var errs []error
-next:
-	for _, k := range kill {
-		for _, l := range lists {
-			if l.Root == k {
-				continue next
-			}
-		}
-		errs = append(errs, fmt.Errorf("--kill-connections %q: no such list: name a list topic's ROOT as given to -t", k))
-	}
-	return errors.Join(errs...)
+	o.kill = killSets(o)
 }
 
 // Validate returns every problem with o at once.
@@ -204,7 +183,6 @@ func (o Options) Validate() error {
 			sets[s] = l.Root
 		}
 	}
-	errs = append(errs, CheckKillLists(o.KillLists, o.Lists))
 	if _, err := o.brokerURLs(); err != nil {
 		errs = append(errs, err)
 	}

@@ -81,10 +81,7 @@ func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
 	start := time.Now()
 	var banned []netip.Prefix
 	for _, set := range sets {
-		added := b.applySet(ctx, set, bySet[set])
-		if b.opts.kill[set] {
-			banned = append(banned, added...)
-		}
+		banned = append(banned, b.applySet(ctx, set, bySet[set])...)
 	}
 	if len(sets) > 0 {
 		b.stats.observeApply(time.Since(start))
@@ -130,9 +127,9 @@ func coalesce(ops []Op) []Op {
 // not own alone (see own.go). A set destroyed while vallum runs is created
 // again (when creating is allowed) and the batch retried once. The
 // counters count every op received, not what coalescing left, so that they
-// do not depend on how messages fell into batches. It returns the prefixes
-// the kernel added.
-func (b *Bridge) applySet(ctx context.Context, set string, received []Op) (added []netip.Prefix) {
+// do not depend on how messages fell into batches. For a set of
+// Options.KillLists, it returns the prefixes the kernel added.
+func (b *Bridge) applySet(ctx context.Context, set string, received []Op) []netip.Prefix {
 	b.own.kernel.Lock() // see ownership.kernel
 	defer b.own.kernel.Unlock()
 	ops := b.own.plan(set, coalesce(received))
@@ -168,12 +165,10 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) (added
 	}
 	b.own.applied(set, ops, failed)
 	b.countApplied(set, received, ae)
-	for _, op := range ops {
-		if op.Action == Add && !failed[op.Prefix] {
-			added = append(added, op.Prefix)
-		}
+	if b.opts.kill[set] {
+		return addedOf(ops, failed)
 	}
-	return added
+	return nil
 }
 
 // refused logs and counts the ops the kernel refused. An add that found a

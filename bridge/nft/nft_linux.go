@@ -40,7 +40,7 @@ type Backend struct {
 	mu        sync.Mutex
 	sets      map[string]*target // resolved sets by name
 	warned    map[string]bool    // sets said to have no timeout flag
-	dropTo    map[string]bool    // sets whose members are dropped as destinations too (DropTo)
+	dropTo    map[string]bool    // sets whose members are dropped as destinations too (DropTo); nil: none
 	seq       uint32
 	noDestroy bool // the kernel lacks NFT_MSG_DESTROYSETELEM (before 6.3)
 }
@@ -79,7 +79,7 @@ func New(o Options) (*Backend, error) {
 	// (No extended acks: mdlayher/netlink v1.11 misparses them when capped.)
 	_ = raw.SetOption(netlink.CapAcknowledge, true)
 	setBufForce(raw, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, 32<<20)
-	return &Backend{log: log, conn: conn, raw: raw, table: table, sets: map[string]*target{}, warned: map[string]bool{}, dropTo: map[string]bool{}, seq: 1 << 20}, nil
+	return &Backend{log: log, conn: conn, raw: raw, table: table, sets: map[string]*target{}, warned: map[string]bool{}, seq: 1 << 20}, nil
 }
 
 // parseTable reads "FAMILY NAME" (or a bare NAME, family inet).

@@ -68,6 +68,9 @@ func (b *Backend) EnsureRules(ctx context.Context, sets []bridge.SetSpec) error 
 func (b *Backend) DropTo(sets ...string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.dropTo == nil {
+		b.dropTo = map[string]bool{}
+	}
 	for _, s := range sets {
 		b.dropTo[s] = true
 	}
@@ -167,6 +170,7 @@ type lookup struct {
 	set    *nftables.Set
 	family bridge.Family
 	list   string
+	_      [0]func() // not comparable: no equality function in the router builds
 }
 
 // ruleSets returns the kernel sets the drop rules look up.
@@ -179,7 +183,7 @@ func (b *Backend) ruleSets(sets []bridge.SetSpec) ([]lookup, error) {
 		}
 		for _, s := range []*nftables.Set{t.addr, t.net} {
 			if s != nil {
-				lookups = append(lookups, lookup{s, t.family, spec.Name})
+				lookups = append(lookups, lookup{set: s, family: t.family, list: spec.Name})
 			}
 		}
 	}

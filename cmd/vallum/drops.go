@@ -10,8 +10,20 @@ import (
 	"github.com/vallum/vallum/internal/metrics"
 )
 
-// dropsOf reads the counters of nb's drop rules by list and family.
-func dropsOf(nb *nft.Backend, lists []bridge.List, specs []bridge.SetSpec) func(context.Context) ([]metrics.Drop, error) {
+// dropsOf reads, for the metrics, the counters of the drop rules in chains
+// input and forward of the nft backend's table, by list and family: the
+// rules of --nft-rules, or the same rules of the shipped nft files
+// (contrib/firewall, the OpenWrt include). Where they are not, the metrics
+// leave the series out. Other backends: nil.
+func dropsOf(be backend, lists []bridge.List) func(context.Context) ([]metrics.Drop, error) {
+	nb, ok := be.(*nft.Backend)
+	if !ok {
+		return nil
+	}
+	var specs []bridge.SetSpec
+	for _, l := range lists {
+		specs = append(specs, bridge.SetSpec{Name: l.Set4, Family: bridge.IPv4}, bridge.SetSpec{Name: l.Set6, Family: bridge.IPv6})
+	}
 	return func(ctx context.Context) ([]metrics.Drop, error) {
 		got, err := nb.Dropped(ctx, specs)
 		if err != nil {

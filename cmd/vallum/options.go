@@ -53,7 +53,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	}
 	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
 	if len(c.KillConnections) > 0 && !killBuilt {
-		errs = append(errs, errors.New("--kill-connections: not in this build (the MIPS router builds of contrib/build-static.sh leave it out to stay under 10 MB; the OpenWrt SDK package and the other targets have it)"))
+		errs = append(errs, errors.New("--kill-connections: not in the MIPS router builds (size); the OpenWrt SDK package has it"))
 	}
 	o.KillLists = c.KillConnections
 	if !backends.Known(c.Backend) {

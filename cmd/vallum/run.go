@@ -85,9 +85,10 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		}
 		bo.Broker = localURL(m.Broker.Addrs())
 	}
-	if m.Drops, err = c.nftRules(ctx, be, &bo, log); err != nil {
+	if err := c.nftRules(ctx, be, &bo, log); err != nil {
 		return err
 	}
+	m.Drops = dropsOf(be, bo.Lists)
 	if err := c.killConnections(ctx, g, &bo, log); err != nil {
 		return err
 	}
@@ -171,40 +172,29 @@ func localURL(addrs []string) string {
 	return ""
 }
 
-// nftRules installs the drop rules when --nft-rules asks for them, hands
-// the bridge what puts them back after a firewall reload, and returns what
-// reads their counters for the metrics. Without --nft-rules the counters
-// are read all the same from chains input and forward of the table, where
-// the shipped nft files (contrib/firewall, the OpenWrt include) put the
-// same rules; when they are not there, the metrics leave them out.
-func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) (func(context.Context) ([]metrics.Drop, error), error) {
-	nb, ok := be.(*nft.Backend)
-	if !ok && c.NftRules {
-		return nil, errors.New("--nft-rules needs --backend nft")
+// nftRules installs the drop rules when --nft-rules asks for them, and
+// hands the bridge what puts them back after a firewall reload.
+func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, log *slog.Logger) error {
+	if !c.NftRules {
+		return nil
 	}
+	nb, ok := be.(*nft.Backend)
 	if !ok {
-		return nil, nil
+		return errors.New("--nft-rules needs --backend nft")
 	}
 	c.dropTo(nb, bo.Lists)
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {
 			s.Create, s.MaxElem = bo.Create, bo.MaxElem
-			specs = append(specs, s)
-			if !c.NftRules {
-				continue // the bridge makes the sets; the rules are the user's
-			}
 			if _, err := be.Ensure(ctx, s); err != nil {
-				return nil, fmt.Errorf("set %q: %w", s.Name, err)
+				return fmt.Errorf("set %q: %w", s.Name, err)
 			}
+			specs = append(specs, s)
 		}
 	}
-	drops := dropsOf(nb, bo.Lists, specs)
-	if !c.NftRules {
-		return drops, nil
-	}
 	if err := nb.EnsureRules(ctx, specs); err != nil {
-		return nil, fmt.Errorf("nft rules: %w", err)
+		return fmt.Errorf("nft rules: %w", err)
 	}
 	bo.Rules = func(ctx context.Context) error {
 		ok, err := nb.RulesInPlace(ctx, specs)
@@ -214,7 +204,7 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		log.Warn("nft drop rules were removed (a firewall reload?): putting them back")
 		return nb.EnsureRules(ctx, specs)
 	}
-	return drops, nil
+	return nil
 }
 
 // onHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
