@@ -53,10 +53,14 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
 	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
-	if len(c.KillConnections) > 0 && !killBuilt {
-		errs = append(errs, errors.New("--kill-connections: not in the MIPS router builds (size); the OpenWrt SDK package has it"))
-	}
 	o.KillLists = c.KillConnections
+	if len(c.KillConnections) > 0 && !killBuilt {
+		// The shipped router config turns it on: a firewall that refused
+		// to start over an extra would leave the router without its bans.
+		log.Warn("--kill-connections is not in the MIPS router builds (size): bans apply, open connections of banned addresses are not cut; the OpenWrt SDK package has it",
+			"lists", c.KillConnections)
+		o.KillLists = nil
+	}
 	if !backends.Known(c.Backend) {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))
 	}
