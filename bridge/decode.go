@@ -24,6 +24,10 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 		b.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
 		return item{}
 	}
+	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok && b.hasList(root) {
+		b.sync.keeperRecord(root, payload) // only in a sync's window (epoch.go)
+		return item{}
+	}
 	for _, l := range b.opts.Lists {
 		t, err := wire.ParseTopic(l.Root, topic)
 		if err != nil {
@@ -34,6 +38,12 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 			continue
 		}
 		if t.Kind == wire.KindState {
+			if canon := wire.StateTopic(l.Root, t.Prefix); topic != canon {
+				// One spelling per ban: `vallum unban` lifts the canonical
+				// topic only, and a ban under another would come back.
+				b.refuse.refuse("non_canonical", topic, "topic", wire.Clip(topic), "want", canon)
+				return item{}
+			}
 			return item{ops: b.stateOps(l, t, payload, retained)}
 		}
 		if retained {
@@ -46,6 +56,15 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 	}
 	b.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic))
 	return item{}
+}
+
+func (b *Bridge) hasList(root string) bool {
+	for _, l := range b.opts.Lists {
+		if l.Root == root {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -45,13 +47,20 @@ func (e *Exporter) Handler() http.Handler {
 	return mux
 }
 
-// Health says whether the broker connection and every kernel set are usable.
+// Health says whether the broker connection and every kernel set are
+// usable, and whether a list's state was found lost.
 func (e *Exporter) Health(ctx context.Context) error {
 	var errs []error
 	if !e.Stats.Connected.Load() {
 		errs = append(errs, errors.New("not connected to the MQTT broker"))
 	} else if !e.Stats.Subscribed.Load() {
 		errs = append(errs, errors.New("connected but not (yet) subscribed and synced: see the log for the broker's refusal"))
+	}
+	lost := e.Stats.ListsLost()
+	for _, root := range slices.Sorted(maps.Keys(lost)) {
+		if why := lost[root]; why != "" {
+			errs = append(errs, fmt.Errorf("list %s: %s; its bans are kept, none removed: see the log", root, why))
+		}
 	}
 	for _, s := range e.Sets {
 		if _, err := e.Backend.Info(ctx, s); err != nil {
