@@ -256,13 +256,18 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional 
 	}
 	var refused []string
 	for f, code := range tok.(*mqtt.SubscribeToken).Result() {
-		if code == 0x80 {
-			if _, ok := optional[f]; ok {
-				refused = append(refused, f)
-				continue
-			}
-			return nil, fmt.Errorf("broker refused the subscription to %s", f)
+		if code < 0x80 {
+			continue
 		}
+		// 0x80 is MQTT 3.1.1's refusal, 0x87 "not authorised" a broker's
+		// that answers in MQTT 5 codes. Any other failure, such as mochi's
+		// 0x91 (packet id in use, which it sends to MQTT 3.1.1 clients
+		// too), refuses the whole SUBSCRIBE: retry it.
+		if _, ok := optional[f]; ok && (code == 0x80 || code == 0x87) {
+			refused = append(refused, f)
+			continue
+		}
+		return nil, fmt.Errorf("broker refused the subscription to %s (code %#x)", f, code)
 	}
 	return refused, nil
 }
