@@ -44,14 +44,15 @@ type Bridge struct {
 	queue   chan item           // decoding side to worker
 
 	// The applying worker, and the repairs it asks for.
-	comments  setFlags // sets whose entries can carry comments
-	own       ownership
-	events    eventAdds   // when event adds were applied
-	epochs    *epochs     // each list's epoch; SIGHUP asks for adoptions
-	following atomic.Bool // a follow-up sync is pending (see followUp)
-	repairs   repairs
-	client    atomic.Pointer[mqtt.Client]
-	brokers   *brokerList
+	comments   setFlags // sets whose entries can carry comments
+	own        ownership
+	events     eventAdds // when event adds were applied
+	epochs     *epochs   // each list's epoch; SIGHUP asks for adoptions
+	lostStreak int       // syncs in a row that found a list lost
+	later      later     // the next sync asked for (see syncLater)
+	repairs    repairs
+	client     atomic.Pointer[mqtt.Client]
+	brokers    *brokerList
 }
 
 // New checks o and returns a Bridge that applies to be.

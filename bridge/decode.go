@@ -25,7 +25,9 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 		return item{}
 	}
 	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok && b.hasList(root) {
-		b.sync.keeperRecord(root, payload) // only in a sync's window (epoch.go)
+		if !b.sync.keeperRecord(root, payload) { // only a sync's window counts (epoch.go)
+			b.recordLive(root, payload)
+		}
 		return item{}
 	}
 	for _, l := range b.opts.Lists {

@@ -129,6 +129,13 @@ func (e *epochs) epoch(root string) (string, bool) {
 	return ep, ok
 }
 
+// isLost reports whether the last sync found root lost.
+func (e *epochs) isLost(root string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lost[root]
+}
+
 // requestAdopt makes the next sync of every list now lost adopt what the
 // broker holds; it returns those lists.
 func (e *epochs) requestAdopt() []string {

@@ -106,8 +106,9 @@ func (r *running) resync(t *testing.T) {
 // another epoch, an empty retained record, or garbage. Each time the sync
 // removes nothing, logs an ERROR naming the list and what to do, and says
 // so in the metric and /healthz; the ban the broker still holds is applied.
-// Once the record of epoch 1 is back, the next sync removes what the list
-// no longer holds, events' bans included, and the list is well again.
+// Once the record of epoch 1 is back, live, a sync starts and removes
+// what the list no longer holds, events' bans included, and the list is
+// well again.
 func TestLostListKeepsBans(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -150,8 +151,8 @@ func TestLostListKeepsBans(t *testing.T) {
 				t.Errorf("epoch file = %v, want bl still %s", got, epoch1)
 			}
 
-			publish(t, pub, wire.RecordTopic("bl"), true, record(epoch1)) // the keeper restored the list
-			r.resync(t)
+			// The keeper restores the list: its record, live, starts a sync.
+			publish(t, pub, wire.RecordTopic("bl"), true, record(epoch1))
 			wantMembers(t, f, "bl", "192.0.2.99", "203.0.113.1", "203.0.113.4")
 			wantMembers(t, f, "bl6")
 			if why := r.b.stats.ListsLost()["bl"]; why != "" {

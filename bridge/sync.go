@@ -118,12 +118,12 @@ func (s *syncer) record(root string, p netip.Prefix, present bool) {
 
 // keeperRecord notes a keeper record seen in the window: the last one
 // counts, and an empty one (deleted) is none. Outside the window a record
-// changes nothing: it is read again at the next sync.
-func (s *syncer) keeperRecord(root string, payload []byte) {
+// changes nothing (it is read again at the next sync): it returns false.
+func (s *syncer) keeperRecord(root string, payload []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.open {
-		return
+		return false
 	}
 	var seen recordSeen
 	if len(payload) > 0 {
@@ -135,6 +135,7 @@ func (s *syncer) keeperRecord(root string, payload []byte) {
 		}
 	}
 	s.records[root] = seen
+	return true
 }
 
 // recordRefused notes that the broker refused this sync the record of root.
@@ -277,7 +278,7 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional 
 // list the broker lost, nothing.
 func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
 	var logs []func()
-	young := false
+	young, lostN := false, 0
 	for _, l := range b.opts.Lists {
 		present := res.present[l.Root]
 		seen := res.records[l.Root]
@@ -289,6 +290,7 @@ func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
 		young = young || sw.young > 0
 		b.stats.SetListLost(l.Root, "")
 		if v == lost {
+			lostN++
 			why := lostWhy(seen, b.epochs, l.Root)
 			b.stats.SetListLost(l.Root, why)
 			logs = append(logs, func() { b.logLost(l.Root, why, sw.stale) })
@@ -312,8 +314,15 @@ func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
 	for _, f := range logs {
 		f()
 	}
-	if young {
-		b.followUp()
+	switch {
+	case lostN > 0:
+		b.lostStreak = min(b.lostStreak+1, 10)
+		b.syncLater(min(lostRetry<<(b.lostStreak-1), lostRetryMax), "a list was found lost")
+	case young:
+		b.lostStreak = 0
+		b.syncLater(b.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
+	default:
+		b.lostStreak = 0
 	}
 }
 
@@ -409,25 +418,69 @@ func (b *Bridge) logLost(root, why string, kept int) {
 		"topic", root, "kept", kept, "epoch", known)
 }
 
-// followUp syncs once more when the event entries a sync kept for being
-// too recent are old enough to judge. One is pending at a time.
-func (b *Bridge) followUp() {
-	if !b.following.CompareAndSwap(false, true) {
+// later is the next sync the bridge asked itself for (see syncLater).
+type later struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	at    time.Time
+	why   string
+	live  time.Time // when a live record last started one
+}
+
+// syncLater syncs again in d, unless a sync is due sooner already: to
+// judge event entries that were too recent (d = eventSettle), to look
+// again at a list found lost (its keeper may restore it any moment), or
+// at once when its record comes back live.
+func (b *Bridge) syncLater(d time.Duration, why string) {
+	l := &b.later
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := time.Now().Add(d)
+	if l.timer != nil && !l.at.After(at) {
 		return
 	}
-	b.spawn(func() {
-		select {
-		case <-time.After(b.opts.eventSettle + time.Second):
-		case <-b.stopCtx.Done():
-			b.following.Store(false)
-			return
-		}
-		b.following.Store(false) // this sync may ask for the next
-		c := b.client.Load()
-		if c == nil || !(*c).IsConnectionOpen() {
-			return // the next connection syncs anyway
-		}
-		b.log.Info("syncing again: events applied just before the last sync are not in the list yet", "broker", b.brokerName())
-		b.startSync(*c)
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.at, l.why = at, why
+	l.timer = time.AfterFunc(d, func() {
+		l.mu.Lock()
+		l.timer = nil
+		l.mu.Unlock()
+		b.spawn(func() {
+			c := b.client.Load()
+			if c == nil || !(*c).IsConnectionOpen() {
+				return // the next connection syncs anyway
+			}
+			b.log.Info("syncing again: "+why, "broker", b.brokerName())
+			b.startSync(*c)
+		})
 	})
+}
+
+// lostRetry is how long after a sync that found a list lost the bridge
+// looks again, doubling at each such sync up to lostRetryMax.
+const (
+	lostRetry    = 30 * time.Second
+	lostRetryMax = 10 * time.Minute
+)
+
+// recordLive starts a sync at once when a lost list's record comes back
+// live with the epoch of its last trusted sync (its keeper restored it),
+// at most once every recentFor: a record replayed in a loop costs no more.
+func (b *Bridge) recordLive(root string, payload []byte) {
+	rec, err := wire.DecodeRecord(payload)
+	known, ok := b.epochs.epoch(root)
+	if err != nil || !ok || rec.Epoch != known || !b.epochs.isLost(root) {
+		return
+	}
+	l := &b.later
+	l.mu.Lock()
+	if time.Since(l.live) < recentFor {
+		l.mu.Unlock()
+		return
+	}
+	l.live = time.Now()
+	l.mu.Unlock()
+	b.syncLater(0, "the keeper record of a list found lost is back")
 }
