@@ -296,8 +296,12 @@ func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
 			logs = append(logs, func() { b.logLost(l.Root, why, sw.stale) })
 		}
 		if adopted {
+			epoch := seen.rec.Epoch
+			if !seen.ok {
+				epoch = "none: no keeper record"
+			}
 			logs = append(logs, func() {
-				b.log.Warn("list adopted on SIGHUP: the broker's list is taken as it is", "topic", l.Root, "epoch", seen.rec.Epoch, "removed", sw.removed)
+				b.log.Warn("list adopted on SIGHUP: the broker's list is taken as it is", "topic", l.Root, "epoch", epoch, "removed", sw.removed)
 			})
 		}
 		root, n := l.Root, len(present)
