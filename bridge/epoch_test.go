@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -337,4 +338,33 @@ func TestListWinsOverLateEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOfflineRedeliveryListWins: the case on an in-process mochi.
+// While the host is stopped, 20 addresses are banned and unbanned by
+// events and 20 others banned (their state published, as the keeper
+// does). mochi redelivers the queued events sorted by the second; after
+// the restart the host holds the 20 bans and none of the lifted ones.
+func TestOfflineRedeliveryListWins(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	publish(t, pub, wire.RecordTopic("bl"), true, record(epoch1))
+	f := newFake()
+	fast := func(o *Options) { o.eventSettle = time.Second }
+	r := startBridge(t, url, f, fast)
+	r.waitSynced(t, 1)
+	r.shutdown(t)
+
+	var kept []string
+	for i := range 20 {
+		lifted, ban := fmt.Sprintf("198.51.100.%d", i+1), fmt.Sprintf("198.51.100.%d", i+101)
+		publish(t, pub, "bl/add", false, lifted)
+		publish(t, pub, "bl/del", false, lifted)
+		publish(t, pub, "bl/ban/"+ban, true, stateOf(time.Time{}))
+		publish(t, pub, "bl/add", false, ban)
+		kept = append(kept, ban)
+	}
+	r = startBridge(t, url, f, fast)
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", kept...)
 }
