@@ -318,15 +318,14 @@ func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
 	for _, f := range logs {
 		f()
 	}
-	switch {
-	case lostN > 0:
+	if young {
+		b.syncLater(b.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
+	}
+	if lostN == 0 {
+		b.lostStreak = 0
+	} else {
 		b.lostStreak = min(b.lostStreak+1, 10)
 		b.syncLater(min(lostRetry<<(b.lostStreak-1), lostRetryMax), "a list was found lost")
-	case young:
-		b.lostStreak = 0
-		b.syncLater(b.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
-	default:
-		b.lostStreak = 0
 	}
 }
 
@@ -427,7 +426,6 @@ type later struct {
 	mu    sync.Mutex
 	timer *time.Timer
 	at    time.Time
-	why   string
 	live  time.Time // when a live record last started one
 }
 
@@ -446,10 +444,13 @@ func (b *Bridge) syncLater(d time.Duration, why string) {
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	l.at, l.why = at, why
-	l.timer = time.AfterFunc(d, func() {
+	l.at = at
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
 		l.mu.Lock()
-		l.timer = nil
+		if l.timer == t { // not replaced by a sooner one meanwhile
+			l.timer = nil
+		}
 		l.mu.Unlock()
 		b.spawn(func() {
 			c := b.client.Load()
@@ -460,6 +461,7 @@ func (b *Bridge) syncLater(d time.Duration, why string) {
 			b.startSync(*c)
 		})
 	})
+	l.timer = t
 }
 
 // lostRetry is how long after a sync that found a list lost the bridge
