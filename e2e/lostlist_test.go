@@ -264,3 +264,42 @@ func TestBrokerLostListKeepsBans(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedRecordRemovesNothing: on mosquitto without ACLs anyone may
+// write the keeper record. While a host is stopped, an attacker replaces
+// the record with one of another epoch, or with an empty retained message,
+// and deletes the state of 10 bans. The host comes back and removes none
+// of its bans.
+func TestForgedRecordRemovesNothing(t *testing.T) {
+	for _, forged := range []string{"another epoch", "empty"} {
+		t.Run(forged, func(t *testing.T) {
+			l, dir := newLab(t)
+			b := newLostHub(t, l, dir, false)
+			host := addHost(t, l, "host")
+			b.ensureRecord(t)
+			c := b.client(t)
+			bans := addrsFrom(1, 20)
+			for _, a := range bans {
+				sendAs(t, c, root+"/ban/"+a, true, wire.EncodeState(wire.State{At: time.Now(), Origin: "e2e"}))
+			}
+			v := b.startEdge(t, host)
+			waitSet(t, host, 20*time.Second, bans)
+			stopBridge(t, v)
+
+			var payload []byte
+			if forged == "another epoch" {
+				payload = wire.EncodeRecord(wire.Record{Epoch: wire.NewEpoch(), Since: time.Now(), Keeper: "attacker"})
+			}
+			sendAs(t, c, wire.RecordTopic(root), true, payload)
+			for _, a := range bans[:10] {
+				sendAs(t, c, root+"/ban/"+a, true, nil)
+			}
+			v = b.startEdge(t, host)
+			if err := v.WaitLog("level=ERROR msg=\"list "+root+": the broker", 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			waitSet(t, host, time.Second, bans)
+			stopBridge(t, v)
+		})
+	}
+}
