@@ -368,3 +368,55 @@ func TestOfflineRedeliveryListWins(t *testing.T) {
 	r.waitSynced(t, 1)
 	wantMembers(t, f, "bl", kept...)
 }
+
+// TestJudge: the rules of epoch.go, one sync at a time.
+func TestJudge(t *testing.T) {
+	ok := func(ep string) recordSeen { return recordSeen{rec: wire.Record{Epoch: ep}, ok: true} }
+	e := newEpochs("", slog.New(slog.DiscardHandler))
+	steps := []struct {
+		name  string
+		seen  recordSeen
+		adopt bool // SIGHUP before this sync
+		want  verdict
+	}{
+		{"no record, never seen one", recordSeen{}, false, untracked},
+		{"first record is adopted", ok(epoch1), false, trusted},
+		{"same epoch", ok(epoch1), false, trusted},
+		{"SIGHUP with nothing lost adopts nothing", ok(epoch2), true, lost},
+		{"another epoch", ok(epoch2), false, lost},
+		{"no record", recordSeen{}, false, lost},
+		{"refused", recordSeen{refused: true}, false, lost},
+		{"SIGHUP adopts the new epoch", ok(epoch2), true, trusted},
+		{"the old epoch is now another", ok(epoch1), false, lost},
+		{"SIGHUP with no record forgets the epoch", recordSeen{}, true, untracked},
+		{"and the next record is adopted", ok(epoch1), false, trusted},
+	}
+	for _, s := range steps {
+		if s.adopt {
+			e.requestAdopt()
+		}
+		if got, _ := e.judge("bl", s.seen); got != s.want {
+			t.Errorf("%s: verdict %d, want %d", s.name, got, s.want)
+		}
+	}
+}
+
+// TestEpochFileDamaged: a file that does not parse is reported, and the
+// lists adopt the next record they see.
+func TestEpochFileDamaged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "epochs")
+	if err := os.WriteFile(path, []byte(`{"bl":"not-an-epoch"}`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	var log logBuf
+	e := newEpochs(path, slog.New(slog.NewTextHandler(&log, nil)))
+	if !strings.Contains(log.String(), "level=ERROR") || !strings.Contains(log.String(), path) {
+		t.Errorf("log = %q, want an ERROR naming the file", log.String())
+	}
+	if v, _ := e.judge("bl", recordSeen{rec: wire.Record{Epoch: epoch1}, ok: true}); v != trusted {
+		t.Errorf("verdict %d, want trusted", v)
+	}
+	if got := readEpochs(t, path); got["bl"] != epoch1 {
+		t.Errorf("epoch file = %v, want bl %s", got, epoch1)
+	}
+}
