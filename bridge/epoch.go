@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,7 +74,7 @@ func newEpochs(path string, log *slog.Logger) *epochs {
 		err = json.Unmarshal(b, &e.known)
 	}
 	for root, ep := range e.known {
-		if _, verr := hex.DecodeString(ep); verr != nil || len(ep) != 16 {
+		if !wire.ValidEpoch(ep) {
 			delete(e.known, root)
 			err = errors.Join(err, fmt.Errorf("list %q: bad epoch %q", wire.Clip(root), wire.Clip(ep)))
 		}
