@@ -25,7 +25,7 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 		b.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
 		return item{}
 	}
-	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok && b.hasList(root) {
+	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok { // subscribed for our lists only
 		if !b.sync.keeperRecord(root, payload) { // only a sync's window counts (epoch.go)
 			b.recordLive(root, payload)
 		}
@@ -70,15 +70,6 @@ func canonical(s string, p netip.Prefix) bool {
 		b = strconv.AppendInt(append(b, '/'), int64(p.Bits()), 10)
 	}
 	return string(b) == s
-}
-
-func (b *Bridge) hasList(root string) bool {
-	for _, l := range b.opts.Lists {
-		if l.Root == root {
-			return true
-		}
-	}
-	return false
 }
 
 func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {

@@ -9,10 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
-	"slices"
+	"sort"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -56,11 +55,15 @@ func (e *Exporter) Health(ctx context.Context) error {
 	} else if !e.Stats.Subscribed.Load() {
 		errs = append(errs, errors.New("connected but not (yet) subscribed and synced: see the log for the broker's refusal"))
 	}
-	lost := e.Stats.ListsLost()
-	for _, root := range slices.Sorted(maps.Keys(lost)) {
-		if why := lost[root]; why != "" {
-			errs = append(errs, fmt.Errorf("list %s: %s; its bans are kept, none removed: see the log", root, why))
+	var lost []string
+	for root, why := range e.Stats.ListsLost() {
+		if why != "" {
+			lost = append(lost, "list "+root+": "+why+"; its bans are kept, none removed: see the log")
 		}
+	}
+	sort.Strings(lost)
+	for _, l := range lost {
+		errs = append(errs, errors.New(l))
 	}
 	for _, s := range e.Sets {
 		if _, err := e.Backend.Info(ctx, s); err != nil {
