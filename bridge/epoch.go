@@ -21,7 +21,8 @@ import (
 // holds only when the record is there with that epoch. When the record is
 // missing, not valid, or carries another epoch, the bridge removes nothing,
 // says so at ERROR once per sync, in vallum_list_state_lost and /healthz,
-// and keeps its bans until the keeper restores the list with its epoch.
+// and keeps its bans until the keeper restores the list with its epoch: it
+// looks again after lostRetry, and at once when the record comes back live.
 //
 // A new epoch is adopted only by a decision: a list never seen with a
 // record adopts the first it sees (a new host, or the first keeper of an
@@ -29,8 +30,8 @@ import (
 // new epoch, or no record at all) at the first sync after a SIGHUP
 // (`systemctl reload vallum`). Not a restart: a crash loop would decide for
 // the operator. Not a timer: a list lost at night would be emptied on every
-// host by morning. A forged record gains its author nothing: it can stop
-// removals, as a missing one does, but not cause any.
+// host by morning. A forged record of another epoch (or an empty one) can
+// stop removals, as a missing one does, but not cause any.
 
 // recordSeen is what a sync's window held of one list's keeper record.
 type recordSeen struct {
