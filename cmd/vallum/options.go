@@ -52,7 +52,11 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MaxPayload: c.MaxPayload, Guard: guard.New(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
-	errs = append(errs, c.checkLimits())
+	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
+	if len(c.KillConnections) > 0 && !killBuilt {
+		errs = append(errs, errors.New("--kill-connections: not in the MIPS router builds (size); the OpenWrt SDK package has it"))
+	}
+	o.KillLists = c.KillConnections
 	if !backends.Known(c.Backend) {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))
 	}

@@ -21,6 +21,7 @@ type reading struct {
 	setsEmptied                        int64
 	apply                              bridge.Histogram
 	lost                               map[string]int64 // per list: 1 while lost
+	drops                              []Drop           // nil: no rules of vallum's own
 
 	embedded        bool // the broker's figures below, else none
 	broker          broker.Stats
@@ -46,6 +47,9 @@ func (e *Exporter) read(ctx context.Context) reading {
 				r.size[s] = int64(info.Size)
 			}
 		}
+	}
+	if e.Drops != nil {
+		r.drops, _ = e.Drops(ctx) // a failed read leaves the series out
 	}
 	if e.Broker != nil {
 		r.embedded, r.broker = true, e.Broker.Stats()
@@ -96,6 +100,9 @@ func write(w io.Writer, r reading) {
 	family(w, "vallum_list_state_lost", "1 while the broker's list is not the one last synced (no keeper record, or another epoch): its bans are kept, none removed.", "list", r.lost)
 	scalars(w, bridgeScalars[:], b2i(r.connected), b2i(r.subscribed), r.reconnects, r.messages, r.queue, r.syncs, r.setsEmptied)
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
+	if r.drops != nil {
+		drops(w, r.drops)
+	}
 	if r.embedded {
 		st := r.broker
 		scalars(w, brokerScalars[:], st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.MessagesDropped, st.Retained)
