@@ -77,3 +77,21 @@ func BenchmarkBridgeSingle(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// BenchmarkCanonical is the one-spelling check every state message passes.
+func BenchmarkCanonical(b *testing.B) {
+	for _, s := range []string{"198.51.100.0/24", "2001:db8::7"} {
+		p, err := wire.ParsePrefix(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(s, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !canonical(s, p) {
+					b.Fatalf("%s not canonical", s)
+				}
+			}
+		})
+	}
+}

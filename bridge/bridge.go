@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -43,11 +44,15 @@ type Bridge struct {
 	queue   chan item           // decoding side to worker
 
 	// The applying worker, and the repairs it asks for.
-	comments setFlags // sets whose entries can carry comments
-	own      ownership
-	repairs  repairs
-	client   atomic.Pointer[mqtt.Client]
-	brokers  *brokerList
+	comments   setFlags // sets whose entries can carry comments
+	own        ownership
+	events     eventAdds // when event adds were applied
+	epochs     *epochs   // each list's epoch; SIGHUP asks for adoptions
+	lostStreak int       // syncs in a row that found a list lost
+	later      later     // the next sync asked for (see syncLater)
+	repairs    repairs
+	client     atomic.Pointer[mqtt.Client]
+	brokers    *brokerList
 }
 
 // New checks o and returns a Bridge that applies to be.
@@ -66,6 +71,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 		specs:   map[string]SetSpec{},
 		stopCtx: stopCtx,
 		repairs: repairs{poke: make(chan struct{}, 1)},
+		epochs:  newEpochs(o.EpochFile, o.Logger),
 	}
 	b.stopCancel = stop
 	b.brokers = newBrokerList(urls)
@@ -136,7 +142,13 @@ func (b *Bridge) spawn(f func()) {
 // what is missing, when allowed) and reconciles the sets to the broker's
 // state, as after a reconnect. It is what SIGHUP does; the bridge also
 // notices a removed set by itself (see watch).
+//
+// A list found lost at its last sync (epoch.go) takes the broker's list as
+// it is at the next sync: SIGHUP is the operator's decision.
 func (b *Bridge) Resync(ctx context.Context) error {
+	if roots := b.epochs.requestAdopt(); len(roots) > 0 {
+		b.log.Warn("SIGHUP: the next sync takes the broker's list as it is, and removes what it no longer holds", "topics", strings.Join(roots, ","))
+	}
 	return b.repair(ctx, true)
 }
 

@@ -3,12 +3,14 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,9 +94,14 @@ func (r *running) waitSynced(t *testing.T, n int64) {
 	eventually(t, func() bool { return r.b.stats.Syncs.Load() >= n }, "bridge sync %d", n)
 }
 
+// publishers numbers the test publishers: two with one client id take the
+// session from each other, and a publish of the one kicked out fails.
+var publishers atomic.Int64
+
 func publisher(t *testing.T, url string) mqtt.Client {
 	t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("pub-" + t.Name()))
+	id := fmt.Sprintf("pub-%s-%d", t.Name(), publishers.Add(1))
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(id))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("publisher connect: %v", tok.Error())
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,12 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 		b.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
 		return item{}
 	}
+	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok { // subscribed for our lists only
+		if !b.sync.keeperRecord(root, payload) { // only a sync's window counts (epoch.go)
+			b.recordLive(root, payload)
+		}
+		return item{}
+	}
 	for _, l := range b.opts.Lists {
 		t, err := wire.ParseTopic(l.Root, topic)
 		if err != nil {
@@ -34,6 +41,12 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 			continue
 		}
 		if t.Kind == wire.KindState {
+			if !canonical(topic[len(l.Root)+len(wire.LevelState)+2:], t.Prefix) {
+				// One spelling per ban: `vallum unban` lifts the canonical
+				// topic only, and a ban under another would come back.
+				b.refuse.refuse("non_canonical", topic, "topic", wire.Clip(topic), "want", wire.StateTopic(l.Root, t.Prefix))
+				return item{}
+			}
 			return item{ops: b.stateOps(l, t, payload, retained)}
 		}
 		if retained {
@@ -46,6 +59,17 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 	}
 	b.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic))
 	return item{}
+}
+
+// canonical reports whether s spells p as wire.FormatPrefix does, without
+// allocating: it runs for every retained ban of a late join.
+func canonical(s string, p netip.Prefix) bool {
+	var buf [64]byte
+	b := p.Addr().AppendTo(buf[:0])
+	if !p.IsSingleIP() {
+		b = strconv.AppendInt(append(b, '/'), int64(p.Bits()), 10)
+	}
+	return string(b) == s
 }
 
 func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {

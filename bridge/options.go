@@ -123,6 +123,16 @@ type Options struct {
 	// sync of every connection: a clustered broker's node may serve a stale
 	// copy of the state just after a failover. 0: never.
 	ConfirmSync time.Duration
+
+	// EpochFile keeps the epoch of each list's keeper record at the last
+	// sync, so that a restart still tells a list the broker lost from an
+	// unban of everything (epoch.go); "": kept in memory only.
+	EpochFile string
+
+	// eventSettle is how long an event's add is left alone by a sync that
+	// does not find it in the list: its state may not be published yet.
+	// Default recentFor; tests shorten it.
+	eventSettle time.Duration
 }
 
 func (o *Options) ensureDefaults() {
@@ -146,6 +156,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.eventSettle == 0 {
+		o.eventSettle = recentFor
 	}
 	if o.SyncTimeout == 0 {
 		o.SyncTimeout = DefaultSyncTimeout

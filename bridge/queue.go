@@ -164,11 +164,54 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) []neti
 		}
 	}
 	b.own.applied(set, ops, failed)
+	b.events.applied(set, ops, failed, b.opts.eventSettle)
 	b.countApplied(set, received, ae)
 	if b.opts.kill[set] {
 		return addedOf(ops, failed)
 	}
 	return nil
+}
+
+// eventAdds remembers when the worker applied the adds of events, for a
+// while: a sync does not judge an event entry younger than
+// Options.eventSettle (see removeStale). Used by the worker only.
+type eventAdds struct {
+	at    map[string]map[netip.Prefix]time.Time // per set
+	prune time.Time
+}
+
+func (e *eventAdds) applied(set string, ops []Op, failed map[netip.Prefix]bool, settle time.Duration) {
+	now := time.Now()
+	for _, op := range ops {
+		if op.Action != Add || op.Comment != CommentEvent || failed[op.Prefix] {
+			continue
+		}
+		if e.at == nil {
+			e.at = map[string]map[netip.Prefix]time.Time{}
+		}
+		if e.at[set] == nil {
+			e.at[set] = map[netip.Prefix]time.Time{}
+		}
+		e.at[set][op.Prefix] = now
+	}
+	// Kept twice as long as needed: a sync that began before an add may
+	// end long after it (a late join of a big list takes seconds).
+	if keep := 2 * settle; now.Sub(e.prune) > keep {
+		for _, m := range e.at {
+			for p, at := range m {
+				if now.Sub(at) > keep {
+					delete(m, p)
+				}
+			}
+		}
+		e.prune = now
+	}
+}
+
+// since reports whether the add of p to set by an event was applied after t.
+func (e *eventAdds) since(set string, p netip.Prefix, t time.Time) bool {
+	at, ok := e.at[set][p]
+	return ok && at.After(t)
 }
 
 // refused logs and counts the ops the kernel refused. An add that found a

@@ -26,6 +26,26 @@ type Stats struct {
 	refused map[string]int64 // per reason
 	errors  map[string]int64 // per kind
 	apply   Histogram
+	lost    map[string]string // per list root synced: why it is lost, or ""
+}
+
+// SetListLost records why the last sync of list root found the broker's
+// list lost (epoch.go), or "" when it did not. The bridge calls it.
+func (s *Stats) SetListLost(root, why string) {
+	s.mu.Lock()
+	if s.lost == nil {
+		s.lost = map[string]string{}
+	}
+	s.lost[root] = why
+	s.mu.Unlock()
+}
+
+// ListsLost returns, for each list synced, why its last sync found the
+// broker's list lost and kept its bans, or "" when it did not.
+func (s *Stats) ListsLost() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.lost)
 }
 
 func (s *Stats) inc(m *map[string]int64, key string, n int64) {

@@ -59,6 +59,16 @@ func TestDecode(t *testing.T) {
 		{"bad state", "bl/ban/192.0.2.8", "{", true, nil, "bad_state"},
 		{"state of an allowlisted address", "bl/ban/127.0.0.1", state(time.Time{}), true, nil, "allowlisted"},
 		{"too large", "bl", strings.Repeat("1", DefaultMaxPayload+1), false, nil, "payload_too_large"},
+		// One spelling per ban: `vallum unban` lifts the canonical topic
+		// only, so a ban under another spelling is never applied.
+		{"state with /32", "bl/ban/192.0.2.8/32", state(time.Time{}), true, nil, "non_canonical"},
+		{"state in upper case", "bl/ban/2001:DB8::8", state(time.Time{}), true, nil, "non_canonical"},
+		{"state zero-padded", "bl/ban/2001:0db8::8", state(time.Time{}), true, nil, "non_canonical"},
+		{"state v4-mapped", "bl/ban/::ffff:192.0.2.8", state(time.Time{}), true, nil, "non_canonical"},
+		{"state with host bits", "bl/ban/192.0.2.8/24", state(time.Time{}), true, nil, "non_canonical"},
+		{"state with /128", "bl/ban/2001:db8::8/128", state(time.Time{}), true, nil, "non_canonical"},
+		{"unban with /32", "bl/ban/192.0.2.8/32", "", true, nil, "non_canonical"},
+		{"canonical network", "bl/ban/192.0.2.0/24", state(time.Time{}), true, []setOp{{"bl", op(Add, "192.0.2.0/24", 0, CommentState)}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

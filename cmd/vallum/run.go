@@ -19,6 +19,7 @@ import (
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/bridge/nft"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/guard"
 	"github.com/vallum/vallum/internal/metrics"
 )
@@ -60,6 +61,9 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	bo, err := c.bridgeOptions(log)
 	if err != nil {
 		return err
+	}
+	if c.DataDir != "" { // each list's epoch at the last sync: see bridge/epoch.go
+		bo.EpochFile = datadir.Dir(c.DataDir).Epochs()
 	}
 	be, err := newBackend(c, log.With("component", "backend"))
 	if err != nil {

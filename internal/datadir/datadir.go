@@ -5,6 +5,7 @@
 //	DIR/client-id.lock   held by the process whose bridge uses that id
 //	DIR/broker/store.log the embedded broker's store
 //	DIR/broker/lock      held by the process whose broker owns the store
+//	DIR/bridge/epochs    the epoch of each list at the bridge's last sync
 //
 // The bridge and the broker lock separately, so that `vallum broker` and a
 // `vallum -h localhost` bridge may share one data dir on one host, while two
@@ -26,6 +27,10 @@ func (d Dir) ClientID() string { return filepath.Join(string(d), "client-id") }
 
 // BridgeLock is locked while a bridge uses the client id of d.
 func (d Dir) BridgeLock() string { return filepath.Join(string(d), "client-id.lock") }
+
+// Epochs is the file where the bridge keeps the epoch of each list's
+// keeper record that it last synced with (bridge/epoch.go).
+func (d Dir) Epochs() string { return filepath.Join(string(d), "bridge", "epochs") }
 
 // Broker is the embedded broker's folder.
 func (d Dir) Broker() string { return filepath.Join(string(d), "broker") }
@@ -62,6 +67,39 @@ func (d Dir) MigrateStore() (note string, err error) {
 	syncDir(d.Broker())
 	_ = os.Remove(filepath.Dir(old)) // empty now, unless someone put something there
 	return fmt.Sprintf("store moved from %s to %s", old, d.Store()), nil
+}
+
+// WriteAtomic replaces the file at path with data: written to a temporary
+// file beside it, synced, then renamed over it, so that a crash leaves the
+// old file or the new one, never a part of either. It creates the folder.
+func WriteAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing is there
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	syncDir(dir)
+	return nil
 }
 
 // syncDir makes a rename in dir durable, as far as the file system allows.

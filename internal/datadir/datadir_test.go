@@ -136,3 +136,25 @@ func TestMigrateStore(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteAtomic: the file is made with its folder and mode, replaced
+// whole, and no temporary file is left beside it.
+func TestWriteAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bridge", "epochs")
+	for _, content := range []string{"first\n", "second, longer\n"} {
+		if err := WriteAtomic(path, []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || string(b) != content {
+			t.Fatalf("read %q, %v; want %q", b, err, content)
+		}
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v (%v), want 0640", st.Mode().Perm(), err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("folder holds %d files, want the file alone", len(ents))
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -55,13 +56,24 @@ func (e *Exporter) Handler() http.Handler {
 	return mux
 }
 
-// Health says whether the broker connection and every kernel set are usable.
+// Health says whether the broker connection and every kernel set are
+// usable, and whether a list's state was found lost.
 func (e *Exporter) Health(ctx context.Context) error {
 	var errs []error
 	if !e.Stats.Connected.Load() {
 		errs = append(errs, errors.New("not connected to the MQTT broker"))
 	} else if !e.Stats.Subscribed.Load() {
 		errs = append(errs, errors.New("connected but not (yet) subscribed and synced: see the log for the broker's refusal"))
+	}
+	var lost []string
+	for root, why := range e.Stats.ListsLost() {
+		if why != "" {
+			lost = append(lost, "list "+root+": "+why+"; its bans are kept, none removed: see the log")
+		}
+	}
+	sort.Strings(lost)
+	for _, l := range lost {
+		errs = append(errs, errors.New(l))
 	}
 	for _, s := range e.Sets {
 		if _, err := e.Backend.Info(ctx, s); err != nil {

@@ -33,6 +33,7 @@ func TestWriteGolden(t *testing.T) {
 		size: map[string]int64{"bl": 37}, capacity: map[string]int64{"bl": 65536, "bl6": 0},
 		connected: true, subscribed: true, reconnects: 1, messages: 99, queue: 4, syncs: 2, setsEmptied: 1,
 		apply:    bridge.Histogram{Counts: counts, Count: 14, Sum: 0.125},
+		lost:     map[string]int64{"bl": 1, "wl": 0},
 		embedded: true,
 		broker: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
 			Refused: map[string]int64{"bad_password": 2}},
@@ -94,8 +95,21 @@ func TestExporter(t *testing.T) {
 		t.Errorf("/healthz = %d %q, want 503: not subscribed", code, body)
 	}
 	e.Stats.Subscribed.Store(true)
+	e.Stats.SetListLost("bl", "")
 	if code, body := get(); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q, want 200 ok", code, body)
+	}
+	// A list whose broker lost its state: 503 until a sync finds it again.
+	e.Stats.SetListLost("bl", "the broker has no keeper record")
+	if code, body := get(); code != 503 || !strings.Contains(body, "list bl: the broker has no keeper record") {
+		t.Errorf("/healthz = %d %q, want 503 naming the lost list", code, body)
+	}
+	if got := e.read(context.Background()).lost; got["bl"] != 1 {
+		t.Errorf("vallum_list_state_lost = %v, want bl 1", got)
+	}
+	e.Stats.SetListLost("bl", "")
+	if code, _ := get(); code != 200 {
+		t.Errorf("/healthz = %d once the list is found again, want 200", code)
 	}
 	if err := e.Health(context.Background()); err != nil {
 		t.Errorf("Health = %v", err)

@@ -20,7 +20,8 @@ type reading struct {
 	reconnects, messages, queue, syncs int64
 	setsEmptied                        int64
 	apply                              bridge.Histogram
-	drops                              []Drop // nil: no rules of vallum's own
+	lost                               map[string]int64 // per list: 1 while lost
+	drops                              []Drop           // nil: no rules of vallum's own
 
 	embedded        bool // the broker's figures below, else none
 	broker          broker.Stats
@@ -34,7 +35,10 @@ func (e *Exporter) read(ctx context.Context) reading {
 		connected: e.Stats.Connected.Load(), subscribed: e.Stats.Subscribed.Load(),
 		reconnects: e.Stats.Reconnects.Load(), messages: e.Stats.Messages.Load(),
 		queue: e.Stats.QueueDepth.Load(), syncs: e.Stats.Syncs.Load(), setsEmptied: e.Stats.SetsEmptied.Load(),
-		apply: e.Stats.ApplyLatency(),
+		apply: e.Stats.ApplyLatency(), lost: map[string]int64{},
+	}
+	for root, why := range e.Stats.ListsLost() {
+		r.lost[root] = b2i(why != "")
 	}
 	for _, s := range e.Sets {
 		if info, err := e.Backend.Info(ctx, s); err == nil {
@@ -93,6 +97,7 @@ func write(w io.Writer, r reading) {
 	family(w, "vallum_errors_total", "Ops the kernel refused or could not apply, by kind.", "kind", r.snap.Errors)
 	family(w, "vallum_set_entries", "Entries in the kernel set.", "set", r.size)
 	family(w, "vallum_set_capacity", "Capacity of the kernel set (0: no fixed limit).", "set", r.capacity)
+	family(w, "vallum_list_state_lost", "1 while the broker's list is not the one last synced (no keeper record, or another epoch): its bans are kept, none removed.", "list", r.lost)
 	scalars(w, bridgeScalars[:], b2i(r.connected), b2i(r.subscribed), r.reconnects, r.messages, r.queue, r.syncs, r.setsEmptied)
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
 	if r.drops != nil {

@@ -63,15 +63,15 @@ func DecodeRecord(b []byte) (Record, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return Record{}, fmt.Errorf("%w: keeper record: %v", ErrBadPayload, err)
 	}
-	if !validEpoch(j.Epoch) || j.Since <= 0 {
+	if !ValidEpoch(j.Epoch) || j.Since <= 0 {
 		return Record{}, fmt.Errorf("%w: keeper record without a valid \"epoch\" or \"since\"", ErrBadPayload)
 	}
 	return Record{Epoch: j.Epoch, Since: time.UnixMilli(j.Since), Keeper: Clip(j.Keeper)}, nil
 }
 
-// validEpoch reports whether s is 16 hex digits (a loop: hex.DecodeString
+// ValidEpoch reports whether s is 16 hex digits (a loop: hex.DecodeString
 // costs the router builds a kilobyte).
-func validEpoch(s string) bool {
+func ValidEpoch(s string) bool {
 	if len(s) != 16 {
 		return false
 	}
