@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/keeper"
+	"github.com/vallum/vallum/internal/keepermqtt"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+func newKeeperCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "keeper",
+		Short: "Keep lists' state on any broker (mosquitto, NATS...): events into state, expiry, a lost list restored",
+		Long: `vallum keeper is the owner of a list's state on a broker other than vallum's
+embedded one (which runs a keeper itself). It turns legacy events
+(ROOT/add, ROOT/del) into retained state, deletes expired bans, keeps the
+list's record (vallum/keeper/ROOT), and rebuilds a list the broker lost from
+its own copy in DATA_DIR/keeper. Run one (or two, for availability) per list.`,
+		Example: `  vallum keeper -h mosquitto.example -u keeper --password-file /etc/vallum/keeper.pw -t blacklist
+  vallum keeper -h n1,n2,n3 -t blacklist -t site1/blacklist --data-dir /var/lib/vallum`,
+		Args: cobra.NoArgs,
+		RunE: keeperCmd,
+	}
+	keeperFlags(c.Flags())
+	return c
+}
+
+// keeperFlags are the daemon's connection flags (not --qos: the keeper
+// reads and writes at QoS 1 only) and the limits it shares with the
+// bridges.
+func keeperFlags(f *pflag.FlagSet) {
+	conn := pflag.NewFlagSet("conn", pflag.ContinueOnError)
+	connFlags(conn)
+	conn.VisitAll(func(fl *pflag.Flag) {
+		switch fl.Name {
+		case "qos":
+			return
+		case "host":
+			fl.Usage = "MQTT broker host, or several separated by commas, tried in turn"
+		case "client-id":
+			fl.Usage = "MQTT client id (default keeper-HOSTNAME; a flag only: the config file's client_id is the daemon's)"
+		case "data-dir":
+			fl.Usage = "directory of the keeper's copy of its lists (DATA_DIR/keeper)"
+		}
+		f.AddFlag(fl)
+	})
+	f.StringArray("allow", nil, "CIDR that never becomes state, repeatable (as the bridges' --allow)")
+	f.Int("widest-v4", guard.DefaultWidest4, "broadest IPv4 prefix length that becomes state")
+	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that becomes state")
+	f.Int("max-payload", bridge.DefaultMaxPayload, "largest event payload in bytes; larger events are refused whole")
+	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a read of the lists that receives nothing for this long drops the connection and moves to the next broker")
+}
+
+func keeperCmd(cmd *cobra.Command, _ []string) error {
+	if printVersion(cmd) {
+		return nil
+	}
+	c, log, err := setup(cmd)
+	if err != nil {
+		return err
+	}
+	ko, ao, err := c.keeperOptions(cmd, log)
+	if err != nil {
+		return err
+	}
+	if c.DataDir != "" {
+		d := datadir.Dir(c.DataDir)
+		lock, err := datadir.Acquire(d.KeeperLock(), "the keeper's copy in "+c.DataDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+		ko.Copy = d.KeeperCopy()
+	} else {
+		log.Warn("no --data-dir: the keeper keeps no copy of its lists, and cannot rebuild a list the broker loses")
+	}
+	a, err := keepermqtt.New(ao)
+	if err != nil {
+		return err
+	}
+	k, err := keeper.New(ko, a)
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	onHUP(cmd.Context(), log, nil)
+	log.Info("vallum keeper started", "version", versionString(), "broker", urlString(ao.Brokers),
+		"client", ao.ClientID, "lists", strings.Join(ko.Roots, " "), "copy", ko.Copy)
+	return a.Run(cmd.Context(), k)
+}
+
+// keeperOptions checks the keeper's settings, every problem at once.
+func (c config) keeperOptions(cmd *cobra.Command, log *slog.Logger) (keeper.Options, keepermqtt.Options, error) {
+	var errs []error
+	ko := keeper.Options{Name: hostname(), Logger: log.With("component", "keeper")}
+	ao := keepermqtt.Options{Username: c.User, SyncTimeout: c.SyncTimeout, Logger: log.With("component", "keeper")}
+	if c.embedded() {
+		errs = append(errs, errors.New("vallum keeper needs a broker: -h HOST or --broker URL (the embedded broker keeps its lists itself)"))
+	}
+	lists, err := c.lists()
+	errs = append(errs, err)
+	for _, l := range lists {
+		ko.Roots = append(ko.Roots, l.Root)
+	}
+	ko.Limits, err = c.keeperLimits()
+	errs = append(errs, err)
+	urls, err := c.brokerURLs()
+	errs = append(errs, err)
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		errs = append(errs, err)
+		if err == nil {
+			ao.Brokers = append(ao.Brokers, u)
+		}
+	}
+	ao.Password, err = c.password()
+	errs = append(errs, err)
+	ao.TLS, err = c.tlsConfig()
+	errs = append(errs, err)
+	ao.ClientID, err = c.keeperClientID(cmd)
+	errs = append(errs, err)
+	return ko, ao, errors.Join(errs...)
+}
+
+// keeperLimits are the bridges' limits, checked as the daemon checks them.
+func (c config) keeperLimits() (keeper.Limits, error) {
+	lim := config{MaxPayload: c.MaxPayload, WidestV4: c.WidestV4, WidestV6: c.WidestV6, MaxElem: 1,
+		Host: c.Host, Broker: c.Broker, Port: c.Port}
+	errs := []error{lim.checkLimits()}
+	l := keeper.Limits{MaxPayload: c.MaxPayload, MinBitsV4: c.WidestV4, MinBitsV6: c.WidestV6}
+	for _, a := range c.Allow {
+		p, err := wire.ParsePrefix(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--allow %q: %w", a, err))
+			continue
+		}
+		l.Allow = append(l.Allow, p)
+	}
+	return l, errors.Join(errs...)
+}
+
+// keeperClientID is --client-id given as a flag, or keeper-HOSTNAME. Not
+// the client_id of the config file or VALLUM_CLIENT_ID: on a host that
+// runs the daemon too, that is the bridge's, and two clients with one id
+// knock each other off the broker.
+func (c config) keeperClientID(cmd *cobra.Command) (string, error) {
+	if cmd.Flags().Changed("client-id") {
+		return c.ClientID, validClientID(c.ClientID)
+	}
+	h := hostname()
+	if h == "" {
+		return "", errors.New("no host name to make the keeper's client id from: give --client-id")
+	}
+	id := "keeper-" + h
+	return id, validClientID(id)
+}
+
+func validClientID(id string) error {
+	if id == "" || strings.ContainsAny(id, "+#/\x00") || len(id) > 128 {
+		return fmt.Errorf("--client-id %q: not empty, no +, #, / or NUL, at most 128 bytes", id)
+	}
+	return nil
+}
+
+func urlString(urls []*url.URL) string {
+	s := make([]string, len(urls))
+	for i, u := range urls {
+		s[i] = u.Redacted()
+	}
+	return strings.Join(s, ",")
+}
