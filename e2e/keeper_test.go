@@ -1,0 +1,348 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// Issue 18, the standalone keeper: `vallum keeper` owns the list's state
+// on mosquitto (persistence on), as the embedded broker's keeper does on
+// the hub. Each test has a mosquitto hub, keepers on hosts of their own,
+// and vallum bridges on others.
+
+// mosquittoHub starts a lab with mosquitto (persistence on) on a hub host.
+func mosquittoHub(t *testing.T) (*lab.Lab, *hub, string) {
+	t.Helper()
+	l, dir := newLab(t)
+	b := &hub{h: addHost(t, l, "hub"), dir: dir}
+	b.start(t, true)
+	return l, b, dir
+}
+
+// startKeeper runs `vallum keeper` on h against the hub, with a data dir
+// and a client id named after name (kept across restarts), and waits until
+// it has read the list.
+func startKeeper(t *testing.T, h *lab.Host, b *hub, dir, name string, extra ...string) *lab.Proc {
+	t.Helper()
+	data := filepath.Join(dir, name+"-keeper-data")
+	args := append([]string{"keeper", "-h", b.h.Addr4, "-t", root, "--data-dir", data, "--client-id", "keeper-" + name}, extra...)
+	p := must[*lab.Proc](t)(h.Start(dir, vallumBin, args...))
+	if err := p.WaitLog("keeper read the lists", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// retainedBanTopics is every retained message the broker holds under
+// ROOT/ban/#, as a new subscriber sees them: the addresses, sorted.
+func retainedBanTopics(t *testing.T, b *hub) []string {
+	t.Helper()
+	got, err := b.h.RetainedState(hubPort, root+"/ban/#", time.Second)
+	if err != nil {
+		t.Fatalf("broker state: %v", err)
+	}
+	out := make([]string, 0, len(got))
+	for topic := range got {
+		out = append(out, strings.TrimPrefix(topic, root+"/ban/"))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitBrokerHolds polls until the broker holds exactly want under
+// ROOT/ban/#: every retained message counts, expired or not.
+func waitBrokerHolds(t *testing.T, b *hub, timeout time.Duration, want []string) {
+	t.Helper()
+	want = slices.Clone(want)
+	slices.Sort(want)
+	var got []string
+	err := lab.Eventually(timeout, func() (bool, string) {
+		got = retainedBanTopics(t, b)
+		return slices.Equal(got, want), ""
+	})
+	if err != nil {
+		t.Fatalf("broker's retained %s/ban/#: %s (%v)", root, setDiff(got, want), err)
+	}
+}
+
+// eventLines joins addresses into one event payload, each line with tail.
+func eventLines(addrs []string, tail string) string {
+	var sb strings.Builder
+	for _, a := range addrs {
+		sb.WriteString(a + tail + "\n")
+	}
+	return sb.String()
+}
+
+// Expired and unbanned state leaves the broker: 2,000 bans made by legacy
+// events with 2 s timeouts expire, 200 of 300 permanent bans are lifted by
+// legacy dels, and within a bounded time the broker holds exactly the 100
+// live bans, which a host that joins then gets. Without a keeper mosquitto
+// kept all 2,300 for good.
+func TestKeeperBoundsState(t *testing.T) {
+	const short, permanent, lifted = 2000, 300, 200
+	l, b, dir := mosquittoHub(t)
+	startKeeper(t, addHost(t, l, "k1"), b, dir, "k1")
+	pub := b.publisher(t)
+	for i := 0; i < short; i += 100 {
+		legacy(pub, "add", eventLines(addrs(i, i+100), " timeout 2"))
+	}
+	legacy(pub, "add", eventLines(addrs(short, short+permanent), ""))
+	legacy(pub, "del", eventLines(addrs(short, short+lifted), ""))
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	live := addrs(short+lifted, short+permanent)
+	waitBrokerHolds(t, b, 30*time.Second, live)
+	host := addHost(t, l, "late")
+	startBridge(t, host, b, dir)
+	waitSet(t, host, 20*time.Second, live)
+}
+
+// Legacy events (mosquitto_pub, as vallumd's fail2ban actions send them)
+// become state with a standalone keeper: a host that joins later gets
+// them, IPv6 and prefixes included, and not what a del lifted.
+func TestKeeperLegacyEventsBecomeState(t *testing.T) {
+	l, b, dir := mosquittoHub(t)
+	startKeeper(t, addHost(t, l, "k1"), b, dir, "k1")
+	for _, m := range []struct{ topic, payload string }{
+		{"blacklist/add", "203.0.113.7"},
+		{"blacklist/add", "2001:db8::7 timeout 600"},
+		{"blacklist/add", "198.51.100.0/24\n203.0.113.9 timeout 3600"},
+		{"blacklist", "192.0.2.44"},
+		{"blacklist/del", "203.0.113.7"},
+	} {
+		must[string](t)(b.h.Exec("mosquitto_pub", "-h", "127.0.0.1", "-q", "1", "-t", m.topic, "-m", m.payload))
+	}
+	waitBrokerHolds(t, b, 20*time.Second, []string{"192.0.2.44", "198.51.100.0/24", "203.0.113.9", "2001:db8::7"})
+	host := addHost(t, l, "late")
+	startBridge(t, host, b, dir)
+	waitSet(t, host, 20*time.Second, []string{"192.0.2.44", "198.51.100.0/24", "203.0.113.9"})
+	waitPrefixes(t, host, "blacklist6", "2001:db8::7")
+	checkTimeout(t, "blacklist", members(t, host, "blacklist"), "203.0.113.9", 3600, 60)
+}
+
+// mosquitto restarted without persistence comes back empty: the keeper
+// finds the list lost, says so at ERROR, and rebuilds it from its copy;
+// no host loses a ban meanwhile, and a host that joins afterwards gets the
+// whole list. (The hosts' side, keeping their bans while the list is
+// missing, is the bridge's: this test needs both.)
+func TestKeeperRebuildsLostList(t *testing.T) {
+	const n = 500
+	l, b, dir := mosquittoHub(t)
+	k := startKeeper(t, addHost(t, l, "k1"), b, dir, "k1")
+	host := addHost(t, l, "host")
+	startBridge(t, host, b, dir)
+	pub := b.publisher(t)
+	now := time.Now()
+	for i := range n / 2 { // as `vallum ban` makes them
+		pub.Publish(stateTopic(i), true, ban(i, now, now.Add(time.Hour)).Payload)
+	}
+	legacy(pub, "add", eventLines(addrs(n/2, n), " timeout 3600")) // as vallumd's actions make them
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := addrs(0, n)
+	waitSet(t, host, 20*time.Second, want)
+	waitBrokerHolds(t, b, 20*time.Second, want)
+
+	// Watch the host's set from now on: not one ban may go.
+	var fewest atomic.Int64
+	fewest.Store(n)
+	stop := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		for {
+			if c, err := host.SetCount(root); err == nil && int64(c) < fewest.Load() {
+				fewest.Store(int64(c))
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	b.stop(t)
+	b.start(t, false) // empty: no retained message, no session
+	waitBrokerHolds(t, b, 30*time.Second, want)
+	late := addHost(t, l, "late")
+	startBridge(t, late, b, dir)
+	waitSet(t, late, 20*time.Second, want)
+	waitSet(t, host, 20*time.Second, want)
+	close(stop)
+	watch.Wait()
+	if f := fewest.Load(); f < n {
+		t.Errorf("the host's set fell to %d of %d bans while the broker had lost the list", f, n)
+	}
+	if out := k.Output(); !strings.Contains(out, "level=ERROR") {
+		t.Errorf("the keeper logged the lost list below ERROR:\n%s", out)
+	}
+}
+
+// Two keepers on one list, for availability, do not corrupt it: 10,000
+// legacy bans and unbans of 500 addresses in a seeded random order, and
+// every host (two running, one that joins after) and the broker end with
+// exactly the addresses whose last operation was a ban.
+func TestKeeperTwoKeepers10k(t *testing.T) {
+	const ops, span = 10000, 500
+	l, b, dir := mosquittoHub(t)
+	startKeeper(t, addHost(t, l, "k1"), b, dir, "k1")
+	startKeeper(t, addHost(t, l, "k2"), b, dir, "k2")
+	hosts := []*lab.Host{addHost(t, l, "h1"), addHost(t, l, "h2")}
+	for _, h := range hosts {
+		startBridge(t, h, b, dir)
+	}
+	rng := rand.New(rand.NewPCG(18, 2))
+	banned := map[int]bool{}
+	pub := b.publisher(t)
+	for range ops {
+		i := rng.IntN(span)
+		action := "add"
+		if banned[i] && rng.IntN(2) == 0 {
+			action = "del"
+		}
+		banned[i] = action == "add"
+		legacy(pub, action, banAddr(i).String())
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i, on := range banned {
+		if on {
+			want = append(want, banAddr(i).String())
+		}
+	}
+	t.Logf("%d operations leave %d of %d addresses banned", ops, len(want), span)
+	waitBrokerHolds(t, b, 45*time.Second, want)
+	hosts = append(hosts, addHost(t, l, "late"))
+	startBridge(t, hosts[2], b, dir)
+	for _, h := range hosts {
+		waitSet(t, h, 30*time.Second, want)
+	}
+}
+
+// A keeper SIGKILLed in the middle of a stream of events and started
+// again loses none of them: what came while it was dead waited in its
+// session, what it had not acknowledged comes again.
+func TestKeeperKilledMidStream(t *testing.T) {
+	const n = 3000
+	l, b, dir := mosquittoHub(t)
+	kh := addHost(t, l, "k1")
+	k := startKeeper(t, kh, b, dir, "k1")
+	pub := b.publisher(t)
+	var want []string
+	for i := range n {
+		if i == n/3 {
+			k.Kill()
+		}
+		legacy(pub, "add", banAddr(i).String())
+		if i%10 == 9 { // lift every tenth ban a little later
+			legacy(pub, "del", banAddr(i-5).String())
+		}
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if i%10 != 4 {
+			want = append(want, banAddr(i).String())
+		}
+	}
+	startKeeper(t, kh, b, dir, "k1")
+	waitBrokerHolds(t, b, 45*time.Second, want)
+	host := addHost(t, l, "late")
+	startBridge(t, host, b, dir)
+	waitSet(t, host, 20*time.Second, want)
+	// The record names the list's one epoch, kept across the restart.
+	rec, err := b.h.RetainedState(hubPort, wire.RecordTopic(root), time.Second)
+	if err != nil || len(rec) != 1 {
+		t.Fatalf("record %s: %v (%v), want one", wire.RecordTopic(root), rec, err)
+	}
+	if _, err := wire.DecodeRecord([]byte(rec[wire.RecordTopic(root)])); err != nil {
+		t.Fatalf("record: %v", err)
+	}
+}
+
+// contrib/mosquitto/vallum.acl gives each login what it needs and no more:
+// the keeper keeps the list (a ban made by `vallum ban` as the reporter
+// expires from the broker, a legacy event becomes state), a host gets the
+// list; and neither the reporter nor a host can write the list's record,
+// nor a host a ban.
+func TestKeeperMosquittoACL(t *testing.T) {
+	l, dir := newLab(t)
+	b := &hub{h: addHost(t, l, "hub"), dir: dir}
+	pwFile := filepath.Join(dir, "mosquitto.passwd")
+	users := map[string]string{}
+	for i, u := range []string{"keeper", "edge1", "fail2ban"} {
+		pw := fmt.Sprintf("pw-%d-%s", i, u)
+		args := []string{"-b", pwFile, u, pw}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		must[string](t)(b.h.Exec("mosquitto_passwd", args...))
+		users[u] = filepath.Join(dir, u+".pw")
+		if err := os.WriteFile(users[u], []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl := must[string](t)(filepath.Abs(filepath.Join("..", "contrib", "mosquitto", "vallum.acl")))
+	b.proc = must[*lab.Proc](t)(b.h.StartMosquittoWith(dir, hubPort, true,
+		"allow_anonymous false\npassword_file "+pwFile+"\nacl_file "+acl+"\n"))
+	as := func(u string) []string { return []string{"-u", u, "--password-file", users[u]} }
+	k := startKeeper(t, addHost(t, l, "k1"), b, dir, "k1", as("keeper")...)
+	host := addHost(t, l, "host")
+	startBridge(t, host, b, dir, as("edge1")...)
+
+	reporter := addHost(t, l, "reporter")
+	cli := func(u string, args ...string) (string, error) {
+		return reporter.Exec(vallumBin, append(append(args, "-h", b.h.Addr4, "--data-dir", filepath.Join(dir, "cli")), as(u)...)...)
+	}
+	must[string](t)(cli("fail2ban", "ban", root, "203.0.113.1", "--timeout", "2"))
+	must[string](t)(cli("fail2ban", "ban", root, "203.0.113.2"))
+	must[string](t)(reporter.Exec("mosquitto_pub", "-h", b.h.Addr4, "-q", "1", "-u", "fail2ban", "-P", "pw-2-fail2ban",
+		"-t", root+"/add", "-m", "203.0.113.3"))
+	waitBrokerHolds(t, b, 20*time.Second, []string{"203.0.113.2", "203.0.113.3"})
+	waitSet(t, host, 20*time.Second, []string{"203.0.113.2", "203.0.113.3"})
+
+	// Forgeries: a record from the reporter and from a host, a ban from a
+	// host. mosquitto drops a refused publish without a word, so the proof
+	// is the broker's state afterwards.
+	recTopic := wire.RecordTopic(root)
+	before := must[map[string]string](t)(b.h.RetainedState(hubPort, recTopic, time.Second))
+	// The lowest epoch: two keepers settle on the lower of theirs, so a
+	// forgery that got through would show as the keeper adopting it.
+	forged := string(wire.EncodeRecord(wire.Record{Epoch: "0000000000000000", Since: time.Now(), Keeper: "forger"}))
+	for _, u := range []string{"fail2ban", "edge1"} {
+		pw := strings.TrimSpace(must[string](t)(reporter.Exec("cat", users[u])))
+		reporter.Exec("mosquitto_pub", "-h", b.h.Addr4, "-q", "1", "-u", u, "-P", pw, "-r", "-t", recTopic, "-n")
+		reporter.Exec("mosquitto_pub", "-h", b.h.Addr4, "-q", "1", "-u", u, "-P", pw, "-r", "-t", recTopic, "-m", forged)
+	}
+	reporter.Exec("mosquitto_pub", "-h", b.h.Addr4, "-q", "1", "-u", "edge1", "-P", "pw-1-edge1", "-r",
+		"-t", root+"/ban/203.0.113.66", "-m", string(ban(0, time.Now(), time.Time{}).Payload))
+	after := must[map[string]string](t)(b.h.RetainedState(hubPort, recTopic, time.Second))
+	if len(before) != 1 || !maps.Equal(before, after) {
+		t.Errorf("the record was %v, is %v after the forgeries: want one record, unchanged", before, after)
+	}
+	waitBrokerHolds(t, b, 5*time.Second, []string{"203.0.113.2", "203.0.113.3"})
+	if strings.Contains(k.Output(), "level=ERROR") {
+		t.Errorf("the keeper logged an error:\n%s", k.Output())
+	}
+}
