@@ -41,6 +41,11 @@ func startKeeper(t *testing.T, h *lab.Host, b *hub, dir, name string, extra ...s
 	data := filepath.Join(dir, name+"-keeper-data")
 	args := append([]string{"keeper", "-h", b.h.Addr4, "-t", root, "--data-dir", data, "--client-id", "keeper-" + name}, extra...)
 	p := must[*lab.Proc](t)(h.Start(dir, vallumBin, args...))
+	t.Cleanup(func() {
+		if out := p.Output(); t.Failed() {
+			t.Logf("keeper %s logged:\n%s", name, out[max(0, len(out)-4000):])
+		}
+	})
 	if err := p.WaitLog("keeper read the lists", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ import (
 // Retained, Settle and Message are called from one goroutine; Run runs
 // beside them.
 type Keeper interface {
-	Filters() []string                     // the topics to subscribe to
+	Filters() []string                     // the topics to subscribe to: events exactly, values (state) by wildcard or under vallum/
 	Retained(topic string, payload []byte) // a retained message of the read before Settle
 	Settle() error                         // every retained message has been read
 	Message(topic string, payload []byte)  // a live message, after Settle

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -21,8 +22,10 @@ type worker struct {
 	first  chan struct{} // closed at the first Settle
 
 	settled bool
-	rd      *read  // the read in progress; nil when none
-	held    []held // live messages that came during a read
+	rd      *read           // the read in progress; nil when none
+	begun   bool            // the read's first retained message or marker came
+	held    []held          // live messages that came during a read
+	events  map[string]bool // the filters without wildcards outside vallum/: event topics
 }
 
 // read is one read of the retained messages, ended by the marker that
@@ -39,10 +42,17 @@ type read struct {
 type held struct {
 	topic   string
 	payload []byte
+	stale   bool // a value the read has superseded
 }
 
 func newWorker(a *Adapter, k Keeper) *worker {
-	return &worker{a: a, k: k, marker: wire.MarkerTopic(a.o.ClientID), first: make(chan struct{})}
+	w := &worker{a: a, k: k, marker: wire.MarkerTopic(a.o.ClientID), first: make(chan struct{}), events: map[string]bool{}}
+	for _, f := range k.Filters() {
+		if !strings.ContainsAny(f, "+#") && !strings.HasPrefix(f, wire.Namespace+"/") {
+			w.events[f] = true
+		}
+	}
+	return w
 }
 
 func (w *worker) run(ctx context.Context) error {
@@ -76,6 +86,7 @@ func (w *worker) handle(e event) error {
 	case m.Topic() == w.marker:
 		m.Ack()
 		if w.rd != nil && string(m.Payload()) == w.rd.nonce {
+			w.begun = true
 			return w.settle()
 		}
 	case w.settled:
@@ -86,18 +97,46 @@ func (w *worker) handle(e event) error {
 		if w.rd != nil {
 			w.rd.n++
 		}
+		w.begun = true
+		w.supersede(m.Topic())
 		m.Ack()
 	default:
 		// Live, during a read: handed to Message after Settle. It is
 		// acknowledged now, as the retained messages are: the broker
 		// sends the rest of the read only while its window of
 		// unacknowledged messages has room (mosquitto's default is 20).
-		// A keeper killed before Settle loses these few; it reads the
-		// whole state again at its next start.
-		w.held = append(w.held, held{m.Topic(), m.Payload()})
+		// A keeper killed before Settle loses these few events; the
+		// state it reads again at its next start.
+		if w.begun || w.isEvent(m.Topic()) {
+			w.held = append(w.held, held{topic: m.Topic(), payload: m.Payload()})
+		}
 		m.Ack()
 	}
 	return nil
+}
+
+// A value (a ban's state, a record) that comes before the read's first
+// retained message is older than the read, which holds the topic's value
+// as the subscription was made, or its absence: it is dropped. At a
+// restart these are the session's old messages, the keeper's own echoes
+// among them, which the keeper of the new process cannot tell from a
+// client's states. Events are kept: each one counts. A broker sends one
+// client's messages in order, so a value that comes after the read began
+// is newer than the read; on a broker that does not (a retained copy of
+// the topic comes after it), the retained copy supersedes it.
+func (w *worker) isEvent(topic string) bool { return w.events[topic] }
+
+// supersede marks the held values of topic stale: a retained copy of it
+// came after them.
+func (w *worker) supersede(topic string) {
+	if w.isEvent(topic) {
+		return // a retained event is junk, not a value: the events stand
+	}
+	for i := range w.held {
+		if w.held[i].topic == topic {
+			w.held[i].stale = true
+		}
+	}
 }
 
 // connected starts a read unless the broker kept the session of a keeper
@@ -129,6 +168,11 @@ func (w *worker) startRead(c *sessConn) {
 	for _, f := range w.k.Filters() {
 		filters[f] = 1
 	}
+	// The new read supersedes every value held from an earlier one.
+	w.begun = false
+	for i := range w.held {
+		w.held[i].stale = w.held[i].stale || !w.isEvent(w.held[i].topic)
+	}
 	cl, marker, payload := w.a.cl, w.marker, w.rd.nonce
 	go func() { // off the worker: the retained messages come before the SUBACK is seen
 		tok := cl.SubscribeMultiple(filters, nil)
@@ -155,7 +199,9 @@ func (w *worker) settle() error {
 		"live", len(w.held), "took", time.Since(w.rd.start).Round(time.Millisecond))
 	w.settled, w.rd = true, nil
 	for _, h := range w.held {
-		w.k.Message(h.topic, h.payload)
+		if !h.stale {
+			w.k.Message(h.topic, h.payload)
+		}
 	}
 	w.held = nil
 	select {
