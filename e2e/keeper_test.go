@@ -56,7 +56,7 @@ func startKeeper(t *testing.T, h *lab.Host, b *hub, dir, name string, extra ...s
 // ROOT/ban/#, as a new subscriber sees them: the addresses, sorted.
 func retainedBanTopics(t *testing.T, b *hub) []string {
 	t.Helper()
-	got, err := b.h.RetainedState(hubPort, root+"/ban/#", time.Second)
+	got, err := b.h.RetainedState(b.observer(), root+"/ban/#", time.Second)
 	if err != nil {
 		t.Fatalf("broker state: %v", err)
 	}
@@ -66,6 +66,15 @@ func retainedBanTopics(t *testing.T, b *hub) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// observer is the port the test reads the broker on: hubPort, or the
+// anonymous loopback listener of a broker whose main one asks for logins.
+func (b *hub) observer() int {
+	if b.h.Name == aclHubName {
+		return aclObserverPort
+	}
+	return hubPort
 }
 
 // waitBrokerHolds polls until the broker holds exactly want under
@@ -286,6 +295,11 @@ func TestKeeperKilledMidStream(t *testing.T) {
 	}
 }
 
+const (
+	aclHubName      = "aclhub"
+	aclObserverPort = 1884
+)
+
 // contrib/mosquitto/vallum.acl gives each login what it needs and no more:
 // the keeper keeps the list (a ban made by `vallum ban` as the reporter
 // expires from the broker, a legacy event becomes state), a host gets the
@@ -293,7 +307,7 @@ func TestKeeperKilledMidStream(t *testing.T) {
 // nor a host a ban.
 func TestKeeperMosquittoACL(t *testing.T) {
 	l, dir := newLab(t)
-	b := &hub{h: addHost(t, l, "hub"), dir: dir}
+	b := &hub{h: addHost(t, l, aclHubName), dir: dir}
 	pwFile := filepath.Join(dir, "mosquitto.passwd")
 	users := map[string]string{}
 	for i, u := range []string{"keeper", "edge1", "fail2ban"} {
@@ -309,8 +323,22 @@ func TestKeeperMosquittoACL(t *testing.T) {
 		}
 	}
 	acl := must[string](t)(filepath.Abs(filepath.Join("..", "contrib", "mosquitto", "vallum.acl")))
-	b.proc = must[*lab.Proc](t)(b.h.StartMosquittoWith(dir, hubPort, true,
-		"allow_anonymous false\npassword_file "+pwFile+"\nacl_file "+acl+"\n"))
+	// The ACL on the hosts' listener; an anonymous one on the hub's
+	// loopback for the test to read the broker's state.
+	conf := filepath.Join(dir, "mosquitto-acl.conf")
+	body := fmt.Sprintf("user root\nper_listener_settings true\nmax_queued_messages 2000000\nlog_dest stdout\n"+
+		"persistence true\npersistence_location %s/\nautosave_interval 1\n"+
+		"listener %d\nallow_anonymous false\npassword_file %s\nacl_file %s\n"+
+		"listener %d 127.0.0.1\nallow_anonymous true\n", dir, hubPort, pwFile, acl, aclObserverPort)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.proc = must[*lab.Proc](t)(b.h.Start(dir, "mosquitto", "-c", conf))
+	for _, port := range []int{hubPort, aclObserverPort} {
+		if err := b.h.WaitPort(port, 10*time.Second); err != nil {
+			t.Fatalf("%v\n%s", err, b.proc.Output())
+		}
+	}
 	as := func(u string) []string { return []string{"-u", u, "--password-file", users[u]} }
 	k := startKeeper(t, addHost(t, l, "k1"), b, dir, "k1", as("keeper")...)
 	host := addHost(t, l, "host")
@@ -331,7 +359,7 @@ func TestKeeperMosquittoACL(t *testing.T) {
 	// host. mosquitto drops a refused publish without a word, so the proof
 	// is the broker's state afterwards.
 	recTopic := wire.RecordTopic(root)
-	before := must[map[string]string](t)(b.h.RetainedState(hubPort, recTopic, time.Second))
+	before := must[map[string]string](t)(b.h.RetainedState(aclObserverPort, recTopic, time.Second))
 	// The lowest epoch: two keepers settle on the lower of theirs, so a
 	// forgery that got through would show as the keeper adopting it.
 	forged := string(wire.EncodeRecord(wire.Record{Epoch: "0000000000000000", Since: time.Now(), Keeper: "forger"}))
@@ -342,7 +370,7 @@ func TestKeeperMosquittoACL(t *testing.T) {
 	}
 	reporter.Exec("mosquitto_pub", "-h", b.h.Addr4, "-q", "1", "-u", "edge1", "-P", "pw-1-edge1", "-r",
 		"-t", root+"/ban/203.0.113.66", "-m", string(ban(0, time.Now(), time.Time{}).Payload))
-	after := must[map[string]string](t)(b.h.RetainedState(hubPort, recTopic, time.Second))
+	after := must[map[string]string](t)(b.h.RetainedState(aclObserverPort, recTopic, time.Second))
 	if len(before) != 1 || !maps.Equal(before, after) {
 		t.Errorf("the record was %v, is %v after the forgeries: want one record, unchanged", before, after)
 	}
