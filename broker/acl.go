@@ -27,9 +27,18 @@ func roleAccess(role string, lists []string) access {
 	}
 }
 
-// canPublish reports whether a, as client id, may publish on topic.
+// canPublish reports whether a, as client id, may publish on topic. Only
+// an admin (and the keeper inside the broker) writes a keeper record: a
+// forged one would tell every host that its list was lost, or hide a
+// loss; no extra filter of the users file grants it.
 func (a access) canPublish(topic, id string) bool {
-	if a.admin || anyCovers(a.publish, topic) {
+	if a.admin {
+		return true
+	}
+	if covers(wire.RecordPrefix+"#", topic) {
+		return false
+	}
+	if anyCovers(a.publish, topic) {
 		return true
 	}
 	if a.host && topic == wire.MarkerTopic(id) {
@@ -63,12 +72,14 @@ func (a access) canSubscribe(filter, id string) bool {
 		return true
 	}
 	if a.lists == nil {
-		// Every topic may be a list, but none under vallum/: the sync
-		// markers of other hosts.
-		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter)
+		// Every topic may be a list, but none under vallum/ but the
+		// keeper's records: the sync markers of other hosts are there.
+		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter) ||
+			(a.host || a.reporter) && covers(wire.RecordPrefix+"#", filter)
 	}
 	for _, r := range a.lists {
-		if a.host && covers(r+"/#", filter) || a.reporter && covers(wire.StateFilter(r), filter) {
+		if a.host && covers(r+"/#", filter) || a.reporter && covers(wire.StateFilter(r), filter) ||
+			(a.host || a.reporter) && filter == wire.RecordTopic(r) {
 			return true
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // The tests here attack the broker as a host login (the one every edge
@@ -187,6 +189,50 @@ func TestAttackSyncMarkers(t *testing.T) {
 	wantRefusal(t, b, logs, refPublish, "user=edge2", "topic=vallum/sync/vallum-victim")
 }
 
+// TestAttackKeeperRecord: the keeper's record of a list tells every host
+// whether the broker lost the list. A reporter or a host that forges it
+// (a smaller epoch, which keepers adopt) or deletes it is refused; hosts
+// and reporters read the record of their lists and of no other.
+func TestAttackKeeperRecord(t *testing.T) {
+	b, u, logs := fleet(t, Limits{})
+	topic := wire.RecordTopic("blacklist")
+	watch := mustDial(t, u, withUser("edge1", "edge1"))
+	watch.sub(t, topic, 1)
+	m := watch.until(t, topic, 5*time.Second)
+	rec, err := wire.DecodeRecord([]byte(m.payload))
+	if err != nil || rec.Keeper != "hub" {
+		t.Fatalf("record of blacklist: %q (%v), want the hub keeper's", m.payload, err)
+	}
+	forged := string(wire.EncodeRecord(wire.Record{Epoch: "0000000000000000", Since: time.Now()}))
+	for _, user := range []string{"rep", "edge2", "other"} {
+		evil := mustDial(t, u, withUser(user, user))
+		evil.Publish(topic, 0, true, forged)
+		evil.Publish(topic, 0, true, "")
+		evil.Publish(topic, 1, true, forged) // MQTT 3.1.1: refused by disconnecting
+		wantRefusal(t, b, logs, refPublish, "user="+user, "topic="+topic)
+	}
+	other := mustDial(t, u, withUser("other", "other"))
+	other.sub(t, wire.RecordTopic("site2/blacklist"), 1)
+	for _, f := range []string{topic, wire.RecordPrefix + "#"} {
+		tok := other.Subscribe(f, 1, nil)
+		if err := wait(t, tok, "subscribe "+f); err != nil {
+			t.Fatal(err)
+		}
+		if code := tok.(*paho.SubscribeToken).Result()[f]; code < 0x80 {
+			t.Errorf("reporter of site2/blacklist subscribing to %s: granted (%#x), want refused", f, code)
+		}
+	}
+	late := mustDial(t, u, withUser("admin", "admin"))
+	if got := drain(t, late, topic); got[topic] != m.payload {
+		t.Errorf("record after the attacks: %q, want the keeper's %q", got[topic], m.payload)
+	}
+	for len(watch.msgs) > 0 { // the record may have come twice: retained and live
+		if m2 := <-watch.msgs; m2.payload != m.payload {
+			t.Errorf("host got %s %q after the attacks, want the keeper's record only", m2.topic, m2.payload)
+		}
+	}
+}
+
 // TestAttackClientIDTakeover: another login connecting with a host's client
 // id is refused, while the host is connected and while its persistent
 // session waits for it; the host keeps its session.
@@ -287,7 +333,13 @@ func TestAttackStateJunk(t *testing.T) {
 	rep.pub(t, "blacklist/ban/192.0.2.6", 1, true, valid)
 
 	late := mustDial(t, u, withUser("admin", "admin"))
-	if got := drain(t, late, "#"); len(got) != 1 || got["blacklist/ban/192.0.2.6"] != valid {
+	got := drain(t, late, "#")
+	for topic := range got { // the keeper's records of its lists
+		if strings.HasPrefix(topic, wire.RecordPrefix) {
+			delete(got, topic)
+		}
+	}
+	if len(got) != 1 || got["blacklist/ban/192.0.2.6"] != valid {
 		for topic, p := range got {
 			t.Errorf("retained %s (%d bytes), want only the valid state blacklist/ban/192.0.2.6", topic, len(p))
 		}

@@ -17,7 +17,8 @@ import (
 type Broker struct {
 	srv    *mqtt.Server
 	ls     []listeners.Listener
-	keeper *keeper
+	roots  []string   // the lists the keeper keeps
+	keeper *hubKeeper // nil without lists
 	store  *storeHook // nil without a data dir
 	opts   Options
 	ref    *refusals
@@ -46,10 +47,11 @@ func New(o Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	roots := keeperRoots(o.Lists, auth.users)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: capabilities(o),
 		Logger:       slog.New(&briefHandler{o.Logger.Handler()}),
-		InlineClient: len(o.Lists) > 0,
+		InlineClient: len(roots) > 0,
 		// Room for bulk feeds: one 4 MiB message is read in a few calls.
 		ClientNetReadBufferSize:  64 << 10,
 		ClientNetWriteBufferSize: 64 << 10,
@@ -58,7 +60,7 @@ func New(o Options) (*Broker, error) {
 		return nil, err
 	}
 	auth.srv = srv
-	b := &Broker{srv: srv, opts: o, ref: ref, guard: newConnGuard(o.Limits, ref)}
+	b := &Broker{srv: srv, opts: o, roots: roots, ref: ref, guard: newConnGuard(o.Limits, ref)}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
@@ -69,14 +71,28 @@ func New(o Options) (*Broker, error) {
 		_ = srv.Close() // closes the store and what was bound
 		return nil, err
 	}
-	if len(o.Lists) > 0 {
-		b.keeper = newKeeper(srv, o.Lists, o.Logger.With("component", "keeper"))
-		if err := b.keeper.subscribe(); err != nil {
-			_ = srv.Close()
-			return nil, fmt.Errorf("start keeper: %w", err)
-		}
+	if err := b.startKeeper(); err != nil {
+		_ = srv.Close()
+		return nil, fmt.Errorf("start keeper: %w", err)
 	}
 	return b, nil
+}
+
+// startKeeper subscribes the keeper of every list the broker serves: the
+// lists of Options.Lists and of the users file. Without any, no keeper
+// runs, and the broker says so once.
+func (b *Broker) startKeeper() error {
+	if len(b.roots) == 0 {
+		b.opts.Logger.Warn("no list named: no keeper runs, so legacy events become no state and expired bans stay; " +
+			"name the lists with -t LIST, or with lists: of the hosts and reporters in the users file")
+		return nil
+	}
+	k, err := newHubKeeper(b.srv, b.roots, b.opts.Keeper, b.opts.Logger.With("component", "keeper"))
+	if err != nil {
+		return err
+	}
+	b.keeper = k
+	return k.subscribe()
 }
 
 // capabilities replaces mochi's defaults, several of which are traps for a

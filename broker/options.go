@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vallum/vallum/internal/keeper"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -129,10 +130,13 @@ type Options struct {
 	// (internal/datadir); "" keeps everything in memory only.
 	DataDir string
 	// Lists are the list roots (such as "blacklist" or "site1/blacklist")
-	// whose legacy events the keeper turns into state and whose expired
-	// bans it clears. Roles without explicit lists apply to these, or to
-	// every topic when Lists is empty.
+	// the broker serves. Roles without explicit lists apply to these, or
+	// to every topic when Lists is empty. The keeper keeps these and the
+	// lists the users file gives hosts and reporters.
 	Lists []string
+	// Keeper is what the keeper refuses to turn into state: what the
+	// bridges refuse (their payload limit, prefix widths and allowlist).
+	Keeper keeper.Limits
 	// MaxMessageSize bounds one MQTT packet; default DefaultMaxMessageSize.
 	MaxMessageSize int `limit:"max_message_size"`
 	// MaxClients bounds connected clients; default DefaultMaxClients.

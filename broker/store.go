@@ -47,7 +47,7 @@ func (b *Broker) addStore() error {
 		log.Warn("store: " + note)
 	}
 	c := &storeConfig{Path: d.Store(), Logger: log, Lock: lock}
-	for _, root := range b.opts.Lists {
+	for _, root := range b.roots {
 		c.Events = append(c.Events, wire.EventTopics(root)...)
 	}
 	// The last hook with OnPublish: a publish it stores must not be

@@ -24,7 +24,12 @@ func newBrokerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			lists, _ := c.lists() // optional here: the keeper's lists
+			// Optional here: the keeper keeps these and the lists the
+			// users file names (broker/README.md, The keeper).
+			lists, err := c.lists()
+			if len(c.Topic) > 0 && err != nil {
+				return err
+			}
 			g, ctx := errgroup.WithContext(cmd.Context())
 			if _, err := startBroker(ctx, g, c, lists, nil, log); err != nil {
 				return portInUse(err, false)
@@ -34,7 +39,7 @@ func newBrokerCmd() *cobra.Command {
 		},
 	}
 	brokerFlags(c.Flags())
-	c.Flags().StringArrayP("topic", "t", nil, "list topic whose legacy events the broker keeps as state, repeatable")
+	c.Flags().StringArrayP("topic", "t", nil, "list the broker serves and keeps (its keeper also keeps the lists the users file names), repeatable")
 	c.Flags().String("data-dir", "/var/lib/vallum", "directory for the broker's store")
 	c.Flags().String("log-level", "info", "log level: debug, info, warn or error")
 	c.Flags().String("log-format", "text", "log format: text or json")

@@ -11,6 +11,7 @@ import (
 	"github.com/vallum/vallum/broker"
 	"github.com/vallum/vallum/internal/backends"
 	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/keeper"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -69,6 +70,19 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	return o, errors.Join(errs...)
 }
 
+// keeperLimits are the bridge's limits, which the hub's keeper applies
+// too. An --allow entry that does not parse is left out here: the
+// daemon's bridgeOptions refuses it.
+func (c config) keeperLimits() keeper.Limits {
+	l := keeper.Limits{MaxPayload: c.MaxPayload, MinBitsV4: c.WidestV4, MinBitsV6: c.WidestV6}
+	for _, a := range c.Allow {
+		if p, err := wire.ParsePrefix(a); err == nil {
+			l.Allow = append(l.Allow, p)
+		}
+	}
+	return l
+}
+
 // confirmSync is how long after a connection's first sync the bridge syncs
 // again. A broker's copy
 // of the state may still be catching up when a host connects: on a NATS
@@ -87,6 +101,7 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 	for _, l := range lists {
 		o.Lists = append(o.Lists, l.Root)
 	}
+	o.Keeper = c.keeperLimits()
 	var errs []error
 	for _, l := range c.BrokerLimit {
 		errs = append(errs, o.SetLimit(l))

@@ -8,11 +8,16 @@
 package keeper
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Sink publishes the keeper's retained messages (QoS 1). An empty payload
@@ -48,37 +53,178 @@ type Options struct {
 	Now    func() time.Time // nil: time.Now
 }
 
+// Origin is the origin of the states the keeper makes from events.
+const Origin = "keeper"
+
 // Keeper keeps the lists of Options.Roots.
 type Keeper struct {
-	o    Options
-	sink Sink
+	o     Options
+	sink  Sink
+	log   *slog.Logger
+	now   func() time.Time
+	guard *guard.Guard
+	quiet *quiet
+	lists []*list
+	copy  *copyLog // nil without Options.Copy
+
+	mu      sync.Mutex
+	bans    map[string]entry     // canonical state topic -> what the broker holds
+	stated  map[string]time.Time // canonical state topic -> when a client last published it
+	pubs    map[string]*pub      // topic -> the keeper's own recent publishes
+	pubsCap int                  // len(pubs) that makes the next publish sweep it
+	statCap int                  // the same for stated
+	due     expiryHeap
+	wake    chan struct{}
+	gen     uint32 // the current read of the retained messages
+	reading bool   // Retained was called since the last Settle
+	fixes   []fix  // misspelt or refused states read, fixed at Settle
+}
+
+// list is one kept list.
+type list struct {
+	root string
+	rec  wire.Record  // the list's epoch; Epoch "" until Settle decides
+	read *wire.Record // the record read before Settle; nil: none
+	junk bool         // a record that does not parse was read
+}
+
+// entry is what the keeper knows of one state the broker holds.
+type entry struct {
+	at   int64  // the state's At, Unix milliseconds: its version
+	exp  int64  // when it expires, Unix seconds; 0: never
+	gen  uint32 // the read of the retained messages that last saw it
+	list uint16 // index in Keeper.lists
 }
 
 // New returns a Keeper publishing through sink, with its copy loaded.
 func New(o Options, sink Sink) (*Keeper, error) {
-	return nil, errors.ErrUnsupported
+	if len(o.Roots) == 0 {
+		return nil, errors.New("keeper: no list to keep")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Limits.MaxPayload == 0 {
+		o.Limits.MaxPayload = DefaultMaxPayload
+	}
+	k := &Keeper{o: o, sink: sink, log: o.Logger, now: o.Now,
+		guard: guard.New(o.Limits.Allow, o.Limits.MinBitsV4, o.Limits.MinBitsV6),
+		bans:  map[string]entry{}, stated: map[string]time.Time{}, pubs: map[string]*pub{},
+		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024}
+	k.quiet = newQuiet(k.log, o.Now)
+	for _, root := range o.Roots {
+		if err := wire.ValidRoot(root); err != nil {
+			return nil, fmt.Errorf("keeper: list %q: %w", root, err)
+		}
+		k.lists = append(k.lists, &list{root: root})
+	}
+	if o.Copy != "" {
+		c, err := openCopy(o.Copy, k.log, k.quiet)
+		if err != nil {
+			return nil, err
+		}
+		k.copy = c
+		if err := k.loadCopy(); err != nil {
+			_ = c.close()
+			return nil, fmt.Errorf("keeper: read its copy: %w", err)
+		}
+	}
+	return k, nil
 }
 
 // Filters are the topic filters the adapter subscribes to: the events,
 // the state and the record topic of each list.
-func (k *Keeper) Filters() []string { return nil }
+func (k *Keeper) Filters() []string {
+	var f []string
+	for _, l := range k.lists {
+		f = append(f, wire.EventTopics(l.root)...)
+		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root))
+	}
+	return f
+}
+
+// Close closes the keeper's copy. Call it after Run returned.
+func (k *Keeper) Close() error {
+	if k.copy == nil {
+		return nil
+	}
+	return k.copy.close()
+}
+
+// What a topic of Filters() carries.
+const (
+	onEvent = iota + 1
+	onState
+	onRecord
+)
+
+// route finds the list of topic and what the topic carries; 0 if none.
+func (k *Keeper) route(topic string) (int, int) {
+	for i, l := range k.lists {
+		switch {
+		case wire.IsEventTopic(l.root, topic):
+			return i, onEvent
+		case topic == wire.RecordTopic(l.root):
+			return i, onRecord
+		case strings.HasPrefix(topic, l.root+"/"+wire.LevelState+"/"):
+			return i, onState
+		}
+	}
+	return 0, 0
+}
 
 // Retained takes one retained message read on a Filters() topic, at start
 // or after a lost session, before Settle.
-func (k *Keeper) Retained(topic string, payload []byte) {}
-
-// Settle is called once every retained message was read (the adapter's
-// sync marker came back): the keeper decides each list's epoch, restores
-// a list the broker lost from its copy, fixes what it refused or found
-// misspelt, and publishes the record.
-func (k *Keeper) Settle() error { return errors.ErrUnsupported }
+func (k *Keeper) Retained(topic string, payload []byte) {
+	i, what := k.route(topic)
+	k.mu.Lock()
+	if !k.reading { // a new read of the retained messages begins
+		k.reading = true
+		k.gen++
+	}
+	k.mu.Unlock()
+	switch what {
+	case onRecord:
+		k.readRecord(k.lists[i], payload)
+	case onState:
+		k.readState(i, topic, payload)
+	}
+}
 
 // Message takes one live message on a Filters() topic. The keeper
 // recognises its own publishes coming back by itself.
-func (k *Keeper) Message(topic string, payload []byte) {}
+func (k *Keeper) Message(topic string, payload []byte) {
+	i, what := k.route(topic)
+	switch what {
+	case onEvent:
+		k.event(i, topic, payload)
+	case onState:
+		k.state(i, topic, payload)
+	case onRecord:
+		k.record(i, payload)
+	}
+}
 
-// Run expires bans until ctx is done.
-func (k *Keeper) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+// publish sends what the keeper decided, outside its lock: the sink may
+// hand the message straight back to Message. It returns the first error.
+func (k *Keeper) publish(out []retain) error {
+	var first error
+	for _, r := range out {
+		if err := k.sink.Retain(r.topic, r.payload); err != nil {
+			k.quiet.error("publish", "keeper publish failed", "topic", r.topic, "err", err)
+			if first == nil {
+				first = fmt.Errorf("keeper: publish %s: %w", r.topic, err)
+			}
+		}
+	}
+	return first
+}
 
-// Close closes the keeper's copy. Call it after Run returned.
-func (k *Keeper) Close() error { return nil }
+// retain is one message to publish.
+type retain struct {
+	topic   string
+	payload []byte
+}

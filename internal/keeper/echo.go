@@ -1,0 +1,82 @@
+package keeper
+
+import (
+	"hash/fnv"
+	"time"
+)
+
+// pub is what the keeper published on one topic lately. An adapter over
+// an MQTT client cannot tell the keeper's own messages from others' (the
+// broker sends them back like any other), so the keeper remembers the
+// payloads it has in flight and recognises them when they come back.
+type pub struct {
+	sums []uint64  // payloads published and not back yet, in order
+	at   time.Time // when the last one was published
+	del  bool      // the last one was a deletion
+	exp  int64     // its expiry, Unix seconds
+}
+
+// pubsKeep is how long a publish is remembered: its echo comes back in
+// milliseconds, and a lost one (the session ended) must not be awaited
+// for ever.
+const pubsKeep = time.Minute
+
+func sum(payload []byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(payload)
+	return h.Sum64()
+}
+
+// sentLocked notes that the keeper publishes payload on topic now and
+// returns the message to publish.
+func (k *Keeper) sentLocked(topic string, payload []byte, exp int64) retain {
+	now := k.now()
+	p := k.pubs[topic]
+	if p == nil {
+		k.sweepPubsLocked(now)
+		p = &pub{}
+		k.pubs[topic] = p
+	}
+	p.sums = append(p.sums, sum(payload))
+	p.at, p.del, p.exp = now, len(payload) == 0, exp
+	return retain{topic, payload}
+}
+
+// echoLocked reports whether payload on topic is the keeper's own publish
+// coming back.
+func (k *Keeper) echoLocked(topic string, payload []byte) bool {
+	p := k.pubs[topic]
+	if p == nil || len(p.sums) == 0 {
+		return false
+	}
+	s := sum(payload)
+	for i, x := range p.sums {
+		if x == s {
+			p.sums = p.sums[i+1:]
+			return true
+		}
+	}
+	return false
+}
+
+// likeMineLocked reports whether a foreign state says what the keeper
+// itself published on topic lately: another keeper of the list, turning
+// the same event into state. It does not count as a client's state.
+func (k *Keeper) likeMineLocked(topic string, del bool, exp int64, now time.Time) bool {
+	p := k.pubs[topic]
+	return p != nil && now.Sub(p.at) < statedFor && p.del == del && (del || same(p.exp, exp))
+}
+
+// sweepPubsLocked forgets old publishes once the map doubled since the
+// last sweep, so that a burst costs amortised constant time per publish.
+func (k *Keeper) sweepPubsLocked(now time.Time) {
+	if len(k.pubs) < k.pubsCap {
+		return
+	}
+	for t, p := range k.pubs {
+		if age := now.Sub(p.at); age > pubsKeep || len(p.sums) == 0 && age > statedFor {
+			delete(k.pubs, t)
+		}
+	}
+	k.pubsCap = max(4096, 2*len(k.pubs))
+}

@@ -1,0 +1,189 @@
+package keeper
+
+import (
+	"time"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// readRecord takes the record of a list read before its epoch is decided.
+func (k *Keeper) readRecord(l *list, payload []byte) {
+	if len(payload) == 0 {
+		return
+	}
+	rec, err := wire.DecodeRecord(payload)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err != nil {
+		k.quiet.warn("bad_record", "keeper record does not parse: publishing ours over it", "list", l.root, "err", err)
+		l.junk = true
+		return
+	}
+	l.read = &rec
+}
+
+// Settle is called once every retained message was read (the adapter's
+// sync marker came back): the keeper decides each list's epoch, restores
+// a list the broker lost from its copy, moves or clears the states it
+// found misspelt or refused, and publishes the record. It returns the
+// error of a record it could not publish.
+func (k *Keeper) Settle() error {
+	now := k.now()
+	var out []retain
+	k.mu.Lock()
+	if !k.reading {
+		k.gen++ // nothing was read: none of what is tracked is on the broker
+	}
+	k.reading = false
+	for i, l := range k.lists {
+		out = append(out, k.settleLocked(i, l, now)...)
+	}
+	for _, f := range k.fixes {
+		out = append(out, k.respellLocked(f)...)
+	}
+	k.fixes = nil
+	k.mu.Unlock()
+	return k.publish(out)
+}
+
+// settleLocked decides the epoch of list i: the record on the broker if
+// there is one; else the broker lost the list, and the keeper's copy
+// restores it under the same epoch; else a new epoch begins (a new list,
+// or a keeper without a copy).
+func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
+	var out []retain
+	switch {
+	case l.read != nil:
+		if l.rec.Epoch != "" && l.rec.Epoch != l.read.Epoch {
+			k.log.Warn("list epoch changed on the broker: following it", "list", l.root, "was", l.rec.Epoch, "epoch", l.read.Epoch)
+		}
+		l.rec = *l.read
+		k.copy.setRecord(l.root, l.rec)
+		k.forgetLocked(i)
+	case k.copy != nil && l.rec.Epoch != "":
+		n, kept := k.restoreLocked(i, now)
+		out = append(n, k.recordLocked(l))
+		if len(n) > 0 {
+			k.log.Error("keeper record missing: the broker lost the list; restored every unexpired ban from the keeper's copy",
+				"list", l.root, "restored", len(n), "already_there", kept, "epoch", l.rec.Epoch)
+		} else {
+			k.log.Warn("keeper record missing on the broker: publishing it again", "list", l.root, "epoch", l.rec.Epoch, "bans", kept)
+		}
+	default:
+		if n := k.forgetLocked(i); n > 0 {
+			k.log.Error("keeper record missing: the broker lost the list and the keeper keeps no copy; a new epoch begins, so hosts keep their bans",
+				"list", l.root, "lost", n)
+		}
+		old := l.rec.Epoch
+		l.rec = wire.Record{Epoch: wire.NewEpoch(), Since: now, Keeper: k.o.Name}
+		k.copy.setRecord(l.root, l.rec)
+		out = append(out, k.recordLocked(l))
+		k.log.Info("list epoch begins", "list", l.root, "epoch", l.rec.Epoch, "was", old, "bans", k.countLocked(i))
+	}
+	l.read, l.junk = nil, false
+	return out
+}
+
+// forgetLocked drops the states of list i that the last read did not see:
+// lifted while the keeper was away. It returns how many.
+func (k *Keeper) forgetLocked(i int) int {
+	n := 0
+	for topic, e := range k.bans {
+		if int(e.list) == i && e.gen != k.gen {
+			k.dropLocked(topic)
+			n++
+		}
+	}
+	return n
+}
+
+// restoreLocked republishes, from the copy, every unexpired state of list
+// i that the last read did not see, with its own At, Expires, Reason and
+// Origin. It returns the messages and how many states the broker held.
+func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, kept int) {
+	for topic, e := range k.bans {
+		if int(e.list) != i {
+			continue
+		}
+		if e.gen == k.gen {
+			kept++
+			continue
+		}
+		s, ok := k.copy.ban(topic)
+		if _, live := s.Remaining(now); !ok || !live {
+			k.dropLocked(topic)
+			continue
+		}
+		e.gen = k.gen
+		k.bans[topic] = e
+		out = append(out, k.sentLocked(topic, wire.EncodeState(s), e.exp))
+	}
+	return out, kept
+}
+
+func (k *Keeper) countLocked(i int) int {
+	n := 0
+	for _, e := range k.bans {
+		if int(e.list) == i {
+			n++
+		}
+	}
+	return n
+}
+
+// recordLocked returns the record of l to publish.
+func (k *Keeper) recordLocked(l *list) retain {
+	return k.sentLocked(wire.RecordTopic(l.root), wire.EncodeRecord(l.rec), 0)
+}
+
+// record takes a live message on a list's record topic. Two keepers of a
+// list converge on the smaller epoch: each adopts a smaller one it reads
+// and publishes its own over a larger one. A deleted or broken record is
+// published again.
+func (k *Keeper) record(i int, payload []byte) {
+	l := k.lists[i]
+	topic := wire.RecordTopic(l.root)
+	k.mu.Lock()
+	if k.echoLocked(topic, payload) {
+		k.mu.Unlock()
+		return
+	}
+	if l.rec.Epoch == "" { // not settled yet: what the broker holds
+		k.mu.Unlock()
+		k.readRecord(l, payload)
+		return
+	}
+	var out []retain
+	rec, err := wire.DecodeRecord(payload)
+	switch {
+	case len(payload) == 0:
+		k.log.Warn("keeper record deleted: publishing it again", "list", l.root, "epoch", l.rec.Epoch)
+		out = append(out, k.recordLocked(l))
+	case err != nil:
+		k.quiet.warn("bad_record", "keeper record does not parse: publishing ours over it", "list", l.root, "err", err)
+		out = append(out, k.recordLocked(l))
+	case rec.Epoch == l.rec.Epoch:
+	case rec.Epoch < l.rec.Epoch:
+		k.log.Info("another keeper's epoch is smaller: adopting it", "list", l.root, "epoch", rec.Epoch, "was", l.rec.Epoch, "keeper", rec.Keeper)
+		l.rec = rec
+		k.copy.setRecord(l.root, rec)
+	default:
+		k.log.Info("another keeper's epoch is larger: publishing ours", "list", l.root, "epoch", l.rec.Epoch, "theirs", rec.Epoch, "keeper", rec.Keeper)
+		out = append(out, k.recordLocked(l))
+	}
+	k.mu.Unlock()
+	_ = k.publish(out)
+}
+
+// Epoch returns the epoch of list root; "" before Settle or for a list
+// the keeper does not keep.
+func (k *Keeper) Epoch(root string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, l := range k.lists {
+		if l.root == root {
+			return l.rec.Epoch
+		}
+	}
+	return ""
+}

@@ -1,0 +1,170 @@
+package keeper
+
+import (
+	"time"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// statedFor is how long events of a prefix are not turned into state after
+// a client published its state (`vallum ban` and `vallum unban` send the
+// state, then the event). A broker may acknowledge a publish before it
+// fans it out (mochi does), so an event can reach the keeper after the
+// state of the next command: the add of a `vallum ban` after the `vallum
+// unban` that followed it banned the address again, and the del of an
+// unban after the next ban lifted it (each seen in 1 to 2 of 100 runs under
+// load). The state is what counts; the bridges follow the same rule
+// (bridge/decode.go).
+const statedFor = 10 * time.Second
+
+// fix is a state read before Settle that the keeper rewrites once it has
+// read them all: one under a misspelt topic, or one it refuses.
+type fix struct {
+	list    int
+	topic   string
+	canon   string // the canonical topic; "" to clear topic only
+	state   wire.State
+	payload []byte
+}
+
+// parsed is a state message as the keeper reads it.
+type parsed struct {
+	canon string // the canonical topic of its prefix
+	state wire.State
+	del   bool // an empty payload
+	ok    bool // a state topic of the list with a payload that decodes
+}
+
+func (k *Keeper) parse(i int, topic string, payload []byte) (parsed, error) {
+	t, err := wire.ParseTopic(k.lists[i].root, topic)
+	if err != nil || t.Kind != wire.KindState {
+		return parsed{}, err
+	}
+	p := parsed{canon: wire.StateTopic(k.lists[i].root, t.Prefix), del: len(payload) == 0}
+	if !p.del {
+		if p.state, err = wire.DecodeState(payload); err != nil {
+			return parsed{}, err
+		}
+		if err := k.guard.Check(t.Prefix); err != nil {
+			k.quiet.warn("refused_state", "state refused, clearing it: the bridges refuse it", "topic", wire.Clip(topic), "err", err)
+			p.canon = ""
+		}
+	}
+	p.ok = true
+	return p, nil
+}
+
+// readState takes a retained state read before Settle.
+func (k *Keeper) readState(i int, topic string, payload []byte) {
+	p, err := k.parse(i, topic, payload)
+	if !p.ok {
+		k.log.Debug("ignored state", "topic", wire.Clip(topic), "err", err)
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p.canon == topic {
+		k.trackLocked(i, topic, p.state)
+		return
+	}
+	k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state, payload: payload})
+}
+
+// state takes a live state message.
+func (k *Keeper) state(i int, topic string, payload []byte) {
+	p, err := k.parse(i, topic, payload)
+	if !p.ok {
+		k.log.Debug("ignored state", "topic", wire.Clip(topic), "err", err)
+		return
+	}
+	k.mu.Lock()
+	var out []retain
+	if !k.echoLocked(topic, payload) {
+		out = k.foreignLocked(i, topic, p)
+	}
+	k.mu.Unlock()
+	k.publish(out)
+}
+
+// foreignLocked applies a state another client published.
+func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
+	switch {
+	case p.canon == "":
+		k.dropLocked(topic)
+		return []retain{k.sentLocked(topic, nil, 0)}
+	case p.canon != topic && p.del:
+		return nil // nothing is kept there: the keeper cleared it or will
+	case p.canon != topic:
+		k.notedLocked(p.canon, p)
+		return k.respellLocked(fix{list: i, topic: topic, canon: p.canon, state: p.state})
+	case p.del:
+		k.notedLocked(topic, p)
+		k.dropLocked(topic)
+	default:
+		k.notedLocked(topic, p)
+		k.trackLocked(i, topic, p.state)
+	}
+	return nil
+}
+
+// respellLocked moves a state to its canonical topic, unless a later state
+// is there already, and clears the misspelt one: one topic per ban, so that
+// one unban lifts it.
+func (k *Keeper) respellLocked(f fix) []retain {
+	var out []retain
+	if f.canon != "" {
+		if e, ok := k.bans[f.canon]; !ok || e.at < f.state.At.UnixMilli() {
+			k.trackLocked(f.list, f.canon, f.state)
+			out = append(out, k.sentLocked(f.canon, wire.EncodeState(f.state), unixOrZero(f.state.Expires)))
+		}
+		k.quiet.warn("respelt", "state under a non-canonical topic moved to its canonical one", "topic", wire.Clip(f.topic), "canonical", f.canon)
+	}
+	return append(out, k.sentLocked(f.topic, nil, 0))
+}
+
+// notedLocked notes that a client published the state of topic, unless
+// it is another keeper's (see statedFor).
+func (k *Keeper) notedLocked(topic string, p parsed) {
+	now := k.now()
+	if !p.del && p.state.Origin == Origin || k.likeMineLocked(topic, p.del, unixOrZero(p.state.Expires), now) {
+		return
+	}
+	if len(k.stated) >= k.statCap {
+		for t, at := range k.stated {
+			if now.Sub(at) > statedFor {
+				delete(k.stated, t)
+			}
+		}
+		k.statCap = max(1024, 2*len(k.stated))
+	}
+	k.stated[topic] = now
+}
+
+// trackLocked records the state the broker holds on topic, in the copy too.
+func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
+	e := entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint16(i)}
+	old, known := k.bans[topic]
+	k.bans[topic] = e
+	if known && old.at == e.at && old.exp == e.exp {
+		return // the same state read again, or our own coming back
+	}
+	k.copy.setBan(topic, s)
+	if e.exp != 0 && (!known || old.exp != e.exp) {
+		k.scheduleLocked(topic, e.exp)
+	}
+}
+
+// dropLocked forgets the state of topic.
+func (k *Keeper) dropLocked(topic string) {
+	if _, ok := k.bans[topic]; ok {
+		delete(k.bans, topic)
+		k.copy.delBan(topic)
+	}
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
