@@ -113,8 +113,8 @@ func (c config) keeperOptions(cmd *cobra.Command, log *slog.Logger) (keeper.Opti
 	for _, l := range lists {
 		ko.Roots = append(ko.Roots, l.Root)
 	}
-	ko.Limits, err = c.keeperLimits()
-	errs = append(errs, err)
+	ko.Limits = c.keeperLimits()
+	errs = append(errs, c.checkKeeperLimits())
 	urls, err := c.brokerURLs()
 	errs = append(errs, err)
 	for _, s := range urls {
@@ -133,21 +133,18 @@ func (c config) keeperOptions(cmd *cobra.Command, log *slog.Logger) (keeper.Opti
 	return ko, ao, errors.Join(errs...)
 }
 
-// keeperLimits are the bridges' limits, checked as the daemon checks them.
-func (c config) keeperLimits() (keeper.Limits, error) {
+// checkKeeperLimits checks the limits the keeper shares with the bridges
+// (keeperLimits), as the daemon checks them.
+func (c config) checkKeeperLimits() error {
 	lim := config{MaxPayload: c.MaxPayload, WidestV4: c.WidestV4, WidestV6: c.WidestV6, MaxElem: 1,
 		Host: c.Host, Broker: c.Broker, Port: c.Port}
 	errs := []error{lim.checkLimits()}
-	l := keeper.Limits{MaxPayload: c.MaxPayload, MinBitsV4: c.WidestV4, MinBitsV6: c.WidestV6}
 	for _, a := range c.Allow {
-		p, err := wire.ParsePrefix(a)
-		if err != nil {
+		if _, err := wire.ParsePrefix(a); err != nil {
 			errs = append(errs, fmt.Errorf("--allow %q: %w", a, err))
-			continue
 		}
-		l.Allow = append(l.Allow, p)
 	}
-	return l, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // keeperClientID is --client-id given as a flag, or keeper-HOSTNAME. Not
