@@ -428,3 +428,21 @@ func TestKeeperMosquittoACL(t *testing.T) {
 		t.Errorf("the keeper logged an error:\n%s", k.Output())
 	}
 }
+
+// `vallum -h BROKER -t LIST --keeper` runs a keeper beside the bridge, on
+// a client id of its own (the two do not knock each other off the broker):
+// legacy events become state and expired state leaves the broker.
+func TestKeeperBesideTheBridge(t *testing.T) {
+	l, b, dir := mosquittoHub(t)
+	host := addHost(t, l, "host")
+	v := startBridge(t, host, b, dir, "--keeper")
+	if err := v.WaitLog("keeper read the lists", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	must[string](t)(b.h.Exec("mosquitto_pub", "-h", "127.0.0.1", "-q", "1", "-t", root+"/add", "-m", "203.0.113.1 timeout 2\n203.0.113.2"))
+	waitSet(t, host, 20*time.Second, []string{"203.0.113.2"})
+	waitBrokerHolds(t, b, 20*time.Second, []string{"203.0.113.2"})
+	if n := strings.Count(v.Output(), "msg=disconnected"); n > 0 {
+		t.Errorf("the bridge or its keeper was disconnected %d times:\n%s", n, v.Output())
+	}
+}

@@ -66,6 +66,7 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 		{"bad_port.yaml", []string{"--port 70000"}},
 		{"bad_nft_rules_ipset.yaml", []string{"--nft-rules needs --backend nft"}},
 		{"bad_metrics.yaml", []string{"--metrics \"9101\"", "HOST:PORT"}},
+		{"bad_keeper_embedded.yaml", []string{"--keeper needs -h"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

@@ -39,6 +39,7 @@ type config struct {
 	QoS          int      `mapstructure:"qos" yaml:"qos"`
 
 	SyncTimeout time.Duration `mapstructure:"sync_timeout" yaml:"sync_timeout"`
+	Keeper      bool          `mapstructure:"keeper" yaml:"keeper"`
 
 	Backend    string   `mapstructure:"backend" yaml:"backend"`
 	NftTable   string   `mapstructure:"nft_table" yaml:"nft_table"`
@@ -99,6 +100,7 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
+	f.Bool("keeper", false, "with -h: also keep the -t lists' state on that broker, as `vallum keeper` does")
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,38 +71,71 @@ func keeperCmd(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	ko, ao, err := c.keeperOptions(cmd, log)
+	ko, ao, err := c.keeperOptions(log)
+	id, idErr := c.keeperClientID(cmd)
+	if err = errors.Join(err, idErr); err != nil {
+		return err
+	}
+	ao.ClientID = id
+	run, done, err := c.prepareKeeper(ko, ao, log)
 	if err != nil {
 		return err
 	}
+	defer done()
+	onHUP(cmd.Context(), log, nil)
+	return run(cmd.Context())
+}
+
+// keeperBeside prepares the keeper that `vallum -h BROKER -t LIST --keeper`
+// runs beside its bridge, on the bridge's broker, with the client id
+// keeper-ID for the bridge's vallum-ID: as unique as the bridge's.
+func (c config) keeperBeside(bridgeID string, log *slog.Logger) (run func(context.Context) error, done func(), err error) {
+	if c.embedded() {
+		return nil, nil, errors.New("--keeper needs -h or --broker: the embedded broker keeps its lists itself")
+	}
+	ko, ao, err := c.keeperOptions(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	ao.ClientID = "keeper-" + strings.TrimPrefix(bridgeID, "vallum-")
+	return c.prepareKeeper(ko, ao, log)
+}
+
+// prepareKeeper locks the keeper's copy in the data dir and makes the
+// keeper and its connection. run runs it until ctx ends; done releases
+// the copy and its lock, after run has returned.
+func (c config) prepareKeeper(ko keeper.Options, ao keepermqtt.Options, log *slog.Logger) (run func(context.Context) error, done func(), err error) {
+	var lock *datadir.Lock
 	if c.DataDir != "" {
 		d := datadir.Dir(c.DataDir)
-		lock, err := datadir.Acquire(d.KeeperLock(), "the keeper's copy in "+c.DataDir)
-		if err != nil {
-			return err
+		if lock, err = datadir.Acquire(d.KeeperLock(), "the keeper's copy in "+c.DataDir); err != nil {
+			return nil, nil, err
 		}
-		defer lock.Close()
 		ko.Copy = d.KeeperCopy()
 	} else {
 		log.Warn("no --data-dir: the keeper keeps no copy of its lists, and cannot rebuild a list the broker loses")
 	}
 	a, err := keepermqtt.New(ao)
 	if err != nil {
-		return err
+		lock.Close()
+		return nil, nil, err
 	}
 	k, err := keeper.New(ko, a)
 	if err != nil {
-		return err
+		lock.Close()
+		return nil, nil, err
 	}
-	defer k.Close()
-	onHUP(cmd.Context(), log, nil)
-	log.Info("vallum keeper started", "version", versionString(), "broker", urlString(ao.Brokers),
-		"client", ao.ClientID, "lists", strings.Join(ko.Roots, " "), "copy", ko.Copy)
-	return a.Run(cmd.Context(), k)
+	run = func(ctx context.Context) error {
+		log.Info("vallum keeper started", "version", versionString(), "broker", urlString(ao.Brokers),
+			"client", ao.ClientID, "lists", strings.Join(ko.Roots, " "), "copy", ko.Copy)
+		return a.Run(ctx, k)
+	}
+	return run, func() { k.Close(); lock.Close() }, nil
 }
 
-// keeperOptions checks the keeper's settings, every problem at once.
-func (c config) keeperOptions(cmd *cobra.Command, log *slog.Logger) (keeper.Options, keepermqtt.Options, error) {
+// keeperOptions checks the keeper's settings but its client id, every
+// problem at once.
+func (c config) keeperOptions(log *slog.Logger) (keeper.Options, keepermqtt.Options, error) {
 	var errs []error
 	ko := keeper.Options{Name: hostname(), Logger: log.With("component", "keeper")}
 	ao := keepermqtt.Options{Username: c.User, SyncTimeout: c.SyncTimeout, Logger: log.With("component", "keeper")}
@@ -127,8 +161,6 @@ func (c config) keeperOptions(cmd *cobra.Command, log *slog.Logger) (keeper.Opti
 	ao.Password, err = c.password()
 	errs = append(errs, err)
 	ao.TLS, err = c.tlsConfig()
-	errs = append(errs, err)
-	ao.ClientID, err = c.keeperClientID(cmd)
 	errs = append(errs, err)
 	return ko, ao, errors.Join(errs...)
 }

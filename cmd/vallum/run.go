@@ -100,6 +100,14 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			return err
 		}
 	}
+	if c.Keeper {
+		run, done, err := c.keeperBeside(bo.ClientID, log)
+		if err != nil {
+			return err
+		}
+		defer done()
+		g.Go(func() error { return run(ctx) })
+	}
 	g.Go(func() error { return br.Run(ctx) })
 	for _, u := range append([]string{bo.Broker}, bo.Brokers...) {
 		go warnIfTLS(ctx, u, &m.Stats.Connected, log)
