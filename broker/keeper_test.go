@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vallum/vallum/internal/keeper"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -168,5 +171,97 @@ func TestKeeperLateAddAfterUnban(t *testing.T) {
 	pub.pub(t, "blacklist/del", 1, false, "192.0.2.3")
 	if got := drain(t, mustDial(t, u), "blacklist/ban/#"); got["blacklist/ban/192.0.2.3"] == "" {
 		t.Errorf("retained states %v: the late del lifted the ban of 192.0.2.3 made after it", got)
+	}
+}
+
+// TestKeeperFromUsersFile: a broker-only hub without -t keeps the lists
+// its users file names: a legacy event there becomes state. Without any
+// list, one WARN line says no keeper runs and how to name lists.
+func TestKeeperFromUsersFile(t *testing.T) {
+	users := writeUsers(t, `users:
+  - name: rep
+    password: "HASH(rep)"
+    role: reporter
+    lists: ["site1/blacklist"]
+  - name: admin
+    password: "HASH(admin)"
+    role: admin
+`, "rep", "admin")
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, UsersFile: users})
+	u := url(t, b, KindTCP)
+	rep := mustDial(t, u, withUser("rep", "rep"))
+	rep.pub(t, "site1/blacklist/add", 1, false, "192.0.2.1")
+	admin := mustDial(t, u, withUser("admin", "admin"))
+	deadline := time.Now().Add(5 * time.Second)
+	for drain(t, admin, "site1/blacklist/ban/#")["site1/blacklist/ban/192.0.2.1"] == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the legacy event of a list named in the users file became no state within 5 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	logs := &logBuf{}
+	start(t, Options{Listeners: []Listener{local(KindTCP)}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if l := logs.lines("level=WARN", "no keeper runs", "-t LIST", "users file"); len(l) != 1 {
+		t.Errorf("WARN lines about no keeper: %q, want one naming -t and the users file", l)
+	}
+}
+
+// TestKeeperRecordKept: the hub publishes a record for each list, and its
+// epoch survives a restart (the store keeps it), so hosts see the same
+// life of the list.
+func TestKeeperRecordKept(t *testing.T) {
+	o := Options{Listeners: []Listener{local(KindTCP)}, DataDir: t.TempDir(), Logger: testLogger(t), Lists: []string{"blacklist"}}
+	record := func(b *Broker) wire.Record {
+		c := mustDial(t, url(t, b, KindTCP))
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := drain(t, c, wire.RecordTopic("blacklist"))
+			if r, err := wire.DecodeRecord([]byte(got[wire.RecordTopic("blacklist")])); err == nil {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no keeper record within 5 s: %q", got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	b1, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runBroker(t, b1)
+	r1 := record(b1)
+	stop()
+	r2 := record(start(t, o))
+	if r1.Epoch != r2.Epoch || r1.Keeper != "hub" {
+		t.Errorf("records %+v then %+v after a restart: want the hub's, one epoch", r1, r2)
+	}
+}
+
+// TestKeeperLimits: the hub's keeper applies the limits it is given.
+func TestKeeperLimits(t *testing.T) {
+	b := start(t, Options{Listeners: []Listener{local(KindTCP)}, Lists: []string{"blacklist"},
+		Keeper: keeper.Limits{MaxPayload: 40, MinBitsV4: 24}})
+	u := url(t, b, KindTCP)
+	pub := mustDial(t, u)
+	pub.pub(t, "blacklist/add", 1, false, strings.Repeat("192.0.2.1\n", 5))
+	pub.pub(t, "blacklist/add", 1, false, "198.51.0.0/16\n203.0.113.7")
+	got := map[string]string{}
+	for deadline := time.Now().Add(5 * time.Second); got["blacklist/ban/203.0.113.7"] == "" && time.Now().Before(deadline); {
+		got = drain(t, mustDial(t, u), "blacklist/ban/#")
+	}
+	if len(got) != 1 || got["blacklist/ban/203.0.113.7"] == "" {
+		t.Errorf("states %v, want only 203.0.113.7 (an event over 40 bytes and a /16 refused)", got)
+	}
+}
+
+// TestUsersFileBadList: a list of the users file is a list the hub keeps,
+// so one that cannot name a list is refused at start, named.
+func TestUsersFileBadList(t *testing.T) {
+	users := writeUsers(t, "users:\n  - name: rep\n    password: \"HASH(rep)\"\n    role: reporter\n    lists: [\"site1/#\"]\n", "rep")
+	_, err := New(Options{Listeners: []Listener{local(KindTCP)}, UsersFile: users})
+	if err == nil || !strings.Contains(err.Error(), `list "site1/#"`) {
+		t.Errorf("New with a wildcard list in the users file: %v, want it refused, named", err)
 	}
 }

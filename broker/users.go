@@ -14,6 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Roles a user can have.
@@ -105,6 +107,11 @@ func checkUser(u User) error {
 	}
 	if u.Role == "" && len(u.Publish)+len(u.Subscribe) == 0 {
 		errs = append(errs, errors.New("no role and no publish or subscribe filters: the user could do nothing"))
+	}
+	for _, l := range u.Lists { // the hub's keeper keeps them: each must name a list
+		if err := wire.ValidRoot(l); err != nil {
+			errs = append(errs, fmt.Errorf("list %q: %w", l, err))
+		}
 	}
 	for _, f := range append(append([]string{}, u.Publish...), u.Subscribe...) {
 		if !validFilter(f) {

@@ -8,9 +8,9 @@
 package keeper
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"strings"
 	"sync"
@@ -56,7 +56,9 @@ type Options struct {
 // Origin is the origin of the states the keeper makes from events.
 const Origin = "keeper"
 
-// Keeper keeps the lists of Options.Roots.
+// Keeper keeps the lists of Options.Roots. Retained, Settle and Message
+// may come from any goroutine (the hub calls Message in every publisher's
+// own), and Run runs alongside them: the keeper locks inside.
 type Keeper struct {
 	o     Options
 	sink  Sink
@@ -86,6 +88,9 @@ type list struct {
 	rec  wire.Record  // the list's epoch; Epoch "" until Settle decides
 	read *wire.Record // the record read before Settle; nil: none
 	junk bool         // a record that does not parse was read
+	// settled: Settle decided the epoch once. Before, a record that comes
+	// live is what the broker holds, not another keeper's.
+	settled bool
 }
 
 // entry is what the keeper knows of one state the broker holds.
@@ -98,8 +103,8 @@ type entry struct {
 
 // New returns a Keeper publishing through sink, with its copy loaded.
 func New(o Options, sink Sink) (*Keeper, error) {
-	if len(o.Roots) == 0 {
-		return nil, errors.New("keeper: no list to keep")
+	if len(o.Roots) == 0 || len(o.Roots) > math.MaxUint16 {
+		return nil, fmt.Errorf("keeper: %d lists to keep, want 1 to %d", len(o.Roots), math.MaxUint16)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -1,10 +1,11 @@
 package keeper
 
 import (
-	"context"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -395,4 +396,56 @@ func TestCopyLocked(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+// TestRecordBeforeSettle: a record that comes live before the keeper
+// settled is what the broker holds: adopted, even when the keeper's copy
+// has another epoch, not fought as another keeper's.
+func TestRecordBeforeSettle(t *testing.T) {
+	path := copyPath(t)
+	s := newKeeper(t, nil, Options{Copy: path})
+	old := s.k.Epoch("blacklist")
+	_ = s.k.Close()
+	b := newFakeBroker(true)
+	k, err := New(Options{Roots: []string{"blacklist"}, Copy: path}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	b.k = k
+	theirs := "ffffffffffffffff"
+	b.client(wire.RecordTopic("blacklist"), string(wire.EncodeRecord(wire.Record{Epoch: theirs, Since: time.Now()})), true)
+	if err := k.Settle(); err != nil {
+		t.Fatal(err)
+	}
+	if k.Epoch("blacklist") != theirs || b.record(t, "blacklist").Epoch != theirs {
+		t.Errorf("epoch %s, record %s: want the broker's %s adopted over the copy's %s", k.Epoch("blacklist"), b.record(t, "blacklist").Epoch, theirs, old)
+	}
+}
+
+// TestCopyDamaged: a damaged record in the copy costs that ban only; the
+// keeper starts, says so, and restores the others.
+func TestCopyDamaged(t *testing.T) {
+	path := copyPath(t)
+	s := newKeeper(t, nil, Options{Copy: path})
+	s.b.client("blacklist/add", "192.0.2.1\n192.0.2.2\n192.0.2.3", false)
+	_ = s.k.Close()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(raw, []byte("ban/blacklist/ban/192.0.2.2"))
+	if i < 0 {
+		t.Fatal("no record of 192.0.2.2 in the copy")
+	}
+	raw[i+len("ban/blacklist/ban/192.0.2.2")+3] ^= 0xff // in its value
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2 := newKeeper(t, newFakeBroker(true), Options{Copy: path}) // an empty broker: restore
+	got := s2.b.states("blacklist")
+	if _, damaged := got["blacklist/ban/192.0.2.2"]; len(got) != 2 || damaged {
+		t.Errorf("restored %v, want 192.0.2.1 and 192.0.2.3", got)
+	}
+	if len(s2.logs.lines("keeper copy was damaged")) != 1 {
+		t.Error("the damage was not logged")
+	}
+}

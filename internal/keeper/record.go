@@ -70,7 +70,7 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 			k.log.Warn("keeper record missing on the broker: publishing it again", "list", l.root, "epoch", l.rec.Epoch, "bans", kept)
 		}
 	default:
-		if n := k.forgetLocked(i); n > 0 {
+		if n := k.forgetLocked(i); n > 0 && l.rec.Epoch != "" {
 			k.log.Error("keeper record missing: the broker lost the list and the keeper keeps no copy; a new epoch begins, so hosts keep their bans",
 				"list", l.root, "lost", n)
 		}
@@ -80,7 +80,7 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 		out = append(out, k.recordLocked(l))
 		k.log.Info("list epoch begins", "list", l.root, "epoch", l.rec.Epoch, "was", old, "bans", k.countLocked(i))
 	}
-	l.read, l.junk = nil, false
+	l.read, l.junk, l.settled = nil, false, true
 	return out
 }
 
@@ -148,7 +148,7 @@ func (k *Keeper) record(i int, payload []byte) {
 		k.mu.Unlock()
 		return
 	}
-	if l.rec.Epoch == "" { // not settled yet: what the broker holds
+	if !l.settled || k.reading { // not settled yet: what the broker holds
 		k.mu.Unlock()
 		k.readRecord(l, payload)
 		return

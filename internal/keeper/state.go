@@ -20,11 +20,10 @@ const statedFor = 10 * time.Second
 // fix is a state read before Settle that the keeper rewrites once it has
 // read them all: one under a misspelt topic, or one it refuses.
 type fix struct {
-	list    int
-	topic   string
-	canon   string // the canonical topic; "" to clear topic only
-	state   wire.State
-	payload []byte
+	list  int
+	topic string
+	canon string // the canonical topic; "" to clear topic only
+	state wire.State
 }
 
 // parsed is a state message as the keeper reads it.
@@ -67,7 +66,7 @@ func (k *Keeper) readState(i int, topic string, payload []byte) {
 		k.trackLocked(i, topic, p.state)
 		return
 	}
-	k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state, payload: payload})
+	k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state})
 }
 
 // state takes a live state message.
