@@ -89,9 +89,13 @@ func (k *fakeKeeper) snapshot() (retained []string, settles int, live []string, 
 
 // runAdapter runs an adapter with a fake keeper against addr until stop.
 func runAdapter(t *testing.T, addr string) (k *fakeKeeper, stop func()) {
+	return runAdapterSync(t, addr, 5*time.Second)
+}
+
+func runAdapterSync(t *testing.T, addr string, syncTimeout time.Duration) (k *fakeKeeper, stop func()) {
 	t.Helper()
 	u, _ := url.Parse("tcp://" + addr)
-	a, err := New(Options{Brokers: []*url.URL{u}, ClientID: "keeper-test", SyncTimeout: 5 * time.Second})
+	a, err := New(Options{Brokers: []*url.URL{u}, ClientID: "keeper-test", SyncTimeout: syncTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,4 +299,48 @@ func TestSessionStatesOlderThanTheRead(t *testing.T) {
 	if want := []string{"bl/add=203.0.113.1", "bl/ban/198.18.0.11=new"}; !slices.Equal(live, want) {
 		t.Errorf("live messages %v, want %v: the session's old states must not come after the read", live, want)
 	}
+}
+
+// A read whose marker never comes back (a broker that lost it, an ACL that
+// drops it) is given up after the sync timeout: the adapter reconnects and
+// reads again, and the old marker, should it come at last, ends nothing.
+func TestStalledReadReconnects(t *testing.T) {
+	srv, addr, _ := startBroker(t, "127.0.0.1:0")
+	drop := &dropFirstHook{topic: "vallum/sync/keeper-test"}
+	if err := srv.AddHook(drop, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := runAdapterSync(t, addr, time.Second)
+	eventually(t, "Settle after a reconnection", func() bool { _, s, _, _ := k.snapshot(); return s == 1 })
+	if n := drop.count(); n != 1 {
+		t.Fatalf("%d markers dropped, want the first one", n)
+	}
+}
+
+// dropFirstHook drops the first publish to topic, unacknowledged.
+type dropFirstHook struct {
+	mochi.HookBase
+	topic string
+	mu    sync.Mutex
+	n     int
+}
+
+func (h *dropFirstHook) ID() string { return "drop-first" }
+
+func (h *dropFirstHook) Provides(b byte) bool { return b == mochi.OnPublish }
+
+func (h *dropFirstHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pk.TopicName == h.topic && !cl.Net.Inline && h.n == 0 {
+		h.n++
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+func (h *dropFirstHook) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
 }
