@@ -133,7 +133,13 @@ func TestKeeperBoundsState(t *testing.T) {
 // them, IPv6 and prefixes included, and not what a del lifted.
 func TestKeeperLegacyEventsBecomeState(t *testing.T) {
 	l, b, dir := mosquittoHub(t)
-	startKeeper(t, addHost(t, l, "k1"), b, dir, "k1")
+	kh := addHost(t, l, "k1")
+	startKeeper(t, kh, b, dir, "k1")
+	// A second keeper on the same data dir is refused at once.
+	out, err := kh.Exec(vallumBin, "keeper", "-h", b.h.Addr4, "-t", root, "--data-dir", filepath.Join(dir, "k1-keeper-data"), "--client-id", "keeper-k1b")
+	if err == nil || !strings.Contains(out, "in use by another vallum (pid") {
+		t.Errorf("a second keeper on the data dir: %v, want a refusal naming the first one's pid:\n%s", err, out)
+	}
 	for _, m := range []struct{ topic, payload string }{
 		{"blacklist/add", "203.0.113.7"},
 		{"blacklist/add", "2001:db8::7 timeout 600"},
