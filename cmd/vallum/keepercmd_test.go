@@ -3,6 +3,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,5 +73,46 @@ func TestKeeperClientID(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("args %v: client id %q (%v), want %q", tc.args, got, err, tc.want)
 		}
+	}
+}
+
+// The keeper reads the config file and the environment like the rest
+// (contrib/systemd/vallum-keeper.service runs it with --config only).
+func TestKeeperConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	cfg := filepath.Join(dir, "keeper.yaml")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body := "host: n1,n2\nuser: keeper\npassword_file: " + pw + "\ntopic: [blacklist, site1/blacklist]\nmax_payload: 4096\nallow: [192.0.2.0/24]\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VALLUM_CONFIG", cfg)
+	t.Setenv("VALLUM_WIDEST_V4", "16")
+	cmd := newKeeperCmd()
+	if err := cmd.ParseFlags(nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ko, ao, err := c.keeperOptions(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ko.Roots, " "); got != "blacklist site1/blacklist" {
+		t.Errorf("lists %q", got)
+	}
+	if got := urlString(ao.Brokers); got != "tcp://n1:1883,tcp://n2:1883" {
+		t.Errorf("brokers %q", got)
+	}
+	if ao.Username != "keeper" || ao.Password != "s3cret" {
+		t.Errorf("login %q/%q", ao.Username, ao.Password)
+	}
+	if l := ko.Limits; l.MaxPayload != 4096 || l.MinBitsV4 != 16 || len(l.Allow) != 1 || l.Allow[0].String() != "192.0.2.0/24" {
+		t.Errorf("limits %+v", l)
 	}
 }
