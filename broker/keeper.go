@@ -3,7 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
-	"slices"
+	"sort"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -75,12 +75,24 @@ func (h *hubKeeper) run(ctx context.Context) { _ = h.k.Run(ctx) }
 // keeperRoots are the lists the hub keeps: those it serves (Options.Lists)
 // and those the users file gives its hosts and reporters.
 func keeperRoots(lists []string, users map[string]User) []string {
-	roots := slices.Clone(lists)
-	for _, u := range users {
-		if u.Role == RoleHost || u.Role == RoleReporter {
-			roots = append(roots, u.Lists...)
+	seen := map[string]bool{}
+	var roots []string
+	add := func(r string) {
+		if !seen[r] {
+			seen[r] = true
+			roots = append(roots, r)
 		}
 	}
-	slices.Sort(roots)
-	return slices.Compact(roots)
+	for _, r := range lists {
+		add(r)
+	}
+	for _, u := range users {
+		if u.Role == RoleHost || u.Role == RoleReporter {
+			for _, r := range u.Lists {
+				add(r)
+			}
+		}
+	}
+	sort.Strings(roots) // users come in map order
+	return roots
 }

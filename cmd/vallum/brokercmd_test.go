@@ -119,3 +119,14 @@ func TestBrokerAddUserRefuses(t *testing.T) {
 		})
 	}
 }
+
+// The hub's keeper refuses what the bridges refuse: it takes their limits
+// from the configuration (an --allow that does not parse is the bridge's
+// error to report).
+func TestKeeperLimitsFromConfig(t *testing.T) {
+	c := loaded(t, "--max-payload", "500", "--widest-v4", "20", "--allow", "198.51.100.0/24", "--allow", "bogus")
+	l := c.keeperLimits()
+	if l.MaxPayload != 500 || l.MinBitsV4 != 20 || l.MinBitsV6 != 32 || len(l.Allow) != 1 || l.Allow[0].String() != "198.51.100.0/24" {
+		t.Errorf("keeper limits %+v, want the bridge's: 500 bytes, /20, /32, 198.51.100.0/24", l)
+	}
+}

@@ -1,9 +1,9 @@
 package keeper
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/store"
@@ -47,10 +47,6 @@ func openCopy(path string, log *slog.Logger, q *quiet) (*copyLog, error) {
 	return &copyLog{kv: kv, lock: lock, log: log, quiet: q}, nil
 }
 
-func (c *copyLog) close() error {
-	return errors.Join(c.kv.Close(), c.lock.Close())
-}
-
 func (c *copyLog) set(key string, val []byte) {
 	if c == nil {
 		return
@@ -70,8 +66,6 @@ func (c *copyLog) del(key string) {
 }
 
 func (c *copyLog) setRecord(root string, r wire.Record) { c.set(copyRecord+root, wire.EncodeRecord(r)) }
-func (c *copyLog) setBan(topic string, s wire.State)    { c.set(copyBan+topic, wire.EncodeState(s)) }
-func (c *copyLog) delBan(topic string)                  { c.del(copyBan + topic) }
 
 // ban reads the state of topic back.
 func (c *copyLog) ban(topic string) (wire.State, bool) {
@@ -87,35 +81,31 @@ func (c *copyLog) ban(topic string) (wire.State, bool) {
 }
 
 // loadCopy takes each list's epoch and the states it held from the copy.
-// What belongs to no list kept now stays in the file, untouched.
+// What belongs to no list kept now stays in the file, untouched; a state
+// that is misspelt or refused now leaves it.
 func (k *Keeper) loadCopy() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var bad []string
-	err := k.copy.kv.Scan(copyRecord, func(key string, val []byte) error {
-		rec, err := wire.DecodeRecord(val)
-		for _, l := range k.lists {
-			if l.root == key[len(copyRecord):] && err == nil {
-				l.rec = rec
+	err := k.copy.kv.Scan("", func(key string, val []byte) error {
+		if root, ok := strings.CutPrefix(key, copyRecord); ok {
+			for _, l := range k.lists {
+				if rec, err := wire.DecodeRecord(val); l.root == root && err == nil {
+					l.rec = rec
+				}
 			}
+			return nil
 		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	err = k.copy.kv.Scan(copyBan, func(key string, val []byte) error {
-		topic := key[len(copyBan):]
+		topic, _ := strings.CutPrefix(key, copyBan)
 		i, what := k.route(topic)
-		s, err := wire.DecodeState(val)
-		switch {
-		case what != onState:
-		case err != nil || !k.canonical(i, topic):
+		if what != onState {
+			return nil // a list not kept now
+		}
+		if p, _ := k.parse(i, topic, val); p.canon != topic || p.del {
 			bad = append(bad, key)
-		default:
-			e := entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), list: uint16(i)}
-			k.bans[topic] = e
-			if e.exp != 0 {
+		} else {
+			k.bans[topic] = entry{at: p.state.At.UnixMilli(), exp: unixOrZero(p.state.Expires), list: uint32(i)}
+			if e := k.bans[topic]; e.exp != 0 {
 				k.scheduleLocked(topic, e.exp)
 			}
 		}
@@ -124,19 +114,6 @@ func (k *Keeper) loadCopy() error {
 	for _, key := range bad { // Scan holds the store: delete after it
 		k.copy.del(key)
 	}
-	n := 0
-	for _, l := range k.lists {
-		if l.rec.Epoch != "" {
-			n++
-		}
-	}
-	k.log.Info("keeper copy loaded", "file", k.o.Copy, "lists", n, "bans", len(k.bans), "dropped", len(bad))
+	k.log.Info("keeper copy loaded", "file", k.o.Copy, "bans", len(k.bans), "dropped", len(bad))
 	return err
-}
-
-// canonical reports whether topic is a state topic of list i spelt as
-// wire.StateTopic spells it.
-func (k *Keeper) canonical(i int, topic string) bool {
-	t, err := wire.ParseTopic(k.lists[i].root, topic)
-	return err == nil && t.Kind == wire.KindState && wire.StateTopic(k.lists[i].root, t.Prefix) == topic
 }

@@ -32,8 +32,7 @@ func (k *Keeper) event(i int, topic string, payload []byte) {
 	for _, l := range lines {
 		if t.Kind != wire.KindDel {
 			if err := k.guard.Check(l.Prefix); err != nil {
-				k.quiet.warn("refused_event", "event line not made state: the bridges refuse it",
-					"topic", wire.Clip(topic), "prefix", l.Prefix, "err", err)
+				k.quiet.warn("refused_event", "event line not made state: the bridges refuse it", "prefix", l.Prefix, "err", err)
 				continue
 			}
 		}

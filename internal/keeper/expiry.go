@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"container/heap"
 	"context"
 	"time"
 )
@@ -33,11 +32,10 @@ func (k *Keeper) expire() {
 	var out []retain
 	k.mu.Lock()
 	for len(k.due) > 0 && k.due[0].at <= now {
-		e := heap.Pop(&k.due).(expiry)
+		e := k.due.pop()
 		if b, ok := k.bans[e.topic]; ok && b.exp == e.at { // else superseded or deleted
 			k.dropLocked(e.topic)
 			out = append(out, k.sentLocked(e.topic, nil, 0))
-			k.log.Debug("ban expired", "topic", e.topic)
 		}
 	}
 	k.mu.Unlock()
@@ -45,12 +43,13 @@ func (k *Keeper) expire() {
 }
 
 func (k *Keeper) nextWait() time.Duration {
+	wait := maxWait
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.due) == 0 {
-		return maxWait
+	if len(k.due) > 0 {
+		wait = min(wait, max(0, time.Unix(k.due[0].at, 0).Sub(k.now())))
 	}
-	return min(maxWait, max(0, time.Unix(k.due[0].at, 0).Sub(k.now())))
+	k.mu.Unlock()
+	return wait
 }
 
 // scheduleLocked puts topic's expiry in the heap.
@@ -58,7 +57,7 @@ func (k *Keeper) scheduleLocked(topic string, exp int64) {
 	if len(k.due) > 2*len(k.bans)+1024 {
 		k.compactLocked()
 	}
-	heap.Push(&k.due, expiry{at: exp, topic: topic})
+	k.due.push(expiry{at: exp, topic: topic})
 	if k.due[0].topic == topic {
 		select { // the earliest deadline moved: wake Run
 		case k.wake <- struct{}{}:
@@ -76,7 +75,9 @@ func (k *Keeper) compactLocked() {
 		}
 	}
 	k.due = live
-	heap.Init(&k.due)
+	for i := len(live)/2 - 1; i >= 0; i-- {
+		k.due.down(i)
+	}
 }
 
 type expiry struct {
@@ -84,15 +85,48 @@ type expiry struct {
 	topic string
 }
 
+// expiryHeap is a min-heap on at. Not container/heap: its interface boxes
+// every expiry (an allocation a ban) and costs the router builds a
+// kilobyte more than these lines.
 type expiryHeap []expiry
 
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
+func (h *expiryHeap) push(e expiry) {
+	*h = append(*h, e)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q[p].at <= q[i].at {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
+	}
+}
+
+func (h *expiryHeap) pop() expiry {
+	q := *h
+	top, n := q[0], len(q)-1
+	q[0], q[n] = q[n], expiry{}
+	*h = q[:n]
+	h.down(0)
+	return top
+}
+
+// down moves the i-th entry down to its place.
+func (h *expiryHeap) down(i int) {
+	q := *h
+	for {
+		c := 2*i + 1
+		if c >= len(q) {
+			return
+		}
+		if c+1 < len(q) && q[c+1].at < q[c].at {
+			c++
+		}
+		if q[i].at <= q[c].at {
+			return
+		}
+		q[i], q[c] = q[c], q[i]
+		i = c
+	}
 }

@@ -8,6 +8,8 @@
 package keeper
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -98,7 +100,7 @@ type entry struct {
 	at   int64  // the state's At, Unix milliseconds: its version
 	exp  int64  // when it expires, Unix seconds; 0: never
 	gen  uint32 // the read of the retained messages that last saw it
-	list uint16 // index in Keeper.lists
+	list uint32 // index in Keeper.lists (no padding: no equal function to link)
 }
 
 // New returns a Keeper publishing through sink, with its copy loaded.
@@ -133,7 +135,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		}
 		k.copy = c
 		if err := k.loadCopy(); err != nil {
-			_ = c.close()
+			_ = k.Close()
 			return nil, fmt.Errorf("keeper: read its copy: %w", err)
 		}
 	}
@@ -156,7 +158,7 @@ func (k *Keeper) Close() error {
 	if k.copy == nil {
 		return nil
 	}
-	return k.copy.close()
+	return errors.Join(k.copy.kv.Close(), k.copy.lock.Close())
 }
 
 // What a topic of Filters() carries.
@@ -195,7 +197,7 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 	case onRecord:
 		k.readRecord(k.lists[i], payload)
 	case onState:
-		k.readState(i, topic, payload)
+		k.state(i, topic, payload, false)
 	}
 }
 
@@ -207,7 +209,7 @@ func (k *Keeper) Message(topic string, payload []byte) {
 	case onEvent:
 		k.event(i, topic, payload)
 	case onState:
-		k.state(i, topic, payload)
+		k.state(i, topic, payload, true)
 	case onRecord:
 		k.record(i, payload)
 	}
@@ -220,9 +222,7 @@ func (k *Keeper) publish(out []retain) error {
 	for _, r := range out {
 		if err := k.sink.Retain(r.topic, r.payload); err != nil {
 			k.quiet.error("publish", "keeper publish failed", "topic", r.topic, "err", err)
-			if first == nil {
-				first = fmt.Errorf("keeper: publish %s: %w", r.topic, err)
-			}
+			first = cmp.Or(first, err)
 		}
 	}
 	return first

@@ -449,3 +449,22 @@ func TestCopyDamaged(t *testing.T) {
 		t.Error("the damage was not logged")
 	}
 }
+
+// TestExpiryHeap: the heap hands expiries back earliest first, after
+// pushes in any order and a rebuild.
+func TestExpiryHeap(t *testing.T) {
+	var h expiryHeap
+	for _, at := range []int64{5, 3, 9, 1, 7, 3, 8, 2, 6, 4, 0} {
+		h.push(expiry{at: at})
+	}
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+	var got []int64
+	for len(h) > 0 {
+		got = append(got, h.pop().at)
+	}
+	if fmt.Sprint(got) != "[0 1 2 3 3 4 5 6 7 8 9]" {
+		t.Errorf("popped %v, want 0 to 9 in order", got)
+	}
+}

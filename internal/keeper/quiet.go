@@ -9,8 +9,8 @@ import (
 
 // quiet logs what a client can cause over and over (refused events and
 // states, failed publishes) at most quietBurst lines per reason and
-// window, then one line saying how many were not logged, so that a flood
-// of garbage cannot fill the disk.
+// window, so that a flood of garbage cannot fill the disk; the first line
+// of the next window says how many were not logged.
 type quiet struct {
 	log *slog.Logger
 	now func() time.Time
@@ -40,8 +40,8 @@ func (q *quiet) emit(level slog.Level, reason, msg string, args []any) {
 	q.mu.Lock()
 	w := q.win[reason]
 	if w == nil || now.Sub(w.start) >= quietEvery {
-		if w != nil && w.suppressed > 0 {
-			q.log.Log(context.Background(), level, "keeper: more of the same not logged", "reason", reason, "count", w.suppressed)
+		if w != nil && w.suppressed > 0 { // said in the window's first line
+			args = append(args, "not_logged_before", w.suppressed)
 		}
 		w = &window{start: now}
 		q.win[reason] = w

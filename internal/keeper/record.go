@@ -1,6 +1,8 @@
 package keeper
 
 import (
+	"context"
+	"log/slog"
 	"time"
 
 	"github.com/vallum/vallum/internal/wire"
@@ -12,14 +14,14 @@ func (k *Keeper) readRecord(l *list, payload []byte) {
 		return
 	}
 	rec, err := wire.DecodeRecord(payload)
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	if err != nil {
 		k.quiet.warn("bad_record", "keeper record does not parse: publishing ours over it", "list", l.root, "err", err)
-		l.junk = true
-		return
 	}
-	l.read = &rec
+	k.mu.Lock()
+	if l.junk = err != nil; !l.junk {
+		l.read = &rec
+	}
+	k.mu.Unlock()
 }
 
 // Settle is called once every retained message was read (the adapter's
@@ -63,22 +65,21 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 	case k.copy != nil && l.rec.Epoch != "":
 		n, kept := k.restoreLocked(i, now)
 		out = append(n, k.recordLocked(l))
+		level := slog.LevelWarn
 		if len(n) > 0 {
-			k.log.Error("keeper record missing: the broker lost the list; restored every unexpired ban from the keeper's copy",
-				"list", l.root, "restored", len(n), "already_there", kept, "epoch", l.rec.Epoch)
-		} else {
-			k.log.Warn("keeper record missing on the broker: publishing it again", "list", l.root, "epoch", l.rec.Epoch, "bans", kept)
+			level = slog.LevelError
 		}
+		k.log.Log(context.Background(), level, "keeper record missing: the broker lost the list; restored every unexpired ban from the keeper's copy",
+			"list", l.root, "restored", len(n), "already_there", kept, "epoch", l.rec.Epoch)
 	default:
 		if n := k.forgetLocked(i); n > 0 && l.rec.Epoch != "" {
 			k.log.Error("keeper record missing: the broker lost the list and the keeper keeps no copy; a new epoch begins, so hosts keep their bans",
 				"list", l.root, "lost", n)
 		}
-		old := l.rec.Epoch
 		l.rec = wire.Record{Epoch: wire.NewEpoch(), Since: now, Keeper: k.o.Name}
 		k.copy.setRecord(l.root, l.rec)
 		out = append(out, k.recordLocked(l))
-		k.log.Info("list epoch begins", "list", l.root, "epoch", l.rec.Epoch, "was", old, "bans", k.countLocked(i))
+		k.log.Info("list epoch begins", "list", l.root, "epoch", l.rec.Epoch)
 	}
 	l.read, l.junk, l.settled = nil, false, true
 	return out
@@ -121,16 +122,6 @@ func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, kept int) {
 	return out, kept
 }
 
-func (k *Keeper) countLocked(i int) int {
-	n := 0
-	for _, e := range k.bans {
-		if int(e.list) == i {
-			n++
-		}
-	}
-	return n
-}
-
 // recordLocked returns the record of l to publish.
 func (k *Keeper) recordLocked(l *list) retain {
 	return k.sentLocked(wire.RecordTopic(l.root), wire.EncodeRecord(l.rec), 0)
@@ -156,20 +147,18 @@ func (k *Keeper) record(i int, payload []byte) {
 	var out []retain
 	rec, err := wire.DecodeRecord(payload)
 	switch {
-	case len(payload) == 0:
-		k.log.Warn("keeper record deleted: publishing it again", "list", l.root, "epoch", l.rec.Epoch)
+	case err != nil: // deleted (an empty payload) or broken
+		k.quiet.warn("bad_record", "keeper record deleted or broken: publishing it again", "list", l.root, "err", err)
 		out = append(out, k.recordLocked(l))
-	case err != nil:
-		k.quiet.warn("bad_record", "keeper record does not parse: publishing ours over it", "list", l.root, "err", err)
-		out = append(out, k.recordLocked(l))
-	case rec.Epoch == l.rec.Epoch:
-	case rec.Epoch < l.rec.Epoch:
-		k.log.Info("another keeper's epoch is smaller: adopting it", "list", l.root, "epoch", rec.Epoch, "was", l.rec.Epoch, "keeper", rec.Keeper)
-		l.rec = rec
-		k.copy.setRecord(l.root, rec)
-	default:
-		k.log.Info("another keeper's epoch is larger: publishing ours", "list", l.root, "epoch", l.rec.Epoch, "theirs", rec.Epoch, "keeper", rec.Keeper)
-		out = append(out, k.recordLocked(l))
+	case rec.Epoch != l.rec.Epoch:
+		// The smaller epoch wins: adopted, or ours published over it.
+		k.log.Info("another keeper's epoch", "list", l.root, "ours", l.rec.Epoch, "theirs", rec.Epoch, "keeper", rec.Keeper)
+		if rec.Epoch < l.rec.Epoch {
+			l.rec = rec
+			k.copy.setRecord(l.root, rec)
+		} else {
+			out = append(out, k.recordLocked(l))
+		}
 	}
 	k.mu.Unlock()
 	_ = k.publish(out)

@@ -53,32 +53,23 @@ func (k *Keeper) parse(i int, topic string, payload []byte) (parsed, error) {
 	return p, nil
 }
 
-// readState takes a retained state read before Settle.
-func (k *Keeper) readState(i int, topic string, payload []byte) {
+// state takes a state message: read before Settle (live false) or live.
+// A misspelt or refused state read before Settle waits for it: the
+// canonical topic's state may come later in the read.
+func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 	p, err := k.parse(i, topic, payload)
 	if !p.ok {
 		k.log.Debug("ignored state", "topic", wire.Clip(topic), "err", err)
 		return
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if p.canon == topic {
-		k.trackLocked(i, topic, p.state)
-		return
-	}
-	k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state})
-}
-
-// state takes a live state message.
-func (k *Keeper) state(i int, topic string, payload []byte) {
-	p, err := k.parse(i, topic, payload)
-	if !p.ok {
-		k.log.Debug("ignored state", "topic", wire.Clip(topic), "err", err)
-		return
-	}
-	k.mu.Lock()
 	var out []retain
-	if !k.echoLocked(topic, payload) {
+	k.mu.Lock()
+	switch {
+	case !live && p.canon != topic:
+		k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state})
+	case !live:
+		k.trackLocked(i, topic, p.state)
+	case !k.echoLocked(topic, payload):
 		out = k.foreignLocked(i, topic, p)
 	}
 	k.mu.Unlock()
@@ -141,13 +132,15 @@ func (k *Keeper) notedLocked(topic string, p parsed) {
 
 // trackLocked records the state the broker holds on topic, in the copy too.
 func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
-	e := entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint16(i)}
+	e := entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint32(i)}
 	old, known := k.bans[topic]
 	k.bans[topic] = e
 	if known && old.at == e.at && old.exp == e.exp {
 		return // the same state read again, or our own coming back
 	}
-	k.copy.setBan(topic, s)
+	if k.copy != nil { // the hub has none: no JSON per ban for nothing
+		k.copy.set(copyBan+topic, wire.EncodeState(s))
+	}
 	if e.exp != 0 && (!known || old.exp != e.exp) {
 		k.scheduleLocked(topic, e.exp)
 	}
@@ -157,7 +150,7 @@ func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
 func (k *Keeper) dropLocked(topic string) {
 	if _, ok := k.bans[topic]; ok {
 		delete(k.bans, topic)
-		k.copy.delBan(topic)
+		k.copy.del(copyBan + topic)
 	}
 }
 
