@@ -100,7 +100,7 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
-	f.Bool("keeper", false, "with -h: also keep the -t lists' state on that broker, as `vallum keeper` does")
+	keeperFlag(f)
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 }
 

@@ -24,6 +24,13 @@ import (
 	"github.com/vallum/vallum/internal/wire"
 )
 
+func addKeeperCmd(root *cobra.Command) { root.AddCommand(newKeeperCmd()) }
+
+// keeperFlag is the daemon's --keeper.
+func keeperFlag(f *pflag.FlagSet) {
+	f.Bool("keeper", false, "with -h: also keep the -t lists' state on that broker, as `vallum keeper` does")
+}
+
 func newKeeperCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "keeper",

@@ -8,20 +8,18 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // The router builds (contrib/build-static.sh, tag vallum_small) leave the
-// standalone keeper out (57 KB of mips), for a command a hub
-// on a router does not need (its embedded broker keeps its lists itself).
-var errNoKeeper = errors.New("vallum keeper is not in this build (a router build, tag vallum_small): " +
-	"run it from a full build (linux/amd64 or arm64), or use the embedded broker, which keeps its lists itself")
+// standalone keeper out, its command and the daemon's --keeper flag (57 KB
+// of mips), for what a hub on a router does not need: its embedded broker
+// keeps its lists itself. A config file's keeper: true is refused at start.
 
-func newKeeperCmd() *cobra.Command {
-	return &cobra.Command{Use: "keeper", Short: "Keep lists' state on any broker (not in this router build)",
-		Args: cobra.ArbitraryArgs, DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error { return errNoKeeper }}
-}
+func addKeeperCmd(*cobra.Command) {}
+
+func keeperFlag(*pflag.FlagSet) {}
 
 func (c config) keeperBeside(string, *slog.Logger) (func(context.Context) error, func(), error) {
-	return nil, nil, errNoKeeper
+	return nil, nil, errors.New("keeper: not in this router build")
 }
