@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/mochiclose"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -42,7 +44,7 @@ func startBroker(t testing.TB, hook mochi.Hook) (*mochi.Server, string) {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { mochiclose.Close(srv, mochiclose.Grace) })
 	return srv, "tcp://" + tcp.Address()
 }
 
@@ -80,7 +82,8 @@ func (r *running) shutdown(t testing.TB) {
 		}
 		r.done <- nil
 	case <-time.After(10 * time.Second):
-		t.Error("Run did not return within 10 s of cancel")
+		buf := make([]byte, 1<<20)
+		t.Errorf("Run did not return within 10 s of cancel; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 	}
 }
 

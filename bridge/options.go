@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -101,6 +102,14 @@ type Options struct {
 	// on Resync, and after a set was created again.
 	Rules func(ctx context.Context) error
 
+	// Banned, when set, is called on the apply worker after each batch,
+	// with the prefixes that the batch added to the sets of the lists
+	// whose roots KillLists names (refused adds left out). It must not
+	// block: it hands them to whatever cuts their connections.
+	Banned    func([]netip.Prefix)
+	KillLists []string
+	kill      map[string]bool // the sets of KillLists
+
 	// ConnectTimeout bounds one connection attempt; default 10 s.
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
@@ -153,6 +162,7 @@ func (o *Options) ensureDefaults() {
 	for i := range o.Lists {
 		o.Lists[i].ensureDefaults()
 	}
+	o.kill = killSets(o)
 }
 
 // Validate returns every problem with o at once.

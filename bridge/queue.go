@@ -79,11 +79,15 @@ func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
 		}
 	}
 	start := time.Now()
+	var banned []netip.Prefix
 	for _, set := range sets {
-		b.applySet(ctx, set, bySet[set])
+		banned = append(banned, b.applySet(ctx, set, bySet[set])...)
 	}
 	if len(sets) > 0 {
 		b.stats.observeApply(time.Since(start))
+	}
+	if len(banned) > 0 {
+		b.opts.Banned(banned) // the kernel has them: cut their connections
 	}
 	last := batch[len(batch)-1]
 	if last.sync != nil {
@@ -123,8 +127,9 @@ func coalesce(ops []Op) []Op {
 // not own alone (see own.go). A set destroyed while vallum runs is created
 // again (when creating is allowed) and the batch retried once. The
 // counters count every op received, not what coalescing left, so that they
-// do not depend on how messages fell into batches.
-func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
+// do not depend on how messages fell into batches. For a set of
+// Options.KillLists, it returns the prefixes the kernel added.
+func (b *Bridge) applySet(ctx context.Context, set string, received []Op) []netip.Prefix {
 	b.own.kernel.Lock() // see ownership.kernel
 	defer b.own.kernel.Unlock()
 	ops := b.own.plan(set, coalesce(received))
@@ -149,7 +154,7 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
 	default:
 		b.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
 		b.stats.inc(&b.stats.errors, errKind(err), int64(len(received)))
-		return
+		return nil
 	}
 	var failed map[netip.Prefix]bool
 	if ae != nil {
@@ -160,6 +165,10 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) {
 	}
 	b.own.applied(set, ops, failed)
 	b.countApplied(set, received, ae)
+	if b.opts.kill[set] {
+		return addedOf(ops, failed)
+	}
+	return nil
 }
 
 // refused logs and counts the ops the kernel refused. An add that found a

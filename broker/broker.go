@@ -11,6 +11,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/vallum/vallum/internal/mochiclose"
 )
 
 // Broker is the embedded MQTT broker.
@@ -154,7 +156,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	stop()
 	<-done
-	err := b.srv.Close()
+	err := mochiclose.Close(b.srv, mochiclose.Grace)
 	b.opts.Logger.Info("broker stopped")
 	return err
 }

@@ -35,7 +35,10 @@
 # -tags vallum_small (the 32-bit router targets) leaves argon2id out of the
 # broker's password check: bcrypt only (23 KB, and argon2id's usual 64 MiB
 # per login is too much for a router); a users file with an argon2id hash
-# is refused at start with what to do.
+# is refused at start with what to do. On mips and mipsle it also leaves
+# out --kill-connections (internal/enforce: 49 KB) and the drop counters of
+# /metrics: with them those builds are over 10 MB. The flag is then a
+# warning at start: bans apply, connections are not cut.
 #
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are

@@ -123,6 +123,7 @@ func TestIptablesScript(t *testing.T) {
 	script := filepath.Join("firewall", "iptables.sh")
 	out := inNetns(t, `
 iptables -N DOCKER-USER
+iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 sh `+shellQuote(script)+`
 sh `+shellQuote(script)+`
 echo "--- v4"; iptables -S
@@ -130,6 +131,11 @@ echo "--- v6"; ip6tables -S
 echo "--- sets"; ipset list -t
 sh `+shellQuote(script)+` -D
 echo "--- removed"; iptables -S; ip6tables -S
+DST=1 sh `+shellQuote(script)+`
+DST=1 sh `+shellQuote(script)+`
+echo "--- dst"; iptables -S; ip6tables -S
+DST=1 sh `+shellQuote(script)+` -D
+echo "--- dst removed"; iptables -S; ip6tables -S
 `, "iptables", "ip6tables", "ipset")
 	sections := map[string]string{}
 	for _, part := range strings.Split(out, "--- ")[1:] {
@@ -154,5 +160,26 @@ echo "--- removed"; iptables -S; ip6tables -S
 	}
 	if strings.Contains(sections["removed"], "match-set") {
 		t.Errorf("rules left after -D:\n%s", sections["removed"])
+	}
+	// The drop comes before the ESTABLISHED accept, or it cuts nothing open.
+	if v4 := sections["v4"]; strings.Index(v4, "-A INPUT -m set") > strings.Index(v4, "-A INPUT -m conntrack") {
+		t.Errorf("INPUT drop after the ESTABLISHED accept:\n%s", v4)
+	}
+	if strings.Contains(sections["v4"], " dst -j DROP") {
+		t.Errorf("dst drops without DST=1:\n%s", sections["v4"])
+	}
+	for _, rule := range []string{
+		"-A FORWARD -m set --match-set blacklist dst -j DROP", "-A FORWARD -m set --match-set blacklist6 dst -j DROP",
+		"-A DOCKER-USER -m set --match-set blacklist dst -j DROP", "-A FORWARD -m set --match-set blacklist src -j DROP",
+	} {
+		if n := strings.Count(sections["dst"], rule); n != 1 {
+			t.Errorf("DST=1: %q appears %d times after two runs, want 1:\n%s", rule, n, sections["dst"])
+		}
+	}
+	if strings.Contains(sections["dst"], "-A INPUT -m set --match-set blacklist dst") {
+		t.Errorf("DST=1 drops to the members on INPUT:\n%s", sections["dst"])
+	}
+	if strings.Contains(sections["dst removed"], "match-set") {
+		t.Errorf("rules left after DST=1 -D:\n%s", sections["dst removed"])
 	}
 }

@@ -197,6 +197,7 @@ func TestOpenWrtInit(t *testing.T) {
 			want: []procdInstance{{Name: "main", Params: commonParams(
 				"/usr/bin/vallum", "--port", "1883", "--topic", "blacklist",
 				"--backend", "nft", "--nft-table", "inet vallum",
+				"--kill-connections", "blacklist",
 				"--log-level", "info", "--data-dir", "/var/lib/vallum",
 				"--listen", "127.0.0.1:1883")}},
 		},

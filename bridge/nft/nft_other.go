@@ -44,6 +44,17 @@ func (b *Backend) Info(context.Context, string) (bridge.SetInfo, error) {
 // EnsureRules is not supported off Linux.
 func (b *Backend) EnsureRules(context.Context, []bridge.SetSpec) error { return errors.ErrUnsupported }
 
+// Counter is what vallum's drop rules of one set dropped.
+type Counter struct{ Packets, Bytes uint64 }
+
+// Dropped is not supported off Linux.
+func (b *Backend) Dropped(context.Context, []bridge.SetSpec) (map[string]Counter, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// DropTo does nothing off Linux.
+func (b *Backend) DropTo(...string) {}
+
 // RulesInPlace is not supported off Linux.
 func (b *Backend) RulesInPlace(context.Context, []bridge.SetSpec) (bool, error) {
 	return false, errors.ErrUnsupported

@@ -60,8 +60,8 @@ func TestEnsureRulesIsIdempotent(t *testing.T) {
 	}
 	out := nftIn(t, ns, "", "list", "table", "inet", "vallum")
 	for _, want := range []string{
-		"ip saddr @blacklist drop", "ip saddr @blacklist_net drop",
-		"ip6 saddr @blacklist6 drop", "ip6 saddr @blacklist6_net drop",
+		"ip saddr @blacklist counter packets 0 bytes 0 drop", "ip saddr @blacklist_net counter packets 0 bytes 0 drop",
+		"ip6 saddr @blacklist6 counter packets 0 bytes 0 drop", "ip6 saddr @blacklist6_net counter packets 0 bytes 0 drop",
 		"hook input priority filter - 10", "hook forward priority filter - 10",
 	} {
 		if n := strings.Count(out, want); n != 2 && strings.Contains(want, "saddr") || n == 0 {

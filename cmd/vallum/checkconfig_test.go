@@ -23,7 +23,7 @@ func TestWriteYAMLRoundTrip(t *testing.T) {
 		"~", "1883", "1e3", " lead", "trail ", "fd00::/8", "127.0.0.1:1883", `q"uote`, "back\\slash",
 		"tab\there", "new\nline", "ünï", "[x]", "{x}", "*x", "&x", "!x", "%x", "@x", "'x'", "x,y"}
 	for _, s := range tricky {
-		c := config{Host: s, Broker: []string{}, Topic: []string{s, "blacklist"}, Allow: []string{}, Listen: []string{}, BrokerLimit: []string{}, WSHost: []string{}, Port: 1883, TLS: true, MaxElem: 7}
+		c := config{Host: s, Broker: []string{}, Topic: []string{s, "blacklist"}, Allow: []string{}, Listen: []string{}, BrokerLimit: []string{}, WSHost: []string{}, KillConnections: []string{s}, Port: 1883, TLS: true, MaxElem: 7}
 		var b bytes.Buffer
 		writeYAML(&b, c)
 		var got config
@@ -48,6 +48,7 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 		{"good_embedded_loopback.yaml", nil},
 		{"good_network_users.yaml", nil},
 		{"good_network_anonymous.yaml", nil},
+		{"good_kill_connections.yaml", nil},
 		{"bad_network_no_users.yaml", []string{"anonymous", "--users", "--allow-anonymous"}},
 		{"bad_users_missing.yaml", []string{"testdata/no-such-users.yaml", "no such file"}},
 		{"bad_users_yaml.yaml", []string{"testdata/users_bad_yaml.yaml", "yaml:"}},
@@ -67,9 +68,13 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 		{"bad_nft_rules_ipset.yaml", []string{"--nft-rules needs --backend nft"}},
 		{"bad_metrics.yaml", []string{"--metrics \"9101\"", "HOST:PORT"}},
 		{"bad_keeper_embedded.yaml", []string{"--keeper needs -h"}},
+		{"bad_kill_connections.yaml", []string{"--kill-connections \"blocklist\"", "no such list"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
+			if strings.Contains(tt.file, "kill_connections") && !killBuilt {
+				t.Skip("--kill-connections is not in this build (MIPS router builds)")
+			}
 			cfg := filepath.Join("testdata", tt.file)
 			out, err := checkConfig(t, "--config", cfg)
 			if tt.want == nil {

@@ -64,6 +64,8 @@ type config struct {
 	BrokerLimit    []string `mapstructure:"broker_limit" yaml:"broker_limit"`
 	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
 
+	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
+
 	file string // the config file read, if any
 }
 
@@ -102,6 +104,7 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
 	keeperFlag(f)
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
+	f.StringArray("kill-connections", nil, "list topic ROOT whose bans also cut the banned addresses' open connections (local TCP sockets, conntrack entries), repeatable")
 }
 
 // brokerFlags are the settings of the embedded broker.

@@ -52,7 +52,15 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MaxPayload: c.MaxPayload, Guard: guard.New(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
-	errs = append(errs, c.checkLimits())
+	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
+	o.KillLists = c.KillConnections
+	if len(c.KillConnections) > 0 && !killBuilt {
+		// The shipped router config turns it on: a firewall that refused
+		// to start over an extra would leave the router without its bans.
+		log.Warn("--kill-connections is not in the MIPS router builds (size): bans apply, open connections of banned addresses are not cut; the OpenWrt SDK package has it",
+			"lists", c.KillConnections)
+		o.KillLists = nil
+	}
 	if !backends.Known(c.Backend) {
 		errs = append(errs, fmt.Errorf("--backend %q: choose one of %s", c.Backend, backends.Names()))
 	}

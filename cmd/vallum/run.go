@@ -88,6 +88,10 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	if err := c.nftRules(ctx, be, &bo, log); err != nil {
 		return err
 	}
+	m.Drops = dropsOf(be, bo.Lists)
+	if err := c.killConnections(ctx, g, &bo, log); err != nil {
+		return err
+	}
 	br, err := bridge.New(bo, be)
 	if err != nil {
 		return err
@@ -186,6 +190,7 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 	if !ok {
 		return errors.New("--nft-rules needs --backend nft")
 	}
+	c.dropTo(nb, bo.Lists)
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {

@@ -26,6 +26,16 @@ type Exporter struct {
 	Backend bridge.Backend
 	Sets    []string
 	Broker  *broker.Broker // nil when the broker is not embedded
+	// Drops, when set, reads what vallum's own drop rules dropped (the
+	// nft backend's --nft-rules).
+	Drops func(ctx context.Context) ([]Drop, error)
+}
+
+// Drop is what vallum's drop rules dropped for one list and family.
+type Drop struct {
+	List, Family   string // family: ipv4 or ipv6
+	Packets, Bytes uint64
+	_              [0]func() // not comparable: no equality function in the router builds
 }
 
 // Handler serves /metrics and /healthz.

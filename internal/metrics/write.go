@@ -20,6 +20,7 @@ type reading struct {
 	reconnects, messages, queue, syncs int64
 	setsEmptied                        int64
 	apply                              bridge.Histogram
+	drops                              []Drop // nil: no rules of vallum's own
 
 	embedded        bool // the broker's figures below, else none
 	broker          broker.Stats
@@ -42,6 +43,9 @@ func (e *Exporter) read(ctx context.Context) reading {
 				r.size[s] = int64(info.Size)
 			}
 		}
+	}
+	if e.Drops != nil {
+		r.drops, _ = e.Drops(ctx) // a failed read leaves the series out
 	}
 	if e.Broker != nil {
 		r.embedded, r.broker = true, e.Broker.Stats()
@@ -91,6 +95,9 @@ func write(w io.Writer, r reading) {
 	family(w, "vallum_set_capacity", "Capacity of the kernel set (0: no fixed limit).", "set", r.capacity)
 	scalars(w, bridgeScalars[:], b2i(r.connected), b2i(r.subscribed), r.reconnects, r.messages, r.queue, r.syncs, r.setsEmptied)
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
+	if r.drops != nil {
+		drops(w, r.drops)
+	}
 	if r.embedded {
 		st := r.broker
 		scalars(w, brokerScalars[:], st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.MessagesDropped, st.Retained)

@@ -1,0 +1,45 @@
+//go:build !(vallum_small && (mips || mipsle))
+
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/vallum/vallum/bridge"
+)
+
+// TestDrops: the drop counters appear by list and family when the exporter
+// can read them, and not at all when it cannot or has no rules to read.
+func TestDrops(t *testing.T) {
+	scrape := func(e *Exporter) string {
+		w := httptest.NewRecorder()
+		e.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+		return w.Body.String()
+	}
+	e := &Exporter{Stats: &bridge.Stats{}, Backend: fakeSets{}, Drops: func(context.Context) ([]Drop, error) {
+		return []Drop{{List: "blacklist", Family: "ipv4", Packets: 12, Bytes: 1008}, {List: "blacklist", Family: "ipv6"}}, nil
+	}}
+	out := scrape(e)
+	for _, want := range []string{
+		"# TYPE vallum_dropped_packets_total counter\n",
+		`vallum_dropped_packets_total{list="blacklist",family="ipv4"} 12` + "\n",
+		`vallum_dropped_packets_total{list="blacklist",family="ipv6"} 0` + "\n",
+		`vallum_dropped_bytes_total{list="blacklist",family="ipv4"} 1008` + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, out)
+		}
+	}
+	e.Drops = func(context.Context) ([]Drop, error) { return nil, errors.New("chain gone") }
+	if out := scrape(e); strings.Contains(out, "vallum_dropped") {
+		t.Errorf("/metrics shows drop counters it could not read:\n%s", out)
+	}
+	e.Drops = nil
+	if out := scrape(e); strings.Contains(out, "vallum_dropped") {
+		t.Errorf("/metrics shows drop counters without rules of vallum's own:\n%s", out)
+	}
+}
