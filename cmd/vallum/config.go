@@ -102,7 +102,9 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
-	keeperFlag(f)
+	if keeperBuilt {
+		keeperFlag(f)
+	}
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 	f.StringArray("kill-connections", nil, "list topic ROOT whose bans also cut the banned addresses' open connections (local TCP sockets, conntrack entries), repeatable")
 }

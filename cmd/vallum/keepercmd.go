@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/datadir"
@@ -24,9 +25,13 @@ import (
 	"github.com/vallum/vallum/internal/wire"
 )
 
-func addKeeperCmd(root *cobra.Command) { root.AddCommand(newKeeperCmd()) }
+// keeperBuilt: this build has `vallum keeper` and the daemon's --keeper.
+// The router builds (contrib/build-static.sh, tag vallum_small) leave them
+// out (keepercmd_small.go): 57 KB of mips, for what a hub on a router does
+// not need (its embedded broker keeps its lists itself).
+const keeperBuilt = true
 
-// keeperFlag is the daemon's --keeper.
+// keeperFlag adds the daemon's --keeper.
 func keeperFlag(f *pflag.FlagSet) {
 	f.Bool("keeper", false, "with -h: also keep the -t lists' state on that broker, as `vallum keeper` does")
 }
@@ -116,19 +121,28 @@ func ignoreHUP(ctx context.Context, log *slog.Logger) {
 	}()
 }
 
-// keeperBeside prepares the keeper that `vallum -h BROKER -t LIST --keeper`
-// runs beside its bridge, on the bridge's broker, with the client id
-// keeper-ID for the bridge's vallum-ID: as unique as the bridge's.
-func (c config) keeperBeside(bridgeID string, log *slog.Logger) (run func(context.Context) error, done func(), err error) {
+// startKeeperBeside starts in g the keeper that `vallum -h BROKER -t LIST
+// --keeper` runs beside its bridge, on the bridge's broker, with the
+// client id keeper-ID for the bridge's vallum-ID: as unique as the
+// bridge's.
+func startKeeperBeside(ctx context.Context, g *errgroup.Group, c config, bridgeID string, log *slog.Logger) error {
 	if c.embedded() {
-		return nil, nil, errors.New("--keeper needs -h or --broker: the embedded broker keeps its lists itself")
+		return errors.New("--keeper needs -h or --broker: the embedded broker keeps its lists itself")
 	}
 	ko, ao, err := c.keeperOptions(log)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	ao.ClientID = "keeper-" + strings.TrimPrefix(bridgeID, "vallum-")
-	return c.prepareKeeper(ko, ao, log)
+	run, done, err := c.prepareKeeper(ko, ao, log)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error {
+		defer done()
+		return run(ctx)
+	})
+	return nil
 }
 
 // prepareKeeper locks the keeper's copy in the data dir and makes the

@@ -4,22 +4,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 )
 
-// The router builds (contrib/build-static.sh, tag vallum_small) leave the
-// standalone keeper out, its command and the daemon's --keeper flag (57 KB
-// of mips), for what a hub on a router does not need: its embedded broker
-// keeps its lists itself. A config file's keeper: true is refused at start.
+// keeperBuilt: the router builds leave `vallum keeper` and --keeper out
+// (keepercmd.go says why). Every use is behind `if keeperBuilt`, so these
+// stubs are never linked, and the builds pay nothing for them; a config
+// file's keeper: key is read and ignored there.
+const keeperBuilt = false
 
-func addKeeperCmd(*cobra.Command) {}
+func newKeeperCmd() *cobra.Command { return nil }
 
 func keeperFlag(*pflag.FlagSet) {}
 
-func (c config) keeperBeside(string, *slog.Logger) (func(context.Context) error, func(), error) {
-	return nil, nil, errors.New("keeper: not in this router build")
+func startKeeperBeside(context.Context, *errgroup.Group, config, string, *slog.Logger) error {
+	return nil
 }

@@ -31,7 +31,9 @@ ipsets or nftables sets. With no -h it runs its own broker on 127.0.0.1:1883.
 	brokerFlags(root.Flags())
 	root.AddCommand(newRunCmd(), newBrokerCmd(), newCheckConfigCmd(), newVersionCmd(),
 		newBanCmd(), newUnbanCmd(), newListCmd(), newDoctorCmd(), newFail2banCmd())
-	addKeeperCmd(root)
+	if keeperBuilt {
+		root.AddCommand(newKeeperCmd())
+	}
 	return root
 }
 

@@ -104,13 +104,10 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			return err
 		}
 	}
-	if c.Keeper {
-		run, done, err := c.keeperBeside(bo.ClientID, log)
-		if err != nil {
+	if keeperBuilt && c.Keeper {
+		if err := startKeeperBeside(ctx, g, c, bo.ClientID, log); err != nil {
 			return err
 		}
-		defer done()
-		g.Go(func() error { return run(ctx) })
 	}
 	g.Go(func() error { return br.Run(ctx) })
 	for _, u := range append([]string{bo.Broker}, bo.Brokers...) {

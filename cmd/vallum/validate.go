@@ -38,7 +38,7 @@ func (c config) checkLimits() error {
 	if c.NftRules && c.Backend != "nft" && c.Backend != "auto" {
 		errs = append(errs, fmt.Errorf("--nft-rules needs --backend nft (backend is %q)", c.Backend))
 	}
-	if c.Keeper && c.embedded() {
+	if keeperBuilt && c.Keeper && c.embedded() {
 		errs = append(errs, errors.New("--keeper needs -h or --broker: the embedded broker keeps its lists itself"))
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics); c.Metrics != "" && err != nil {
