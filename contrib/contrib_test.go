@@ -87,6 +87,15 @@ func TestSystemdUnits(t *testing.T) {
 			},
 			families: "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
 		},
+		{
+			unit: "vallum-keeper.service",
+			want: map[string]string{
+				"ExecStart":             "/usr/bin/vallum keeper --config /etc/vallum/keeper.yaml",
+				"AmbientCapabilities":   "",
+				"CapabilityBoundingSet": "",
+			},
+			families: "AF_INET AF_INET6 AF_UNIX",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.unit, func(t *testing.T) {

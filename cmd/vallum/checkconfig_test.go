@@ -67,12 +67,16 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 		{"bad_port.yaml", []string{"--port 70000"}},
 		{"bad_nft_rules_ipset.yaml", []string{"--nft-rules needs --backend nft"}},
 		{"bad_metrics.yaml", []string{"--metrics \"9101\"", "HOST:PORT"}},
+		{"bad_keeper_embedded.yaml", []string{"--keeper needs -h"}},
 		{"bad_kill_connections.yaml", []string{"--kill-connections \"blocklist\"", "no such list"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			if strings.Contains(tt.file, "kill_connections") && !killBuilt {
 				t.Skip("--kill-connections is not in this build (MIPS router builds)")
+			}
+			if strings.Contains(tt.file, "keeper") && !keeperBuilt {
+				t.Skip("--keeper is not in this build (router builds)")
 			}
 			cfg := filepath.Join("testdata", tt.file)
 			out, err := checkConfig(t, "--config", cfg)

@@ -39,6 +39,7 @@ type config struct {
 	QoS          int      `mapstructure:"qos" yaml:"qos"`
 
 	SyncTimeout time.Duration `mapstructure:"sync_timeout" yaml:"sync_timeout"`
+	Keeper      bool          `mapstructure:"keeper" yaml:"keeper"`
 
 	Backend    string   `mapstructure:"backend" yaml:"backend"`
 	NftTable   string   `mapstructure:"nft_table" yaml:"nft_table"`
@@ -101,6 +102,9 @@ func daemonFlags(f *pflag.FlagSet) {
 	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that may be banned")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest message payload in bytes")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a sync that receives nothing for this long drops the connection and moves to the next broker")
+	if keeperBuilt {
+		keeperFlag(f)
+	}
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 	f.StringArray("kill-connections", nil, "list topic ROOT whose bans also cut the banned addresses' open connections (local TCP sockets, conntrack entries), repeatable")
 }

@@ -108,6 +108,11 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 			return err
 		}
 	}
+	if keeperBuilt && c.Keeper {
+		if err := startKeeperBeside(ctx, g, c, bo.ClientID, log); err != nil {
+			return err
+		}
+	}
 	g.Go(func() error { return br.Run(ctx) })
 	for _, u := range append([]string{bo.Broker}, bo.Brokers...) {
 		go warnIfTLS(ctx, u, &m.Stats.Connected, log)

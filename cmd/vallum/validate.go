@@ -38,6 +38,9 @@ func (c config) checkLimits() error {
 	if c.NftRules && c.Backend != "nft" && c.Backend != "auto" {
 		errs = append(errs, fmt.Errorf("--nft-rules needs --backend nft (backend is %q)", c.Backend))
 	}
+	if keeperBuilt && c.Keeper && c.embedded() {
+		errs = append(errs, errors.New("--keeper needs -h or --broker: the embedded broker keeps its lists itself"))
+	}
 	if _, _, err := net.SplitHostPort(c.Metrics); c.Metrics != "" && err != nil {
 		errs = append(errs, fmt.Errorf("--metrics %q: want HOST:PORT, such as 127.0.0.1:9101", c.Metrics))
 	}

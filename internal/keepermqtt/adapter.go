@@ -1,0 +1,202 @@
+package keepermqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+	"golang.org/x/sync/errgroup"
+)
+
+// mqtt311 is set explicitly, as in the bridge: otherwise paho falls back to
+// MQTT 3.1 when a CONNACK is late, which NATS refuses.
+const mqtt311 = 4
+
+// Adapter connects keepers to a broker. It is also their Sink.
+type Adapter struct {
+	o       Options
+	log     *slog.Logger
+	cl      mqtt.Client
+	brokers *brokers
+
+	in     queue          // messages and connections, for the worker
+	lastIn atomic.Int64   // Unix nanoseconds of the last message received
+	acks   chan pending   // publishes and acknowledgements, in order
+	fatal  chan error     // what retrying cannot fix, found off the worker
+	done   chan struct{}  // closed when Run has stopped the keepers
+	ackers sync.WaitGroup // the acker
+}
+
+// New checks the options and makes the client; Run connects.
+func New(o Options) (*Adapter, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	a := &Adapter{o: o, log: o.Logger, brokers: newBrokers(o.Brokers),
+		in: queue{ready: make(chan struct{}, 1)}, acks: make(chan pending, ackWindow),
+		fatal: make(chan error, 1), done: make(chan struct{})}
+	co := mqtt.NewClientOptions().
+		SetClientID(o.ClientID).
+		SetUsername(o.Username).
+		SetPassword(o.Password).
+		SetTLSConfig(o.TLS).
+		SetCustomOpenConnectionFn(a.brokers.open).
+		SetCleanSession(false).
+		SetProtocolVersion(mqtt311).
+		SetOrderMatters(true). // the handler only queues: it never blocks
+		SetAutoAckDisabled(true).
+		SetKeepAlive(30 * time.Second).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(o.ConnectTimeout).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetDefaultPublishHandler(a.onMessage).
+		SetOnConnectHandler(a.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			a.log.Warn("disconnected", "broker", a.brokerName(), "err", err)
+		}).
+		SetReconnectingHandler(func(_ mqtt.Client, co *mqtt.ClientOptions) {
+			a.brokers.rotate(co)
+		})
+	co.Servers = a.brokers.order()
+	a.cl = mqtt.NewClient(co)
+	return a, nil
+}
+
+// onMessage runs on paho's router goroutine. It only queues: a handler
+// that waits stalls paho's reading, PUBACKs included, and the worker waits
+// for PUBACKs before it acknowledges. The queue needs no bound of its own:
+// every message is QoS 1 and unacknowledged until handled, so the broker's
+// in-flight window bounds it.
+func (a *Adapter) onMessage(_ mqtt.Client, m mqtt.Message) {
+	a.lastIn.Store(time.Now().UnixNano())
+	a.in.push(event{msg: m})
+}
+
+func (a *Adapter) onConnect(mqtt.Client) {
+	c := a.brokers.current()
+	a.log.Info("connected", "broker", a.brokerName(), "client", a.o.ClientID, "session", c.sessionPresent())
+	a.in.push(event{conn: c})
+}
+
+func (a *Adapter) brokerName() string {
+	if c := a.brokers.current(); c != nil {
+		return c.broker
+	}
+	return a.o.Brokers[0].Redacted()
+}
+
+// Run connects and runs k until ctx is done: the reads, the live messages
+// and, from the first Settle on, k.Run. It returns nil when ctx ends, and
+// an error for what a retry cannot fix (a refused login or subscription,
+// a failed Settle).
+func (a *Adapter) Run(ctx context.Context, k Keeper) error {
+	ackCtx, stopAcks := context.WithCancel(context.Background())
+	defer stopAcks()
+	a.ackers.Add(1)
+	go a.acker(ackCtx)
+	if err := a.connect(ctx); err != nil || ctx.Err() != nil {
+		close(a.done)
+		return err
+	}
+	w := newWorker(a, k)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-w.first:
+		case <-gctx.Done():
+			return nil
+		}
+		if err := k.Run(gctx); err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("keeper: %w", err)
+		}
+		return nil
+	})
+	err := g.Wait()
+	close(a.done)
+	a.finish(stopAcks)
+	return err
+}
+
+// connect makes the first connection, retrying with backoff until ctx
+// ends; a refusal that retrying cannot fix is returned at once.
+func (a *Adapter) connect(ctx context.Context) error {
+	delay := 500 * time.Millisecond
+	for {
+		tok := a.cl.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			a.cl.Disconnect(0) // ends an attempt still in flight
+			return nil
+		}
+		err := tok.Error()
+		if err == nil {
+			return nil
+		}
+		if refusedForGood(err) {
+			return fmt.Errorf("broker refused the keeper's connection: %s: %v", a.brokerName(), err)
+		}
+		a.log.Warn("cannot connect, retrying", "broker", a.brokerName(), "in", delay, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+func refusedForGood(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
+		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected) ||
+		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
+}
+
+// failed reports an error that retrying cannot fix to Run.
+func (a *Adapter) failed(err error) {
+	select {
+	case a.fatal <- err:
+	default:
+	}
+}
+
+// event is a message, or a new connection (msg nil).
+type event struct {
+	msg  mqtt.Message
+	conn *sessConn
+}
+
+// queue hands events from paho's goroutines to the worker, in order.
+type queue struct {
+	mu    sync.Mutex
+	items []event
+	ready chan struct{} // a token when items is not empty
+}
+
+func (q *queue) push(e event) {
+	q.mu.Lock()
+	q.items = append(q.items, e)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) take() []event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items
+}

@@ -1,0 +1,231 @@
+package keepermqtt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// worker is the one goroutine that calls the keeper's Filters, Retained,
+// Settle and Message.
+type worker struct {
+	a      *Adapter
+	k      Keeper
+	marker string        // this client's marker topic
+	first  chan struct{} // closed at the first Settle
+
+	settled bool
+	rd      *read           // the read in progress; nil when none
+	begun   bool            // the read's first retained message or marker came
+	held    []held          // live messages that came during a read
+	events  map[string]bool // the filters without wildcards outside vallum/: event topics
+}
+
+// read is one read of the retained messages, ended by the marker that
+// carries its nonce. The nonce matters: with a persistent session, the
+// marker of a read that a killed keeper never saw come back can wait in
+// the session and would end the next read before the lists came.
+type read struct {
+	nonce string
+	conn  *sessConn
+	start time.Time
+	n     int // retained messages read
+}
+
+type held struct {
+	topic   string
+	payload []byte
+	stale   bool // a value the read has superseded
+}
+
+func newWorker(a *Adapter, k Keeper) *worker {
+	w := &worker{a: a, k: k, marker: wire.MarkerTopic(a.o.ClientID), first: make(chan struct{}), events: map[string]bool{}}
+	for _, f := range k.Filters() {
+		if !strings.ContainsAny(f, "+#") && !strings.HasPrefix(f, wire.Namespace+"/") {
+			w.events[f] = true
+		}
+	}
+	return w
+}
+
+func (w *worker) run(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-w.a.fatal:
+			return err
+		case <-tick.C:
+			w.checkStall()
+		case <-w.a.in.ready:
+			for _, e := range w.a.in.take() {
+				if err := w.handle(e); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (w *worker) handle(e event) error {
+	if e.msg == nil {
+		w.connected(e.conn)
+		return nil
+	}
+	m := e.msg
+	switch {
+	case m.Topic() == w.marker:
+		m.Ack()
+		if w.rd != nil && string(m.Payload()) == w.rd.nonce {
+			w.begun = true
+			return w.settle()
+		}
+	case w.settled:
+		w.k.Message(m.Topic(), m.Payload())
+		w.a.ackAfter(m.Ack)
+	case m.Retained():
+		w.k.Retained(m.Topic(), m.Payload())
+		if w.rd != nil {
+			w.rd.n++
+		}
+		w.begun = true
+		w.supersede(m.Topic())
+		m.Ack()
+	default:
+		// Live, during a read: handed to Message after Settle. It is
+		// acknowledged now, as the retained messages are: the broker
+		// sends the rest of the read only while its window of
+		// unacknowledged messages has room (mosquitto's default is 20).
+		// A keeper killed before Settle loses these few events; the
+		// state it reads again at its next start.
+		if w.begun || w.isEvent(m.Topic()) {
+			w.held = append(w.held, held{topic: m.Topic(), payload: m.Payload()})
+		}
+		m.Ack()
+	}
+	return nil
+}
+
+// A value (a ban's state, a record) that comes before the read's first
+// retained message is older than the read, which holds the topic's value
+// as the subscription was made, or its absence: it is dropped. At a
+// restart these are the session's old messages, the keeper's own echoes
+// among them, which the keeper of the new process cannot tell from a
+// client's states. Events are kept: each one counts. A broker sends one
+// client's messages in order, so a value that comes after the read began
+// is newer than the read; on a broker that does not (a retained copy of
+// the topic comes after it), the retained copy supersedes it.
+func (w *worker) isEvent(topic string) bool { return w.events[topic] }
+
+// supersede marks the held values of topic stale: a retained copy of it
+// came after them.
+func (w *worker) supersede(topic string) {
+	if w.isEvent(topic) {
+		return // a retained event is junk, not a value: the events stand
+	}
+	for i := range w.held {
+		if w.held[i].topic == topic {
+			w.held[i].stale = true
+		}
+	}
+}
+
+// connected starts a read unless the broker kept the session of a keeper
+// that has read the lists already: then its subscriptions are there and
+// the events of the gap come from the session.
+func (w *worker) connected(c *sessConn) {
+	if w.settled && c.sessionPresent() {
+		return
+	}
+	if w.settled {
+		w.a.log.Warn("the broker did not keep the keeper's session (restarted without it?): reading the lists again",
+			"broker", c.broker)
+	}
+	w.settled = false
+	w.startRead(c)
+}
+
+// startRead subscribes to the keeper's filters and to the marker topic,
+// then publishes a marker with a fresh nonce. The broker sends the
+// retained messages of each subscription before the SUBACK's successors,
+// and one client's messages in order, so the marker comes back after them
+// all.
+func (w *worker) startRead(c *sessConn) {
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	w.rd = &read{nonce: hex.EncodeToString(nonce), conn: c, start: time.Now()}
+	w.a.lastIn.Store(time.Now().UnixNano())
+	filters := map[string]byte{w.marker: 1}
+	for _, f := range w.k.Filters() {
+		filters[f] = 1
+	}
+	// The new read supersedes every value held from an earlier one.
+	w.begun = false
+	for i := range w.held {
+		w.held[i].stale = w.held[i].stale || !w.isEvent(w.held[i].topic)
+	}
+	cl, marker, payload := w.a.cl, w.marker, w.rd.nonce
+	go func() { // off the worker: the retained messages come before the SUBACK is seen
+		tok := cl.SubscribeMultiple(filters, nil)
+		if !tok.WaitTimeout(w.a.o.SyncTimeout) || tok.Error() != nil {
+			return // the stall check or the reconnection starts the read again
+		}
+		for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+			if code == 0x80 {
+				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, %s and write %s (README, vallum keeper)",
+					f, wire.RecordPrefix+"LIST", marker))
+				return
+			}
+		}
+		cl.Publish(marker, 1, false, payload)
+	}()
+}
+
+// settle ends a read: the keeper has every retained message.
+func (w *worker) settle() error {
+	if err := w.k.Settle(); err != nil {
+		return fmt.Errorf("keeper: %w", err)
+	}
+	w.a.log.Info("keeper read the lists", "broker", w.rd.conn.broker, "retained", w.rd.n,
+		"live", len(w.held), "took", time.Since(w.rd.start).Round(time.Millisecond))
+	w.settled, w.rd = true, nil
+	for _, h := range w.held {
+		if !h.stale {
+			w.k.Message(h.topic, h.payload)
+		}
+	}
+	w.held = nil
+	select {
+	case <-w.first:
+	default:
+		close(w.first)
+	}
+	return nil
+}
+
+// checkStall drops the connection of a read that received nothing for
+// the sync timeout (a broker that never sends the marker back, one that
+// stopped sending): paho connects again, to the next broker if any.
+func (w *worker) checkStall() {
+	if w.rd == nil {
+		return
+	}
+	idle := time.Since(time.Unix(0, w.a.lastIn.Load()))
+	if idle < w.a.o.SyncTimeout {
+		return
+	}
+	w.a.log.Error("keeper read stalled: nothing received within the sync timeout; reconnecting",
+		"broker", w.rd.conn.broker, "timeout", w.a.o.SyncTimeout,
+		"hint", "the broker must let this client publish and subscribe to "+w.marker)
+	w.a.lastIn.Store(time.Now().UnixNano())
+	w.a.brokers.drop(w.rd.conn)
+}
