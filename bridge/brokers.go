@@ -116,22 +116,22 @@ func (l *brokerList) drop(conn net.Conn) {
 }
 
 // stalled returns a channel that is closed when the bridge has received no
-// message for b.opts.SyncTimeout while the worker was idle, or when the
+// message for Options.SyncTimeout while the worker was idle, or when the
 // wait has lasted ten times that in all (a broker that sends live events
 // but never the sync's markers). stop ends the watch.
-func (b *Bridge) stalled() (ch <-chan struct{}, stop func()) {
+func (s *shared) stalled() (ch <-chan struct{}, stop func()) {
 	out, quit := make(chan struct{}), make(chan struct{})
-	limit := b.opts.SyncTimeout
+	limit := s.opts.SyncTimeout
 	go func() {
 		tick := time.NewTicker(min(limit/4, time.Second))
 		defer tick.Stop()
-		start, last, seen := time.Now(), time.Now(), b.stats.Messages.Load()
+		start, last, seen := time.Now(), time.Now(), s.stats.Messages.Load()
 		for {
 			select {
 			case <-quit:
 				return
 			case now := <-tick.C:
-				if n := b.stats.Messages.Load(); n != seen || b.stats.QueueDepth.Load() > 0 {
+				if n := s.stats.Messages.Load(); n != seen || s.stats.QueueDepth.Load() > 0 {
 					seen, last = n, now
 				}
 				if now.Sub(last) >= limit || now.Sub(start) >= 10*limit {
@@ -149,17 +149,17 @@ func (b *Bridge) stalled() (ch <-chan struct{}, stop func()) {
 // connects again, to the next broker when there are several. A broker
 // that never sends a client's own marker back (its ACL forbids the marker
 // topic) lands here too, which the log line says.
-func (b *Bridge) giveUp(conn net.Conn, step string, pubErr error) {
-	broker, _ := b.brokers.current()
-	b.log.Error("sync stalled: nothing received within the sync timeout; reconnecting"+b.nextHint(),
-		"broker", broker, "step", step, "timeout", b.opts.SyncTimeout,
-		"hint", "the broker must let this client publish and subscribe to "+wire.MarkerPrefix+b.opts.ClientID,
+func (s *shared) giveUp(conn net.Conn, step string, pubErr error) {
+	broker, _ := s.brokers.current()
+	s.log.Error("sync stalled: nothing received within the sync timeout; reconnecting"+s.nextHint(),
+		"broker", broker, "step", step, "timeout", s.opts.SyncTimeout,
+		"hint", "the broker must let this client publish and subscribe to "+wire.MarkerPrefix+s.opts.ClientID,
 		"publish_err", pubErr)
-	b.brokers.drop(conn)
+	s.brokers.drop(conn)
 }
 
-func (b *Bridge) nextHint() string {
-	if len(b.brokers.urls) > 1 {
+func (s *shared) nextHint() string {
+	if len(s.brokers.urls) > 1 {
 		return " to the next broker"
 	}
 	return ""
@@ -196,8 +196,8 @@ func urlList(urls []*url.URL) string {
 }
 
 // brokerName is the broker of the connection, for log lines.
-func (b *Bridge) brokerName() string {
-	name, _ := b.brokers.current()
+func (s *shared) brokerName() string {
+	name, _ := s.brokers.current()
 	return name
 }
 
@@ -219,7 +219,7 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 	for b.stats.Syncs.Load() == syncs {
 		select {
 		case <-tick.C:
-		case <-b.stopCtx.Done():
+		case <-b.stop.ctx.Done():
 			return
 		}
 		if _, now := b.brokers.current(); now != conn || !c.IsConnectionOpen() {
@@ -228,7 +228,7 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 	}
 	select {
 	case <-time.After(b.opts.ConfirmSync):
-	case <-b.stopCtx.Done():
+	case <-b.stop.ctx.Done():
 		return
 	}
 	if _, now := b.brokers.current(); now == conn && c.IsConnectionOpen() {
@@ -236,23 +236,6 @@ func (b *Bridge) confirmSync(c mqtt.Client) {
 		b.startSync(c)
 		b.brokers.confirming.Store(false)
 	}
-}
-
-// eventComment is the comment of an event's add. With several brokers (a
-// cluster), until the confirming sync of a connection, an event of a list
-// that has state is marked as state:
-// what a resumed session redelivers after a failover comes without the
-// states that would order it (they are QoS 0, and were lost in the gap),
-// and NATS delivers add and del events on their own, so a ban's add may
-// come after its unban's del. Marked as state, a stale add is removed by
-// the confirming sync. (A ban that only a legacy event made, on a list fed
-// with state, is removed by that sync too: it is in no state. With one
-// broker, whose session keeps the order, such bans stay.)
-func (b *Bridge) eventComment() string {
-	if b.recent.stateSeen && b.brokers.confirming.Load() {
-		return CommentState
-	}
-	return CommentEvent
 }
 
 // mqtt311 is set explicitly. Otherwise paho, when a broker's CONNACK does

@@ -104,20 +104,12 @@ func refusedForGood(err error) bool {
 // far within the keepalive.
 func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.Messages.Add(1)
-	it := b.decode(m.Topic(), m.Payload(), m.Retained())
+	it := b.dec.decode(m.Topic(), m.Payload(), m.Retained())
 	it.ack = m.Ack
 	// Bound the decoded ops waiting for the kernel, not only the number of
 	// messages: a message can carry 70,000 addresses.
 	it.weight = min(int64(len(it.ops)), b.opts.MaxPending)
-	if it.weight > 0 && b.pending.Acquire(b.stopCtx, it.weight) != nil {
-		return // stopping: not acked, the broker sends it again
-	}
-	b.stats.QueueDepth.Add(1)
-	select {
-	case b.queue <- it:
-	case <-b.stopCtx.Done():
-		b.stats.QueueDepth.Add(-1) // not acked: the broker sends it again
-	}
+	b.app.enqueue(it)
 }
 
 // onConnect subscribes on every connection (nothing resubscribes by
@@ -126,9 +118,9 @@ func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
 	broker, _ := b.brokers.current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
-	b.spawn(func() { b.startSync(c) })
+	b.stop.spawn(func() { b.startSync(c) })
 	if b.opts.ConfirmSync > 0 {
 		b.brokers.confirming.Store(len(b.brokers.urls) > 1) // see eventComment
-		b.spawn(func() { b.confirmSync(c) })
+		b.stop.spawn(func() { b.confirmSync(c) })
 	}
 }
