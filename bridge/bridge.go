@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/bridge/mqttconn"
 )
 
 // Bridge subscribes to ban lists on an MQTT broker and applies them to
@@ -35,7 +37,10 @@ type shared struct {
 	epochs  *epochs   // locked: the worker judges, the decoder and SIGHUP ask
 	later   later     // locked: the worker and the decoder ask for a sync
 	client  atomic.Pointer[mqtt.Client]
-	brokers *brokerList // locked
+	brokers *mqttconn.Brokers // locked
+	// confirming is set from a connection until its confirming sync is
+	// done (see decoder.eventComment).
+	confirming atomic.Bool
 	// newSync starts a sync on c (Bridge.startSync), for syncLater.
 	newSync func(c mqtt.Client)
 }
@@ -61,7 +66,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 		opts: o, log: o.Logger, stats: o.Stats,
 		refuse:  newRefusals(o.Logger, o.Stats),
 		epochs:  newEpochs(o.EpochFile, o.Logger),
-		brokers: newBrokerList(urls),
+		brokers: mqttconn.NewBrokers(urls, nil),
 	}
 	sh.stop.ctx, sh.stop.cancel = context.WithCancel(context.Background())
 	b := &Bridge{shared: sh, dec: &decoder{shared: sh}, app: newApplier(sh, be)}

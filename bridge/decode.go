@@ -256,7 +256,7 @@ func (r *recentState) seed(s *syncer) {
 // with state, is removed by that sync too: it is in no state. With one
 // broker, whose session keeps the order, such bans stay.)
 func (d *decoder) eventComment() string {
-	if d.recent.stateSeen && d.brokers.confirming.Load() {
+	if d.recent.stateSeen && d.confirming.Load() {
 		return CommentState
 	}
 	return CommentEvent

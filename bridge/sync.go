@@ -180,7 +180,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		mark     string
 		seen     chan struct{}
 	}{{events, nil, "A", aSeen}, {state, records, "B", bSeen}}
-	_, conn := b.brokers.current()
+	_, conn := b.brokers.Current()
 	stalled, stop := b.stalled()
 	defer stop()
 	for _, st := range steps {
