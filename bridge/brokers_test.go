@@ -3,7 +3,6 @@ package bridge
 import (
 	"io"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,25 +13,6 @@ import (
 
 	"github.com/vallum/vallum/internal/wire"
 )
-
-func TestBrokerOrderStartsAfterTheCurrent(t *testing.T) {
-	var urls []*url.URL
-	for _, s := range []string{"tcp://n1:1883", "tcp://n2:1883", "tcp://n3:1883"} {
-		u, _ := url.Parse(s)
-		urls = append(urls, u)
-	}
-	l := newBrokerList(urls)
-	for cur, want := range map[int]string{-1: "n1 n2 n3", 0: "n2 n3 n1", 1: "n3 n1 n2", 2: "n1 n2 n3"} {
-		l.cur = cur
-		var got []string
-		for _, u := range l.order() {
-			got = append(got, u.Hostname())
-		}
-		if strings.Join(got, " ") != want {
-			t.Errorf("connected to %d: order %v, want %s", cur, got, want)
-		}
-	}
-}
 
 func TestOptionsBrokers(t *testing.T) {
 	o := Options{Lists: []List{{Root: "bl"}}, ClientID: "x", Broker: "tcp://a:1883", Brokers: []string{"tcp://b:1883", "no scheme"}}

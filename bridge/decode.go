@@ -13,29 +13,39 @@ import (
 	"github.com/vallum/vallum/internal/wire"
 )
 
+// decoder is the decoding side: paho's message goroutine owns it and
+// calls decode for every message, in order. The sync window alone is
+// reached by other goroutines too (a sync begins it), behind its lock.
+type decoder struct {
+	*shared
+	sync   syncer // the current sync's window (sync.go)
+	skew   skewWarn
+	recent recentState
+}
+
 // decode turns one MQTT message into queued ops. It never fails: what it
 // cannot use is refused, counted and logged, and the rest goes on.
-func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
+func (d *decoder) decode(topic string, payload []byte, retained bool) item {
 	if strings.HasPrefix(topic, wire.MarkerPrefix) {
-		res := b.sync.marker(string(payload))
-		b.recent.seed(&b.sync) // when that opened a sync's window
+		res := d.sync.marker(string(payload))
+		d.recent.seed(&d.sync) // when that opened a sync's window
 		return item{sync: res}
 	}
-	if len(payload) > b.opts.MaxPayload {
-		b.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", b.opts.MaxPayload)
+	if len(payload) > d.opts.MaxPayload {
+		d.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", d.opts.MaxPayload)
 		return item{}
 	}
 	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok { // subscribed for our lists only
-		if !b.sync.keeperRecord(root, payload) { // only a sync's window counts (epoch.go)
-			b.recordLive(root, payload)
+		if !d.sync.keeperRecord(root, payload) { // only a sync's window counts (epoch.go)
+			d.recordLive(root, payload)
 		}
 		return item{}
 	}
-	for _, l := range b.opts.Lists {
+	for _, l := range d.opts.Lists {
 		t, err := wire.ParseTopic(l.Root, topic)
 		if err != nil {
 			if strings.HasPrefix(topic, l.Root+"/") {
-				b.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic), "err", err)
+				d.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic), "err", err)
 				return item{}
 			}
 			continue
@@ -44,20 +54,20 @@ func (b *Bridge) decode(topic string, payload []byte, retained bool) item {
 			if !canonical(topic[len(l.Root)+len(wire.LevelState)+2:], t.Prefix) {
 				// One spelling per ban: `vallum unban` lifts the canonical
 				// topic only, and a ban under another would come back.
-				b.refuse.refuse("non_canonical", topic, "topic", wire.Clip(topic), "want", wire.StateTopic(l.Root, t.Prefix))
+				d.refuse.refuse("non_canonical", topic, "topic", wire.Clip(topic), "want", wire.StateTopic(l.Root, t.Prefix))
 				return item{}
 			}
-			return item{ops: b.stateOps(l, t, payload, retained)}
+			return item{ops: d.stateOps(l, t, payload, retained)}
 		}
 		if retained {
 			// A retained event is replayed on every subscribe and would
 			// undo later unbans: only state is kept by the broker.
-			b.refuse.refuse("retained_event", topic, "topic", wire.Clip(topic))
+			d.refuse.refuse("retained_event", topic, "topic", wire.Clip(topic))
 			return item{}
 		}
-		return item{ops: b.eventOps(l, t.Kind, payload)}
+		return item{ops: d.eventOps(l, t.Kind, payload)}
 	}
-	b.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic))
+	d.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic))
 	return item{}
 }
 
@@ -72,20 +82,20 @@ func canonical(s string, p netip.Prefix) bool {
 	return string(b) == s
 }
 
-func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {
+func (d *decoder) eventOps(l List, k wire.Kind, payload []byte) []setOp {
 	lines, errs := wire.ParsePayload(payload)
 	for _, err := range errs {
-		b.refuse.refuse("bad_line", err.Error(), "topic", l.Root, "err", err)
+		d.refuse.refuse("bad_line", err.Error(), "topic", l.Root, "err", err)
 	}
 	ops := make([]setOp, 0, len(lines))
 	for _, ln := range lines {
-		if b.recent.has(ln.Prefix) {
+		if d.recent.has(ln.Prefix) {
 			continue // its state came moments ago, and was applied: it decides
 		}
-		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: b.eventComment()}
+		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: d.eventComment()}
 		if k == wire.KindDel {
 			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: wire.DefaultTimeout}
-		} else if !b.allowed(l, ln.Prefix) {
+		} else if !d.allowed(l, ln.Prefix) {
 			continue
 		}
 		ops = append(ops, setOp{set: l.setFor(ln.Prefix), op: op})
@@ -95,39 +105,39 @@ func (b *Bridge) eventOps(l List, k wire.Kind, payload []byte) []setOp {
 
 // stateOps turns a retained state message into an add with the remaining
 // timeout, or a del when it is empty (an unban) or already expired.
-func (b *Bridge) stateOps(l List, t wire.Topic, payload []byte, retained bool) []setOp {
+func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) []setOp {
 	del := func() []setOp {
 		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: wire.DefaultTimeout}}}
 	}
-	b.recent.stateSeen = true
+	d.recent.stateSeen = true
 	if !retained { // a snapshot copy races no event: only live states are marked
-		b.recent.mark(l.Root, t.Prefix, time.Now(), len(payload) > 0)
+		d.recent.mark(l.Root, t.Prefix, time.Now(), len(payload) > 0)
 	}
 	if len(payload) == 0 {
-		b.sync.record(l.Root, t.Prefix, false)
+		d.sync.record(l.Root, t.Prefix, false)
 		return del()
 	}
 	st, err := wire.DecodeState(payload)
 	if err != nil {
-		b.refuse.refuse("bad_state", t.Prefix.String(), "topic", l.Root, "prefix", t.Prefix, "err", err)
+		d.refuse.refuse("bad_state", t.Prefix.String(), "topic", l.Root, "prefix", t.Prefix, "err", err)
 		return nil
 	}
 	now := time.Now()
-	b.skew.check(st.At, now, b.log)
+	d.skew.check(st.At, now, d.log)
 	left, active := st.Remaining(now)
-	b.sync.record(l.Root, t.Prefix, active)
+	d.sync.record(l.Root, t.Prefix, active)
 	if !active {
 		return del()
 	}
-	if !b.allowed(l, t.Prefix) {
+	if !d.allowed(l, t.Prefix) {
 		return nil
 	}
 	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
 }
 
 // allowed runs an add through the guard, refusing (and counting) it there.
-func (b *Bridge) allowed(l List, p netip.Prefix) bool {
-	err := b.opts.Guard.Check(p)
+func (d *decoder) allowed(l List, p netip.Prefix) bool {
+	err := d.opts.Guard.Check(p)
 	if err == nil {
 		return true
 	}
@@ -135,7 +145,7 @@ func (b *Bridge) allowed(l List, p netip.Prefix) bool {
 	if errors.Is(err, guard.ErrTooBroad) {
 		reason = "too_broad"
 	}
-	b.refuse.refuse(reason, p.String(), "topic", l.Root, "prefix", p, "err", err)
+	d.refuse.refuse(reason, p.String(), "topic", l.Root, "prefix", p, "err", err)
 	return false
 }
 
@@ -235,10 +245,31 @@ func (r *recentState) seed(s *syncer) {
 	}
 }
 
-// justOpened reports whether the window is open and holds nothing yet: the
-// moment marker A came back.
-func (s *syncer) justOpened() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.open && len(s.present) == 0
+// eventComment is the comment of an event's add. With several brokers (a
+// cluster), until the confirming sync of a connection, an event of a list
+// that has state is marked as state:
+// what a resumed session redelivers after a failover comes without the
+// states that would order it (they are QoS 0, and were lost in the gap),
+// and NATS delivers add and del events on their own, so a ban's add may
+// come after its unban's del. Marked as state, a stale add is removed by
+// the confirming sync. (A ban that only a legacy event made, on a list fed
+// with state, is removed by that sync too: it is in no state. With one
+// broker, whose session keeps the order, such bans stay.)
+func (d *decoder) eventComment() string {
+	if d.recent.stateSeen && d.confirming.Load() {
+		return CommentState
+	}
+	return CommentEvent
+}
+
+// recordLive starts a sync at once when a lost list's record comes back
+// live with the epoch of its last trusted sync (its keeper restored it),
+// at most once every recentFor: a record replayed in a loop costs no more.
+func (d *decoder) recordLive(root string, payload []byte) {
+	rec, err := wire.DecodeRecord(payload)
+	known, ok := d.epochs.epoch(root)
+	if err != nil || !ok || rec.Epoch != known || !d.epochs.isLost(root) {
+		return
+	}
+	d.syncLive()
 }

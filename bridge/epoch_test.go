@@ -96,7 +96,7 @@ func syncedHost() *fakeBackend {
 func (r *running) resync(t *testing.T) {
 	t.Helper()
 	n := r.b.stats.Syncs.Load()
-	if err := r.b.repair(context.Background(), true); err != nil {
+	if err := r.b.app.repair(context.Background(), true); err != nil {
 		t.Fatalf("resync: %v", err)
 	}
 	r.waitSynced(t, n+1)

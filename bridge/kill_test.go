@@ -27,12 +27,12 @@ func TestBannedAfterBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, s := range b.specs {
+	for _, s := range b.app.specs {
 		if _, err := f.Ensure(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.applyBatch(ctx, []item{
+	b.app.applyBatch(ctx, []item{
 		{ops: []setOp{
 			{"kill", op(Add, "198.51.100.7/32", 0, CommentState)},
 			{"kill6", op(Add, "2001:db8::/48", 0, CommentState)},
@@ -47,7 +47,7 @@ func TestBannedAfterBatch(t *testing.T) {
 	if !slices.EqualFunc(calls, want, slices.Equal) {
 		t.Errorf("Banned calls = %v, want %v", calls, want)
 	}
-	b.applyBatch(ctx, []item{{ops: []setOp{{"keep", op(Add, "203.0.113.2/32", 0, CommentState)}}}})
+	b.app.applyBatch(ctx, []item{{ops: []setOp{{"keep", op(Add, "203.0.113.2/32", 0, CommentState)}}}})
 	if len(calls) != 1 {
 		t.Errorf("Banned called for a batch of a list that does not ask: %v", calls[1:])
 	}

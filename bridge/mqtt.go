@@ -7,93 +7,50 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/vallum/vallum/bridge/mqttconn"
 )
 
 // ErrRefused reports that the broker refused the connection for a reason a
 // retry cannot fix: bad credentials, not authorised, bad client id.
 var ErrRefused = errors.New("broker refused the connection")
 
-// clientOptions builds the paho options. Messages are taken in order by one
-// handler that never waits for the kernel (OrderMatters with a blocking
-// handler would stall the connection) and acknowledged by the worker once
-// the kernel has them (AutoAckDisabled).
+// clientOptions builds the paho options: those of every vallum client
+// (mqttconn.ClientOptions), and the bridge's handlers. Messages are
+// acknowledged by the worker once the kernel has them.
 func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 	o := b.opts
-	co := mqtt.NewClientOptions().
-		SetClientID(o.ClientID).
-		SetUsername(o.Username).
-		SetPassword(o.Password).
-		SetTLSConfig(o.TLS).
-		SetCustomOpenConnectionFn(b.brokers.open).
-		SetCleanSession(false).
-		SetProtocolVersion(mqtt311).
-		SetOrderMatters(true).
-		SetAutoAckDisabled(true).
-		SetKeepAlive(30 * time.Second).
-		SetPingTimeout(10 * time.Second).
-		SetConnectTimeout(o.ConnectTimeout).
-		SetAutoReconnect(true).
-		SetMaxReconnectInterval(30 * time.Second).
-		SetMessageChannelDepth(uint(o.QueueLen)).
+	co := b.brokers.ClientOptions(mqttconn.Client{
+		ID: o.ClientID, Username: o.Username, Password: o.Password, TLS: o.TLS,
+		ConnectTimeout: o.ConnectTimeout,
+		Reconnecting: func() {
+			b.stats.Reconnects.Add(1)
+			b.log.Info("reconnecting", "brokers", urlList(b.brokers.Order()))
+		},
+	})
+	co.SetMessageChannelDepth(uint(o.QueueLen)).
 		SetDefaultPublishHandler(b.onMessage).
 		SetOnConnectHandler(b.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			b.stats.Connected.Store(false)
 			b.stats.Subscribed.Store(false)
-			broker, _ := b.brokers.current()
+			broker, _ := b.brokers.Current()
 			b.log.Warn("disconnected", "broker", broker, "err", err)
-		}).
-		SetReconnectingHandler(func(_ mqtt.Client, co *mqtt.ClientOptions) {
-			b.stats.Reconnects.Add(1)
-			b.brokers.rotate(co)
-			b.log.Info("reconnecting", "brokers", urlList(co.Servers))
 		})
-	co.Servers = b.brokers.order()
 	return co
 }
 
-// connect makes the first connection, retrying with backoff until ctx ends.
-// A refusal that retrying cannot fix is returned at once, so that a wrong
-// password at start is a fatal error and not a silent loop.
+// connect makes the first connection (see mqttconn.Connect): a refusal
+// that retrying cannot fix is returned as ErrRefused.
 func (b *Bridge) connect(ctx context.Context, c mqtt.Client) error {
-	delay := 500 * time.Millisecond
-	for {
-		tok := c.Connect()
-		select {
-		case <-tok.Done():
-		case <-ctx.Done():
-			// A CONNECT still in flight would otherwise complete after
-			// we return and leave a client nobody disconnects: the
-			// embedded broker's Close then waits for it forever.
-			// Disconnect waits for the attempt (at most the connect
-			// timeout) and ends it.
-			c.Disconnect(0)
-			return ctx.Err()
-		}
-		err := tok.Error()
-		if err == nil {
-			return nil
-		}
-		if refusedForGood(err) {
-			broker, _ := b.brokers.current()
-			return fmt.Errorf("%w: %s: %v", ErrRefused, broker, err)
-		}
-		b.log.Warn("cannot connect, retrying", "brokers", urlList(b.brokers.urls), "in", delay, "err", err)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		delay = min(2*delay, 30*time.Second)
+	err := mqttconn.Connect(ctx, c, func(err error, in time.Duration) {
+		b.log.Warn("cannot connect, retrying", "brokers", urlList(b.brokers.URLs()), "in", in, "err", err)
+	})
+	if err != nil && ctx.Err() == nil {
+		broker, _ := b.brokers.Current()
+		return fmt.Errorf("%w: %s: %v", ErrRefused, broker, err)
 	}
-}
-
-func refusedForGood(err error) bool {
-	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
-		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
-		errors.Is(err, packets.ErrorRefusedIDRejected) ||
-		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
+	return err
 }
 
 // onMessage runs on paho's router goroutine for every message, in order.
@@ -104,31 +61,23 @@ func refusedForGood(err error) bool {
 // far within the keepalive.
 func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.Messages.Add(1)
-	it := b.decode(m.Topic(), m.Payload(), m.Retained())
+	it := b.dec.decode(m.Topic(), m.Payload(), m.Retained())
 	it.ack = m.Ack
 	// Bound the decoded ops waiting for the kernel, not only the number of
 	// messages: a message can carry 70,000 addresses.
 	it.weight = min(int64(len(it.ops)), b.opts.MaxPending)
-	if it.weight > 0 && b.pending.Acquire(b.stopCtx, it.weight) != nil {
-		return // stopping: not acked, the broker sends it again
-	}
-	b.stats.QueueDepth.Add(1)
-	select {
-	case b.queue <- it:
-	case <-b.stopCtx.Done():
-		b.stats.QueueDepth.Add(-1) // not acked: the broker sends it again
-	}
+	b.app.enqueue(it)
 }
 
 // onConnect subscribes on every connection (nothing resubscribes by
 // itself) and starts a sync of the lists to the broker's state.
 func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
-	broker, _ := b.brokers.current()
+	broker, _ := b.brokers.Current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
-	b.spawn(func() { b.startSync(c) })
+	b.stop.spawn(func() { b.startSync(c) })
 	if b.opts.ConfirmSync > 0 {
-		b.brokers.confirming.Store(len(b.brokers.urls) > 1) // see eventComment
-		b.spawn(func() { b.confirmSync(c) })
+		b.confirming.Store(len(b.brokers.URLs()) > 1) // see eventComment
+		b.stop.spawn(func() { b.confirmSync(c) })
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"runtime"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // setOp is an op bound for one kernel set.
@@ -25,33 +27,84 @@ type item struct {
 	weight int64 // ops held in the pending bound until applied
 }
 
+// applier is the applying worker's side: the worker goroutine (work) owns
+// it, takes the queue in order, applies it to the kernel and reconciles
+// the syncs. Run uses it before the worker starts; the watcher (watch,
+// repair.go) checks and repairs the sets beside the worker, through the
+// parts that say they are locked.
+type applier struct {
+	*shared
+	be    Backend            // serialises its own calls (see Backend)
+	specs map[string]SetSpec // by set name, to create a set again; set by New
+
+	queue   chan item           // from the decoding side (enqueue), in order
+	pending *semaphore.Weighted // decoded ops not yet applied
+
+	comments   setFlags  // locked: sets whose entries can carry comments
+	own        ownership // locked: the watcher picks and checks witnesses
+	events     eventAdds // when event adds were applied
+	lostStreak int       // syncs in a row that found a list lost
+	repairs    repairs   // the watcher's, and the worker's requests for one
+}
+
+func newApplier(sh *shared, be Backend) *applier {
+	o := sh.opts
+	a := &applier{
+		shared: sh, be: be, specs: map[string]SetSpec{},
+		queue:   make(chan item, o.QueueLen),
+		pending: semaphore.NewWeighted(o.MaxPending),
+		repairs: repairs{poke: make(chan struct{}, 1)},
+	}
+	for _, l := range o.Lists {
+		a.specs[l.Set4] = SetSpec{Name: l.Set4, Family: IPv4, MaxElem: o.MaxElem, Create: o.Create}
+		a.specs[l.Set6] = SetSpec{Name: l.Set6, Family: IPv6, MaxElem: o.MaxElem, Create: o.Create}
+	}
+	return a
+}
+
+// enqueue hands an item to the worker. It runs on the message goroutine,
+// and waits while the queue or the pending bound is full. When the bridge
+// stops first, the item is dropped unacknowledged: the broker sends it
+// again.
+func (a *applier) enqueue(it item) {
+	if it.weight > 0 && a.pending.Acquire(a.stop.ctx, it.weight) != nil {
+		return
+	}
+	a.stats.QueueDepth.Add(1)
+	select {
+	case a.queue <- it:
+	case <-a.stop.ctx.Done():
+		a.stats.QueueDepth.Add(-1)
+	}
+}
+
 // work applies the queue in order until ctx is done. The batch in hand when
 // ctx ends is still applied and acknowledged; what is left in the queue is
 // not acknowledged, so a persistent session gets it again.
-func (b *Bridge) work(ctx context.Context) {
+func (a *applier) work(ctx context.Context) {
 	batch := make([]item, 0, 64)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case it := <-b.queue:
+		case it := <-a.queue:
 			batch = append(batch[:0], it)
 		}
-		b.stats.QueueDepth.Add(-1)
-		batch = b.fill(batch)
-		b.applyBatch(context.WithoutCancel(ctx), batch)
+		a.stats.QueueDepth.Add(-1)
+		batch = a.fill(batch)
+		a.applyBatch(context.WithoutCancel(ctx), batch)
 	}
 }
 
 // fill takes more items from the queue without waiting, up to MaxBatch ops;
 // a sync item always ends a batch, so that it sees every op before it.
-func (b *Bridge) fill(batch []item) []item {
+func (a *applier) fill(batch []item) []item {
 	n := len(batch[0].ops)
 	yielded := false
-	for n < b.opts.MaxBatch && batch[len(batch)-1].sync == nil {
+	for n < a.opts.MaxBatch && batch[len(batch)-1].sync == nil {
 		select {
-		case it := <-b.queue:
-			b.stats.QueueDepth.Add(-1)
+		case it := <-a.queue:
+			a.stats.QueueDepth.Add(-1)
 			batch = append(batch, it)
 			n += len(it.ops)
 		default:
@@ -68,7 +121,7 @@ func (b *Bridge) fill(batch []item) []item {
 	return batch
 }
 
-func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
+func (a *applier) applyBatch(ctx context.Context, batch []item) {
 	var sets []string
 	bySet := map[string][]Op{}
 	for _, it := range batch {
@@ -82,17 +135,17 @@ func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
 	start := time.Now()
 	var banned []netip.Prefix
 	for _, set := range sets {
-		banned = append(banned, b.applySet(ctx, set, bySet[set])...)
+		banned = append(banned, a.applySet(ctx, set, bySet[set])...)
 	}
 	if len(sets) > 0 {
-		b.stats.observeApply(time.Since(start))
+		a.stats.observeApply(time.Since(start))
 	}
 	if len(banned) > 0 {
-		b.opts.Banned(banned) // the kernel has them: cut their connections
+		a.opts.Banned(banned) // the kernel has them: cut their connections
 	}
 	last := batch[len(batch)-1]
 	if last.sync != nil {
-		b.reconcile(ctx, last.sync)
+		a.reconcile(ctx, last.sync)
 	}
 	var done int64
 	for _, it := range batch {
@@ -101,7 +154,7 @@ func (b *Bridge) applyBatch(ctx context.Context, batch []item) {
 		}
 		done += it.weight
 	}
-	b.pending.Release(done)
+	a.pending.Release(done)
 }
 
 // coalesce keeps the last op of each prefix, in the order the prefixes came
@@ -130,20 +183,20 @@ func coalesce(ops []Op) []Op {
 // counters count every op received, not what coalescing left, so that they
 // do not depend on how messages fell into batches. For a set of
 // Options.KillLists, it returns the prefixes the kernel added.
-func (b *Bridge) applySet(ctx context.Context, set string, received []Op) []netip.Prefix {
-	b.own.kernel.Lock() // see ownership.kernel
-	defer b.own.kernel.Unlock()
-	ops := b.own.plan(set, coalesce(received))
-	err := b.be.Apply(ctx, set, ops)
-	if errors.Is(err, ErrNoSet) && b.opts.Create {
-		if spec, ok := b.specs[set]; ok {
-			if info, cerr := b.be.Ensure(ctx, spec); cerr == nil {
-				b.log.Warn("set was missing and is created again", "set", set)
+func (a *applier) applySet(ctx context.Context, set string, received []Op) []netip.Prefix {
+	a.own.kernel.Lock() // see ownership.kernel
+	defer a.own.kernel.Unlock()
+	ops := a.own.plan(set, coalesce(received))
+	err := a.be.Apply(ctx, set, ops)
+	if errors.Is(err, ErrNoSet) && a.opts.Create {
+		if spec, ok := a.specs[set]; ok {
+			if info, cerr := a.be.Ensure(ctx, spec); cerr == nil {
+				a.log.Warn("set was missing and is created again", "set", set)
 				if info.Comments {
-					b.own.reset(set)
+					a.own.reset(set)
 				}
-				err = b.be.Apply(ctx, set, ops)
-				b.setLost() // it holds this batch only: resync the rest
+				err = a.be.Apply(ctx, set, ops)
+				a.setLost() // it holds this batch only: resync the rest
 			}
 		}
 	}
@@ -151,10 +204,10 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) []neti
 	switch {
 	case err == nil:
 	case errors.As(err, &ae):
-		b.refused(set, ae)
+		a.refused(set, ae)
 	default:
-		b.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
-		b.stats.inc(&b.stats.errors, errKind(err), int64(len(received)))
+		a.log.Error("apply failed", "set", set, "ops", len(ops), "err", err)
+		a.stats.inc(&a.stats.errors, errKind(err), int64(len(received)))
 		return nil
 	}
 	var failed map[netip.Prefix]bool
@@ -164,10 +217,10 @@ func (b *Bridge) applySet(ctx context.Context, set string, received []Op) []neti
 			failed[f.Op.Prefix] = true
 		}
 	}
-	b.own.applied(set, ops, failed)
-	b.events.applied(set, ops, failed, b.opts.eventSettle)
-	b.countApplied(set, received, ae)
-	if b.opts.kill[set] {
+	a.own.applied(set, ops, failed)
+	a.events.applied(set, ops, failed, a.opts.eventSettle)
+	a.countApplied(set, received, ae)
+	if a.opts.kill[set] {
 		return addedOf(ops, failed)
 	}
 	return nil
@@ -244,19 +297,19 @@ func (e *eventAdds) since(set string, p netip.Prefix, t time.Time) bool {
 // refused logs and counts the ops the kernel refused. An add that found a
 // hand-made entry left as it is, as asked, is a refusal of the input, not
 // a kernel error.
-func (b *Bridge) refused(set string, ae *ApplyError) {
+func (a *applier) refused(set string, ae *ApplyError) {
 	for _, f := range ae.Failed {
 		if errors.Is(f.Err, ErrExists) {
-			b.refuse.refuse("hand_made", set+" "+f.Op.Prefix.String(), "set", set, "prefix", f.Op.Prefix,
+			a.refuse.refuse("hand_made", set+" "+f.Op.Prefix.String(), "set", set, "prefix", f.Op.Prefix,
 				"err", "an entry added by hand (no vallum comment) is left as it is")
 			continue
 		}
-		b.refuse.kernel(set, f)
-		b.stats.inc(&b.stats.errors, errKind(f.Err), 1)
+		a.refuse.kernel(set, f)
+		a.stats.inc(&a.stats.errors, errKind(f.Err), 1)
 	}
 }
 
-func (b *Bridge) countApplied(set string, ops []Op, ae *ApplyError) {
+func (a *applier) countApplied(set string, ops []Op, ae *ApplyError) {
 	var adds, dels int64
 	for _, op := range ops {
 		if op.Action == Add {
@@ -274,8 +327,8 @@ func (b *Bridge) countApplied(set string, ops []Op, ae *ApplyError) {
 			}
 		}
 	}
-	b.stats.inc(&b.stats.adds, set, adds)
-	b.stats.inc(&b.stats.dels, set, dels)
+	a.stats.inc(&a.stats.adds, set, adds)
+	a.stats.inc(&a.stats.dels, set, dels)
 }
 
 // errKind names an error for the errors-by-kind counter.

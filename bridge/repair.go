@@ -3,7 +3,9 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,33 +62,33 @@ type repairs struct {
 
 // setLost tells the watcher that the worker created a set again, which
 // then holds only the batch in hand: a resync must follow.
-func (b *Bridge) setLost() {
-	b.repairs.lost.Store(true)
-	if b.opts.WatchEvery < 0 { // no watcher to wake
-		b.spawn(func() { _ = b.repair(b.stopCtx, false) })
+func (a *applier) setLost() {
+	a.repairs.lost.Store(true)
+	if a.opts.WatchEvery < 0 { // no watcher to wake
+		a.stop.spawn(func() { _ = a.repair(a.stop.ctx, false) })
 		return
 	}
 	select {
-	case b.repairs.poke <- struct{}{}:
+	case a.repairs.poke <- struct{}{}:
 	default:
 	}
 }
 
 // watch checks the sets and rules until ctx is done.
-func (b *Bridge) watch(ctx context.Context) {
-	if b.opts.WatchEvery < 0 {
+func (a *applier) watch(ctx context.Context) {
+	if a.opts.WatchEvery < 0 {
 		return
 	}
-	t := time.NewTicker(b.opts.WatchEvery)
+	t := time.NewTicker(a.opts.WatchEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-b.repairs.poke:
+		case <-a.repairs.poke:
 		}
-		_ = b.repair(ctx, false)
+		_ = a.repair(ctx, false)
 	}
 }
 
@@ -95,17 +97,17 @@ var errNotConnected = errors.New("not connected: the sets are reconciled when th
 // repair makes sure the sets and the rules exist. When a set had to be
 // created again, or force is set (SIGHUP), it reconciles the sets to the
 // broker's state.
-func (b *Bridge) repair(ctx context.Context, force bool) error {
-	r := &b.repairs
+func (a *applier) repair(ctx context.Context, force bool) error {
+	r := &a.repairs
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	created, err := b.ensureSets(ctx)
-	if err == nil && b.opts.Rules != nil {
-		err = b.opts.Rules(ctx)
+	created, err := a.ensureSets(ctx)
+	if err == nil && a.opts.Rules != nil {
+		err = a.opts.Rules(ctx)
 	}
 	if err != nil {
 		if !r.failed && ctx.Err() == nil {
-			b.log.Error("sets or rules missing and not repaired", "err", err)
+			a.log.Error("sets or rules missing and not repaired", "err", err)
 		}
 		r.failed = true
 		return err
@@ -114,22 +116,69 @@ func (b *Bridge) repair(ctx context.Context, force bool) error {
 	// again, empty): reconcile too.
 	recovered := r.failed
 	if recovered {
-		b.log.Info("sets and rules in place again")
+		a.log.Info("sets and rules in place again")
 		r.failed = false
 	}
 	lost := r.lost.Swap(false)
 	switch {
 	case force:
 	case created || lost || recovered:
-		b.log.Warn("a set was removed behind vallum's back (a firewall reload?): created again, reconciling it to the broker's state")
-	case b.witnessesGone(ctx): // it logs which set
+		a.log.Warn("a set was removed behind vallum's back (a firewall reload?): created again, reconciling it to the broker's state")
+	case a.witnessesGone(ctx): // it logs which set
 	default:
 		return nil
 	}
-	c := b.client.Load()
+	c := a.client.Load()
 	if c == nil || !(*c).IsConnectionOpen() {
 		return errNotConnected
 	}
-	b.spawn(func() { b.startSync(*c) })
+	a.stop.spawn(func() { a.newSync(*c) })
 	return nil
+}
+
+// ensureSets checks every set, creating those that are missing when
+// allowed, and reports whether it created one.
+func (a *applier) ensureSets(ctx context.Context) (created bool, err error) {
+	for _, l := range a.opts.Lists {
+		for _, name := range []string{l.Set4, l.Set6} {
+			info, err := a.be.Ensure(ctx, a.specs[name])
+			if err != nil {
+				return created, fmt.Errorf("set %q for topic %q: %w", name, l.Root, err)
+			}
+			a.comments.set(name, info.Comments)
+			if info.Created {
+				if info.Comments {
+					a.own.reset(name)
+				}
+				created = true
+				a.log.Info("created set", "set", name, "type", info.Type, "family", info.Family.String(), "maxelem", info.MaxElem)
+			}
+		}
+	}
+	return created, nil
+}
+
+// loadOwned lists every set that takes comments, to know which of its
+// entries are vallum's before the first message (see own.go).
+func (a *applier) loadOwned(ctx context.Context) {
+	listed := 0
+	defer func() {
+		if listed > bigSync { // give the listing's heap back, as a sync does
+			debug.FreeOSMemory()
+		}
+	}()
+	for _, l := range a.opts.Lists {
+		for _, name := range []string{l.Set4, l.Set6} {
+			if !a.comments.get(name) {
+				continue
+			}
+			entries, err := a.be.List(ctx, name)
+			if err != nil {
+				a.log.Error("cannot list set: until a sync lists it, vallum cannot tell its entries from hand-made ones", "set", name, "err", err)
+				continue
+			}
+			a.own.load(name, entries)
+			listed += len(entries)
+		}
+	}
 }

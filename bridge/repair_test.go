@@ -94,7 +94,7 @@ func TestNoCreateSetMadeAgainIsRefilled(t *testing.T) {
 	r.waitSynced(t, 1)
 	wantMembers(t, f, "bl", want...)
 	f.destroy("bl")
-	eventually(t, func() bool { return r.b.repairs.isFailed() }, "the watcher to see the set missing")
+	eventually(t, func() bool { return r.b.app.repairs.isFailed() }, "the watcher to see the set missing")
 	f.create("bl", IPv4)
 	wantMembers(t, f, "bl", want...)
 }

@@ -1,13 +1,11 @@
 package bridge
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -97,6 +95,14 @@ func (s *syncer) marker(payload string) *syncResult {
 	return nil
 }
 
+// justOpened reports whether the window is open and holds nothing yet: the
+// moment marker A came back.
+func (s *syncer) justOpened() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open && len(s.present) == 0
+}
+
 // record notes a state message seen in the window: present or gone.
 func (s *syncer) record(root string, p netip.Prefix, present bool) {
 	s.mu.Lock()
@@ -149,7 +155,7 @@ func (s *syncer) recordRefused(root string) {
 
 // startSync runs steps 1 and 2 for one connection.
 func (b *Bridge) startSync(c mqtt.Client) {
-	tag, aSeen, bSeen, abandon := b.sync.begin()
+	tag, aSeen, bSeen, abandon := b.dec.sync.begin()
 	marker := wire.MarkerTopic(b.opts.ClientID)
 	events := map[string]byte{marker: 1}
 	state := map[string]byte{}
@@ -174,7 +180,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		mark     string
 		seen     chan struct{}
 	}{{events, nil, "A", aSeen}, {state, records, "B", bSeen}}
-	_, conn := b.brokers.current()
+	_, conn := b.brokers.Current()
 	stalled, stop := b.stalled()
 	defer stop()
 	for _, st := range steps {
@@ -183,7 +189,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 			return
 		}
 		for _, f := range refused {
-			b.sync.recordRefused(st.optional[f])
+			b.dec.sync.recordRefused(st.optional[f])
 			b.log.Warn("the broker refused the subscription to the list's keeper record: vallum cannot tell a list the broker lost from an unban of everything; let hosts read it",
 				"topic", st.optional[f], "record", f, "broker", b.brokerName())
 		}
@@ -196,7 +202,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		case <-stalled: // a stuck broker, or one that refuses the marker
 			b.giveUp(conn, st.mark, pub.Error())
 			return
-		case <-b.stopCtx.Done():
+		case <-b.stop.ctx.Done():
 			return
 		case <-abandon: // a reconnect or SIGHUP started a newer sync
 			return
@@ -237,7 +243,7 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, optional map[
 		case <-time.After(delay):
 		case <-abandon:
 			return nil, false
-		case <-b.stopCtx.Done():
+		case <-b.stop.ctx.Done():
 			return nil, false
 		}
 		delay = min(2*delay, time.Minute)
@@ -273,154 +279,6 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional 
 	return refused, nil
 }
 
-// reconcile is step 3, on the worker, after every op queued before B.
-// What it may remove depends on the list's keeper record (epoch.go): on a
-// list the broker lost, nothing.
-func (b *Bridge) reconcile(ctx context.Context, res *syncResult) {
-	var logs []func()
-	young, lostN := false, 0
-	for _, l := range b.opts.Lists {
-		present := res.present[l.Root]
-		seen := res.records[l.Root]
-		v, adopted := b.epochs.judge(l.Root, seen)
-		var sw sweep
-		for _, set := range []string{l.Set4, l.Set6} {
-			sw.add(b.removeStale(ctx, set, present, v, res.start))
-		}
-		young = young || sw.young > 0
-		b.stats.SetListLost(l.Root, "")
-		if v == lost {
-			lostN++
-			why := lostWhy(seen, b.epochs, l.Root)
-			b.stats.SetListLost(l.Root, why)
-			logs = append(logs, func() { b.logLost(l.Root, why, sw.stale) })
-		}
-		if adopted {
-			epoch := seen.rec.Epoch
-			if !seen.ok {
-				epoch = "none: no keeper record"
-			}
-			logs = append(logs, func() {
-				b.log.Warn("list adopted on SIGHUP: the broker's list is taken as it is", "topic", l.Root, "epoch", epoch, "removed", sw.removed)
-			})
-		}
-		root, n := l.Root, len(present)
-		logs = append(logs, func() { b.log.Info("synced", "topic", root, "active", n, "removed", sw.removed) })
-	}
-	if total(res.present) > bigSync {
-		// A late join of many bans left a heap the size of the whole list
-		// (messages, the window, the kernel listing); give it back to the
-		// system now rather than keep it for the next sync.
-		res.present = nil
-		debug.FreeOSMemory()
-	}
-	b.stats.Syncs.Add(1)
-	for _, f := range logs {
-		f()
-	}
-	if young {
-		b.syncLater(b.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
-	}
-	if lostN == 0 {
-		b.lostStreak = 0
-	} else {
-		b.lostStreak = min(b.lostStreak+1, 10)
-		b.syncLater(min(lostRetry<<(b.lostStreak-1), lostRetryMax), "a list was found lost")
-	}
-}
-
-// bigSync is the number of bans above which a sync returns its memory.
-const bigSync = 10000
-
-func total(m map[string]map[netip.Prefix]struct{}) int {
-	n := 0
-	for _, s := range m {
-		n += len(s)
-	}
-	return n
-}
-
-// sweep counts what removeStale did with the entries of vallum's that the
-// state does not hold.
-type sweep struct {
-	removed int // removed from the kernel
-	stale   int // not in the state, removed or not
-	young   int // made by events too recent to judge: kept for a later sync
-}
-
-func (s *sweep) add(o sweep) {
-	s.removed += o.removed
-	s.stale += o.stale
-	s.young += o.young
-}
-
-// removeStale removes vallum's entries of set that the state does not
-// hold, as far as v allows: on an untracked list, those marked as state;
-// on a trusted list, those made by events too, except events applied
-// within eventSettle before the sync began (their state may not have been
-// published yet); on a lost list, none.
-//
-// The list wins over events on a trusted list: its keeper turns every
-// event into state, and an event the state does not hold is one that came
-// late or out of order (mochi redelivers a session's queue sorted by the
-// second, so a del may come before its add, and the add would stay for
-// good).
-func (b *Bridge) removeStale(ctx context.Context, set string, present map[netip.Prefix]struct{}, v verdict, start time.Time) sweep {
-	var sw sweep
-	if !b.comments.get(set) {
-		b.log.Warn("set has no comment support: vallum cannot tell its own entries and removes none at sync", "set", set)
-		return sw
-	}
-	entries, err := b.be.List(ctx, set)
-	if err != nil {
-		b.log.Error("sync: cannot list set", "set", set, "err", err)
-		return sw
-	}
-	b.own.load(set, entries)
-	var ops []Op
-	for _, e := range entries {
-		event := e.Comment == CommentEvent
-		if _, ok := present[e.Prefix]; ok || !event && e.Comment != CommentState || event && v == untracked {
-			continue // an untracked list's events may have no state
-		}
-		sw.stale++
-		switch {
-		case v == lost:
-			continue
-		case event && b.events.since(set, e.Prefix, start.Add(-b.opts.eventSettle)):
-			sw.young++
-			continue
-		}
-		ops = append(ops, Op{Action: Del, Prefix: e.Prefix, Timeout: wire.DefaultTimeout})
-	}
-	if len(ops) > 0 {
-		b.applySet(ctx, set, ops)
-	}
-	sw.removed = len(ops)
-	return sw
-}
-
-// lostWhy says why a list is found lost, for the log and /healthz.
-func lostWhy(seen recordSeen, e *epochs, root string) string {
-	known, _ := e.epoch(root)
-	switch {
-	case seen.refused:
-		return "the broker refused this host its keeper record"
-	case seen.bad != "":
-		return "the broker's keeper record is not valid (" + wire.Clip(seen.bad) + ")"
-	case !seen.ok:
-		return "the broker has no keeper record (it lost its state?)"
-	}
-	return fmt.Sprintf("the broker's keeper record has epoch %s, not %s as at the last sync (a new list?)", seen.rec.Epoch, known)
-}
-
-func (b *Bridge) logLost(root, why string, kept int) {
-	known, _ := b.epochs.epoch(root)
-	b.log.Error(fmt.Sprintf("list %s: %s; keeping %d bans it no longer lists; run or restore the list's keeper "+
-		"(it restores the list with its epoch), or send SIGHUP (systemctl reload vallum) to take the broker's list as it is", root, why, kept),
-		"topic", root, "kept", kept, "epoch", known)
-}
-
 // later is the next sync the bridge asked itself for (see syncLater).
 type later struct {
 	mu    sync.Mutex
@@ -433,8 +291,8 @@ type later struct {
 // judge event entries that were too recent (d = eventSettle), to look
 // again at a list found lost (its keeper may restore it any moment), or
 // at once when its record comes back live.
-func (b *Bridge) syncLater(d time.Duration, why string) {
-	l := &b.later
+func (s *shared) syncLater(d time.Duration, why string) {
+	l := &s.later
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at := time.Now().Add(d)
@@ -452,16 +310,30 @@ func (b *Bridge) syncLater(d time.Duration, why string) {
 			l.timer = nil
 		}
 		l.mu.Unlock()
-		b.spawn(func() {
-			c := b.client.Load()
+		s.stop.spawn(func() {
+			c := s.client.Load()
 			if c == nil || !(*c).IsConnectionOpen() {
 				return // the next connection syncs anyway
 			}
-			b.log.Info("syncing again: "+why, "broker", b.brokerName())
-			b.startSync(*c)
+			s.log.Info("syncing again: "+why, "broker", s.brokerName())
+			s.newSync(*c)
 		})
 	})
 	l.timer = t
+}
+
+// syncLive syncs at once for a lost list's record that came back live, at
+// most once every recentFor (see decoder.recordLive).
+func (s *shared) syncLive() {
+	l := &s.later
+	l.mu.Lock()
+	if time.Since(l.live) < recentFor {
+		l.mu.Unlock()
+		return
+	}
+	l.live = time.Now()
+	l.mu.Unlock()
+	s.syncLater(0, "the keeper record of a list found lost is back")
 }
 
 // lostRetry is how long after a sync that found a list lost the bridge
@@ -470,23 +342,3 @@ const (
 	lostRetry    = 30 * time.Second
 	lostRetryMax = 10 * time.Minute
 )
-
-// recordLive starts a sync at once when a lost list's record comes back
-// live with the epoch of its last trusted sync (its keeper restored it),
-// at most once every recentFor: a record replayed in a loop costs no more.
-func (b *Bridge) recordLive(root string, payload []byte) {
-	rec, err := wire.DecodeRecord(payload)
-	known, ok := b.epochs.epoch(root)
-	if err != nil || !ok || rec.Epoch != known || !b.epochs.isLost(root) {
-		return
-	}
-	l := &b.later
-	l.mu.Lock()
-	if time.Since(l.live) < recentFor {
-		l.mu.Unlock()
-		return
-	}
-	l.live = time.Now()
-	l.mu.Unlock()
-	b.syncLater(0, "the keeper record of a list found lost is back")
-}

@@ -73,7 +73,7 @@ func TestDecode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newTestBridge(t, slog.New(slog.DiscardHandler))
-			it := b.decode(tt.topic, []byte(tt.payload), tt.retained)
+			it := b.dec.decode(tt.topic, []byte(tt.payload), tt.retained)
 			if diff := cmp.Diff(tt.want, it.ops, cmp.AllowUnexported(setOp{}), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("ops (-want +got):\n%s", diff)
 			}
@@ -92,17 +92,17 @@ func TestDecode(t *testing.T) {
 func TestEventAfterStateIsIgnored(t *testing.T) {
 	b := newTestBridge(t, slog.New(slog.DiscardHandler))
 	st := wire.EncodeState(wire.State{At: time.Now(), Expires: time.Now().Add(time.Hour)})
-	if it := b.decode("bl/ban/192.0.2.9", st, false); len(it.ops) != 1 || it.ops[0].op.Comment != CommentState {
+	if it := b.dec.decode("bl/ban/192.0.2.9", st, false); len(it.ops) != 1 || it.ops[0].op.Comment != CommentState {
 		t.Fatalf("state = %+v, want one add marked %q", it.ops, CommentState)
 	}
-	if it := b.decode("bl", []byte("192.0.2.9 timeout 3600"), false); len(it.ops) != 0 {
+	if it := b.dec.decode("bl", []byte("192.0.2.9 timeout 3600"), false); len(it.ops) != 0 {
 		t.Errorf("event after its state = %+v, want nothing", it.ops)
 	}
-	b.decode("bl/ban/192.0.2.10", nil, false) // an unban's state
-	if it := b.decode("bl/add", []byte("192.0.2.10"), false); len(it.ops) != 0 {
+	b.dec.decode("bl/ban/192.0.2.10", nil, false) // an unban's state
+	if it := b.dec.decode("bl/add", []byte("192.0.2.10"), false); len(it.ops) != 0 {
 		t.Errorf("ban event after the unban's state = %+v, want nothing", it.ops)
 	}
-	if it := b.decode("bl/add", []byte("192.0.2.11"), false); len(it.ops) != 1 || it.ops[0].op.Comment != CommentEvent {
+	if it := b.dec.decode("bl/add", []byte("192.0.2.11"), false); len(it.ops) != 1 || it.ops[0].op.Comment != CommentEvent {
 		t.Errorf("event with no state = %+v, want one add marked %q", it.ops, CommentEvent)
 	}
 }
@@ -204,15 +204,13 @@ func TestRefusalsCountedLogsBounded(t *testing.T) {
 func TestSpawnOwned(t *testing.T) {
 	b := newTestBridge(t, slog.New(slog.DiscardHandler))
 	var ended, late atomic.Bool
-	b.spawn(func() {
-		<-b.stopCtx.Done()
+	b.stop.spawn(func() {
+		<-b.stop.ctx.Done()
 		ended.Store(true)
 	})
-	b.taskMu.Lock()
-	b.stopCancel()
-	b.taskMu.Unlock()
-	b.spawn(func() { late.Store(true) })
-	b.tasks.Wait()
+	b.stop.halt()
+	b.stop.spawn(func() { late.Store(true) })
+	b.stop.tasks.Wait()
 	if !ended.Load() {
 		t.Error("Wait returned before the spawned goroutine ended")
 	}

@@ -27,15 +27,15 @@ type Prober interface {
 
 // witnessesGone checks the witness of every set and reports whether one
 // was missing.
-func (b *Bridge) witnessesGone(ctx context.Context) bool {
-	pr, ok := b.be.(Prober)
+func (a *applier) witnessesGone(ctx context.Context) bool {
+	pr, ok := a.be.(Prober)
 	if !ok {
 		return false
 	}
 	gone := false
-	for _, l := range b.opts.Lists {
+	for _, l := range a.opts.Lists {
 		for _, set := range []string{l.Set4, l.Set6} {
-			if b.witnessGone(ctx, pr, set) {
+			if a.witnessGone(ctx, pr, set) {
 				gone = true
 			}
 		}
@@ -47,9 +47,9 @@ func (b *Bridge) witnessesGone(ctx context.Context) bool {
 // guards the chosen witnesses, and holds ownership.kernel across the
 // lookup and the check of ownership that follows, so that a del or an
 // expiry the worker applied meanwhile is not taken for a reload.
-func (b *Bridge) witnessGone(ctx context.Context, pr Prober, set string) bool {
-	r := &b.repairs
-	w, ok := b.own.witness(set, r.chosen[set], unixNow())
+func (a *applier) witnessGone(ctx context.Context, pr Prober, set string) bool {
+	r := &a.repairs
+	w, ok := a.own.witness(set, r.chosen[set], unixNow())
 	if !ok {
 		delete(r.chosen, set)
 		return false
@@ -58,22 +58,22 @@ func (b *Bridge) witnessGone(ctx context.Context, pr Prober, set string) bool {
 		r.chosen = map[string]netip.Prefix{}
 	}
 	r.chosen[set] = w
-	b.own.kernel.Lock()
-	defer b.own.kernel.Unlock()
+	a.own.kernel.Lock()
+	defer a.own.kernel.Unlock()
 	has, err := pr.Has(ctx, set, w)
-	if err != nil || has || !b.own.stillOwned(set, w, unixNow()) {
+	if err != nil || has || !a.own.stillOwned(set, w, unixNow()) {
 		return false // an error: the check of the sets reports what is wrong
 	}
-	b.log.Warn("set lost vallum's entries (flushed or re-created by a firewall reload?): resyncing", "set", set, "missing", wire.FormatPrefix(w))
-	b.stats.SetsEmptied.Add(1)
+	a.log.Warn("set lost vallum's entries (flushed or re-created by a firewall reload?): resyncing", "set", set, "missing", wire.FormatPrefix(w))
+	a.stats.SetsEmptied.Add(1)
 	// What vallum owns is now what the set holds, so that the next check
 	// picks a witness that is there, and does not resync again before the
 	// broker's state is back.
-	entries, err := b.be.List(ctx, set)
+	entries, err := a.be.List(ctx, set)
 	if err != nil {
-		b.own.forget(set, w)
+		a.own.forget(set, w)
 	} else {
-		b.own.load(set, entries)
+		a.own.load(set, entries)
 	}
 	delete(r.chosen, set)
 	return true

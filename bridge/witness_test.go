@@ -78,11 +78,11 @@ func TestWitnessDeletedByTheWorkerIsNoReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := b.ensureSets(ctx); err != nil {
+	if _, err := b.app.ensureSets(ctx); err != nil {
 		t.Fatal(err)
 	}
 	w := netip.MustParsePrefix("192.0.2.1/32")
-	b.applySet(ctx, "bl", []Op{{Action: Add, Prefix: w, Comment: CommentState}})
+	b.app.applySet(ctx, "bl", []Op{{Action: Add, Prefix: w, Comment: CommentState}})
 
 	deleted, release := make(chan struct{}), make(chan struct{})
 	f.onApply = func(_ string, ops []Op) {
@@ -94,11 +94,11 @@ func TestWitnessDeletedByTheWorkerIsNoReload(t *testing.T) {
 	applied := make(chan struct{})
 	go func() {
 		defer close(applied)
-		b.applySet(ctx, "bl", []Op{{Action: Del, Prefix: w}})
+		b.app.applySet(ctx, "bl", []Op{{Action: Del, Prefix: w}})
 	}()
 	<-deleted // gone from the kernel, still owned
 	gone := make(chan bool, 1)
-	go func() { gone <- b.witnessGone(ctx, f, "bl") }()
+	go func() { gone <- b.app.witnessGone(ctx, f, "bl") }()
 	select {
 	case g := <-gone:
 		t.Fatalf("the witness was looked up while the worker was applying (gone = %v)", g)
@@ -112,15 +112,15 @@ func TestWitnessDeletedByTheWorkerIsNoReload(t *testing.T) {
 
 	// The control: the same lookup notices an entry removed by someone else.
 	f.onApply = nil
-	b.applySet(ctx, "bl", []Op{{Action: Add, Prefix: w, Comment: CommentState}})
+	b.app.applySet(ctx, "bl", []Op{{Action: Add, Prefix: w, Comment: CommentState}})
 	f.create("bl", IPv4)
-	if !b.witnessGone(ctx, f, "bl") {
+	if !b.app.witnessGone(ctx, f, "bl") {
 		t.Fatal("an entry flushed behind vallum's back was not noticed")
 	}
 	if n := b.stats.SetsEmptied.Load(); n != 1 {
 		t.Errorf("sets found emptied = %d, want 1", n)
 	}
-	if b.witnessGone(ctx, f, "bl") {
+	if b.app.witnessGone(ctx, f, "bl") {
 		t.Error("noticed again before the resync: what vallum owns must follow the set")
 	}
 }

@@ -1,5 +1,8 @@
 // Package mqttconn is the broker connection under paho: the same dialling
-// as paho's own, with reads buffered and writes coalesced.
+// as paho's own, with reads buffered and writes coalesced. It also holds
+// what the bridge and the keeper share above it: the broker list, turned
+// on every reconnection (Brokers), paho's options (ClientOptions) and the
+// first connection (Connect).
 //
 // paho reads each packet in three small reads (one byte of header, the
 // length byte by byte, the body) and writes each packet, every PUBACK

@@ -10,20 +10,17 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 	"golang.org/x/sync/errgroup"
-)
 
-// mqtt311 is set explicitly, as in the bridge: otherwise paho falls back to
-// MQTT 3.1 when a CONNACK is late, which NATS refuses.
-const mqtt311 = 4
+	"github.com/vallum/vallum/bridge/mqttconn"
+)
 
 // Adapter connects keepers to a broker. It is also their Sink.
 type Adapter struct {
 	o       Options
 	log     *slog.Logger
 	cl      mqtt.Client
-	brokers *brokers
+	brokers *mqttconn.Brokers
 
 	in     queue          // messages and connections, for the worker
 	lastIn atomic.Int64   // Unix nanoseconds of the last message received
@@ -39,33 +36,19 @@ func New(o Options) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Adapter{o: o, log: o.Logger, brokers: newBrokers(o.Brokers),
+	a := &Adapter{o: o, log: o.Logger, brokers: mqttconn.NewBrokers(o.Brokers, newSessConn),
 		in: queue{ready: make(chan struct{}, 1)}, acks: make(chan pending, ackWindow),
 		fatal: make(chan error, 1), done: make(chan struct{})}
-	co := mqtt.NewClientOptions().
-		SetClientID(o.ClientID).
-		SetUsername(o.Username).
-		SetPassword(o.Password).
-		SetTLSConfig(o.TLS).
-		SetCustomOpenConnectionFn(a.brokers.open).
-		SetCleanSession(false).
-		SetProtocolVersion(mqtt311).
-		SetOrderMatters(true). // the handler only queues: it never blocks
-		SetAutoAckDisabled(true).
-		SetKeepAlive(30 * time.Second).
-		SetPingTimeout(10 * time.Second).
-		SetConnectTimeout(o.ConnectTimeout).
-		SetAutoReconnect(true).
-		SetMaxReconnectInterval(30 * time.Second).
-		SetDefaultPublishHandler(a.onMessage).
+	co := a.brokers.ClientOptions(mqttconn.Client{
+		ID: o.ClientID, Username: o.Username, Password: o.Password, TLS: o.TLS,
+		ConnectTimeout: o.ConnectTimeout,
+	})
+	// The message handler only queues: it never blocks.
+	co.SetDefaultPublishHandler(a.onMessage).
 		SetOnConnectHandler(a.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			a.log.Warn("disconnected", "broker", a.brokerName(), "err", err)
-		}).
-		SetReconnectingHandler(func(_ mqtt.Client, co *mqtt.ClientOptions) {
-			a.brokers.rotate(co)
 		})
-	co.Servers = a.brokers.order()
 	a.cl = mqtt.NewClient(co)
 	return a, nil
 }
@@ -81,16 +64,21 @@ func (a *Adapter) onMessage(_ mqtt.Client, m mqtt.Message) {
 }
 
 func (a *Adapter) onConnect(mqtt.Client) {
-	c := a.brokers.current()
+	c := a.current()
 	a.log.Info("connected", "broker", a.brokerName(), "client", a.o.ClientID, "session", c.sessionPresent())
 	a.in.push(event{conn: c})
 }
 
 func (a *Adapter) brokerName() string {
-	if c := a.brokers.current(); c != nil {
-		return c.broker
-	}
-	return a.o.Brokers[0].Redacted()
+	name, _ := a.brokers.Current()
+	return name
+}
+
+// current returns the connection in use; nil before the first.
+func (a *Adapter) current() *sessConn {
+	_, c := a.brokers.Current()
+	sc, _ := c.(*sessConn)
+	return sc
 }
 
 // Run connects and runs k until ctx is done: the reads, the live messages
@@ -126,40 +114,16 @@ func (a *Adapter) Run(ctx context.Context, k Keeper) error {
 	return err
 }
 
-// connect makes the first connection, retrying with backoff until ctx
-// ends; a refusal that retrying cannot fix is returned at once.
+// connect makes the first connection (see mqttconn.Connect); it returns
+// nil when ctx ends first.
 func (a *Adapter) connect(ctx context.Context) error {
-	delay := 500 * time.Millisecond
-	for {
-		tok := a.cl.Connect()
-		select {
-		case <-tok.Done():
-		case <-ctx.Done():
-			a.cl.Disconnect(0) // ends an attempt still in flight
-			return nil
-		}
-		err := tok.Error()
-		if err == nil {
-			return nil
-		}
-		if refusedForGood(err) {
-			return fmt.Errorf("broker refused the keeper's connection: %s: %v", a.brokerName(), err)
-		}
-		a.log.Warn("cannot connect, retrying", "broker", a.brokerName(), "in", delay, "err", err)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return nil
-		}
-		delay = min(2*delay, 30*time.Second)
+	err := mqttconn.Connect(ctx, a.cl, func(err error, in time.Duration) {
+		a.log.Warn("cannot connect, retrying", "broker", a.brokerName(), "in", in, "err", err)
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("broker refused the keeper's connection: %s: %v", a.brokerName(), err)
 	}
-}
-
-func refusedForGood(err error) bool {
-	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
-		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
-		errors.Is(err, packets.ErrorRefusedIDRejected) ||
-		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
+	return nil
 }
 
 // failed reports an error that retrying cannot fix to Run.

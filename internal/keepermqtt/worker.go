@@ -227,5 +227,5 @@ func (w *worker) checkStall() {
 		"broker", w.rd.conn.broker, "timeout", w.a.o.SyncTimeout,
 		"hint", "the broker must let this client publish and subscribe to "+w.marker)
 	w.a.lastIn.Store(time.Now().UnixNano())
-	w.a.brokers.drop(w.rd.conn)
+	w.a.brokers.Drop(w.rd.conn)
 }
