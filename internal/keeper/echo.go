@@ -9,8 +9,6 @@ import "time"
 type pub struct {
 	sums []uint64  // payloads published and not back yet, in order
 	at   time.Time // when the last one was published
-	del  bool      // the last one was a deletion
-	exp  int64     // its expiry, Unix seconds
 }
 
 // pubsKeep is how long a publish is remembered: its echo comes back in
@@ -30,7 +28,7 @@ func sum(payload []byte) uint64 {
 
 // sentLocked notes that the keeper publishes payload on topic now and
 // returns the message to publish.
-func (k *Keeper) sentLocked(topic string, payload []byte, exp int64) retain {
+func (k *Keeper) sentLocked(topic string, payload []byte) retain {
 	now := k.now()
 	p := k.pubs[topic]
 	if p == nil {
@@ -39,7 +37,7 @@ func (k *Keeper) sentLocked(topic string, payload []byte, exp int64) retain {
 		k.pubs[topic] = p
 	}
 	p.sums = append(p.sums, sum(payload))
-	p.at, p.del, p.exp = now, len(payload) == 0, exp
+	p.at = now
 	return retain{topic, payload}
 }
 
@@ -60,12 +58,24 @@ func (k *Keeper) echoLocked(topic string, payload []byte) bool {
 	return false
 }
 
-// likeMineLocked reports whether a foreign state says what the keeper
-// itself published on topic lately: another keeper of the list, turning
-// the same event into state. It does not count as a client's state.
-func (k *Keeper) likeMineLocked(topic string, del bool, exp int64, now time.Time) bool {
+// recentLocked reports whether the keeper published on topic within
+// statedFor. Two keepers of a list turn the same events into state, each
+// at its own pace, and the broker interleaves their publishes: the other
+// keeper's state or deletion that comes then may be of an earlier event
+// than the one this keeper decided on last, and the events decide anyway.
+// Taken for a client's, it would undo this keeper's later decision, or its
+// deletion, taken for an unban, would make this keeper skip the next event
+// (statedFor): each seen with two keepers and 10,000 events.
+func (k *Keeper) recentLocked(topic string) bool {
 	p := k.pubs[topic]
-	return p != nil && now.Sub(p.at) < statedFor && p.del == del && (del || same(p.exp, exp))
+	return p != nil && k.now().Sub(p.at) < statedFor
+}
+
+// expiringLocked reports whether the state the keeper holds on topic
+// expires about now: a deletion then is another keeper's expiry.
+func (k *Keeper) expiringLocked(topic string, now time.Time) bool {
+	e, ok := k.bans[topic]
+	return ok && e.exp != 0 && now.Unix() >= e.exp-sameWithin
 }
 
 // sweepPubsLocked forgets old publishes once the map doubled since the

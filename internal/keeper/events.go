@@ -62,10 +62,10 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 		return retain{}, false
 	case kind == wire.KindDel:
 		k.dropLocked(topic)
-		return k.sentLocked(topic, nil, 0), true
+		return k.sentLocked(topic, nil), true
 	}
 	k.trackLocked(i, topic, st)
-	return k.sentLocked(topic, wire.EncodeState(st), exp), true
+	return k.sentLocked(topic, wire.EncodeState(st)), true
 }
 
 func same(a, b int64) bool {
