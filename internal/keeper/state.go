@@ -90,6 +90,7 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	case (p.del || p.state.Origin == Origin) && k.recentLocked(topic):
 		// Another keeper's decision on an event this keeper decided on
 		// too: it may be of an earlier event than this keeper's latest.
+		k.pubs[topic].doubt = true
 		return nil
 	case p.del:
 		k.notedLocked(topic, p)
