@@ -9,8 +9,9 @@ import "time"
 type pub struct {
 	sums []uint64  // payloads published and not back yet, in order
 	at   time.Time // when the last one was published
-	del  bool      // the last one was a deletion
-	exp  int64     // its expiry, Unix seconds
+	// doubt: another's state or deletion came since, and the keeper
+	// kept its own view (doubtLocked).
+	doubt bool
 }
 
 // pubsKeep is how long a publish is remembered: its echo comes back in
@@ -30,7 +31,7 @@ func sum(payload []byte) uint64 {
 
 // sentLocked notes that the keeper publishes payload on topic now and
 // returns the message to publish.
-func (k *Keeper) sentLocked(topic string, payload []byte, exp int64) retain {
+func (k *Keeper) sentLocked(topic string, payload []byte) retain {
 	now := k.now()
 	p := k.pubs[topic]
 	if p == nil {
@@ -39,7 +40,7 @@ func (k *Keeper) sentLocked(topic string, payload []byte, exp int64) retain {
 		k.pubs[topic] = p
 	}
 	p.sums = append(p.sums, sum(payload))
-	p.at, p.del, p.exp = now, len(payload) == 0, exp
+	p.at, p.doubt = now, false
 	return retain{topic, payload}
 }
 
@@ -60,22 +61,49 @@ func (k *Keeper) echoLocked(topic string, payload []byte) bool {
 	return false
 }
 
-// likeMineLocked reports whether a foreign state says what the keeper
-// itself published on topic lately: another keeper of the list, turning
-// the same event into state. It does not count as a client's state.
-func (k *Keeper) likeMineLocked(topic string, del bool, exp int64, now time.Time) bool {
+// recentLocked reports whether the keeper published on topic within
+// statedFor, or has a publish on it in flight. Two keepers of a list turn
+// the same events into state, each at its own pace, and the broker
+// interleaves their publishes: the other keeper's state or deletion that
+// comes then may be of an earlier event than the one this keeper decided
+// on last, and the events decide anyway. Taken for a client's, it would
+// undo this keeper's later decision, or its deletion, taken for an unban,
+// would make this keeper skip the next event (statedFor): each seen with
+// two keepers and 10,000 events.
+func (k *Keeper) recentLocked(topic string) bool {
 	p := k.pubs[topic]
-	return p != nil && now.Sub(p.at) < statedFor && p.del == del && (del || same(p.exp, exp))
+	if p == nil {
+		return false
+	}
+	age := k.now().Sub(p.at)
+	return age < statedFor || len(p.sums) > 0 && age < pubsKeep
+}
+
+// doubtLocked reports whether the broker may hold on topic other than
+// what the keeper tracks: a state or deletion that recentLocked let pass
+// came since the keeper's last publish there. The next event is then
+// published even if the keeper's view already says so.
+func (k *Keeper) doubtLocked(topic string) bool {
+	p := k.pubs[topic]
+	return p != nil && p.doubt
+}
+
+// expiringLocked reports whether the state the keeper holds on topic
+// expires about now: a deletion then is another keeper's expiry.
+func (k *Keeper) expiringLocked(topic string, now time.Time) bool {
+	e, ok := k.bans[topic]
+	return ok && e.exp != 0 && now.Unix() >= e.exp-sameWithin
 }
 
 // sweepPubsLocked forgets old publishes once the map doubled since the
 // last sweep, so that a burst costs amortised constant time per publish.
+// A doubt is kept for pubsKeep: for the next event of a quiet topic.
 func (k *Keeper) sweepPubsLocked(now time.Time) {
 	if len(k.pubs) < k.pubsCap {
 		return
 	}
 	for t, p := range k.pubs {
-		if age := now.Sub(p.at); age > pubsKeep || len(p.sums) == 0 && age > statedFor {
+		if age := now.Sub(p.at); age > pubsKeep || len(p.sums) == 0 && !p.doubt && age > statedFor {
 			delete(k.pubs, t)
 		}
 	}

@@ -57,15 +57,16 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 	}
 	exp := unixOrZero(st.Expires)
 	old, known := k.bans[topic]
-	switch {
-	case kind == wire.KindDel && !known, kind != wire.KindDel && known && same(old.exp, exp):
+	// In doubt, what the event says is published whatever the view says.
+	if !k.doubtLocked(topic) && (kind == wire.KindDel && !known || kind != wire.KindDel && known && same(old.exp, exp)) {
 		return retain{}, false
-	case kind == wire.KindDel:
+	}
+	if kind == wire.KindDel {
 		k.dropLocked(topic)
-		return k.sentLocked(topic, nil, 0), true
+		return k.sentLocked(topic, nil), true
 	}
 	k.trackLocked(i, topic, st)
-	return k.sentLocked(topic, wire.EncodeState(st), exp), true
+	return k.sentLocked(topic, wire.EncodeState(st)), true
 }
 
 func same(a, b int64) bool {

@@ -35,7 +35,7 @@ func (k *Keeper) expire() {
 		e := k.due.pop()
 		if b, ok := k.bans[e.topic]; ok && b.exp == e.at { // else superseded or deleted
 			k.dropLocked(e.topic)
-			out = append(out, k.sentLocked(e.topic, nil, 0))
+			out = append(out, k.sentLocked(e.topic, nil))
 		}
 	}
 	k.mu.Unlock()

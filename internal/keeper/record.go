@@ -117,14 +117,14 @@ func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, kept int) {
 		}
 		e.gen = k.gen
 		k.bans[topic] = e
-		out = append(out, k.sentLocked(topic, wire.EncodeState(s), e.exp))
+		out = append(out, k.sentLocked(topic, wire.EncodeState(s)))
 	}
 	return out, kept
 }
 
 // recordLocked returns the record of l to publish.
 func (k *Keeper) recordLocked(l *list) retain {
-	return k.sentLocked(wire.RecordTopic(l.root), wire.EncodeRecord(l.rec), 0)
+	return k.sentLocked(wire.RecordTopic(l.root), wire.EncodeRecord(l.rec))
 }
 
 // record takes a live message on a list's record topic. Two keepers of a

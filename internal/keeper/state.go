@@ -81,12 +81,17 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	switch {
 	case p.canon == "":
 		k.dropLocked(topic)
-		return []retain{k.sentLocked(topic, nil, 0)}
+		return []retain{k.sentLocked(topic, nil)}
 	case p.canon != topic && p.del:
 		return nil // nothing is kept there: the keeper cleared it or will
 	case p.canon != topic:
 		k.notedLocked(p.canon, p)
 		return k.respellLocked(fix{list: i, topic: topic, canon: p.canon, state: p.state})
+	case (p.del || p.state.Origin == Origin) && k.recentLocked(topic):
+		// Another keeper's decision on an event this keeper decided on
+		// too: it may be of an earlier event than this keeper's latest.
+		k.pubs[topic].doubt = true
+		return nil
 	case p.del:
 		k.notedLocked(topic, p)
 		k.dropLocked(topic)
@@ -105,18 +110,19 @@ func (k *Keeper) respellLocked(f fix) []retain {
 	if f.canon != "" {
 		if e, ok := k.bans[f.canon]; !ok || e.at < f.state.At.UnixMilli() {
 			k.trackLocked(f.list, f.canon, f.state)
-			out = append(out, k.sentLocked(f.canon, wire.EncodeState(f.state), unixOrZero(f.state.Expires)))
+			out = append(out, k.sentLocked(f.canon, wire.EncodeState(f.state)))
 		}
 		k.quiet.warn("respelt", "state under a non-canonical topic moved to its canonical one", "topic", wire.Clip(f.topic), "canonical", f.canon)
 	}
-	return append(out, k.sentLocked(f.topic, nil, 0))
+	return append(out, k.sentLocked(f.topic, nil))
 }
 
 // notedLocked notes that a client published the state of topic, unless
-// it is another keeper's (see statedFor).
+// it is another keeper's (see statedFor): a state of Origin, or a deletion
+// of a state that expires now.
 func (k *Keeper) notedLocked(topic string, p parsed) {
 	now := k.now()
-	if !p.del && p.state.Origin == Origin || k.likeMineLocked(topic, p.del, unixOrZero(p.state.Expires), now) {
+	if !p.del && p.state.Origin == Origin || p.del && k.expiringLocked(topic, now) {
 		return
 	}
 	if len(k.stated) >= k.statCap {
