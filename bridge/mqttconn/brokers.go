@@ -19,16 +19,17 @@ type Brokers struct {
 	urls []*url.URL // as configured
 	wrap func(c net.Conn, uri *url.URL) net.Conn
 
-	mu   sync.Mutex
-	cur  int      // index of the broker last connected to; -1: none yet
-	conn net.Conn // the connection paho uses now, to drop it
+	mu    sync.Mutex
+	cur   int      // index of the broker last connected to; -1: none yet
+	conn  net.Conn // the connection paho uses now, to drop it
+	store *resumeStore
 }
 
 // NewBrokers returns the brokers of urls, none connected yet. wrap, when
 // not nil, wraps each connection Open makes (the keeper reads the CONNACK
 // through it); Current and Drop then deal in what it returns.
 func NewBrokers(urls []*url.URL, wrap func(c net.Conn, uri *url.URL) net.Conn) *Brokers {
-	return &Brokers{urls: urls, wrap: wrap, cur: -1}
+	return &Brokers{urls: urls, wrap: wrap, cur: -1, store: newResumeStore()}
 }
 
 // URLs returns the brokers as configured.
@@ -39,6 +40,7 @@ func (l *Brokers) URLs() []*url.URL { return l.urls }
 // and keeps the first whose handshake succeeds, so the last one dialled is
 // the one in use once connected.
 func (l *Brokers) Open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	l.store.dialled() // before paho's resume lists it (see resumeStore)
 	c, err := Open(uri, o)
 	if err != nil {
 		return nil, err

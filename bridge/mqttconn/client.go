@@ -34,6 +34,7 @@ func (l *Brokers) ClientOptions(c Client) *mqtt.ClientOptions {
 		SetPassword(c.Password).
 		SetTLSConfig(c.TLS).
 		SetCustomOpenConnectionFn(l.Open).
+		SetStore(l.store).
 		SetCleanSession(false).
 		SetProtocolVersion(mqtt311).
 		SetOrderMatters(true).
