@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // resumeStore is paho's memory store, except that what it lists for a
@@ -53,10 +52,5 @@ func (s *resumeStore) All() []string {
 	}
 	return out
 }
-
-// Put and Get are the memory store's; declared so that the type says it
-// is a whole mqtt.Store.
-func (s *resumeStore) Put(key string, m packets.ControlPacket) { s.MemoryStore.Put(key, m) }
-func (s *resumeStore) Get(key string) packets.ControlPacket    { return s.MemoryStore.Get(key) }
 
 var _ mqtt.Store = (*resumeStore)(nil)
