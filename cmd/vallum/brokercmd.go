@@ -34,7 +34,7 @@ func newBrokerCmd() *cobra.Command {
 			if _, err := startBroker(ctx, g, c, lists, nil, log); err != nil {
 				return portInUse(err, false)
 			}
-			onHUP(ctx, log, nil)
+			onHUP(ctx, log, "SIGHUP: nothing to do; the broker reads its configuration and users file at start only, restart it to change them", nil)
 			return g.Wait()
 		},
 	}

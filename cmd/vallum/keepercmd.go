@@ -8,10 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -99,26 +96,8 @@ func keeperCmd(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer done()
-	ignoreHUP(cmd.Context(), log)
+	onHUP(cmd.Context(), log, "SIGHUP: the keeper reads its configuration at start only; restart it to change it", nil)
 	return run(cmd.Context())
-}
-
-// ignoreHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
-// killing the keeper, and says why nothing changes.
-func ignoreHUP(ctx context.Context, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-hup:
-				log.Info("SIGHUP: the keeper reads its configuration at start only; restart it to change it")
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 }
 
 // startKeeperBeside starts in g the keeper that `vallum -h BROKER -t LIST

@@ -117,7 +117,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	for _, u := range append([]string{bo.Broker}, bo.Brokers...) {
 		go warnIfTLS(ctx, u, &m.Stats.Connected, log)
 	}
-	onHUP(ctx, log, func() {
+	onHUP(ctx, log, "SIGHUP: re-checking the sets and the list state; the configuration is read at start only, restart vallum to change it", func() {
 		if err := br.Resync(ctx); err != nil {
 			log.Warn("SIGHUP: resync", "err", err)
 		}
@@ -217,9 +217,9 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 }
 
 // onHUP keeps SIGHUP (systemd's ExecReload, a closed terminal) from
-// killing the daemon and runs do instead (nil: nothing). The configuration
-// is read at start only, which the log line says.
-func onHUP(ctx context.Context, log *slog.Logger, do func()) {
+// killing the process, logs say and runs do instead (nil: nothing). The
+// configuration is read at start only, which say must tell.
+func onHUP(ctx context.Context, log *slog.Logger, say string, do func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -227,7 +227,7 @@ func onHUP(ctx context.Context, log *slog.Logger, do func()) {
 		for {
 			select {
 			case <-hup:
-				log.Info("SIGHUP: re-checking the sets and the list state; the configuration is read at start only, restart vallum to change it")
+				log.Info(say)
 				if do != nil {
 					do()
 				}
