@@ -20,7 +20,7 @@ const copyRange = 128
 // is done. go-nflog calls the hook from one goroutine, so the detector has
 // a single caller.
 func (s *Sensor) read(ctx context.Context) error {
-	nf, err := nflog.Open(&nflog.Config{Group: s.o.Group, Copymode: nflog.CopyPacket, Bufsize: copyRange})
+	nf, err := nflog.Open(&nflog.Config{NetNS: s.o.NetNS, Group: s.o.Group, Copymode: nflog.CopyPacket, Bufsize: copyRange})
 	if err != nil {
 		return fmt.Errorf("sensor: nflog group %d: %w", s.o.Group, err)
 	}

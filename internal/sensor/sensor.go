@@ -26,6 +26,7 @@ type Stats struct {
 // Options configure a Sensor.
 type Options struct {
 	Group    uint16 // the NFLOG group the firewall logs to
+	NetNS    int    // fd of the network namespace to read in; 0: the current one
 	Rate     int    // packets read per second at most; 0: DefaultRate
 	Detector DetectorOptions
 	// Ban publishes a scanner's ban. It runs in a goroutine of its own, one
