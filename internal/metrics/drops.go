@@ -18,3 +18,15 @@ func drops(w io.Writer, ds []Drop) {
 		fmt.Fprintf(w, "vallum_dropped_bytes_total{list=%q,family=%q} %d\n", d.List, d.Family, d.Bytes)
 	}
 }
+
+// sensor writes the scan sensor's counters.
+func sensor(w io.Writer, s SensorCounts) {
+	scalars(w, sensorScalars[:], s.Packets, s.Bans, s.Overload, s.Tracked)
+}
+
+var sensorScalars = [...]desc{
+	{"vallum_sensor_packets_total", "Logged SYNs to closed ports the scan sensor read."},
+	{"vallum_sensor_bans_total", "Scanners the sensor banned (reason portscan)."},
+	{"vallum_sensor_overload_total", "What the sensor dropped under load: logged packets over --sensor-rate or lost in a full socket buffer, bans over its queue."},
+	{"vallum_sensor_tracked_sources", "Source addresses the sensor tracks (bounded at 65,536)."},
+}

@@ -7,3 +7,6 @@ import "io"
 // drops writes nothing in the MIPS router builds, which have no drop
 // counters to read (cmd/vallum's dropsOf): 1 KB of a binary at its limit.
 func drops(io.Writer, []Drop) {}
+
+// sensor writes nothing: the router builds have no sensor.
+func sensor(io.Writer, SensorCounts) {}

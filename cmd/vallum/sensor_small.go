@@ -1,0 +1,25 @@
+//go:build vallum_small && (mips || mipsle)
+
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/bridge/nft"
+	"github.com/vallum/vallum/internal/metrics"
+)
+
+// The scan sensor (internal/sensor, go-nflog) is not in the 32-bit MIPS
+// router builds: it does not fit under the 10 MB goal. startSensor warns
+// and the daemon runs without it, as with --kill-connections.
+func (c config) sensorRule(*nft.Backend) {}
+
+func (c config) startSensor(_ context.Context, _ *errgroup.Group, _ *bridge.Options, _ *metrics.Exporter, log *slog.Logger) {
+	if c.Sensor != "" {
+		log.Warn("--sensor is not in the MIPS router builds (size): no port scan sensor; the OpenWrt SDK package has it", "list", c.Sensor)
+	}
+}
