@@ -50,7 +50,7 @@ func (b *Backend) EnsureRules(ctx context.Context, sets []bridge.SetSpec) error 
 				b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: c, Exprs: drop(l.set, l.family, true)})
 			}
 		}
-		if hook.name == "input" {
+		if sensorBuilt && hook.name == "input" {
 			b.addSensorRules(c)
 		}
 	}

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !(vallum_small && (mips || mipsle))
 
 package nft
 
@@ -7,6 +7,9 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
+
+// sensorBuilt: the MIPS router builds leave the sensor out.
+const sensorBuilt = true
 
 // SensorRule is the scan sensor's logging rule: new TCP connections to
 // ports no socket listens on, at most Rate a second, logged to NFLOG

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -89,20 +88,13 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 				"the unban event is sent anyway, for hosts that banned it from a legacy event\n", event, l.Root)
 		}
 	}
-	err = publishBan(cl, l.Root, p, action, state, event)
+	err = wait(cl.Publish(wire.StateTopic(l.Root, p), 1, true, state), "publish state")
+	if err == nil {
+		err = wait(cl.Publish(wire.EventTopic(l.Root, action.Kind()), 1, false, event), "publish event")
+	}
 	if err != nil && !cl.IsConnected() {
 		// With MQTT 3.1.1 a broker refuses a topic by dropping the client.
 		return fmt.Errorf("%w (the broker closed the connection: may this user publish to %s/...? a host-only user may not ban)", err, l.Root)
-	}
-	return err
-}
-
-// publishBan publishes a ban's (or unban's) retained state, then its
-// event: what `vallum ban` and the scan sensor send.
-func publishBan(cl mqtt.Client, root string, p netip.Prefix, action bridge.Action, state []byte, event string) error {
-	err := wait(cl.Publish(wire.StateTopic(root, p), 1, true, state), "publish state")
-	if err == nil {
-		err = wait(cl.Publish(wire.EventTopic(root, action.Kind()), 1, false, event), "publish event")
 	}
 	return err
 }

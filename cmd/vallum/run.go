@@ -193,7 +193,9 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		return errors.New("--nft-rules needs --backend nft")
 	}
 	c.dropTo(nb, bo.Lists)
-	c.sensorRule(nb)
+	if sensorBuilt {
+		c.sensorRule(nb)
+	}
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {

@@ -21,6 +21,9 @@ import (
 	"github.com/vallum/vallum/internal/wire"
 )
 
+// sensorBuilt says whether this build has the scan sensor.
+const sensorBuilt = true
+
 // sensorRule has --nft-rules add the sensor's logging rule.
 func (c config) sensorRule(nb *nft.Backend) {
 	if c.Sensor != "" {
@@ -85,7 +88,11 @@ func (p *sensorPublisher) ban(ctx context.Context, a netip.Addr) error {
 		st.Expires = st.At.Add(time.Duration(p.ttl) * time.Second)
 	}
 	event := wire.FormatPrefix(pfx) + " timeout " + strconv.FormatInt(int64(p.ttl), 10)
-	err := publishBan(p.cl, p.root, pfx, bridge.Add, wire.EncodeState(st), event)
+	// As banCmd: the state first, then the event (see there why).
+	err := wait(p.cl.Publish(wire.StateTopic(p.root, pfx), 1, true, wire.EncodeState(st)), "publish state")
+	if err == nil {
+		err = wait(p.cl.Publish(wire.EventTopic(p.root, bridge.Add.Kind()), 1, false, event), "publish event")
+	}
 	if err != nil {
 		p.close() // dial anew for the next ban
 	}

@@ -19,9 +19,22 @@ func drops(w io.Writer, ds []Drop) {
 	}
 }
 
-// sensor writes the scan sensor's counters.
-func sensor(w io.Writer, s SensorCounts) {
-	scalars(w, sensorScalars[:], s.Packets, s.Bans, s.Overload, s.Tracked)
+const sensorBuilt = true // the MIPS router builds have no scan sensor
+
+// sensorCounts reads the scan sensor's counters; nil: no sensor.
+func (e *Exporter) sensorCounts() *SensorCounts {
+	if e.Sensor == nil {
+		return nil
+	}
+	s := e.Sensor()
+	return &s
+}
+
+// sensor writes the scan sensor's counters, if it runs.
+func sensor(w io.Writer, s *SensorCounts) {
+	if s != nil {
+		scalars(w, sensorScalars[:], s.Packets, s.Bans, s.Overload, s.Tracked)
+	}
 }
 
 var sensorScalars = [...]desc{

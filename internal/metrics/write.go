@@ -52,9 +52,8 @@ func (e *Exporter) read(ctx context.Context) reading {
 	if e.Drops != nil {
 		r.drops, _ = e.Drops(ctx) // a failed read leaves the series out
 	}
-	if e.Sensor != nil {
-		sc := e.Sensor()
-		r.sensor = &sc
+	if sensorBuilt {
+		r.sensor = e.sensorCounts()
 	}
 	if e.Broker != nil {
 		r.embedded, r.broker = true, e.Broker.Stats()
@@ -108,8 +107,8 @@ func write(w io.Writer, r reading) {
 	if r.drops != nil {
 		drops(w, r.drops)
 	}
-	if r.sensor != nil {
-		sensor(w, *r.sensor)
+	if sensorBuilt {
+		sensor(w, r.sensor)
 	}
 	if r.embedded {
 		st := r.broker
