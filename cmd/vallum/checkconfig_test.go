@@ -76,6 +76,9 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 			if strings.Contains(tt.file, "kill_connections") && !killBuilt {
 				t.Skip("--kill-connections is not in this build (MIPS router builds)")
 			}
+			if strings.Contains(tt.file, "sensor") && !sensorBuilt {
+				t.Skip("--sensor is not in this build (MIPS router builds)")
+			}
 			if strings.Contains(tt.file, "keeper") && !keeperBuilt {
 				t.Skip("--keeper is not in this build (router builds)")
 			}
