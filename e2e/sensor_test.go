@@ -31,25 +31,29 @@ import (
 func scanPorts(t *testing.T, h *lab.Host, ip string, from, n int) {
 	t.Helper()
 	var wg sync.WaitGroup
-	inNetns(t, h, func() {
-		for p := from; p < from+n; p++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+	for p := from; p < from+n; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inNetns(t, h, func() { // a thread of its own in h's namespace: dials on other goroutines would not be
 				if c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, fmt.Sprint(p)), 2*time.Second); err == nil {
 					c.Close()
 				}
-			}()
-		}
-	})
+			})
+		}()
+	}
 	wg.Wait()
 }
 
 // inNetns runs f on a thread in h's namespace; sockets made there keep
 // it. The thread is dropped afterwards, never reused in the wrong one.
+// Safe to call from any goroutine: a failure is reported with t.Error.
 func inNetns(t *testing.T, h *lab.Host, f func()) {
-	t.Helper()
-	ns := must[netns.NsHandle](t)(h.NetNS())
+	ns, err := h.NetNS()
+	if err != nil {
+		t.Error(err)
+		return
+	}
 	defer ns.Close()
 	done := make(chan error, 1)
 	go func() {
@@ -62,7 +66,7 @@ func inNetns(t *testing.T, h *lab.Host, f func()) {
 		done <- nil
 	}()
 	if err := <-done; err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 }
 
@@ -96,7 +100,9 @@ func waitMetric(t *testing.T, h *lab.Host, name string, want float64) map[string
 		}
 		return m[name] >= want, fmt.Sprintf("%s = %v, want %v", name, m[name], want)
 	}); err != nil {
-		t.Fatal(err)
+		rules, _ := h.Exec("nft", "list", "chain", "inet", "vallum", "input")
+		metrics, _ := h.HTTPGet(9101, "/metrics")
+		t.Fatalf("%v\n%s\n%s", err, rules, metrics)
 	}
 	return m
 }

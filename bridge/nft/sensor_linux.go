@@ -21,8 +21,11 @@ type SensorRule struct {
 
 // Sensor has EnsureRules end the input chain with the sensor's rules:
 //
-//	tcp flags & (fin|syn|rst|ack) == syn socket transparent <any> return
-//	tcp flags & (fin|syn|rst|ack) == syn limit rate R/second burst R log group G
+//	tcp flags & (fin|syn|rst|ack) == syn socket transparent <any> counter return
+//	tcp flags & (fin|syn|rst|ack) == syn counter limit rate R/second burst R log group G
+//
+// (`nft list` prints the first without its socket lookup.) The counters
+// say how many SYNs found a socket and how many were logged.
 //
 // The socket lookup finds the listening (or established) socket a SYN is
 // for; where there is none, the expression ends the rule and the SYN
@@ -38,9 +41,10 @@ func (b *Backend) Sensor(r SensorRule) {
 
 // sensorRules are the expressions of Sensor's two rules.
 func sensorRules(r SensorRule) [][]expr.Any {
-	listening := append(tcpSYN(), &expr.Socket{Key: expr.SocketKeyTransparent, Register: 1}, &expr.Verdict{Kind: expr.VerdictReturn})
+	listening := append(tcpSYN(), &expr.Socket{Key: expr.SocketKeyTransparent, Register: 1}, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictReturn})
 	burst := uint32(min(r.Rate, 1<<20))
 	log := append(tcpSYN(),
+		&expr.Counter{},
 		&expr.Limit{Type: expr.LimitTypePkts, Rate: r.Rate, Unit: expr.LimitTimeSecond, Burst: burst},
 		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: r.Group})
 	return [][]expr.Any{listening, log}
