@@ -70,8 +70,8 @@ func inNetns(t *testing.T, h *lab.Host, f func()) {
 	}
 }
 
-// sensorHosts starts a hub, a host with the sensor (nft backend and
-// rules, /metrics on 9101, extra flags) and a third host.
+// sensorHosts starts a hub, a host with the sensor (/metrics on 9101,
+// extra flags: the backend) and a third host.
 func sensorHosts(t *testing.T, extra ...string) (l *lab.Lab, hub, sens, other *lab.Host, sv *lab.Proc) {
 	l, dir := newLab(t)
 	hub, sens, other = addHost(t, l, "hub"), addHost(t, l, "sens"), addHost(t, l, "other")
@@ -79,7 +79,7 @@ func sensorHosts(t *testing.T, extra ...string) (l *lab.Lab, hub, sens, other *l
 	killAtEnd(t, &hv)
 	ov := must[*lab.Proc](t)(other.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-t", "blacklist"))
 	killAtEnd(t, &ov)
-	args := append([]string{"-h", hub.Addr4, "-t", "blacklist", "--backend", "nft", "--nft-rules",
+	args := append([]string{"-h", hub.Addr4, "-t", "blacklist",
 		"--sensor", "blacklist", "--sensor-ports", "10", "--metrics", "127.0.0.1:9101"}, extra...)
 	sv = must[*lab.Proc](t)(sens.StartVallum(dir, vallumBin, args...))
 	killAtEnd(t, &sv)
@@ -112,7 +112,7 @@ func waitMetric(t *testing.T, h *lab.Host, name string, want float64) map[string
 // each, bans the scanner on the hub, the sensor's host and a third host,
 // once, with reason portscan.
 func TestSensorPortScan(t *testing.T) {
-	l, hub, sens, other, _ := sensorHosts(t, "--allow", "10.77.0.5/32")
+	l, hub, sens, other, _ := sensorHosts(t, "--backend", "nft", "--nft-rules", "--allow", "10.77.0.5/32")
 	att, friend := addHost(t, l, "att"), addHost(t, l, "friend") // 10.77.0.4, 10.77.0.5
 	if friend.Addr4 != "10.77.0.5" {
 		t.Fatalf("friend is %s, the --allow above names 10.77.0.5", friend.Addr4)
@@ -172,11 +172,16 @@ func TestSensorPortScan(t *testing.T) {
 // tracked sources stays at its bound, the memory of vallum stays bounded
 // (logged), and a real scan afterwards is still banned.
 func TestSensorFlood(t *testing.T) {
-	l, hub, sens, _, sv := sensorHosts(t, "--sensor-rate", "1000000")
+	l, hub, sens, _, sv := sensorHosts(t, "--backend", "nft", "--nft-rules", "--sensor-rate", "1000000")
 	att := addHost(t, l, "att")
 	rss0 := must[int64](t)(sv.RSS())
 	cpu0 := cpuTime(t, sv.Pid())
 	sent, took := synFlood(t, att, netip.MustParseAddr(sens.Addr6), 200000, 10*time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vallum on sens (exited: %v, %v):\n%s", sv.Exited(), sv.Err(), sv.Output())
+		}
+	})
 	m := waitMetric(t, sens, "vallum_sensor_packets_total", 1)
 	var peak int64
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -279,4 +284,50 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	fmt.Sscan(f[11], &ut)
 	fmt.Sscan(f[12], &st)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// TestSensorIptables: the ipset backend and the iptables rule the README
+// gives, after the accept of an open port: connections to that port are
+// not logged, a scan of the others bans the scanner on every host.
+func TestSensorIptables(t *testing.T) {
+	l, hub, sens, other, _ := sensorHosts(t)
+	att := addHost(t, l, "att")
+	for _, r := range [][]string{
+		{"-A", "INPUT", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"},
+		{"-A", "INPUT", "-i", "lo", "-j", "ACCEPT"}, // the /metrics scrapes
+		{"-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT"},
+		{"-A", "INPUT", "-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-m", "limit", "--limit", "1000/second",
+			"--limit-burst", "1000", "-j", "NFLOG", "--nflog-group", "27"},
+	} {
+		must[string](t)(sens.Exec("iptables", r...))
+	}
+	ln := must[net.Listener](t)(sens.ListenTCP(sens.Addr4 + ":8080"))
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for range 30 {
+		must[net.Conn](t)(att.DialTCP(sens.Addr4 + ":8080")).Close()
+	}
+	scanPorts(t, att, sens.Addr4, 3000, 5) // five closed ports: logged, no scan yet
+	m := waitMetric(t, sens, "vallum_sensor_packets_total", 5)
+	if m["vallum_sensor_packets_total"] != 5 || m["vallum_sensor_bans_total"] != 0 {
+		t.Fatalf("after 30 connects to the open port and 5 to closed ones: %v read, %v bans; want 5 and 0",
+			m["vallum_sensor_packets_total"], m["vallum_sensor_bans_total"])
+	}
+	scanPorts(t, att, sens.Addr4, 3005, 45)
+	for _, h := range []*lab.Host{hub, sens, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
