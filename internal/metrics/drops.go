@@ -40,6 +40,6 @@ func sensor(w io.Writer, s *SensorCounts) {
 var sensorScalars = [...]desc{
 	{"vallum_sensor_packets_total", "Logged SYNs to closed ports the scan sensor read."},
 	{"vallum_sensor_bans_total", "Scanners the sensor banned (reason portscan)."},
-	{"vallum_sensor_overload_total", "What the sensor dropped under load: logged packets over --sensor-rate or lost in a full socket buffer, bans over its queue."},
+	{"vallum_sensor_overload_total", "What the sensor dropped under load: logged packets over --sensor-rate, overflows of its socket buffer (one each, however many packets), bans over its queue."},
 	{"vallum_sensor_tracked_sources", "Source addresses the sensor tracks (bounded at 65,536)."},
 }

@@ -83,6 +83,7 @@ func (s *Sensor) packet(b []byte, now time.Time) {
 	if !ok {
 		return
 	}
+	src = src.Unmap() // the ban and the allowlist see the IPv4 address
 	s.stats.Packets.Add(1)
 	scan := s.det.Seen(src, port, now)
 	s.stats.Tracked.Store(int64(s.det.Tracked()))

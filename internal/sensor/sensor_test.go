@@ -111,3 +111,15 @@ func TestBanLoop(t *testing.T) {
 		t.Fatalf("dropped %d bans, want the 9 or 10 beyond the queue", o)
 	}
 }
+
+// TestMappedSource: an IPv4-mapped IPv6 source is banned as the IPv4
+// address.
+func TestMappedSource(t *testing.T) {
+	s := New(Options{Detector: DetectorOptions{Ports: 1}})
+	mapped := netip.AddrFrom16(attacker.As16())
+	s.packet(syn6(mapped, 1), t0)
+	s.packet(syn6(mapped, 2), t0)
+	if len(s.bans) != 1 || <-s.bans != attacker {
+		t.Fatal("a mapped source was not banned as its IPv4 address")
+	}
+}
