@@ -46,8 +46,9 @@ func scanPorts(t *testing.T, h *lab.Host, ip string, from, n int) {
 }
 
 // inNetns runs f on a thread in h's namespace; sockets made there keep
-// it. The thread is dropped afterwards, never reused in the wrong one.
-// Safe to call from any goroutine: a failure is reported with t.Error.
+// it. The thread goes back to its namespace afterwards: a thread left to
+// die could be the one that started a lab process, which its Pdeathsig
+// would then kill. Safe from any goroutine: failures go to t.Error.
 func inNetns(t *testing.T, h *lab.Host, f func()) {
 	ns, err := h.NetNS()
 	if err != nil {
@@ -57,12 +58,25 @@ func inNetns(t *testing.T, h *lab.Host, f func()) {
 	defer ns.Close()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer orig.Close()
 		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		f()
+		if err := netns.Set(orig); err != nil {
+			done <- err // the thread stays locked and dies with the goroutine
+			return
+		}
+		runtime.UnlockOSThread()
 		done <- nil
 	}()
 	if err := <-done; err != nil {
