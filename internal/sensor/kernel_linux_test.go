@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !(vallum_small && (mips || mipsle))
 
 package sensor
 
