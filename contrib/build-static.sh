@@ -38,7 +38,9 @@
 # is refused at start with what to do. On mips and mipsle it also leaves
 # out --kill-connections (internal/enforce: 49 KB) and the drop counters of
 # /metrics: with them those builds are over 10 MB. The flag is then a
-# warning at start: bans apply, connections are not cut.
+# warning at start: bans apply, connections are not cut. The scan sensor
+# (--sensor: internal/sensor, go-nflog, its nft rule) is left out the same
+# way.
 #
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are

@@ -41,6 +41,7 @@ type Backend struct {
 	sets      map[string]*target // resolved sets by name
 	warned    map[string]bool    // sets said to have no timeout flag
 	dropTo    map[string]bool    // sets whose members are dropped as destinations too (DropTo); nil: none
+	sensor    *SensorRule        // the scan sensor's rules end the input chain (Sensor); nil: none
 	seq       uint32
 	noDestroy bool // the kernel lacks NFT_MSG_DESTROYSETELEM (before 6.3)
 }

@@ -50,6 +50,9 @@ func (b *Backend) EnsureRules(ctx context.Context, sets []bridge.SetSpec) error 
 				b.conn.AddRule(&nftables.Rule{Table: b.table, Chain: c, Exprs: drop(l.set, l.family, true)})
 			}
 		}
+		if sensorBuilt && hook.name == "input" {
+			b.addSensorRules(c)
+		}
 	}
 	if err := b.conn.Flush(); err != nil {
 		return fmt.Errorf("nft rules in table %s: %w", b.table.Name, err)

@@ -23,7 +23,7 @@ func TestWriteYAMLRoundTrip(t *testing.T) {
 		"~", "1883", "1e3", " lead", "trail ", "fd00::/8", "127.0.0.1:1883", `q"uote`, "back\\slash",
 		"tab\there", "new\nline", "ünï", "[x]", "{x}", "*x", "&x", "!x", "%x", "@x", "'x'", "x,y"}
 	for _, s := range tricky {
-		c := config{Host: s, Broker: []string{}, Topic: []string{s, "blacklist"}, Allow: []string{}, Listen: []string{}, BrokerLimit: []string{}, WSHost: []string{}, KillConnections: []string{s}, Port: 1883, TLS: true, MaxElem: 7}
+		c := config{Host: s, Broker: []string{}, Topic: []string{s, "blacklist"}, Allow: []string{}, Listen: []string{}, BrokerLimit: []string{}, WSHost: []string{}, KillConnections: []string{s}, SensorIgnorePorts: []string{}, Port: 1883, TLS: true, MaxElem: 7}
 		var b bytes.Buffer
 		writeYAML(&b, c)
 		var got config
@@ -69,11 +69,15 @@ func TestCheckConfigRefusesWhatTheDaemonRefuses(t *testing.T) {
 		{"bad_metrics.yaml", []string{"--metrics \"9101\"", "HOST:PORT"}},
 		{"bad_keeper_embedded.yaml", []string{"--keeper needs -h"}},
 		{"bad_kill_connections.yaml", []string{"--kill-connections \"blocklist\"", "no such list"}},
+		{"bad_sensor.yaml", []string{"--sensor \"blocklist\"", "--sensor-ports 0", "--sensor-ignore-ports"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			if strings.Contains(tt.file, "kill_connections") && !killBuilt {
 				t.Skip("--kill-connections is not in this build (MIPS router builds)")
+			}
+			if strings.Contains(tt.file, "sensor") && !sensorBuilt {
+				t.Skip("--sensor is not in this build (MIPS router builds)")
 			}
 			if strings.Contains(tt.file, "keeper") && !keeperBuilt {
 				t.Skip("--keeper is not in this build (router builds)")

@@ -66,6 +66,14 @@ type config struct {
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
 
+	Sensor            string        `mapstructure:"sensor" yaml:"sensor"`
+	SensorGroup       int           `mapstructure:"sensor_group" yaml:"sensor_group"`
+	SensorPorts       int           `mapstructure:"sensor_ports" yaml:"sensor_ports"`
+	SensorWindow      time.Duration `mapstructure:"sensor_window" yaml:"sensor_window"`
+	SensorIgnorePorts []string      `mapstructure:"sensor_ignore_ports" yaml:"sensor_ignore_ports"`
+	SensorRate        int           `mapstructure:"sensor_rate" yaml:"sensor_rate"`
+	SensorBanTime     time.Duration `mapstructure:"sensor_ban_time" yaml:"sensor_ban_time"`
+
 	file string // the config file read, if any
 }
 
@@ -107,6 +115,7 @@ func daemonFlags(f *pflag.FlagSet) {
 	}
 	f.String("metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9101")
 	f.StringArray("kill-connections", nil, "list topic ROOT whose bans also cut the banned addresses' open connections (local TCP sockets, conntrack entries), repeatable")
+	sensorFlags(f)
 }
 
 // brokerFlags are the settings of the embedded broker.

@@ -82,9 +82,15 @@ func TestCheckConfigFixtures(t *testing.T) {
 		{"bad_qos.yaml", []string{"--qos 3"}},
 		{"bad_backend.yaml", []string{"--backend", "foo", "ipset"}},
 		{"bad_cafile.yaml", []string{"/nonexistent/vallum-test-ca.pem"}},
+		{"good_sensor.yaml", nil},
+		{"bad_sensor.yaml", []string{"--sensor \"blocklist\"", "no such list", "--sensor-group 70000", "--sensor-ports 0",
+			"--sensor-window 0s", "--sensor-ignore-ports \"80-70\"", "--sensor-rate 0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
+			if strings.Contains(tt.file, "sensor") && !sensorBuilt {
+				t.Skip("--sensor is not in this build (MIPS router builds)")
+			}
 			out, err := checkConfig(t, "--config", filepath.Join("testdata", tt.file))
 			msg := out
 			if err != nil {

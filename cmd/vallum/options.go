@@ -53,6 +53,9 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
 	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
+	if sensorBuilt {
+		errs = append(errs, c.checkSensor(lists))
+	}
 	o.KillLists = c.KillConnections
 	if len(c.KillConnections) > 0 && !killBuilt {
 		// The shipped router config turns it on: a firewall that refused

@@ -102,6 +102,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	bo.Guard.Refresh(guard.ResolveBrokers(c.brokerHosts(), log), log) // before the first message
 	g.Go(func() error { return bo.Guard.Watch(ctx, c.brokerHosts(), log) })
+	c.startSensor(ctx, g, &bo, m, log) // after Refresh: the guard knows this host's addresses
 	m.Stats = br.Stats()
 	if c.Metrics != "" {
 		if err := m.Serve(ctx, g, c.Metrics, log); err != nil {
@@ -192,6 +193,9 @@ func (c config) nftRules(ctx context.Context, be backend, bo *bridge.Options, lo
 		return errors.New("--nft-rules needs --backend nft")
 	}
 	c.dropTo(nb, bo.Lists)
+	if sensorBuilt {
+		c.sensorRule(nb)
+	}
 	var specs []bridge.SetSpec
 	for _, l := range bo.Lists {
 		for _, s := range []bridge.SetSpec{{Name: l.Set4, Family: bridge.IPv4}, {Name: l.Set6, Family: bridge.IPv6}} {

@@ -18,3 +18,28 @@ func drops(w io.Writer, ds []Drop) {
 		fmt.Fprintf(w, "vallum_dropped_bytes_total{list=%q,family=%q} %d\n", d.List, d.Family, d.Bytes)
 	}
 }
+
+const sensorBuilt = true // the MIPS router builds have no scan sensor
+
+// sensorCounts reads the scan sensor's counters; nil: no sensor.
+func (e *Exporter) sensorCounts() *SensorCounts {
+	if e.Sensor == nil {
+		return nil
+	}
+	s := e.Sensor()
+	return &s
+}
+
+// sensor writes the scan sensor's counters, if it runs.
+func sensor(w io.Writer, s *SensorCounts) {
+	if s != nil {
+		scalars(w, sensorScalars[:], s.Packets, s.Bans, s.Overload, s.Tracked)
+	}
+}
+
+var sensorScalars = [...]desc{
+	{"vallum_sensor_packets_total", "Logged SYNs to closed ports the scan sensor read."},
+	{"vallum_sensor_bans_total", "Scanners the sensor banned (reason portscan)."},
+	{"vallum_sensor_overload_total", "What the sensor dropped under load: logged packets over --sensor-rate, overflows of its socket buffer (one each, however many packets), bans over its queue."},
+	{"vallum_sensor_tracked_sources", "Source addresses the sensor tracks (bounded at 65,536)."},
+}

@@ -43,3 +43,22 @@ func TestDrops(t *testing.T) {
 		t.Errorf("/metrics shows drop counters without rules of vallum's own:\n%s", out)
 	}
 }
+
+// TestSensorCounters: the sensor's counters appear when it runs, and
+// not at all otherwise.
+func TestSensorCounters(t *testing.T) {
+	e := &Exporter{Stats: &bridge.Stats{}, Backend: fakeSets{}}
+	var b strings.Builder
+	write(&b, e.read(context.Background()))
+	if strings.Contains(b.String(), "vallum_sensor") {
+		t.Fatalf("no sensor, yet its series:\n%s", b.String())
+	}
+	e.Sensor = func() SensorCounts { return SensorCounts{Packets: 50, Bans: 1, Overload: 7, Tracked: 3} }
+	b.Reset()
+	write(&b, e.read(context.Background()))
+	for _, w := range []string{"vallum_sensor_packets_total 50\n", "vallum_sensor_bans_total 1\n", "vallum_sensor_overload_total 7\n", "vallum_sensor_tracked_sources 3\n"} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("metrics lack %q:\n%s", w, b.String())
+		}
+	}
+}

@@ -30,6 +30,13 @@ type Exporter struct {
 	// Drops, when set, reads what vallum's own drop rules dropped (the
 	// nft backend's --nft-rules).
 	Drops func(ctx context.Context) ([]Drop, error)
+	// Sensor, when set, reads the scan sensor's counters (--sensor).
+	Sensor func() SensorCounts
+}
+
+// SensorCounts are the scan sensor's counters.
+type SensorCounts struct {
+	Packets, Bans, Overload, Tracked int64
 }
 
 // Drop is what vallum's drop rules dropped for one list and family.

@@ -22,6 +22,7 @@ type reading struct {
 	apply                              bridge.Histogram
 	lost                               map[string]int64 // per list: 1 while lost
 	drops                              []Drop           // nil: no rules of vallum's own
+	sensor                             *SensorCounts    // nil: no scan sensor
 
 	embedded        bool // the broker's figures below, else none
 	broker          broker.Stats
@@ -50,6 +51,9 @@ func (e *Exporter) read(ctx context.Context) reading {
 	}
 	if e.Drops != nil {
 		r.drops, _ = e.Drops(ctx) // a failed read leaves the series out
+	}
+	if sensorBuilt {
+		r.sensor = e.sensorCounts()
 	}
 	if e.Broker != nil {
 		r.embedded, r.broker = true, e.Broker.Stats()
@@ -102,6 +106,9 @@ func write(w io.Writer, r reading) {
 	histogram(w, "vallum_apply_seconds", "Time to apply one batch to the kernel.", r.apply)
 	if r.drops != nil {
 		drops(w, r.drops)
+	}
+	if sensorBuilt {
+		sensor(w, r.sensor)
 	}
 	if r.embedded {
 		st := r.broker

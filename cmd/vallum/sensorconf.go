@@ -1,0 +1,91 @@
+//go:build !(vallum_small && (mips || mipsle))
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/vallum/vallum/bridge"
+)
+
+// Sensor defaults. They live here rather than in internal/sensor so that
+// the MIPS router builds, which leave the sensor out, still know the flags.
+const (
+	defaultSensorGroup   = 27
+	defaultSensorPorts   = 10
+	defaultSensorWindow  = time.Minute
+	defaultSensorRate    = 1000
+	defaultSensorBanTime = 24 * time.Hour
+	maxSensorPorts       = 1024 // internal/sensor.MaxPorts
+)
+
+// sensorFlags are the scan sensor's settings.
+func sensorFlags(f *pflag.FlagSet) {
+	f.String("sensor", "", "list topic ROOT on which addresses that scan closed TCP ports are banned (reason portscan); empty: no sensor")
+	f.Int("sensor-group", defaultSensorGroup, "NFLOG group the firewall logs SYNs to closed ports to (--nft-rules adds that rule)")
+	f.Int("sensor-ports", defaultSensorPorts, "an address touching more than this many distinct closed ports within --sensor-window is banned")
+	f.Duration("sensor-window", defaultSensorWindow, "the window of --sensor-ports")
+	f.StringArray("sensor-ignore-ports", nil, "TCP ports or ranges (113, 6000-6010) that never count, repeatable or separated by commas")
+	f.Int("sensor-rate", defaultSensorRate, "logged packets read per second at most (and the rate limit of the rule --nft-rules adds); the rest are counted as overload")
+	f.Duration("sensor-ban-time", defaultSensorBanTime, "how long a scanner's ban lasts; 0: permanent")
+}
+
+// checkSensor refuses sensor settings the daemon could not use.
+func (c config) checkSensor(lists []bridge.List) error {
+	if c.Sensor == "" {
+		return nil
+	}
+	var errs []error
+	found := false
+	for _, l := range lists {
+		found = found || l.Root == c.Sensor
+	}
+	if !found {
+		errs = append(errs, fmt.Errorf("--sensor %q: no such list: name a list topic's ROOT as given to -t", c.Sensor))
+	}
+	if c.SensorGroup < 0 || c.SensorGroup > 65535 {
+		errs = append(errs, fmt.Errorf("--sensor-group %d: must be 0-65535", c.SensorGroup))
+	}
+	if c.SensorPorts < 1 || c.SensorPorts > maxSensorPorts {
+		errs = append(errs, fmt.Errorf("--sensor-ports %d: must be 1-%d", c.SensorPorts, maxSensorPorts))
+	}
+	if c.SensorWindow <= 0 {
+		errs = append(errs, fmt.Errorf("--sensor-window %v: must be above 0", c.SensorWindow))
+	}
+	if c.SensorRate < 1 {
+		errs = append(errs, fmt.Errorf("--sensor-rate %d: must be 1 or more", c.SensorRate))
+	}
+	if c.SensorBanTime < 0 {
+		errs = append(errs, fmt.Errorf("--sensor-ban-time %v: must be 0 (permanent) or more", c.SensorBanTime))
+	}
+	_, err := c.sensorIgnore()
+	return errors.Join(append(errs, err)...)
+}
+
+// sensorIgnore parses --sensor-ignore-ports.
+func (c config) sensorIgnore() ([]uint16, error) {
+	var ports []uint16
+	for _, a := range c.SensorIgnorePorts {
+		for _, f := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == ' ' }) {
+			lo, hi, isRange := strings.Cut(f, "-")
+			if !isRange {
+				hi = lo
+			}
+			l, err1 := strconv.ParseUint(lo, 10, 16)
+			h, err2 := strconv.ParseUint(hi, 10, 16)
+			if err1 != nil || err2 != nil || l < 1 || h < l {
+				return nil, fmt.Errorf("--sensor-ignore-ports %q: want ports 1-65535 or ranges such as 6000-6010", f)
+			}
+			for p := l; p <= h; p++ {
+				ports = append(ports, uint16(p))
+			}
+		}
+	}
+	return ports, nil
+}
