@@ -38,7 +38,7 @@ func TestRefusalsBounded(t *testing.T) {
 	var buf bytes.Buffer
 	r := newRefusals(slog.New(slog.NewTextHandler(&buf, nil)))
 	now := time.Unix(1000, 0)
-	r.now = func() time.Time { return now }
+	r.lines.Now = func() time.Time { return now }
 	for range 1000 {
 		r.refuse(refPublish, "may not publish on this topic", "user", "edge2")
 	}

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/vallum/vallum/internal/quiet"
 )
 
 // Reasons the broker refuses something, as logged and counted
@@ -32,28 +33,17 @@ const (
 )
 
 // refusals logs and counts what the broker refuses: one readable line per
-// refusal (who, what, why), at most logBurst lines per reason and window,
-// then one line saying how many more were not logged.
+// refusal (who, what, why), at most quiet.Burst lines per reason and
+// window, then one line saying how many more were not logged.
 type refusals struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	n   map[string]int64 // total per reason
-	win map[string]*logWindow
-	now func() time.Time
+	log   *slog.Logger
+	lines quiet.Windows
+	mu    sync.Mutex
+	n     map[string]int64 // total per reason
 }
-
-type logWindow struct {
-	start              time.Time
-	logged, suppressed int
-}
-
-const (
-	logBurst = 20
-	logEvery = 10 * time.Second
-)
 
 func newRefusals(log *slog.Logger) *refusals {
-	return &refusals{log: log, n: map[string]int64{}, win: map[string]*logWindow{}, now: time.Now}
+	return &refusals{log: log, n: map[string]int64{}}
 }
 
 // refuse counts one refusal and logs it unless the reason is over its
@@ -61,25 +51,10 @@ func newRefusals(log *slog.Logger) *refusals {
 func (r *refusals) refuse(reason, msg string, args ...any) {
 	r.mu.Lock()
 	r.n[reason]++
-	w := r.win[reason]
-	now := r.now()
-	var dropped int
-	if w == nil || now.Sub(w.start) >= logEvery {
-		if w != nil {
-			dropped = w.suppressed
-		}
-		w = &logWindow{start: now}
-		r.win[reason] = w
-	}
-	show := w.logged < logBurst
-	if show {
-		w.logged++
-	} else {
-		w.suppressed++
-	}
 	r.mu.Unlock()
-	if dropped > 0 {
-		r.log.Warn(fmt.Sprintf("refused %d more (%s) in the last %v without logging each", dropped, reason, logEvery), "reason", reason)
+	show, left := r.lines.Allow(reason)
+	if left > 0 {
+		r.log.Warn(fmt.Sprintf("refused %d more (%s) in the last %v without logging each", left, reason, quiet.Every), "reason", reason)
 	}
 	if show {
 		r.log.Warn("refused: "+msg, append([]any{"reason", reason}, args...)...)

@@ -19,7 +19,7 @@ type copyLog struct {
 	kv    *store.KV
 	lock  *datadir.Lock
 	log   *slog.Logger
-	quiet *quiet
+	quiet *logQuiet
 }
 
 const (
@@ -30,7 +30,7 @@ const (
 // openCopy locks and opens the copy at path. A damaged record in it costs
 // that record only (internal/store repairs the file and keeps the damaged
 // bytes aside).
-func openCopy(path string, log *slog.Logger, q *quiet) (*copyLog, error) {
+func openCopy(path string, log *slog.Logger, q *logQuiet) (*copyLog, error) {
 	lock, err := datadir.Acquire(path+".lock", "the keeper's copy "+path)
 	if err != nil {
 		return nil, err

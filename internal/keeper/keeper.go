@@ -67,7 +67,7 @@ type Keeper struct {
 	log   *slog.Logger
 	now   func() time.Time
 	guard *guard.Guard
-	quiet *quiet
+	quiet *logQuiet
 	lists []*list
 	copy  *copyLog // nil without Options.Copy
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/quiet"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -334,8 +335,8 @@ func TestLimits(t *testing.T) {
 	if len(got) != 1 || got["blacklist/ban/10.2.0.0/16"].At.IsZero() {
 		t.Errorf("states %v, want only 10.2.0.0/16", got)
 	}
-	if n := len(s.logs.lines("over the payload limit")); n < 1 || n > quietBurst {
-		t.Errorf("%d lines for 100 oversize events, want 1 to %d", n, quietBurst)
+	if n := len(s.logs.lines("over the payload limit")); n < 1 || n > quiet.Burst {
+		t.Errorf("%d lines for 100 oversize events, want 1 to %d", n, quiet.Burst)
 	}
 }
 
