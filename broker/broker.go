@@ -208,6 +208,9 @@ func newAuth(o Options, ref *refusals) (*authHook, error) {
 			if err := checkUser(u); err != nil {
 				return nil, fmt.Errorf("user %q: %w", u.Name, err)
 			}
+			if _, taken := users[u.Name]; taken {
+				return nil, fmt.Errorf("%s: user %q: the name is reserved for vallum's own use; rename that user", o.UsersFile, u.Name)
+			}
 			users[u.Name] = u
 		}
 		h.users, h.acc = users, map[string]access{}
