@@ -124,6 +124,25 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
+// The escalation's count travels in the state; a host that does not know
+// a field (an older one, or this one reading a newer keeper's) ignores it.
+func TestStateCount(t *testing.T) {
+	s := State{At: timeMs(1732233600123), Count: 3}
+	if got, err := DecodeState(EncodeState(s)); err != nil || got.Count != 3 {
+		t.Fatalf("count round trip: %+v, %v", got, err)
+	}
+	if b := EncodeState(State{At: timeMs(1)}); strings.Contains(string(b), "count") {
+		t.Fatalf("a state without escalation says count: %s", b)
+	}
+	got, err := DecodeState([]byte(`{"at":5,"count":2,"weight":7,"reports":["a"]}`))
+	if err != nil || got.Count != 2 {
+		t.Fatalf("unknown fields: %+v, %v", got, err)
+	}
+	if _, err := DecodeState([]byte(`{"at":5,"count":-1}`)); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("negative count: %v", err)
+	}
+}
+
 func TestStateRemaining(t *testing.T) {
 	now := timeMs(1_000_000_000)
 	tests := []struct {
