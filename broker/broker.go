@@ -213,7 +213,7 @@ func newAuth(o Options, ref *refusals) (*authHook, error) {
 		h.users, h.acc = users, map[string]access{}
 		for name, u := range users {
 			a := roleAccess(u.Role, defaultLists(u.Lists, o.Lists))
-			a.publish, a.subscribe = u.Publish, u.Subscribe
+			a.publish, a.subscribe, a.name = u.Publish, u.Subscribe, name
 			h.acc[name] = a
 		}
 	}
