@@ -162,7 +162,7 @@ func TestFail2banReadsFiles(t *testing.T) {
 		`['actionunban', "VALLUM_HOST='hub.example' VALLUM_PORT='8883' VALLUM_USER='f2b' VALLUM_PASSWORD_FILE='/etc/vallum/f2b.pass' VALLUM_CONFIG='' /usr/local/bin/vallum unban site1/blacklist <ip>"]`,
 		`['actionban', 't=<bantime>; [ "$t" -lt 0 ] && t=0; mosquitto_pub -h hub.example -p 1883 -q 1  -t blacklist/add -m "<ip> timeout $t"']`,
 		`['set', 'sshd', 'bantime.increment', True]`,
-		`['actionban', "VALLUM_HOST='' VALLUM_PORT='' VALLUM_USER='edge1' VALLUM_PASSWORD_FILE='' VALLUM_CONFIG='' vallum ban blacklist <ip> --timeout <bantime> --reason reporting --report"]`,
+		`['actionban', "VALLUM_HOST='' VALLUM_PORT='' VALLUM_USER='edge1' VALLUM_PASSWORD_FILE='' VALLUM_CONFIG='' vallum ban blacklist <ip> --timeout <bantime> --reason reporting --report --local=true"]`,
 		`['actionunban', 'true']`,
 	} {
 		if !strings.Contains(dump, want) {
