@@ -32,6 +32,15 @@ type polState struct {
 	buckets map[reporterKey]policy.Bucket
 	held    map[reporterKey]int64
 	sweepAt time.Time // when the next pending report leaves its window
+	later   []laterState
+}
+
+// laterState is an escalated state published at Run's next turn (within
+// a second), not at once: see escalateStateLocked.
+type laterState struct {
+	topic string
+	at    int64 // the state's At, Unix ms: still the one tracked?
+	st    wire.State
 }
 
 type reporterKey struct {
@@ -181,9 +190,12 @@ func stateFor(now time.Time, t wire.Timeout, h *policy.History) wire.State {
 
 // escalateStateLocked escalates a ban another client published as state
 // (`vallum ban`, the fail2ban action): the client's ban time is the floor.
-// It returns the keeper's longer state to publish, or nothing: no
-// escalation on the list, or a state escalation already made (a count:
-// this keeper's, or another keeper's of the list).
+// It tracks the keeper's longer state and has Run publish it at its next
+// turn: the hub's keeper sees a message before mochi fans it out, and
+// bridges apply states in the order they come, so a state published at
+// once would reach them before the client's and be undone by it. Nothing
+// on a list without escalation, or for a state escalation already made (a
+// count: this keeper's, or another keeper's of the list).
 func (k *Keeper) escalateStateLocked(i int, topic string, s wire.State) []retain {
 	if k.pol.lists[i].Escalate == nil || s.Count > 0 || s.Origin == Origin {
 		return nil
@@ -202,7 +214,21 @@ func (k *Keeper) escalateStateLocked(i int, topic string, s wire.State) []retain
 	ns.Reason, ns.Origin = s.Reason, s.Origin
 	k.rememberLocked(topic, h)
 	k.trackLocked(i, topic, ns)
-	return []retain{k.sentLocked(topic, wire.EncodeState(ns))}
+	k.pol.later = append(k.pol.later, laterState{topic, ns.At.UnixMilli(), ns})
+	return nil
+}
+
+// laterLocked returns the escalated states to publish now: those still
+// tracked (not lifted or superseded meanwhile).
+func (k *Keeper) laterLocked() []retain {
+	var out []retain
+	for _, l := range k.pol.later {
+		if e, ok := k.bans[l.topic]; ok && e.at == l.at {
+			out = append(out, k.sentLocked(l.topic, wire.EncodeState(l.st)))
+		}
+	}
+	k.pol.later = k.pol.later[:0]
+	return out
 }
 
 // report takes a report of reporter `by` on list i: each line is counted
@@ -321,7 +347,7 @@ func (k *Keeper) schedulePendingLocked(at time.Time) {
 func (k *Keeper) sweepPendingLocked(now time.Time) []retain {
 	p := &k.pol
 	if p.sweepAt.IsZero() || now.Before(p.sweepAt) {
-		return nil
+		return k.laterLocked()
 	}
 	p.sweepAt = time.Time{}
 	var out []retain
@@ -340,6 +366,7 @@ func (k *Keeper) sweepPendingLocked(now time.Time) []retain {
 		}
 		k.schedulePendingLocked(q.Ends(kept))
 	}
+	out = append(out, k.laterLocked()...)
 	for key, b := range p.buckets { // a bucket refilled is a bucket never used
 		if lim := p.lists[key.list].Limit; now.Sub(b.At) > lim.Per {
 			delete(p.buckets, key)

@@ -71,15 +71,27 @@ func TestEscalationOfClientState(t *testing.T) {
 		now := s.clk.now()
 		s.b.client(topic, state(now, now.Add(10*time.Minute), "sshd", "web1"), true)
 		s.b.client("blacklist/add", "192.0.2.1 timeout 600", false)
+		if st := s.b.states("blacklist")[topic]; st.Count != 0 {
+			t.Fatalf("ban %d: escalated at once, before the client's state reached the hosts: %+v", i+1, st)
+		}
+		s.k.expire() // Run's next turn
 		st := s.b.states("blacklist")[topic]
 		if got, n := s.left(t, topic); got != want || n != i+1 || st.Reason != "sshd" || st.Origin != "web1" || !st.At.After(now) {
 			t.Fatalf("ban %d: %v left, state %+v; want %v, count %d, reason and origin kept, later At", i+1, got, st, want, i+1)
 		}
 		s.clk.add(time.Hour)
 	}
-	// Another keeper's escalated state (it has a count) is not counted again.
-	n := len(s.b.sent)
+	// A ban lifted before Run's turn is not escalated back.
 	now := s.clk.now()
+	s.b.client("blacklist/ban/192.0.2.7", state(now, now.Add(time.Minute), "", "web1"), true)
+	s.b.client("blacklist/ban/192.0.2.7", "", true)
+	s.k.expire()
+	if _, ok := s.b.states("blacklist")["blacklist/ban/192.0.2.7"]; ok {
+		t.Error("a ban lifted at once came back escalated")
+	}
+		// Another keeper's escalated state (it has a count) is not counted again.
+	n := len(s.b.sent)
+	now = s.clk.now()
 	s.b.client(topic, string(wire.EncodeState(wire.State{At: now, Expires: now.Add(time.Hour), Origin: "web2", Count: 9})), true)
 	if len(s.b.sent) != n {
 		t.Errorf("an escalated state made the keeper publish %v", s.b.sent[n:])
