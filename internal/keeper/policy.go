@@ -1,3 +1,5 @@
+//go:build !(vallum_small && (mips || mipsle))
+
 package keeper
 
 import (
@@ -12,15 +14,6 @@ import (
 	"github.com/vallum/vallum/internal/store"
 	"github.com/vallum/vallum/internal/wire"
 )
-
-// Policy configures what the keeper makes of bans and reports
-// (internal/policy): escalation, quorum and per-reporter limits, per list.
-type Policy struct {
-	Lists map[string]policy.List // by list root; a list not named has none
-	// History is the file (an internal/store log) of the addresses'
-	// escalation history, so that it survives a restart; "": memory only.
-	History string
-}
 
 // polState is the keeper's policy state, under Keeper.mu.
 type polState struct {
@@ -52,12 +45,6 @@ type pendingSet struct {
 	list    int
 	prefix  netip.Prefix
 	reports []policy.Report
-}
-
-// Held is how many reports of one reporter on one list were held.
-type Held struct {
-	List, Reporter string
-	Reports        int64
 }
 
 const copyHist = "hist/"
@@ -174,18 +161,6 @@ func (p *polState) del(key string) {
 	if p.kv != nil {
 		_ = p.kv.Delete(key)
 	}
-}
-
-// stateFor is the state of a ban of timeout t made at now.
-func stateFor(now time.Time, t wire.Timeout, h *policy.History) wire.State {
-	st := wire.State{At: now, Origin: Origin}
-	if t > 0 {
-		st.Expires = now.Add(time.Duration(t) * time.Second)
-	}
-	if h != nil {
-		st.Count = h.Count
-	}
-	return st
 }
 
 // escalateStateLocked escalates a ban another client published as state
@@ -410,20 +385,4 @@ func (k *Keeper) Held() []Held {
 		return h[a].List < h[b].List || h[a].List == h[b].List && h[a].Reporter < h[b].Reporter
 	})
 	return h
-}
-
-func isReport(root, topic string) bool {
-	_, ok := wire.ParseReportTopic(root, topic)
-	return ok
-}
-
-// isPending reports whether topic is a pending topic of root (not of a
-// list under root).
-func isPending(root, topic string) bool {
-	rest, ok := strings.CutPrefix(topic, wire.PendingPrefix+root+"/")
-	if !ok {
-		return false
-	}
-	_, err := wire.ParsePrefix(rest)
-	return err == nil
 }
