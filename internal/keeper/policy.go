@@ -59,7 +59,7 @@ func (k *Keeper) openPolicy() error {
 	}
 	for root := range k.o.Policy.Lists {
 		if !k.keeps(root) {
-			return fmt.Errorf("keeper: a policy for %q, which it does not keep", root)
+			return fmt.Errorf("keeper: a policy for list %q, which it does not keep (it keeps %s)", root, strings.Join(k.o.Roots, ", "))
 		}
 	}
 	if k.o.Policy.History == "" {
