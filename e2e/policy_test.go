@@ -140,8 +140,15 @@ func TestPolicyEscalation(t *testing.T) {
 	if f := strings.Fields(line); len(f) == 0 || f[len(f)-1] != "3" || !strings.Contains(line, "sshd") {
 		t.Errorf("vallum list: the line of %s does not end in its count 3 with reason sshd:\n%s", addr, list)
 	}
-	// Without a policy a ban keeps its time: the same binary, another list.
-	// (Covered by the keeper's unit tests; here the floor: a long ticket.)
+	// A legacy event (vallumd's fail2ban action) is escalated too: the
+	// keeper's state comes first on the hub, and the bridges skip the
+	// event's shorter time after it.
+	must[string](t)(edges[1].Exec("mosquitto_pub", "-h", hub.Addr4, "-q", "1", "-u", "reporter", "-P", "pw-of-reporter",
+		"-t", "blacklist/add", "-m", "203.0.113.62 timeout 60"))
+	for _, h := range all {
+		waitTimeout(t, h, "blacklist", "203.0.113.62", 900, 60)
+	}
+	// The reporter's time is the floor: a long ticket keeps its time.
 	out, err := banFrom(t, edges[0], hub, dir, u["reporter"], "ban", "blacklist", "203.0.113.61", "--timeout", "2h")
 	if err != nil {
 		t.Fatalf("ban: %v\n%s", err, out)
