@@ -15,7 +15,7 @@ import (
 // policyFlag adds --policy, the keeper's policy per list (the hub's
 // keeper, `vallum keeper`, `--keeper`).
 func policyFlag(f *pflag.FlagSet) {
-	f.StringArray("policy", nil, "the keeper's policy of a list, repeatable: LIST:KEY=VALUE[,KEY=VALUE...], keys escalate=on, steps=15m/30m, each=1h, factor, max=7d, remember=30d, quorum=2, window=1h, limit=1000/1h (README, Policy)")
+	f.StringArray("policy", nil, "the keeper's policy of a list, repeatable: LIST:KEY=VALUE[,KEY=VALUE...], keys escalate=on, steps=15m/30m, each=1h, factor, max=7d, remember=30d, quorum=2, window=1h, limit=1000/1h (the default for reports; off) (README, Policy)")
 }
 
 // keeperPolicy reads --policy; history is the file of the escalation's

@@ -237,7 +237,7 @@ func (k *Keeper) report(i int, by string, payload []byte) {
 // takeLocked counts one report against its reporter's limit, and logs and
 // counts it when it is held.
 func (k *Keeper) takeLocked(i int, by string, p netip.Prefix, now time.Time) bool {
-	lim := k.pol.lists[i].Limit
+	lim := k.pol.lists[i].Limit.OrDefault()
 	key := reporterKey{i, by}
 	b, ok := lim.Take(k.pol.buckets[key], now)
 	k.pol.buckets[key] = b
@@ -343,7 +343,7 @@ func (k *Keeper) sweepPendingLocked(now time.Time) []retain {
 	}
 	out = append(out, k.laterLocked()...)
 	for key, b := range p.buckets { // a bucket refilled is a bucket never used
-		if lim := p.lists[key.list].Limit; now.Sub(b.At) > lim.Per {
+		if lim := p.lists[key.list].Limit.OrDefault(); now.Sub(b.At) > lim.Per {
 			delete(p.buckets, key)
 		}
 	}

@@ -3,8 +3,10 @@
 package keeper
 
 import (
+	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,5 +235,30 @@ func TestPolicyForAListNotKept(t *testing.T) {
 	o := Options{Roots: []string{"blacklist"}, Policy: Policy{Lists: map[string]policy.List{"other": {}}}}
 	if _, err := New(o, newFakeBroker(true)); err == nil {
 		t.Fatal("no error")
+	}
+}
+
+// TestDefaultReporterLimit: a list whose policy names no limit holds a
+// reporter past policy.DefaultLimit; limit=off holds none.
+func TestDefaultReporterLimit(t *testing.T) {
+	flood := func(s *setup) {
+		var b strings.Builder
+		for i := range policy.DefaultLimit.N + 5 {
+			fmt.Fprintf(&b, "10.%d.%d.1\n", i/250, i%250)
+		}
+		s.b.client(reportOf("h1"), b.String(), false)
+	}
+	s := newKeeper(t, nil, Options{})
+	flood(s)
+	if n := len(s.b.states("blacklist")); n != policy.DefaultLimit.N {
+		t.Errorf("no policy: %d bans, want the default limit %d", n, policy.DefaultLimit.N)
+	}
+	if h := s.k.Held(); len(h) != 1 || h[0].Reports != 5 {
+		t.Errorf("Held() = %+v", h)
+	}
+	off := newKeeper(t, nil, withPolicy(policy.List{Limit: policy.Limit{N: -1}}, ""))
+	flood(off)
+	if n := len(off.b.states("blacklist")); n != policy.DefaultLimit.N+5 {
+		t.Errorf("limit=off: %d bans, want all %d", n, policy.DefaultLimit.N+5)
 	}
 }

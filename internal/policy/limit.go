@@ -4,11 +4,24 @@ import "time"
 
 // Limit caps one reporter's reports on a list: at most N in any period
 // Per on average, and N at once (a token bucket of N refilled at N/Per).
-// Reports past it are held: not applied, logged and counted. N of 0: no
-// limit.
+// Reports past it are held: not applied, logged and counted. N below 0:
+// no limit; 0: DefaultLimit (OrDefault).
 type Limit struct {
 	N   int
 	Per time.Duration
+}
+
+// DefaultLimit is a reporter's limit on a list whose policy names none: a
+// login that may report (a host) can ban with its reports, so one that is
+// compromised or misconfigured is bounded even where nobody thought of it.
+var DefaultLimit = Limit{N: 1000, Per: time.Hour}
+
+// OrDefault returns l, or DefaultLimit when l is unset.
+func (l Limit) OrDefault() Limit {
+	if l.N == 0 {
+		return DefaultLimit
+	}
+	return l
 }
 
 // Bucket is what a Limit remembers of one reporter. Its zero value is a

@@ -19,6 +19,7 @@ import (
 //	quorum=2              distinct reporters whose reports make a global ban
 //	window=1h             within this long (default DefaultWindow)
 //	limit=1000/1h         reports of one reporter past which its reports are held
+//	                      (default DefaultLimit; off: none)
 //
 // Durations are Go durations (90m, 1h) or days (7d).
 func Parse(specs []string) (map[string]List, error) {
@@ -87,12 +88,16 @@ func (l *List) set(k, v string) error {
 	case "window":
 		l.Quorum.Window, err = duration(v)
 	case "limit":
+		if v == "off" {
+			l.Limit = Limit{N: -1}
+			return nil
+		}
 		n, per, ok := strings.Cut(v, "/")
 		if l.Limit.N, err = count(n); err == nil {
 			l.Limit.Per, err = duration(per)
 		}
-		if !ok || err != nil || l.Limit.Per == 0 {
-			err = fmt.Errorf("%q: want COUNT/DURATION, such as 1000/1h", v)
+		if !ok || err != nil || l.Limit.Per == 0 || l.Limit.N == 0 {
+			err = fmt.Errorf("%q: want COUNT/DURATION, such as 1000/1h, or off", v)
 		}
 	default:
 		err = fmt.Errorf("unknown key (escalate, steps, each, factor, max, remember, quorum, window, limit)")

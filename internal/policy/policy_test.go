@@ -166,11 +166,15 @@ func TestParse(t *testing.T) {
 	if s.Escalate == nil || !reflect.DeepEqual(*s.Escalate, want) || s.Quorum.On() {
 		t.Errorf("site1/bl: %+v %+v", s, s.Escalate)
 	}
+	off, err := Parse([]string{"bl:limit=off"})
+	if err != nil || off["bl"].Limit.OrDefault().N >= 0 || (Limit{}).OrDefault() != DefaultLimit {
+		t.Errorf("limit=off: %+v, %v; the unset limit is %+v", off, err, (Limit{}).OrDefault())
+	}
 	if DefaultEscalation.Steps[0] != 15*time.Minute {
 		t.Error("Parse changed DefaultEscalation")
 	}
 	for _, bad := range []string{"blacklist", ":quorum=2", "bl:quorum=x", "bl:quorum=-1", "bl:limit=10", "bl:limit=10/0s",
-		"bl:steps=", "bl:steps=1m/x", "bl:factor=0.5", "bl:escalate=yes", "bl:color=red", "bl:window=-1h", "bl:max=3x"} {
+		"bl:steps=", "bl:steps=1m/x", "bl:limit=0/1h", "bl:factor=0.5", "bl:escalate=yes", "bl:color=red", "bl:window=-1h", "bl:max=3x"} {
 		if _, err := Parse([]string{bad}); err == nil {
 			t.Errorf("Parse(%q): no error", bad)
 		}
