@@ -8,6 +8,7 @@
 package policy
 
 import (
+	"math"
 	"time"
 
 	"github.com/vallum/vallum/internal/wire"
@@ -61,7 +62,9 @@ func (e *Escalation) Ban(h History, now time.Time, asked wire.Timeout) (History,
 	if h.Count > 0 && now.Sub(h.Last) > e.Remember {
 		h = History{} // forgotten
 	}
-	h.Count++
+	if h.Count < math.MaxInt32 { // a count that cannot wrap, on 32 bits too
+		h.Count++
+	}
 	h.Last = now
 	if asked == 0 {
 		return h, 0

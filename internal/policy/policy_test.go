@@ -29,7 +29,7 @@ func TestEscalationBan(t *testing.T) {
 		{"third: an hour times 3", &d, History{2, t0}, t0.Add(time.Hour), 60, History{3, t0.Add(time.Hour)}, 3 * 3600},
 		{"tenth: 10 h", &d, History{9, t0}, t0, 60, History{10, t0}, 10 * 3600},
 		{"capped at a week", &d, History{500, t0}, t0, 60, History{501, t0}, 7 * 86400},
-		{"huge count does not overflow", &d, History{math.MaxInt - 1, t0}, t0, 60, History{math.MaxInt, t0}, 7 * 86400},
+		{"huge count does not overflow", &d, History{math.MaxInt32, t0}, t0, 60, History{math.MaxInt32, t0}, 7 * 86400},
 		{"asked is the floor", &d, History{}, t0, 7200, History{1, t0}, 7200},
 		{"permanent stays permanent", &d, History{3, t0}, t0, 0, History{4, t0}, 0},
 		{"forgotten after remember: first step again", &d, History{5, t0}, t0.Add(31 * 24 * time.Hour), 60, History{1, t0.Add(31 * 24 * time.Hour)}, 900},
