@@ -4,6 +4,7 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,26 @@ func TestSensorConfig(t *testing.T) {
 	d := loaded(t, "-t", "blacklist")
 	if d.Sensor != "" || d.SensorPorts != defaultSensorPorts || d.SensorWindow != defaultSensorWindow || d.SensorBanTime != defaultSensorBanTime {
 		t.Fatalf("defaults: %+v", d)
+	}
+}
+
+// TestSensorReportNeedsLogin: --sensor-report reports under the login's
+// name, so a sensor without one is refused at start; with one it starts.
+func TestSensorReportNeedsLogin(t *testing.T) {
+	args := []string{"-h", "broker.example", "-t", "blacklist", "--sensor", "blacklist", "--sensor-report"}
+	c := loaded(t, args...)
+	lists, err := c.lists()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.checkSensor(lists); err == nil || !strings.Contains(err.Error(), "--sensor-report needs a login (-u)") {
+		t.Fatalf("--sensor-report without a login: %v", err)
+	}
+	c = loaded(t, append(args, "-u", "edge1")...)
+	if err := c.checkSensor(lists); err != nil {
+		t.Fatalf("--sensor-report -u edge1: %v", err)
+	}
+	if !c.SensorReport || c.SensorIPv6Prefix != defaultSensorPrefix6 {
+		t.Fatalf("loaded %+v", c)
 	}
 }

@@ -50,8 +50,8 @@ func TestKernelRuleAndReader(t *testing.T) {
 		t.Fatalf("EnsureRules with the sensor: %v", err)
 	}
 	var mu sync.Mutex
-	var banned []netip.Addr
-	s := New(Options{NetNS: int(ns), Group: 77, Detector: DetectorOptions{Ports: 10}, Ban: func(_ context.Context, a netip.Addr) error {
+	var banned []netip.Prefix
+	s := New(Options{NetNS: int(ns), Group: 77, Detector: DetectorOptions{Ports: 10}, Ban: func(_ context.Context, a netip.Prefix) error {
 		mu.Lock()
 		banned = append(banned, a)
 		mu.Unlock()
@@ -98,7 +98,7 @@ func TestKernelRuleAndReader(t *testing.T) {
 		t.Errorf("read %d logged SYNs, want the 20 to closed ports (the open port's are not logged)", got)
 	}
 	mu.Lock()
-	if len(banned) != 1 || banned[0] != netip.MustParseAddr("127.0.0.1") {
+	if len(banned) != 1 || banned[0] != netip.MustParsePrefix("127.0.0.1/32") {
 		t.Errorf("banned %v, want 127.0.0.1 once", banned)
 	}
 	mu.Unlock()
