@@ -39,7 +39,7 @@ type Detector struct {
 	prefix6 int
 
 	table map[netip.Prefix]*list.Element // of *source
-	lru   *list.List                   // front: most recently seen
+	lru   *list.List                     // front: most recently seen
 	// Evicted counts sources dropped from a full table.
 	Evicted int64
 }
