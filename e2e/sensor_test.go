@@ -345,3 +345,58 @@ func TestSensorIptables(t *testing.T) {
 		}
 	}
 }
+
+// TestSensorReportQuorum: with --sensor-report on two sensor hosts and
+// quorum 2 on the hub's keeper, a scan seen by one sensor bans the
+// scanner on that host alone at once (its report pending at the keeper,
+// no other host banning); the same scanner scanning the second sensor
+// makes the quorum, and the scanner is banned on every host.
+func TestSensorReportQuorum(t *testing.T) {
+	l, dir := newLab(t)
+	usersFile, u := writeUsers(t, dir, map[string]string{"sens1": "host", "sens2": "host", "other": "host"}, "")
+	hub := addHost(t, l, "hub")
+	hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--users", usersFile,
+		"-t", "blacklist", "--policy", "blacklist:quorum=2,window=1h"))
+	killAtEnd(t, &hv)
+	var sensors []*lab.Host
+	for _, n := range []string{"sens1", "sens2"} {
+		h := addHost(t, l, n)
+		p := must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", n, "--password-file", u[n].pwFile,
+			"-t", "blacklist", "--backend", "nft", "--nft-rules", "--sensor", "blacklist", "--sensor-report", "--metrics", "127.0.0.1:9101"))
+		killAtEnd(t, &p)
+		if err := p.WaitLog("port scan sensor reading", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		sensors = append(sensors, h)
+	}
+	s1, s2 := sensors[0], sensors[1]
+	other := addHost(t, l, "other")
+	ov := must[*lab.Proc](t)(other.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", "other", "--password-file", u["other"].pwFile, "-t", "blacklist"))
+	killAtEnd(t, &ov)
+	att := addHost(t, l, "att")
+
+	scanPorts(t, att, s1.Addr4, 3000, 50)
+	waitMetric(t, s1, "vallum_sensor_bans_total", 1)
+	waitNft(t, s1, "blacklist", att.Addr4) // at once, where it was seen
+	waitPending(t, other, hub, dir, u["other"], att.Addr4, "1/2", "sens1 at ")
+	// The keeper has decided on the report (it is pending): no other host bans.
+	absent(t, "blacklist", att.Addr4, hub, other)
+	if p := must[[]string](t)(s2.NftPrefixes("inet", "vallum", "blacklist")); len(p) != 0 {
+		t.Fatalf("sens2 bans %v after a scan seen by sens1 alone", p)
+	}
+
+	scanPorts(t, att, s2.Addr4, 3000, 50)
+	for _, h := range []*lab.Host{hub, other} {
+		if err := lab.Eventually(20*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNft(t, s1, "blacklist", att.Addr4)
+	waitNft(t, s2, "blacklist", att.Addr4)
+	if list := listOn(t, other, hub, dir, u["other"]); !strings.Contains(list, "quorum: sens1 sens2") {
+		t.Errorf("vallum list does not name the two sensors:\n%s", list)
+	}
+}
