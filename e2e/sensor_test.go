@@ -400,3 +400,128 @@ func TestSensorReportQuorum(t *testing.T) {
 		t.Errorf("vallum list does not name the two sensors:\n%s", list)
 	}
 }
+
+// TestSensorIPv6Rotating: a scanner that sends every SYN from a new
+// address of its /64 (fd78:1::/64, routed to the attacker's host) is one
+// source: its /64 is banned on every host, and then a host of that /64
+// that could connect to the sensor's open port before can no longer.
+func TestSensorIPv6Rotating(t *testing.T) {
+	l, hub, sens, other, _ := sensorHosts(t, "--backend", "nft", "--nft-rules")
+	att := addHost(t, l, "att")
+	const scanNet, peer = "fd78:1::/64", "fd78:1::beef"
+	must[string](t)(att.Exec("ip", "-6", "addr", "add", peer+"/64", "dev", "eth0", "nodad"))
+	must[string](t)(sens.Exec("ip", "-6", "route", "add", scanNet, "via", att.Addr6))
+	ln := must[net.Listener](t)(sens.ListenTCP("[" + sens.Addr6 + "]:8080"))
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dialFrom := func() error {
+		var err error
+		inNetns(t, att, func() {
+			d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(peer)}}
+			var c net.Conn
+			if c, err = d.Dial("tcp", "["+sens.Addr6+"]:8080"); err == nil {
+				c.Close()
+			}
+		})
+		return err
+	}
+	if err := dialFrom(); err != nil {
+		t.Fatalf("from %s to the open port before the scan: %v", peer, err)
+	}
+	ports := make([]uint16, 50)
+	for i := range ports {
+		ports[i] = uint16(3000 + i)
+	}
+	rotatingScan(t, att, netip.MustParseAddr(sens.Addr6), netip.MustParsePrefix(scanNet), ports)
+	waitMetric(t, sens, "vallum_sensor_bans_total", 1)
+	for _, h := range []*lab.Host{hub, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist6")
+			return len(p) == 1 && p[0] == scanNet, fmt.Sprintf("set blacklist6 on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNft(t, sens, "blacklist6_net", scanNet) // prefixes are in the interval set beside the set of addresses
+	if err := dialFrom(); err == nil {
+		t.Fatalf("from %s, an address of the banned /64 that never scanned, the open port still answers", peer)
+	}
+	m := must[map[string]float64](t)(sens.Metrics(9101))
+	if m["vallum_sensor_tracked_sources"] != 1 {
+		t.Errorf("tracked sources %v after a scan from 50 addresses of one /64, want 1", m["vallum_sensor_tracked_sources"])
+	}
+}
+
+// rotatingScan sends one TCP SYN from h to each port of dst, each from a
+// new random address of the /64 pfx (raw packets: the source is spoofed).
+func rotatingScan(t *testing.T, h *lab.Host, dst netip.Addr, pfx netip.Prefix, ports []uint16) {
+	t.Helper()
+	inNetns(t, h, func() {
+		fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer syscall.Close(fd)
+		pkt := make([]byte, 60)
+		for _, port := range ports {
+			src := pfx.Addr().As16()
+			binary.BigEndian.PutUint64(src[8:], rand.Uint64())
+			synPacket(pkt, src, dst.As16(), port)
+			if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet6{Addr: dst.As16()}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// TestSensorUDPScan: datagrams to a bound UDP port are not logged, from
+// however many flows; a scan of 50 closed UDP ports, one datagram each,
+// bans the scanner on every host.
+func TestSensorUDPScan(t *testing.T) {
+	l, hub, sens, other, _ := sensorHosts(t, "--backend", "nft", "--nft-rules")
+	att := addHost(t, l, "att")
+	pc := must[net.PacketConn](t)(sens.ListenUDP(sens.Addr4 + ":9999"))
+	t.Cleanup(func() { pc.Close() })
+	sendUDP := func(from, n int) { // one datagram to each port, each from a socket of its own
+		inNetns(t, att, func() {
+			for p := from; p < from+n; p++ {
+				c, err := net.Dial("udp", net.JoinHostPort(sens.Addr4, fmt.Sprint(p)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.Write([]byte("probe"))
+				c.Close()
+			}
+		})
+	}
+	for range 30 {
+		sendUDP(9999, 1) // the bound port, 30 flows: nothing logged
+	}
+	sendUDP(3000, 5) // five closed ports: logged, no scan yet
+	m := waitMetric(t, sens, "vallum_sensor_packets_total", 5)
+	if m["vallum_sensor_packets_total"] != 5 || m["vallum_sensor_bans_total"] != 0 {
+		t.Fatalf("after 30 datagrams to a bound port and 5 to closed ones: %v read, %v bans; want 5 and 0",
+			m["vallum_sensor_packets_total"], m["vallum_sensor_bans_total"])
+	}
+	sendUDP(3005, 45)
+	for _, h := range []*lab.Host{hub, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNft(t, sens, "blacklist", att.Addr4)
+}
