@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -300,18 +301,21 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
-// TestSensorIptables: the ipset backend and the iptables rule the README
+// TestSensorIptables: the ipset backend and the iptables rules the README
 // gives, after the accept of an open port: connections to that port are
-// not logged, a scan of the others bans the scanner on every host.
+// not logged, a scan of the others bans the scanner on every host; a
+// scan of closed UDP ports (the UDP rule) bans another.
 func TestSensorIptables(t *testing.T) {
 	l, hub, sens, other, _ := sensorHosts(t)
-	att := addHost(t, l, "att")
+	att, udpAtt := addHost(t, l, "att"), addHost(t, l, "udpatt")
 	for _, r := range [][]string{
 		{"-A", "INPUT", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"},
 		{"-A", "INPUT", "-i", "lo", "-j", "ACCEPT"}, // the /metrics scrapes
 		{"-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT"},
 		{"-A", "INPUT", "-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-m", "limit", "--limit", "1000/second",
 			"--limit-burst", "1000", "-j", "NFLOG", "--nflog-group", "27"},
+		{"-A", "INPUT", "-p", "udp", "-m", "pkttype", "--pkt-type", "unicast", "-m", "conntrack", "--ctstate", "NEW",
+			"-m", "limit", "--limit", "1000/second", "--limit-burst", "1000", "-j", "NFLOG", "--nflog-group", "27"},
 	} {
 		must[string](t)(sens.Exec("iptables", r...))
 	}
@@ -340,6 +344,17 @@ func TestSensorIptables(t *testing.T) {
 		if err := lab.Eventually(10*time.Second, func() (bool, string) {
 			p, _ := h.Prefixes("blacklist")
 			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendUDP(t, udpAtt, sens.Addr4, 4000, 50)
+	want := []string{att.Addr4, udpAtt.Addr4}
+	slices.Sort(want)
+	for _, h := range []*lab.Host{hub, sens, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return slices.Equal(p, want), fmt.Sprintf("set blacklist on %s = %v after a UDP scan, want %v", h.Name, p, want)
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -492,29 +507,16 @@ func TestSensorUDPScan(t *testing.T) {
 	att := addHost(t, l, "att")
 	pc := must[net.PacketConn](t)(sens.ListenUDP(sens.Addr4 + ":9999"))
 	t.Cleanup(func() { pc.Close() })
-	sendUDP := func(from, n int) { // one datagram to each port, each from a socket of its own
-		inNetns(t, att, func() {
-			for p := from; p < from+n; p++ {
-				c, err := net.Dial("udp", net.JoinHostPort(sens.Addr4, fmt.Sprint(p)))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				c.Write([]byte("probe"))
-				c.Close()
-			}
-		})
-	}
 	for range 30 {
-		sendUDP(9999, 1) // the bound port, 30 flows: nothing logged
+		sendUDP(t, att, sens.Addr4, 9999, 1) // the bound port, 30 flows: nothing logged
 	}
-	sendUDP(3000, 5) // five closed ports: logged, no scan yet
+	sendUDP(t, att, sens.Addr4, 3000, 5) // five closed ports: logged, no scan yet
 	m := waitMetric(t, sens, "vallum_sensor_packets_total", 5)
 	if m["vallum_sensor_packets_total"] != 5 || m["vallum_sensor_bans_total"] != 0 {
 		t.Fatalf("after 30 datagrams to a bound port and 5 to closed ones: %v read, %v bans; want 5 and 0",
 			m["vallum_sensor_packets_total"], m["vallum_sensor_bans_total"])
 	}
-	sendUDP(3005, 45)
+	sendUDP(t, att, sens.Addr4, 3005, 45)
 	for _, h := range []*lab.Host{hub, other} {
 		if err := lab.Eventually(10*time.Second, func() (bool, string) {
 			p, _ := h.Prefixes("blacklist")
@@ -524,4 +526,20 @@ func TestSensorUDPScan(t *testing.T) {
 		}
 	}
 	waitNft(t, sens, "blacklist", att.Addr4)
+}
+
+// sendUDP sends one datagram from h to each of n ports of ip from port
+// from on, each from a socket of its own (a new flow).
+func sendUDP(t *testing.T, h *lab.Host, ip string, from, n int) {
+	inNetns(t, h, func() {
+		for p := from; p < from+n; p++ {
+			c, err := net.Dial("udp", net.JoinHostPort(ip, fmt.Sprint(p)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c.Write([]byte("probe"))
+			c.Close()
+		}
+	})
 }
