@@ -29,12 +29,12 @@ const (
 
 // sensorFlags are the scan sensor's settings.
 func sensorFlags(f *pflag.FlagSet) {
-	f.String("sensor", "", "list topic ROOT on which addresses that scan closed TCP ports are banned (reason portscan); empty: no sensor")
-	f.Int("sensor-group", defaultSensorGroup, "NFLOG group the firewall logs SYNs to closed ports to (--nft-rules adds that rule)")
-	f.Int("sensor-ports", defaultSensorPorts, "an address touching more than this many distinct closed ports within --sensor-window is banned")
+	f.String("sensor", "", "list topic ROOT on which addresses that scan closed TCP or UDP ports are banned (reason portscan); empty: no sensor")
+	f.Int("sensor-group", defaultSensorGroup, "NFLOG group the firewall logs SYNs and new UDP flows to closed ports to (--nft-rules adds those rules)")
+	f.Int("sensor-ports", defaultSensorPorts, "a source (an address, an IPv6 /64) touching more than this many distinct closed ports within --sensor-window is banned")
 	f.Duration("sensor-window", defaultSensorWindow, "the window of --sensor-ports")
-	f.StringArray("sensor-ignore-ports", nil, "TCP ports or ranges (113, 6000-6010) that never count, repeatable or separated by commas")
-	f.Int("sensor-rate", defaultSensorRate, "logged packets read per second at most (and the rate limit of the rule --nft-rules adds); the rest are counted as overload")
+	f.StringArray("sensor-ignore-ports", nil, "ports or ranges (113, 6000-6010) that never count, TCP and UDP, repeatable or separated by commas")
+	f.Int("sensor-rate", defaultSensorRate, "logged packets read per second at most (and the rate limit of each rule --nft-rules adds); the rest are counted as overload")
 	f.Duration("sensor-ban-time", defaultSensorBanTime, "how long a scanner's ban lasts; 0: permanent")
 	f.Int("sensor-ipv6-prefix", defaultSensorPrefix6, "IPv6 prefix length counted and banned as one source (64: a scanner rotating the low 64 bits of its address; 128: each address)")
 	f.Bool("sensor-report", false, "report scanners to the list's keeper under this login (vallum ban --report: the keeper's quorum decides) and ban them here at once, instead of banning them on the list")
