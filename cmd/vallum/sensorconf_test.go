@@ -3,10 +3,15 @@
 package main
 
 import (
+	"context"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // TestSensorConfig: the sensor's keys reach the config from a file, ports
@@ -46,5 +51,28 @@ func TestSensorReportNeedsLogin(t *testing.T) {
 	}
 	if !c.SensorReport || c.SensorIPv6Prefix != defaultSensorPrefix6 {
 		t.Fatalf("loaded %+v", c)
+	}
+}
+
+// TestSensorReportBansHereFirst: with --sensor-report a scanner is banned
+// in this host's set even when the broker cannot be reached; the error
+// says it was not reported.
+func TestSensorReportBansHereFirst(t *testing.T) {
+	var here []netip.Prefix
+	p := &sensorPublisher{root: "blacklist", ttl: 600, bo: &bridge.Options{Broker: "tcp://127.0.0.1:1", Username: "edge1"},
+		banHere: func(pfx netip.Prefix, ttl wire.Timeout) error {
+			if ttl != 600 {
+				t.Errorf("banned here for %d s, want 600", ttl)
+			}
+			here = append(here, pfx)
+			return nil
+		}}
+	scanner := netip.MustParsePrefix("2001:db8:1::/64")
+	err := p.ban(context.Background(), scanner)
+	if len(here) != 1 || here[0] != scanner {
+		t.Fatalf("banned here %v, want %v", here, scanner)
+	}
+	if err == nil || !strings.Contains(err.Error(), "banned here, not reported") {
+		t.Fatalf("with no broker: %v, want banned here, not reported", err)
 	}
 }
