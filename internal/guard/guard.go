@@ -47,6 +47,7 @@ type Guard struct {
 	mu      sync.RWMutex
 	static  []netip.Prefix // built-in plus configured
 	dynamic []netip.Prefix // the host's own addresses, the broker's
+	shared  []netip.Prefix // the fleet's allowlist, vallum/allow/ (see SetShared)
 }
 
 // New returns a Guard that allows the built-in ranges and allow.
@@ -61,6 +62,14 @@ func New(allow []netip.Prefix, widest4, widest6 int) *Guard {
 func (g *Guard) SetDynamic(addrs []netip.Prefix) {
 	g.mu.Lock()
 	g.dynamic = addrs
+	g.mu.Unlock()
+}
+
+// SetShared replaces the fleet's shared allowlist: the entries an admin
+// keeps on the broker (wire.AllowPrefix), which change at run time.
+func (g *Guard) SetShared(allow []netip.Prefix) {
+	g.mu.Lock()
+	g.shared = allow
 	g.mu.Unlock()
 }
 
@@ -88,6 +97,11 @@ func (g *Guard) Check(p netip.Prefix) error {
 			if a.Overlaps(p) {
 				return fmt.Errorf("%w %s", ErrAllowlisted, a)
 			}
+		}
+	}
+	for _, a := range g.shared {
+		if a.Overlaps(p) {
+			return fmt.Errorf("%w %s (the shared allowlist)", ErrAllowlisted, a)
 		}
 	}
 	return nil

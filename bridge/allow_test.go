@@ -1,0 +1,193 @@
+package bridge
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+
+	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+func allowPayload(comment string) string {
+	return string(wire.EncodeAllow(wire.Allow{At: time.Now(), Comment: comment, Origin: "test"}))
+}
+
+func statePayload() string {
+	return string(wire.EncodeState(wire.State{At: time.Now(), Expires: time.Now().Add(time.Hour)}))
+}
+
+// An allow entry lifts the bans of vallum's it covers at once, leaves an
+// entry made by hand alone, and refuses every later ban it covers, by
+// event or by state; once deleted, bans apply again.
+func TestAllowLiftsAndRefuses(t *testing.T) {
+	_, url := startBroker(t, nil)
+	f := newFake()
+	f.create("bl", IPv4)
+	f.create("bl6", IPv6)
+	f.put("bl", IPv4, "198.51.100.9/32", "") // by hand
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	pub := publisher(t, url)
+	publish(t, pub, "bl/add", false, "198.51.100.7\n198.51.100.0/28\n203.0.113.1\n192.0.2.0/23")
+	publish(t, pub, "bl/ban/2001:db8::7", true, statePayload())
+	wantMembers(t, f, "bl", "192.0.2.0/23", "198.51.100.0/28", "198.51.100.7", "198.51.100.9", "203.0.113.1")
+	wantMembers(t, f, "bl6", "2001:db8::7")
+
+	publish(t, pub, "vallum/allow/198.51.100.0/24", true, allowPayload("office"))
+	publish(t, pub, "vallum/allow/192.0.2.77", true, allowPayload("partner")) // inside a banned /23
+	publish(t, pub, "vallum/allow/2001:db8::/48", true, allowPayload("v6 office"))
+	wantMembers(t, f, "bl", "198.51.100.9", "203.0.113.1")
+	wantMembers(t, f, "bl6")
+
+	publish(t, pub, "bl/add", false, "198.51.100.20\n192.0.2.0/24\n203.0.113.2")
+	publish(t, pub, "bl/ban/198.51.100.21", true, statePayload())
+	publish(t, pub, "bl/ban/2001:db8::8", true, statePayload())
+	publish(t, pub, "bl/add", false, "203.0.113.3") // a fence
+	wantMembers(t, f, "bl", "198.51.100.9", "203.0.113.1", "203.0.113.2", "203.0.113.3")
+	wantMembers(t, f, "bl6")
+	if got := r.b.stats.Snapshot().Refused["allowlisted"]; got != 4 {
+		t.Errorf("refused allowlisted = %d, want 4 (2 event lines, 2 states)", got)
+	}
+
+	publish(t, pub, "vallum/allow/198.51.100.0/24", true, "") // deleted
+	publish(t, pub, "bl/add", false, "198.51.100.20")
+	wantMembers(t, f, "bl", "198.51.100.20", "198.51.100.9", "203.0.113.1", "203.0.113.2", "203.0.113.3")
+}
+
+// Topics and payloads of the allowlist that are not valid change nothing,
+// and are counted.
+func TestAllowRefusesBadEntries(t *testing.T) {
+	_, url := startBroker(t, nil)
+	f := newFake()
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	pub := publisher(t, url)
+	for topic, payload := range map[string]string{
+		"vallum/allow/198.51.100.7/32":  allowPayload("x"), // not canonical
+		"vallum/allow/198.51.100.1/24":  allowPayload("x"), // host bits
+		"vallum/allow/office":           allowPayload("x"),
+		"vallum/allow/198.51.100.8":     "not json",
+		"vallum/allow/198.51.100.9":     `{"comment":"no at"}`,
+		"vallum/allow/198.51.100.10/31": "\xff\xfe",
+	} {
+		publish(t, pub, topic, false, payload)
+	}
+	publish(t, pub, "bl/add", false, "198.51.100.7\n198.51.100.1\n198.51.100.8\n198.51.100.9\n198.51.100.10")
+	wantMembers(t, f, "bl", "198.51.100.1", "198.51.100.10", "198.51.100.7", "198.51.100.8", "198.51.100.9")
+	if got := r.b.stats.Snapshot().Refused["bad_allow"]; got != 6 {
+		t.Errorf("refused bad_allow = %d, want 6", got)
+	}
+}
+
+// recorder is a fake backend that remembers every add it was asked for.
+type recorder struct {
+	*fakeBackend
+	mu   sync.Mutex
+	adds []netip.Prefix
+}
+
+func (r *recorder) Apply(ctx context.Context, set string, ops []Op) error {
+	r.mu.Lock()
+	for _, op := range ops {
+		if op.Action == Add {
+			r.adds = append(r.adds, op.Prefix)
+		}
+	}
+	r.mu.Unlock()
+	return r.fakeBackend.Apply(ctx, set, ops)
+}
+
+func (r *recorder) added(p netip.Prefix) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Contains(r.adds, p)
+}
+
+// A late joiner reads the allowlist before any ban: a ban covered by an
+// entry, whose state the broker still holds (no keeper here to clear it),
+// never reaches the kernel, not even for a moment, start after start.
+func TestAllowLateJoinerBeforeAnyBan(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	// The bans first, so that the broker holds their states before the
+	// allow entry: what a broker without keeper would serve.
+	for i := range 50 {
+		publish(t, pub, wire.StateTopic("bl", netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 32)), true, statePayload())
+	}
+	publish(t, pub, "bl/ban/203.0.113.1", true, statePayload())
+	publish(t, pub, "vallum/allow/198.51.100.0/24", true, allowPayload("office"))
+	for i := range 10 {
+		rec := &recorder{fakeBackend: newFake()}
+		r := startBridge(t, url, rec, func(o *Options) {
+			o.ClientID = "late-" + string(rune('a'+i))
+			o.Guard = guard.New(nil, 0, 0)
+		})
+		r.waitSynced(t, 1)
+		wantMembers(t, rec.fakeBackend, "bl", "203.0.113.1")
+		for j := range 50 {
+			if p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(j)}), 32); rec.added(p) {
+				t.Fatalf("start %d: %s was added to the kernel set before the allowlist was known", i, p)
+			}
+		}
+		r.shutdown(t)
+	}
+}
+
+// An entry deleted while the bridge was away is dropped at its next sync:
+// the broker's allowlist is the allowlist.
+func TestAllowDeletedWhileAwayIsDropped(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	publish(t, pub, "vallum/allow/198.51.100.0/24", true, allowPayload("office"))
+	f := newFake()
+	g := guard.New(nil, 0, 0)
+	r := startBridge(t, url, f, func(o *Options) { o.Guard = g })
+	r.waitSynced(t, 1)
+	if g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil {
+		t.Fatal("the guard does not hold the allow entry read at the sync")
+	}
+	// What the bridge would hold had it missed a delete: an entry the
+	// broker no longer has.
+	r.b.dec.allow.set(netip.MustParsePrefix("192.0.2.0/24"), wire.Allow{At: time.Now()}, false)
+	r.b.dec.allowChanged()
+	if g.Check(netip.MustParsePrefix("192.0.2.1/32")) == nil {
+		t.Fatal("the stale entry is not in the guard")
+	}
+	if err := r.b.Resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.waitSynced(t, 2)
+	eventually(t, func() bool { return g.Check(netip.MustParsePrefix("192.0.2.1/32")) == nil }, "the stale entry dropped")
+	if g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil {
+		t.Error("the entry the broker holds was dropped too")
+	}
+	publish(t, pub, "bl/add", false, "192.0.2.1\n198.51.100.7")
+	wantMembers(t, f, "bl", "192.0.2.1")
+}
+
+// denyAllow refuses every subscription to the allowlist, as a broker whose
+// ACL predates it does.
+type denyAllow struct{ auth.AllowHook }
+
+func (h *denyAllow) ID() string { return "deny-allow" }
+func (h *denyAllow) OnACLCheck(_ *mochi.Client, topic string, _ bool) bool {
+	return !isAllowTopic(topic) && topic != wire.AllowFilter
+}
+
+// A broker that refuses the allowlist does not stop the sync.
+func TestAllowRefusedSubscriptionStillSyncs(t *testing.T) {
+	_, url := startBroker(t, &denyAllow{})
+	pub := publisher(t, url)
+	publish(t, pub, "bl/ban/203.0.113.1", true, statePayload())
+	f := newFake()
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "203.0.113.1")
+}
