@@ -79,9 +79,10 @@ type Keeper struct {
 	statCap int                  // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
-	gen     uint32 // the current read of the retained messages
-	reading bool   // Retained was called since the last Settle
-	fixes   []fix  // misspelt or refused states read, fixed at Settle
+	gen     uint32                    // the current read of the retained messages
+	reading bool                      // Retained was called since the last Settle
+	fixes   []fix                     // misspelt or refused states read, fixed at Settle
+	allowed map[netip.Prefix]struct{} // the shared allowlist (allow.go)
 }
 
 // list is one kept list.
@@ -142,10 +143,11 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	return k, nil
 }
 
-// Filters are the topic filters the adapter subscribes to: the events,
-// the state and the record topic of each list.
+// Filters are the topic filters the adapter subscribes to: the shared
+// allowlist first (allow.go), then the events, the state and the record
+// topic of each list.
 func (k *Keeper) Filters() []string {
-	var f []string
+	f := []string{wire.AllowFilter}
 	for _, l := range k.lists {
 		f = append(f, wire.EventTopics(l.root)...)
 		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root))
@@ -166,10 +168,14 @@ const (
 	onEvent = iota + 1
 	onState
 	onRecord
+	onAllow
 )
 
 // route finds the list of topic and what the topic carries; 0 if none.
 func (k *Keeper) route(topic string) (int, int) {
+	if strings.HasPrefix(topic, wire.AllowPrefix) {
+		return 0, onAllow
+	}
 	for i, l := range k.lists {
 		switch {
 		case wire.IsEventTopic(l.root, topic):
@@ -198,6 +204,8 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		k.readRecord(k.lists[i], payload)
 	case onState:
 		k.state(i, topic, payload, false)
+	case onAllow:
+		k.allowMessage(topic, payload)
 	}
 }
 
@@ -212,6 +220,8 @@ func (k *Keeper) Message(topic string, payload []byte) {
 		k.state(i, topic, payload, true)
 	case onRecord:
 		k.record(i, payload)
+	case onAllow:
+		k.allowMessage(topic, payload)
 	}
 }
 
