@@ -2,13 +2,15 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"net/netip"
-	"sort"
+	"os"
 	"strings"
 	"sync"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -40,8 +42,9 @@ import (
 // owns it; a sync opens its window from another goroutine, behind mu.
 type allowlist struct {
 	mu      sync.Mutex
-	entries map[netip.Prefix]wire.Allow
-	window  map[netip.Prefix]wire.Allow // the entries read since the sync subscribed; nil: no read
+	entries map[netip.Prefix]bool
+	window  map[netip.Prefix]bool // the entries read since the sync subscribed; nil: no read
+	dirty   bool                  // changed during the read: saved when it ends
 }
 
 // allowEntry is an allow entry new to the bridge: the worker lifts the
@@ -51,62 +54,70 @@ type allowEntry struct {
 	comment string
 }
 
-// open starts a read of the allowlist.
-func (l *allowlist) open() {
-	l.mu.Lock()
-	l.window = map[netip.Prefix]wire.Allow{}
-	l.mu.Unlock()
-}
-
-// abandon ends a read that cannot be complete (the broker refused it).
-func (l *allowlist) abandon() {
+// reading starts a read of the allowlist (on), or abandons one that
+// cannot be complete (the broker refused it).
+func (l *allowlist) reading(on bool) {
 	l.mu.Lock()
 	l.window = nil
+	if on {
+		l.window = map[netip.Prefix]bool{}
+	}
 	l.mu.Unlock()
 }
 
-// set records one entry, or its deletion, and reports whether the bridge
-// knew the entry before.
-func (l *allowlist) set(p netip.Prefix, a wire.Allow, del bool) (known bool) {
+// set records one entry (in) or its deletion, and reports whether the
+// bridge knew the entry before.
+func (l *allowlist) set(p netip.Prefix, in bool) (known bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.entries == nil {
-		l.entries = map[netip.Prefix]wire.Allow{}
+		l.entries = map[netip.Prefix]bool{}
 	}
-	_, known = l.entries[p]
-	if del {
-		delete(l.entries, p)
-		if l.window != nil {
-			delete(l.window, p)
-		}
-		return known
-	}
-	l.entries[p] = a
+	known = l.entries[p]
+	setOrDel(l.entries, p, in)
 	if l.window != nil {
-		l.window[p] = a
+		setOrDel(l.window, p, in)
 	}
 	return known
 }
 
+func setOrDel(m map[netip.Prefix]bool, p netip.Prefix, in bool) {
+	if in {
+		m[p] = true
+	} else {
+		delete(m, p)
+	}
+}
+
 // settle ends a read: the entries it did not hold are gone from the
-// broker. It returns them, and nil when no read was open.
-func (l *allowlist) settle() (gone []netip.Prefix) {
+// broker. It returns them, and whether the allowlist changed in the read.
+func (l *allowlist) settle() (gone []netip.Prefix, changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.window == nil {
-		return nil
+		return nil, false
 	}
 	for p := range l.entries {
-		if _, ok := l.window[p]; !ok {
+		if !l.window[p] {
 			gone = append(gone, p)
 			delete(l.entries, p)
 		}
 	}
-	l.window = nil
-	return gone
+	changed = l.dirty || len(gone) > 0
+	l.window, l.dirty = nil, false
+	return gone, changed
 }
 
-// prefixes returns the entries, in order.
+// saveNow reports whether a change is saved now; during a read it is
+// saved when the read ends.
+func (l *allowlist) saveNow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dirty = l.dirty || l.window != nil
+	return l.window == nil
+}
+
+// prefixes returns the entries.
 func (l *allowlist) prefixes() []netip.Prefix {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -114,7 +125,6 @@ func (l *allowlist) prefixes() []netip.Prefix {
 	for p := range l.entries {
 		out = append(out, p)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out
 }
 
@@ -126,22 +136,22 @@ func (d *decoder) allowMessage(topic string, payload []byte) item {
 		d.refuse.refuse("bad_allow", topic, "topic", wire.Clip(topic), "err", err)
 		return item{}
 	}
-	if len(payload) == 0 {
-		if d.allow.set(p, wire.Allow{}, true) {
-			d.allowChanged()
-			d.log.Info("shared allowlist: entry deleted", "prefix", p)
+	in := len(payload) > 0 // else a deletion
+	var a wire.Allow
+	if in {
+		if a, err = wire.DecodeAllow(payload); err != nil {
+			d.refuse.refuse("bad_allow", topic, "topic", wire.Clip(topic), "err", err)
+			return item{}
 		}
-		return item{}
 	}
-	a, err := wire.DecodeAllow(payload)
-	if err != nil {
-		d.refuse.refuse("bad_allow", topic, "topic", wire.Clip(topic), "err", err)
-		return item{}
-	}
-	if d.allow.set(p, a, false) {
-		return item{} // read again at a sync: its bans were lifted when it came
+	if d.allow.set(p, in) == in {
+		return item{} // read again at a sync (its bans were lifted when it came), or gone already
 	}
 	d.allowChanged()
+	if !in {
+		d.log.Info("shared allowlist: entry deleted", "prefix", p)
+		return item{}
+	}
 	d.log.Info("shared allowlist: entry added", "prefix", p, "comment", a.Comment, "origin", a.Origin)
 	return item{lift: &allowEntry{prefix: p, comment: a.Comment}}
 }
@@ -152,17 +162,57 @@ func (d *decoder) allowSettle() {
 	if !d.sync.justOpened() {
 		return
 	}
-	gone := d.allow.settle()
+	gone, changed := d.allow.settle()
 	for _, p := range gone {
 		d.log.Info("shared allowlist: entry no longer on the broker, dropped", "prefix", p)
 	}
-	if len(gone) > 0 {
+	if changed {
 		d.allowChanged()
 	}
 }
 
-// allowChanged gives the guard the allowlist as it now is.
+// allowChanged gives the guard the allowlist as it now is, and saves it in
+// Options.AllowFile: at once, or at the end of a read (once for a late
+// join, not once per entry).
 func (d *decoder) allowChanged() {
+	ps := d.allow.prefixes()
+	d.opts.Guard.SetShared(ps)
+	if !d.allow.saveNow() || d.opts.AllowFile == "" {
+		return
+	}
+	var b []byte
+	for _, p := range ps {
+		b = append(append(b, wire.FormatPrefix(p)...), '\n')
+	}
+	if err := datadir.WriteAtomic(d.opts.AllowFile, b, 0o640); err != nil {
+		d.log.Error("cannot save the shared allowlist: after a restart, the bans it covers may apply until the first sync", "err", err)
+	}
+}
+
+// loadAllow reads the allowlist Options.AllowFile kept: a host that
+// restarts refuses the bans it covers at once, even those its session
+// redelivers before the first sync (which reads the allowlist again and
+// drops the entries the broker no longer holds). The bans of these
+// entries were lifted when they came.
+func (d *decoder) loadAllow() {
+	if d.opts.AllowFile == "" {
+		return
+	}
+	b, err := os.ReadFile(d.opts.AllowFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	for _, line := range strings.Fields(string(b)) {
+		p, perr := wire.ParsePrefix(line)
+		if perr != nil {
+			err = errors.Join(err, perr)
+			continue
+		}
+		d.allow.set(p, true)
+	}
+	if err != nil {
+		d.log.Error("cannot read the shared allowlist kept from the last run: it is read from the broker at the first sync", "file", d.opts.AllowFile, "err", err)
+	}
 	d.opts.Guard.SetShared(d.allow.prefixes())
 }
 
@@ -171,10 +221,10 @@ func (d *decoder) allowChanged() {
 // leaves the allowlist as the bridge knew it: the sync goes on. It
 // returns false when the sync cannot go on.
 func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
-	b.dec.allow.open()
+	b.dec.allow.reading(true)
 	refused, ok := b.subscribe(c, map[string]byte{wire.AllowFilter: 1}, map[string]string{wire.AllowFilter: ""}, abandon)
 	if len(refused) > 0 || !ok {
-		b.dec.allow.abandon()
+		b.dec.allow.reading(false)
 	}
 	if len(refused) > 0 {
 		b.log.Warn("the broker refused the subscription to the shared allowlist: this host does not follow it; let hosts read "+wire.AllowFilter,
@@ -194,7 +244,10 @@ func (a *applier) lift(ctx context.Context, e allowEntry) {
 			continue
 		}
 		seen[set] = true
-		covered := a.covered(ctx, set, e.prefix)
+		covered, ok := a.own.overlapping(set, e.prefix)
+		if !ok {
+			a.log.Warn("set has no comment support: vallum cannot tell its own entries and lifts none", "set", set, "allow", e.prefix)
+		}
 		if len(covered) == 0 {
 			continue
 		}
@@ -203,40 +256,15 @@ func (a *applier) lift(ctx context.Context, e allowEntry) {
 			ops[i] = Op{Action: Del, Prefix: p, Timeout: wire.DefaultTimeout}
 		}
 		a.applySet(ctx, set, ops)
-		for i, p := range covered {
-			if i == maxLiftLogs {
-				a.log.Warn("bans lifted: the shared allowlist covers them (not all logged)", "set", set, "count", len(covered), "allow", e.prefix, "comment", e.comment)
-				break
-			}
-			a.log.Warn("ban lifted: the shared allowlist covers it", "set", set, "prefix", p, "allow", e.prefix, "comment", e.comment)
+		for _, p := range covered[:min(len(covered), maxLiftLogs)] {
+			a.log.Warn("ban lifted: the shared allowlist covers it", "set", set, "prefix", p, "allow", e.prefix, "comment", e.comment, "lifted", len(covered))
 		}
 	}
 }
 
-// maxLiftLogs bounds the lines one allow entry logs: a /16 may lift
-// thousands of bans.
+// maxLiftLogs bounds the lines one allow entry logs per set: a /16 may
+// lift thousands of bans (each line says how many in all).
 const maxLiftLogs = 20
-
-// covered returns the entries of set that vallum owns and p overlaps. A
-// set without comments (vallum cannot tell its entries) is listed, and all
-// its entries p overlaps are returned, as an unban would remove them.
-func (a *applier) covered(ctx context.Context, set string, p netip.Prefix) []netip.Prefix {
-	if out, ok := a.own.overlapping(set, p); ok {
-		return out
-	}
-	entries, err := a.be.List(ctx, set)
-	if err != nil {
-		a.log.Error("shared allowlist: cannot list set to lift the bans it covers", "set", set, "allow", p, "err", err)
-		return nil
-	}
-	var out []netip.Prefix
-	for _, e := range entries {
-		if e.Prefix.Overlaps(p) {
-			out = append(out, e.Prefix)
-		}
-	}
-	return out
-}
 
 // overlapping returns the entries of set that vallum owns and p overlaps;
 // false when the set was never loaded (it has no comments).
@@ -248,16 +276,9 @@ func (w *ownership) overlapping(set string, p netip.Prefix) ([]netip.Prefix, boo
 		return nil, false
 	}
 	var out []netip.Prefix
-	switch {
-	case p.Addr().Is4() && p.Bits() == 32:
-		if _, ok := o.v4[p.Addr().As4()]; ok {
-			out = append(out, p)
-		}
-	case p.Addr().Is4():
-		for a := range o.v4 {
-			if addr := netip.AddrFrom4(a); p.Contains(addr) {
-				out = append(out, netip.PrefixFrom(addr, 32))
-			}
+	for a := range o.v4 { // a scan: an allow entry is a rare event
+		if addr := netip.AddrFrom4(a); p.Contains(addr) {
+			out = append(out, netip.PrefixFrom(addr, 32))
 		}
 	}
 	for q := range o.other {
@@ -267,6 +288,3 @@ func (w *ownership) overlapping(set string, p netip.Prefix) ([]netip.Prefix, boo
 	}
 	return out, true
 }
-
-// isAllowTopic reports whether topic is one of the allowlist's.
-func isAllowTopic(topic string) bool { return strings.HasPrefix(topic, wire.AllowPrefix) }

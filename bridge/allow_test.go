@@ -2,8 +2,11 @@ package bridge
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,7 +158,7 @@ func TestAllowDeletedWhileAwayIsDropped(t *testing.T) {
 	}
 	// What the bridge would hold had it missed a delete: an entry the
 	// broker no longer has.
-	r.b.dec.allow.set(netip.MustParsePrefix("192.0.2.0/24"), wire.Allow{At: time.Now()}, false)
+	r.b.dec.allow.set(netip.MustParsePrefix("192.0.2.0/24"), true)
 	r.b.dec.allowChanged()
 	if g.Check(netip.MustParsePrefix("192.0.2.1/32")) == nil {
 		t.Fatal("the stale entry is not in the guard")
@@ -178,7 +181,7 @@ type denyAllow struct{ auth.AllowHook }
 
 func (h *denyAllow) ID() string { return "deny-allow" }
 func (h *denyAllow) OnACLCheck(_ *mochi.Client, topic string, _ bool) bool {
-	return !isAllowTopic(topic) && topic != wire.AllowFilter
+	return !strings.HasPrefix(topic, wire.AllowPrefix)
 }
 
 // A broker that refuses the allowlist does not stop the sync.
@@ -190,4 +193,41 @@ func TestAllowRefusedSubscriptionStillSyncs(t *testing.T) {
 	r := startBridge(t, url, f, nil)
 	r.waitSynced(t, 1)
 	wantMembers(t, f, "bl", "203.0.113.1")
+}
+
+// The allowlist read is kept in the data dir: a restarted host refuses
+// the bans it covers before it has even connected, and its first sync
+// drops what the broker no longer holds.
+func TestAllowKeptAcrossRestarts(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	publish(t, pub, "vallum/allow/198.51.100.0/24", true, allowPayload("office"))
+	publish(t, pub, "vallum/allow/2001:db8::/48", true, allowPayload("v6"))
+	file := t.TempDir() + "/allow"
+	r := startBridge(t, url, newFake(), func(o *Options) { o.AllowFile = file })
+	r.waitSynced(t, 1)
+	r.shutdown(t)
+	if b, err := os.ReadFile(file); err != nil || string(b) != "198.51.100.0/24\n2001:db8::/48\n" && string(b) != "2001:db8::/48\n198.51.100.0/24\n" {
+		t.Fatalf("allow file = %q, %v; want both entries", b, err)
+	}
+
+	publish(t, pub, "vallum/allow/198.51.100.0/24", true, "") // deleted while the host is down
+	g := guard.New(nil, 0, 0)
+	b, err := New(Options{Lists: []List{{Root: "bl"}}, Broker: url, ClientID: "restarted", Guard: g, AllowFile: file, Create: true, QoS: 1,
+		Logger: slog.New(slog.DiscardHandler)}, newFake())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil || g.Check(netip.MustParsePrefix("2001:db8::1/128")) == nil {
+		t.Fatal("before its first sync, the restarted bridge's guard lets covered bans through")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, func() bool { return g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil }, "the entry deleted meanwhile dropped at the first sync")
+	if g.Check(netip.MustParsePrefix("2001:db8::1/128")) == nil {
+		t.Error("the entry still on the broker was dropped")
+	}
+	eventually(t, func() bool { b, _ := os.ReadFile(file); return string(b) == "2001:db8::/48\n" }, "the allow file rewritten")
 }

@@ -70,6 +70,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 	}
 	sh.stop.ctx, sh.stop.cancel = context.WithCancel(context.Background())
 	b := &Bridge{shared: sh, dec: &decoder{shared: sh}, app: newApplier(sh, be)}
+	b.dec.loadAllow()
 	sh.newSync = b.startSync
 	return b, nil
 }

@@ -37,7 +37,7 @@ func (d *decoder) decode(topic string, payload []byte, retained bool) item {
 		d.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", d.opts.MaxPayload)
 		return item{}
 	}
-	if isAllowTopic(topic) {
+	if strings.HasPrefix(topic, wire.AllowPrefix) {
 		return d.allowMessage(topic, payload)
 	}
 	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok { // subscribed for our lists only

@@ -30,12 +30,12 @@ func (k *Keeper) allowMessage(topic string, payload []byte) {
 	k.mu.Lock()
 	var out []retain
 	if k.allowed == nil {
-		k.allowed = map[netip.Prefix]struct{}{}
+		k.allowed = map[netip.Prefix]bool{}
 	}
 	if len(payload) == 0 {
 		delete(k.allowed, p)
 	} else {
-		k.allowed[p] = struct{}{}
+		k.allowed[p] = true
 		out = k.liftLocked(p, a.Comment)
 	}
 	allow := make([]netip.Prefix, 0, len(k.allowed))

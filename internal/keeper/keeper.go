@@ -79,10 +79,10 @@ type Keeper struct {
 	statCap int                  // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
-	gen     uint32                    // the current read of the retained messages
-	reading bool                      // Retained was called since the last Settle
-	fixes   []fix                     // misspelt or refused states read, fixed at Settle
-	allowed map[netip.Prefix]struct{} // the shared allowlist (allow.go)
+	gen     uint32                // the current read of the retained messages
+	reading bool                  // Retained was called since the last Settle
+	fixes   []fix                 // misspelt or refused states read, fixed at Settle
+	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
 }
 
 // list is one kept list.

@@ -28,15 +28,9 @@ func AllowTopic(p netip.Prefix) string { return AllowPrefix + FormatPrefix(p) }
 // deleted by `vallum allow del`, which deletes the canonical topic.
 func ParseAllowTopic(topic string) (netip.Prefix, error) {
 	rest, ok := strings.CutPrefix(topic, AllowPrefix)
-	if !ok {
-		return netip.Prefix{}, fmt.Errorf("%w: %q is not under %s", ErrBadTopic, Clip(topic), AllowPrefix)
-	}
 	p, err := ParsePrefix(rest)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%w: %w", ErrBadTopic, err)
-	}
-	if FormatPrefix(p) != rest {
-		return netip.Prefix{}, fmt.Errorf("%w: %q is not canonical, want %q", ErrBadTopic, Clip(topic), AllowTopic(p))
+	if !ok || err != nil || FormatPrefix(p) != rest {
+		return netip.Prefix{}, fmt.Errorf("%w: %q is not %sPREFIX, PREFIX in canonical form", ErrBadTopic, Clip(topic), AllowPrefix)
 	}
 	return p, nil
 }
