@@ -39,12 +39,13 @@ import (
 // until the next sync: 15 s later at most, see ConfirmSync.)
 
 // allowlist is what the bridge knows of the shared allowlist. The decoder
-// owns it; a sync opens its window from another goroutine, behind mu.
+// owns it; a sync starts its read from another goroutine, behind mu.
 type allowlist struct {
 	mu      sync.Mutex
-	entries map[netip.Prefix]bool
-	window  map[netip.Prefix]bool // the entries read since the sync subscribed; nil: no read
-	dirty   bool                  // changed during the read: saved when it ends
+	entries map[netip.Prefix]uint32 // each with the read that last saw it (0: none)
+	read    uint32                  // the read open; 0: none
+	reads   uint32                  // reads so far
+	dirty   bool                    // changed during the read: saved when it ends
 }
 
 // allowEntry is an allow entry new to the bridge: the worker lifts the
@@ -58,9 +59,10 @@ type allowEntry struct {
 // cannot be complete (the broker refused it).
 func (l *allowlist) reading(on bool) {
 	l.mu.Lock()
-	l.window = nil
+	l.read = 0
 	if on {
-		l.window = map[netip.Prefix]bool{}
+		l.reads++
+		l.read = l.reads
 	}
 	l.mu.Unlock()
 }
@@ -71,40 +73,33 @@ func (l *allowlist) set(p netip.Prefix, in bool) (known bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.entries == nil {
-		l.entries = map[netip.Prefix]bool{}
+		l.entries = map[netip.Prefix]uint32{}
 	}
-	known = l.entries[p]
-	setOrDel(l.entries, p, in)
-	if l.window != nil {
-		setOrDel(l.window, p, in)
+	_, known = l.entries[p]
+	if in {
+		l.entries[p] = l.read
+	} else {
+		delete(l.entries, p)
 	}
 	return known
 }
 
-func setOrDel(m map[netip.Prefix]bool, p netip.Prefix, in bool) {
-	if in {
-		m[p] = true
-	} else {
-		delete(m, p)
-	}
-}
-
-// settle ends a read: the entries it did not hold are gone from the
+// settle ends a read: the entries it did not see are gone from the
 // broker. It returns them, and whether the allowlist changed in the read.
 func (l *allowlist) settle() (gone []netip.Prefix, changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.window == nil {
+	if l.read == 0 {
 		return nil, false
 	}
-	for p := range l.entries {
-		if !l.window[p] {
+	for p, r := range l.entries {
+		if r != l.read {
 			gone = append(gone, p)
 			delete(l.entries, p)
 		}
 	}
 	changed = l.dirty || len(gone) > 0
-	l.window, l.dirty = nil, false
+	l.read, l.dirty = 0, false
 	return gone, changed
 }
 
@@ -113,8 +108,8 @@ func (l *allowlist) settle() (gone []netip.Prefix, changed bool) {
 func (l *allowlist) saveNow() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.dirty = l.dirty || l.window != nil
-	return l.window == nil
+	l.dirty = l.dirty || l.read != 0
+	return l.read == 0
 }
 
 // prefixes returns the entries.
@@ -132,17 +127,14 @@ func (l *allowlist) prefixes() []netip.Prefix {
 // goroutine: the guard has the entry before the next message is decoded.
 func (d *decoder) allowMessage(topic string, payload []byte) item {
 	p, err := wire.ParseAllowTopic(topic)
+	in := len(payload) > 0 // else a deletion
+	var a wire.Allow
+	if err == nil && in {
+		a, err = wire.DecodeAllow(payload)
+	}
 	if err != nil {
 		d.refuse.refuse("bad_allow", topic, "topic", wire.Clip(topic), "err", err)
 		return item{}
-	}
-	in := len(payload) > 0 // else a deletion
-	var a wire.Allow
-	if in {
-		if a, err = wire.DecodeAllow(payload); err != nil {
-			d.refuse.refuse("bad_allow", topic, "topic", wire.Clip(topic), "err", err)
-			return item{}
-		}
 	}
 	if d.allow.set(p, in) == in {
 		return item{} // read again at a sync (its bans were lifted when it came), or gone already
@@ -237,13 +229,8 @@ func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
 // entry covers (entries made by hand are never vallum's to remove). It
 // runs on the worker, after every op queued before the entry came.
 func (a *applier) lift(ctx context.Context, e allowEntry) {
-	seen := map[string]bool{}
 	for _, l := range a.opts.Lists {
-		set := l.setFor(e.prefix)
-		if seen[set] {
-			continue
-		}
-		seen[set] = true
+		set := l.setFor(e.prefix) // lists that share a set find nothing left the second time
 		covered, ok := a.own.overlapping(set, e.prefix)
 		if !ok {
 			a.log.Warn("set has no comment support: vallum cannot tell its own entries and lifts none", "set", set, "allow", e.prefix)

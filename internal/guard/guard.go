@@ -92,16 +92,11 @@ func (g *Guard) Check(p netip.Prefix) error {
 	}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	for _, list := range [][]netip.Prefix{g.static, g.dynamic} {
+	for _, list := range [][]netip.Prefix{g.static, g.dynamic, g.shared} {
 		for _, a := range list {
 			if a.Overlaps(p) {
 				return fmt.Errorf("%w %s", ErrAllowlisted, a)
 			}
-		}
-	}
-	for _, a := range g.shared {
-		if a.Overlaps(p) {
-			return fmt.Errorf("%w %s (the shared allowlist)", ErrAllowlisted, a)
 		}
 	}
 	return nil
