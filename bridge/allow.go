@@ -39,31 +39,24 @@ import (
 // until the next sync: 15 s later at most, see ConfirmSync.)
 
 // allowlist is what the bridge knows of the shared allowlist. The decoder
-// owns it; a sync starts its read from another goroutine, behind mu.
+// changes it; a sync starts its read, and the worker ends it, behind mu.
 type allowlist struct {
 	mu      sync.Mutex
-	entries map[netip.Prefix]uint32 // each with the read that last saw it (0: none)
-	read    uint32                  // the read open; 0: none
-	reads   uint32                  // reads so far
+	entries map[netip.Prefix]uint32 // each with the last read that saw it, or the last read before it came
+	reads   uint32                  // reads started so far
+	open    bool                    // a read is open
+	read    bool                    // a read ended, and its sync not yet (drop)
 	dirty   bool                    // changed during the read: saved when it ends
-}
-
-// allowEntry is an allow entry new to the bridge: the worker lifts the
-// bans it covers.
-type allowEntry struct {
-	prefix  netip.Prefix
-	comment string
 }
 
 // reading starts a read of the allowlist (on), or abandons one that
 // cannot be complete (the broker refused it).
 func (l *allowlist) reading(on bool) {
 	l.mu.Lock()
-	l.read = 0
 	if on {
 		l.reads++
-		l.read = l.reads
 	}
+	l.open, l.read = on, false
 	l.mu.Unlock()
 }
 
@@ -77,30 +70,42 @@ func (l *allowlist) set(p netip.Prefix, in bool) (known bool) {
 	}
 	_, known = l.entries[p]
 	if in {
-		l.entries[p] = l.read
+		l.entries[p] = l.reads
 	} else {
 		delete(l.entries, p)
 	}
 	return known
 }
 
-// settle ends a read: the entries it did not see are gone from the
-// broker. It returns them, and whether the allowlist changed in the read.
-func (l *allowlist) settle() (gone []netip.Prefix, changed bool) {
+// settle closes a read (marker A came back): the entries it did not see
+// are gone from the broker, to be dropped when the sync ends (drop). It
+// reports whether the allowlist changed during the read.
+func (l *allowlist) settle() (changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.read == 0 {
-		return nil, false
-	}
+	changed = l.open && l.dirty
+	l.read = l.read || l.open
+	l.open, l.dirty = false, false
+	return changed
+}
+
+// drop drops the entries the last read did not see and that did not come
+// since, unless keep: then it returns how many it keeps.
+func (l *allowlist) drop(keep bool) (dropped []netip.Prefix, kept int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for p, r := range l.entries {
-		if r != l.read {
-			gone = append(gone, p)
+		switch {
+		case !l.read || r == l.reads:
+		case keep:
+			kept++
+		default:
 			delete(l.entries, p)
+			dropped = append(dropped, p)
 		}
 	}
-	changed = l.dirty || len(gone) > 0
-	l.read, l.dirty = 0, false
-	return gone, changed
+	l.read = false
+	return dropped, kept
 }
 
 // saveNow reports whether a change is saved now; during a read it is
@@ -108,8 +113,8 @@ func (l *allowlist) settle() (gone []netip.Prefix, changed bool) {
 func (l *allowlist) saveNow() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.dirty = l.dirty || l.read != 0
-	return l.read == 0
+	l.dirty = l.dirty || l.open
+	return !l.open
 }
 
 // prefixes returns the entries.
@@ -145,39 +150,50 @@ func (d *decoder) allowMessage(topic string, payload []byte) item {
 		return item{}
 	}
 	d.log.Info("shared allowlist: entry added", "prefix", p, "comment", a.Comment, "origin", a.Origin)
-	return item{lift: &allowEntry{prefix: p, comment: a.Comment}}
+	return item{lift: &p} // the worker lifts the bans it covers
 }
 
-// allowSettle ends the sync's read of the allowlist when marker A came
+// allowSettle closes the sync's read of the allowlist when marker A came
 // back (the sync's window just opened).
 func (d *decoder) allowSettle() {
-	if !d.sync.justOpened() {
-		return
-	}
-	gone, changed := d.allow.settle()
-	for _, p := range gone {
-		d.log.Info("shared allowlist: entry no longer on the broker, dropped", "prefix", p)
-	}
-	if changed {
+	if d.sync.justOpened() && d.allow.settle() {
 		d.allowChanged()
+	}
+}
+
+// dropAllow ends a sync, on the worker: the entries its read did not see
+// are no longer on the broker, and are dropped. But a broker that lost
+// the list (lost) lost the allowlist with it, and a lost allowlist is no
+// more a deletion of every entry than a lost list is an unban of every
+// ban: the entries are kept until a sync finds the list again.
+func (s *shared) dropAllow(lost bool) {
+	dropped, kept := s.allow.drop(lost)
+	if kept > 0 {
+		s.log.Warn("a list was found lost: keeping the shared allowlist entries the broker no longer holds", "entries", kept)
+	}
+	for _, p := range dropped {
+		s.log.Info("shared allowlist: entry no longer on the broker, dropped", "prefix", p)
+	}
+	if len(dropped) > 0 {
+		s.allowChanged()
 	}
 }
 
 // allowChanged gives the guard the allowlist as it now is, and saves it in
 // Options.AllowFile: at once, or at the end of a read (once for a late
 // join, not once per entry).
-func (d *decoder) allowChanged() {
-	ps := d.allow.prefixes()
-	d.opts.Guard.SetShared(ps)
-	if !d.allow.saveNow() || d.opts.AllowFile == "" {
+func (s *shared) allowChanged() {
+	ps := s.allow.prefixes()
+	s.opts.Guard.SetShared(ps)
+	if !s.allow.saveNow() || s.opts.AllowFile == "" {
 		return
 	}
 	var b []byte
 	for _, p := range ps {
 		b = append(append(b, wire.FormatPrefix(p)...), '\n')
 	}
-	if err := datadir.WriteAtomic(d.opts.AllowFile, b, 0o640); err != nil {
-		d.log.Error("cannot save the shared allowlist: after a restart, the bans it covers may apply until the first sync", "err", err)
+	if err := datadir.WriteAtomic(s.opts.AllowFile, b, 0o640); err != nil {
+		s.log.Error("cannot save the shared allowlist: after a restart, the bans it covers may apply until the first sync", "err", err)
 	}
 }
 
@@ -191,19 +207,13 @@ func (d *decoder) loadAllow() {
 		return
 	}
 	b, err := os.ReadFile(d.opts.AllowFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.Error("cannot read the shared allowlist kept from the last run: it is read from the broker at the first sync", "err", err)
 	}
-	for _, line := range strings.Fields(string(b)) {
-		p, perr := wire.ParsePrefix(line)
-		if perr != nil {
-			err = errors.Join(err, perr)
-			continue
+	for _, line := range strings.Fields(string(b)) { // written by allowChanged: one prefix a line
+		if p, err := wire.ParsePrefix(line); err == nil {
+			d.allow.set(p, true)
 		}
-		d.allow.set(p, true)
-	}
-	if err != nil {
-		d.log.Error("cannot read the shared allowlist kept from the last run: it is read from the broker at the first sync", "file", d.opts.AllowFile, "err", err)
 	}
 	d.opts.Guard.SetShared(d.allow.prefixes())
 }
@@ -219,7 +229,7 @@ func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
 		b.dec.allow.reading(false)
 	}
 	if len(refused) > 0 {
-		b.log.Warn("the broker refused the subscription to the shared allowlist: this host does not follow it; let hosts read "+wire.AllowFilter,
+		b.log.Warn("the broker refused the subscription to the shared allowlist: this host does not follow it; let hosts read vallum/allow/#",
 			"broker", b.brokerName())
 	}
 	return ok
@@ -228,12 +238,12 @@ func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
 // lift removes from the kernel sets the bans of vallum's that a new allow
 // entry covers (entries made by hand are never vallum's to remove). It
 // runs on the worker, after every op queued before the entry came.
-func (a *applier) lift(ctx context.Context, e allowEntry) {
+func (a *applier) lift(ctx context.Context, allow netip.Prefix) {
 	for _, l := range a.opts.Lists {
-		set := l.setFor(e.prefix) // lists that share a set find nothing left the second time
-		covered, ok := a.own.overlapping(set, e.prefix)
+		set := l.setFor(allow) // lists that share a set find nothing left the second time
+		covered, ok := a.own.overlapping(set, allow)
 		if !ok {
-			a.log.Warn("set has no comment support: vallum cannot tell its own entries and lifts none", "set", set, "allow", e.prefix)
+			a.log.Warn("set has no comment support: vallum cannot tell its own entries and lifts none", "set", set, "allow", allow)
 		}
 		if len(covered) == 0 {
 			continue
@@ -244,7 +254,7 @@ func (a *applier) lift(ctx context.Context, e allowEntry) {
 		}
 		a.applySet(ctx, set, ops)
 		for _, p := range covered[:min(len(covered), maxLiftLogs)] {
-			a.log.Warn("ban lifted: the shared allowlist covers it", "set", set, "prefix", p, "allow", e.prefix, "comment", e.comment, "lifted", len(covered))
+			a.log.Warn("ban lifted: the shared allowlist covers it", "set", set, "prefix", p, "allow", allow, "lifted", len(covered))
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -230,4 +231,32 @@ func TestAllowKeptAcrossRestarts(t *testing.T) {
 		t.Error("the entry still on the broker was dropped")
 	}
 	eventually(t, func() bool { b, _ := os.ReadFile(file); return string(b) == "2001:db8::/48\n" }, "the allow file rewritten")
+}
+
+// A broker that lost the list lost the allowlist with it: the host keeps
+// the entries it knew, as it keeps its bans, until a sync finds the list
+// again; then what the broker holds is the allowlist again.
+func TestAllowKeptWhileTheListIsLost(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	epochs := writeEpochs(t, map[string]string{"bl": epoch1}) // synced before; the broker holds no record now
+	file := filepath.Join(t.TempDir(), "allow")
+	if err := os.WriteFile(file, []byte("198.51.100.0/24\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	g := guard.New(nil, 0, 0)
+	logs := &logBuf{}
+	r := startBridge(t, url, newFake(), func(o *Options) {
+		o.Guard, o.AllowFile, o.EpochFile = g, file, epochs
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	r.waitSynced(t, 1)
+	if g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil {
+		t.Fatal("the entry was dropped although the list was found lost")
+	}
+	if !strings.Contains(logs.String(), "keeping the shared allowlist entries the broker no longer holds") {
+		t.Errorf("the kept entries are not logged:\n%s", logs.String())
+	}
+	publish(t, pub, wire.RecordTopic("bl"), true, record(epoch1)) // the keeper restored the list
+	eventually(t, func() bool { return g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil }, "the entry dropped once the list is back")
 }

@@ -34,6 +34,7 @@ type shared struct {
 	stop  stopper
 
 	refuse  *refusals // locked: the decoder refuses input, the worker kernel errors
+	allow   allowlist // locked: the decoder reads the shared allowlist, the worker ends a read (allow.go)
 	epochs  *epochs   // locked: the worker judges, the decoder and SIGHUP ask
 	later   later     // locked: the worker and the decoder ask for a sync
 	client  atomic.Pointer[mqtt.Client]

@@ -18,8 +18,7 @@ import (
 // reached by other goroutines too (a sync begins it), behind its lock.
 type decoder struct {
 	*shared
-	sync   syncer    // the current sync's window (sync.go)
-	allow  allowlist // the shared allowlist (allow.go)
+	sync   syncer // the current sync's window (sync.go)
 	skew   skewWarn
 	recent recentState
 }

@@ -24,8 +24,8 @@ type item struct {
 	ack    func() // nil for internal items
 	ops    []setOp
 	sync   *syncResult
-	lift   *allowEntry
-	weight int64 // ops held in the pending bound until applied
+	lift   *netip.Prefix // an allow entry
+	weight int64         // ops held in the pending bound until applied
 }
 
 // applier is the applying worker's side: the worker goroutine (work) owns
