@@ -29,7 +29,9 @@ type fleet struct {
 	pw     map[string]string // login -> password file
 }
 
-func startFleet(t *testing.T, l *lab.Lab, dir string, embedded bool) *fleet {
+// startFleet starts the hub; on mosquitto, with the ACL that aclOf makes
+// of contrib/mosquitto/vallum.acl (nil: as it is).
+func startFleet(t *testing.T, l *lab.Lab, dir string, embedded bool, aclOf func(string) string) *fleet {
 	t.Helper()
 	f := &fleet{b: &hub{embedded: embedded, h: addHost(t, l, "hub"), dir: dir}, dir: dir, pw: map[string]string{}}
 	if embedded {
@@ -59,6 +61,13 @@ func startFleet(t *testing.T, l *lab.Lab, dir string, embedded bool) *fleet {
 		}
 	}
 	acl := must[string](t)(filepath.Abs(filepath.Join("..", "contrib", "mosquitto", "vallum.acl")))
+	if aclOf != nil {
+		b := must[[]byte](t)(os.ReadFile(acl))
+		acl = filepath.Join(dir, "vallum.acl")
+		if err := os.WriteFile(acl, []byte(aclOf(string(b))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	conf := filepath.Join(dir, "mosquitto-acl.conf")
 	body := fmt.Sprintf("user root\nmax_queued_messages 200000\nlog_dest stdout\n"+
 		"persistence true\npersistence_location %s/\nautosave_interval 1\n"+
@@ -122,7 +131,7 @@ func TestAllowFleet(t *testing.T) {
 		name := map[bool]string{true: "embedded", false: "mosquitto"}[embedded]
 		t.Run(name, func(t *testing.T) {
 			l, dir := newLab(t)
-			f := startFleet(t, l, dir, embedded)
+			f := startFleet(t, l, dir, embedded, nil)
 			h1, p1 := f.host(t, l, "h1")
 			h2, p2 := f.host(t, l, "h2")
 			for _, a := range []string{"198.51.100.7", "203.0.113.1"} {
@@ -190,7 +199,7 @@ func TestAllowForgery(t *testing.T) {
 		name := map[bool]string{true: "embedded", false: "mosquitto"}[embedded]
 		t.Run(name, func(t *testing.T) {
 			l, dir := newLab(t)
-			f := startFleet(t, l, dir, embedded)
+			f := startFleet(t, l, dir, embedded, nil)
 			h1, p1 := f.host(t, l, "h1")
 			must[string](t)(f.cli(h1, "admin", "allow", "add", "192.0.2.0/24", "--comment", "partner"))
 			must[string](t)(f.cli(h1, "fail2ban", "ban", root, "198.51.100.7"))
@@ -276,5 +285,27 @@ func TestAllowLateJoiner(t *testing.T) {
 			t.Errorf("late joiner %d refused %v bans as allowlisted, want 200", i, n)
 		}
 		stopBridge(t, p)
+	}
+}
+
+// An ACL that predates the shared allowlist: mosquitto grants a
+// subscription its ACL denies, and sends nothing on it. The keeper and
+// the hosts go on keeping and applying the lists, without the allowlist;
+// `vallum allow list` with a host's login shows what the host gets.
+func TestAllowOldACL(t *testing.T) {
+	l, dir := newLab(t)
+	f := startFleet(t, l, dir, false, func(acl string) string {
+		return strings.ReplaceAll(acl, "topic read vallum/allow/#\n", "")
+	})
+	h1, _ := f.host(t, l, "h1")
+	must[string](t)(f.cli(h1, "admin", "allow", "add", "198.51.100.0/24"))
+	must[string](t)(f.cli(h1, "fail2ban", "ban", root, "203.0.113.1"))
+	waitSet(t, h1, 20*time.Second, []string{"203.0.113.1"})
+	f.brokerHolds(t, h1, "203.0.113.1")
+	if out := must[string](t)(f.cli(h1, "edge1", "allow", "list")); !strings.Contains(out, "0 entries") {
+		t.Errorf("vallum allow list as the host, whose login may not read it:\n%s", out)
+	}
+	if out := must[string](t)(f.cli(h1, "admin", "allow", "list")); !strings.Contains(out, "1 entries") {
+		t.Errorf("vallum allow list as the admin:\n%s", out)
 	}
 }
