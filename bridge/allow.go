@@ -11,6 +11,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/guard"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -32,11 +33,12 @@ import (
 // ban is checked.
 //
 // What the broker holds is the allowlist: an entry deleted while the host
-// was away is dropped at the next sync. The window of a sync's read runs
-// from its allowlist SUBSCRIBE to marker A; at A, the entries the window
-// did not hold are dropped. (A session's queue redelivered out of order by
-// mochi could bring back an entry deleted a moment after it was added,
-// until the next sync: 15 s later at most, see ConfirmSync.)
+// was away is dropped at the next sync. A sync's read runs from its
+// allowlist SUBSCRIBE to marker A; the entries it did not see are dropped
+// when the sync ends (marker B), unless the sync found a list lost (see
+// dropAllow). (A session's queue redelivered out of order by mochi could
+// bring back an entry deleted a moment after it was added, until the next
+// sync: 15 s later at most, see ConfirmSync.)
 
 // allowlist is what the bridge knows of the shared allowlist. The decoder
 // changes it; a sync starts its read, and the worker ends it, behind mu.
@@ -108,24 +110,25 @@ func (l *allowlist) drop(keep bool) (dropped []netip.Prefix, kept int) {
 	return dropped, kept
 }
 
-// saveNow reports whether a change is saved now; during a read it is
-// saved when the read ends.
-func (l *allowlist) saveNow() bool {
+// share gives g the entries and, unless a read is open (then it is done
+// when the read ends), saves them in file. All under the lock: the
+// decoder and the worker both change the allowlist, and the guard and the
+// file must end with the latest.
+func (l *allowlist) share(g *guard.Guard, file string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.dirty = l.dirty || l.open
-	return !l.open
-}
-
-// prefixes returns the entries.
-func (l *allowlist) prefixes() []netip.Prefix {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]netip.Prefix, 0, len(l.entries))
+	ps := make([]netip.Prefix, 0, len(l.entries))
+	var b []byte
 	for p := range l.entries {
-		out = append(out, p)
+		ps = append(ps, p)
+		b = append(append(b, wire.FormatPrefix(p)...), '\n')
 	}
-	return out
+	g.SetShared(ps)
+	l.dirty = l.dirty || l.open
+	if l.open || file == "" {
+		return nil
+	}
+	return datadir.WriteAtomic(file, b, 0o640)
 }
 
 // allowMessage takes one message of the allowlist, on the message
@@ -183,16 +186,7 @@ func (s *shared) dropAllow(lost bool) {
 // Options.AllowFile: at once, or at the end of a read (once for a late
 // join, not once per entry).
 func (s *shared) allowChanged() {
-	ps := s.allow.prefixes()
-	s.opts.Guard.SetShared(ps)
-	if !s.allow.saveNow() || s.opts.AllowFile == "" {
-		return
-	}
-	var b []byte
-	for _, p := range ps {
-		b = append(append(b, wire.FormatPrefix(p)...), '\n')
-	}
-	if err := datadir.WriteAtomic(s.opts.AllowFile, b, 0o640); err != nil {
+	if err := s.allow.share(s.opts.Guard, s.opts.AllowFile); err != nil {
 		s.log.Error("cannot save the shared allowlist: after a restart, the bans it covers may apply until the first sync", "err", err)
 	}
 }
@@ -215,7 +209,7 @@ func (d *decoder) loadAllow() {
 			d.allow.set(p, true)
 		}
 	}
-	d.opts.Guard.SetShared(d.allow.prefixes())
+	d.allow.share(d.opts.Guard, "") // as read: nothing to save
 }
 
 // subscribeAllow reads the allowlist before the rest of a sync (see the
