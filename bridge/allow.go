@@ -25,12 +25,14 @@ import (
 // subscribes to it in a SUBSCRIBE of its own, before the events' and the
 // state's. A broker handles one client's packets in order and sends the
 // retained messages of a subscription as it makes it, so every entry is
-// on the wire before the first event or state can be (mochi sends the
-// retained messages of one SUBSCRIBE filter by filter in the order of the
-// packet, but paho builds the packet from a map, in random order: one
-// SUBSCRIBE per step is what orders them). The messages of one connection
-// are decoded in order, so the guard holds the allowlist when the first
-// ban is checked.
+// on the wire before the first event or state can be. (mochi 2.7.9 makes
+// every subscription of a SUBSCRIBE, sends the SUBACK, then the retained
+// messages filter by filter in the order of the packet; but paho builds
+// the packet from a map, in random order, and a live event may come on a
+// filter made before the allowlist's: one SUBSCRIBE of its own is what
+// orders them. TestAllowLateJoinerBeforeAnyBan fails with one.) The
+// messages of one connection are decoded in order, so the guard holds the
+// allowlist when the first ban is checked.
 //
 // What the broker holds is the allowlist: an entry deleted while the host
 // was away is dropped at the next sync. A sync's read runs from its
