@@ -67,8 +67,7 @@ func (l *allowlist) reading(on bool) {
 // set records one entry (in) or its deletion, and reports whether the
 // bridge knew the entry before.
 func (l *allowlist) set(p netip.Prefix, in bool) (known bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.mu.Lock() // no defer here and below: each costs the router builds
 	if l.entries == nil {
 		l.entries = map[netip.Prefix]uint32{}
 	}
@@ -78,6 +77,7 @@ func (l *allowlist) set(p netip.Prefix, in bool) (known bool) {
 	} else {
 		delete(l.entries, p)
 	}
+	l.mu.Unlock()
 	return known
 }
 
@@ -86,10 +86,10 @@ func (l *allowlist) set(p netip.Prefix, in bool) (known bool) {
 // reports whether the allowlist changed during the read.
 func (l *allowlist) settle() (changed bool) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	changed = l.open && l.dirty
 	l.read = l.read || l.open
 	l.open, l.dirty = false, false
+	l.mu.Unlock()
 	return changed
 }
 
@@ -97,7 +97,6 @@ func (l *allowlist) settle() (changed bool) {
 // since, unless keep: then it returns how many it keeps.
 func (l *allowlist) drop(keep bool) (dropped []netip.Prefix, kept int) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for p, r := range l.entries {
 		switch {
 		case !l.read || r == l.reads:
@@ -109,6 +108,7 @@ func (l *allowlist) drop(keep bool) (dropped []netip.Prefix, kept int) {
 		}
 	}
 	l.read = false
+	l.mu.Unlock()
 	return dropped, kept
 }
 
@@ -116,21 +116,23 @@ func (l *allowlist) drop(keep bool) (dropped []netip.Prefix, kept int) {
 // when the read ends), saves them in file. All under the lock: the
 // decoder and the worker both change the allowlist, and the guard and the
 // file must end with the latest.
-func (l *allowlist) share(g *guard.Guard, file string) error {
+func (l *allowlist) share(g *guard.Guard, file string) (err error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	ps := make([]netip.Prefix, 0, len(l.entries))
-	var b []byte
 	for p := range l.entries {
 		ps = append(ps, p)
-		b = append(append(b, wire.FormatPrefix(p)...), '\n')
 	}
 	g.SetShared(ps)
 	l.dirty = l.dirty || l.open
-	if l.open || file == "" {
-		return nil
+	if !l.open && file != "" && allowFull {
+		var b []byte
+		for _, p := range ps {
+			b = append(append(b, wire.FormatPrefix(p)...), '\n')
+		}
+		err = datadir.WriteAtomic(file, b, 0o640)
 	}
-	return datadir.WriteAtomic(file, b, 0o640)
+	l.mu.Unlock()
+	return err
 }
 
 // allowMessage takes one message of the allowlist, on the message
@@ -139,7 +141,7 @@ func (d *decoder) allowMessage(topic string, payload []byte) item {
 	p, err := wire.ParseAllowTopic(topic)
 	in := len(payload) > 0 // else a deletion
 	var a wire.Allow
-	if err == nil && in {
+	if err == nil && in && allowFull {
 		a, err = wire.DecodeAllow(payload)
 	}
 	if err != nil {
@@ -154,7 +156,11 @@ func (d *decoder) allowMessage(topic string, payload []byte) item {
 		d.log.Info("shared allowlist: entry deleted", "prefix", p)
 		return item{}
 	}
-	d.log.Info("shared allowlist: entry added", "prefix", p, "comment", a.Comment, "origin", a.Origin)
+	if allowFull {
+		d.log.Info("shared allowlist: entry added", "prefix", p, "comment", a.Comment, "origin", a.Origin)
+	} else {
+		d.log.Info("shared allowlist: entry added", "prefix", p)
+	}
 	return item{lift: &p} // the worker lifts the bans it covers
 }
 
@@ -174,10 +180,10 @@ func (d *decoder) allowSettle() {
 func (s *shared) dropAllow(lost bool) {
 	dropped, kept := s.allow.drop(lost)
 	if kept > 0 {
-		s.log.Warn("a list was found lost: keeping the shared allowlist entries the broker no longer holds", "entries", kept)
+		s.log.Warn("a list was found lost: keeping the shared allowlist entries it no longer holds", "entries", kept)
 	}
 	for _, p := range dropped {
-		s.log.Info("shared allowlist: entry no longer on the broker, dropped", "prefix", p)
+		s.log.Info("shared allowlist: entry gone from the broker", "prefix", p)
 	}
 	if len(dropped) > 0 {
 		s.allowChanged()
@@ -188,7 +194,7 @@ func (s *shared) dropAllow(lost bool) {
 // Options.AllowFile: at once, or at the end of a read (once for a late
 // join, not once per entry).
 func (s *shared) allowChanged() {
-	if err := s.allow.share(s.opts.Guard, s.opts.AllowFile); err != nil {
+	if err := s.allow.share(s.opts.Guard, s.opts.AllowFile); err != nil && allowFull {
 		s.log.Error("cannot save the shared allowlist: after a restart, the bans it covers may apply until the first sync", "err", err)
 	}
 }
@@ -199,7 +205,7 @@ func (s *shared) allowChanged() {
 // drops the entries the broker no longer holds). The bans of these
 // entries were lifted when they came.
 func (d *decoder) loadAllow() {
-	if d.opts.AllowFile == "" {
+	if d.opts.AllowFile == "" || !allowFull {
 		return
 	}
 	b, err := os.ReadFile(d.opts.AllowFile)
@@ -225,8 +231,7 @@ func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
 		b.dec.allow.reading(false)
 	}
 	if len(refused) > 0 {
-		b.log.Warn("the broker refused the subscription to the shared allowlist: this host does not follow it; let hosts read vallum/allow/#",
-			"broker", b.brokerName())
+		b.log.Warn("the broker refused this host the shared allowlist, vallum/allow/#: not followed", "broker", b.brokerName())
 	}
 	return ok
 }
@@ -235,6 +240,9 @@ func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
 // entry covers (entries made by hand are never vallum's to remove). It
 // runs on the worker, after every op queued before the entry came.
 func (a *applier) lift(ctx context.Context, allow netip.Prefix) {
+	if !allowFull {
+		return
+	}
 	for _, l := range a.opts.Lists {
 		set := l.setFor(allow) // lists that share a set find nothing left the second time
 		covered, ok := a.own.overlapping(set, allow)

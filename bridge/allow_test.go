@@ -254,7 +254,7 @@ func TestAllowKeptWhileTheListIsLost(t *testing.T) {
 	if g.Check(netip.MustParsePrefix("198.51.100.7/32")) == nil {
 		t.Fatal("the entry was dropped although the list was found lost")
 	}
-	if !strings.Contains(logs.String(), "keeping the shared allowlist entries the broker no longer holds") {
+	if !strings.Contains(logs.String(), "keeping the shared allowlist entries it no longer holds") {
 		t.Errorf("the kept entries are not logged:\n%s", logs.String())
 	}
 	publish(t, pub, wire.RecordTopic("bl"), true, record(epoch1)) // the keeper restored the list

@@ -30,7 +30,10 @@ ipsets or nftables sets. With no -h it runs its own broker on 127.0.0.1:1883.
 	daemonFlags(root.Flags())
 	brokerFlags(root.Flags())
 	root.AddCommand(newRunCmd(), newBrokerCmd(), newCheckConfigCmd(), newVersionCmd(),
-		newBanCmd(), newUnbanCmd(), newListCmd(), newAllowCmd(), newDoctorCmd(), newFail2banCmd())
+		newBanCmd(), newUnbanCmd(), newListCmd(), newDoctorCmd(), newFail2banCmd())
+	if c := newAllowCmd(); c != nil { // nil: not in the MIPS builds (allow_small.go)
+		root.AddCommand(c)
+	}
 	if keeperBuilt {
 		root.AddCommand(newKeeperCmd())
 	}

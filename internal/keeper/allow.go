@@ -1,3 +1,5 @@
+//go:build !(vallum_small && (mips || mipsle))
+
 package keeper
 
 import (
@@ -14,6 +16,9 @@ import (
 // logged. The keeper reads the allowlist first (Filters), so that at start
 // it refuses covered states as it reads them; a state read before the
 // entry that covers it is lifted when the entry comes.
+
+// allowFilters are the allowlist's filters in Filters(): first.
+var allowFilters = []string{wire.AllowFilter}
 
 // allowMessage takes one message of the allowlist, read before Settle or
 // live.

@@ -25,12 +25,13 @@ func AllowTopic(p netip.Prefix) string { return AllowPrefix + FormatPrefix(p) }
 
 // ParseAllowTopic returns the prefix of an allowlist topic. Only the
 // canonical spelling is accepted: an entry under another could not be
-// deleted by `vallum allow del`, which deletes the canonical topic.
+// deleted by `vallum allow del`, which deletes the canonical topic. The
+// error is ErrBadTopic alone: the caller logs the topic.
 func ParseAllowTopic(topic string) (netip.Prefix, error) {
 	rest, ok := strings.CutPrefix(topic, AllowPrefix)
 	p, err := ParsePrefix(rest)
 	if !ok || err != nil || FormatPrefix(p) != rest {
-		return netip.Prefix{}, fmt.Errorf("%w: %q is not %sPREFIX, PREFIX in canonical form", ErrBadTopic, Clip(topic), AllowPrefix)
+		return netip.Prefix{}, ErrBadTopic
 	}
 	return p, nil
 }
