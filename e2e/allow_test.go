@@ -27,6 +27,7 @@ type fleet struct {
 	keeper *lab.Proc // the hub itself, or `vallum keeper`
 	dir    string
 	pw     map[string]string // login -> password file
+	users  string            // the embedded hub's users file
 }
 
 // startFleet starts the hub; on mosquitto, with the ACL that aclOf makes
@@ -39,12 +40,8 @@ func startFleet(t *testing.T, l *lab.Lab, dir string, embedded bool, aclOf func(
 		for name, hu := range u {
 			f.pw[name] = hu.pwFile
 		}
-		f.b.proc = must[*lab.Proc](t)(f.b.h.Start(dir, vallumBin, "broker", "--listen", fmt.Sprintf("0.0.0.0:%d", hubPort),
-			"--users", users, "-t", root, "--data-dir", filepath.Join(dir, "hub-store")))
-		if err := f.b.h.WaitPort(hubPort, 20*time.Second); err != nil {
-			t.Fatalf("%v\n%s", err, f.b.proc.Output())
-		}
-		f.keeper = f.b.proc
+		f.users = users
+		f.startHub(t)
 		return f
 	}
 	pwFile := filepath.Join(dir, "mosquitto.passwd")
@@ -81,6 +78,17 @@ func startFleet(t *testing.T, l *lab.Lab, dir string, embedded bool, aclOf func(
 	}
 	f.keeper = startKeeper(t, addHost(t, l, "keeper"), f.b, dir, "k1", f.as("keeper")...)
 	return f
+}
+
+// startHub starts the embedded hub on its data dir.
+func (f *fleet) startHub(t *testing.T) {
+	t.Helper()
+	f.b.proc = must[*lab.Proc](t)(f.b.h.Start(f.dir, vallumBin, "broker", "--listen", fmt.Sprintf("0.0.0.0:%d", hubPort),
+		"--users", f.users, "-t", root, "--data-dir", filepath.Join(f.dir, "hub-store")))
+	if err := f.b.h.WaitPort(hubPort, 20*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, f.b.proc.Output())
+	}
+	f.keeper = f.b.proc
 }
 
 func (f *fleet) as(u string) []string { return []string{"-u", u, "--password-file", f.pw[u]} }
@@ -307,5 +315,27 @@ func TestAllowOldACL(t *testing.T) {
 	}
 	if out := must[string](t)(f.cli(h1, "admin", "allow", "list")); !strings.Contains(out, "1 entries") {
 		t.Errorf("vallum allow list as the admin:\n%s", out)
+	}
+}
+
+// The allowlist lives in the hub's store as the list does: after the hub
+// restarts, it is still there, and a host that joins then still refuses
+// the bans it covers.
+func TestAllowSurvivesHubRestart(t *testing.T) {
+	l, dir := newLab(t)
+	f := startFleet(t, l, dir, true, nil)
+	h1, _ := f.host(t, l, "h1")
+	must[string](t)(f.cli(h1, "admin", "allow", "add", "198.51.100.0/24", "--comment", "office"))
+	f.b.stop(t)
+	f.startHub(t)
+	out := must[string](t)(f.cli(h1, "edge1", "allow", "list"))
+	if !strings.Contains(out, "198.51.100.0/24  office") || !strings.Contains(out, "1 entries") {
+		t.Fatalf("vallum allow list after the hub restarted:\n%s", out)
+	}
+	h2, _ := f.host(t, l, "h2")
+	must[string](t)(f.cli(h1, "fail2ban", "ban", root, "198.51.100.7"))
+	must[string](t)(f.cli(h1, "fail2ban", "ban", root, "203.0.113.1")) // a fence
+	for _, h := range []*lab.Host{h1, h2} {
+		waitSet(t, h, 30*time.Second, []string{"203.0.113.1"})
 	}
 }
