@@ -57,6 +57,12 @@
 # (--sensor: internal/sensor, go-nflog, its nft rule) is left out the same
 # way.
 #
+# The 32-bit builds (armv6, armv7, mips, mipsle) link trimmed copies of
+# mochi-mqtt and gorilla/websocket (contrib/trim-modules.sh, -modfile):
+# code they link but never run, mochi's test packets among it (229 KB on
+# mips). The repository's go.mod is left alone (`go install` refuses a
+# module with replace lines).
+#
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
 # HTTP/1.1).
@@ -73,9 +79,20 @@ OUT=${OUT:-dist}
 PKG=${PKG:-./cmd/vallum}
 
 mkdir -p "$OUT"
+trim=$(mktemp -d)
+trap 'rm -rf "$trim"' EXIT
+trimmed=
 failed=
 for t in $TARGETS; do
-	goarch=$t goarm= gomips= gcflags= ldround= tags=nethttpomithttp2 goexp=${GOEXPERIMENT:-}
+	goarch=$t goarm= gomips= gcflags= ldround= tags=nethttpomithttp2 goexp=${GOEXPERIMENT:-} modfile=
+	case $t in
+	amd64 | arm64) ;;
+	armv7 | armv6 | mips | mipsle)
+		# Once, for the first target that wants them.
+		[ -n "$trimmed" ] || trimmed=$(contrib/trim-modules.sh "$trim")
+		modfile=-modfile=$trimmed
+		;;
+	esac
 	case $t in
 	amd64 | arm64) ;;
 	armv7) goarch=arm goarm=7 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
@@ -94,7 +111,7 @@ for t in $TARGETS; do
 	rm -f "$out"
 	# Keep going on failure: one report shows every target that breaks.
 	if ! CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips GOEXPERIMENT=$goexp \
-		go build -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o "$out" "$PKG"; then
+		go build $modfile -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o "$out" "$PKG"; then
 		failed="$failed $t"
 		continue
 	fi
