@@ -50,12 +50,10 @@
 # -tags vallum_small (the 32-bit router targets) leaves argon2id out of the
 # broker's password check: bcrypt only (23 KB, and argon2id's usual 64 MiB
 # per login is too much for a router); a users file with an argon2id hash
-# is refused at start with what to do. On mips and mipsle it also leaves
-# out --kill-connections (internal/enforce: 49 KB) and the drop counters of
-# /metrics: with them those builds are over 10 MB. The flag is then a
-# warning at start: bans apply, connections are not cut. The scan sensor
-# (--sensor: internal/sensor, go-nflog, its nft rule) is left out the same
-# way.
+# is refused at start with what to do. (-tags vallum_lean, which the
+# OpenWrt SDK package adds on MIPS, where it cannot trim modules, also
+# leaves out --kill-connections, the drop counters of /metrics and the
+# scan sensor: 139 KB on mips. These builds have them.)
 #
 # The 32-bit builds (armv6, armv7, mips, mipsle) link trimmed copies of
 # mochi-mqtt and gorilla/websocket (contrib/trim-modules.sh, -modfile):
