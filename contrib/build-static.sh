@@ -55,11 +55,12 @@
 # leaves out --kill-connections, the drop counters of /metrics and the
 # scan sensor: 139 KB on mips. These builds have them.)
 #
-# The 32-bit builds (armv6, armv7, mips, mipsle) link trimmed copies of
-# mochi-mqtt and gorilla/websocket (contrib/trim-modules.sh, -modfile):
-# code they link but never run, mochi's test packets among it (229 KB on
-# mips). The repository's go.mod is left alone (`go install` refuses a
-# module with replace lines).
+# The router builds (all but amd64) link trimmed copies of mochi-mqtt and
+# gorilla/websocket (contrib/trim-modules.sh, -modfile): code they link but
+# never run, mochi's test packets among it (229 KB on mips, 262 KB on
+# arm64). The repository's go.mod is left alone (`go install` refuses a
+# module with replace lines). The Dockerfile trims its 32-bit builds only:
+# an image's size is no router's flash.
 #
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
@@ -84,8 +85,8 @@ failed=
 for t in $TARGETS; do
 	goarch=$t goarm= gomips= gcflags= ldround= tags=nethttpomithttp2 goexp=${GOEXPERIMENT:-} modfile=
 	case $t in
-	amd64 | arm64) ;;
-	armv7 | armv6 | mips | mipsle)
+	amd64) ;;
+	*)
 		# Once, for the first target that wants them.
 		[ -n "$trimmed" ] || trimmed=$(contrib/trim-modules.sh "$trim")
 		modfile=-modfile=$trimmed
