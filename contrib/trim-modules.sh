@@ -1,12 +1,12 @@
 #!/bin/sh
-# Trimmed copies of two dependencies, for the router builds: writes them
+# Trimmed copies of four dependencies, for the router builds: writes them
 # and a go.mod whose replace lines point at them into DIR, and prints that
 # go.mod's path for `go build -modfile`:
 #
 #   go build -modfile="$(contrib/trim-modules.sh DIR)" ...
 #
 # What goes is code that vallum's binary links but never runs, which the
-# linker cannot tell (205 KB on mips; contrib/build-static.sh):
+# linker cannot tell (344 KB on mips; contrib/build-static.sh):
 #
 # - mochi-mqtt's packets/tpackets.go, the sample packets of mochi's own
 #   tests: a package variable, so every start built its 179 cases (106 KB,
@@ -14,18 +14,24 @@
 # - mochi's listeners from its config (Options.Listeners: TCP, WebSocket,
 #   unix socket, HTTP stats and health check, a mock): vallum attaches its
 #   own listeners and never sets Options.Listeners. The trimmed
-#   AddListenersFromConfig refuses any (16 KB).
+#   AddListenersFromConfig refuses any (41 KB).
 # - gorilla/websocket's permessage-deflate (compress/flate): vallum's
 #   WebSocket listener and paho's WebSocket dialler never turn it on, so
 #   it is never negotiated (82 KB). The trimmed copy's compress functions
 #   panic, unreachable unless a future caller enables compression, which
 #   the checks below refuse.
+# - cast's cases for html/template's string types, which linked
+#   html/template and text/template (53 KB): its fallback converts any
+#   string-kinded type alike.
+# - cobra's text/template, run only for a template the program sets, which
+#   vallum does not (61 KB): there the trimmed copy returns an error.
 #
 # Each cut is checked first; a module version that uses the code
 # differently stops the build here instead of building something else.
 # broker's TestWebSocketRefusesCompression and TestNoListenersFromConfig
-# check vallum's side, and .ci/qemu-routers runs the unit tests on mips
-# built against these copies.
+# check vallum's side, contrib's TestTrimmedModulesSameCLI that the CLI
+# prints the same with and without them, and .ci/qemu-routers runs the
+# unit tests on mips built against these copies.
 set -eu
 
 dir=${1:?usage: trim-modules.sh DIR}
@@ -104,9 +110,37 @@ func compressNoContextTakeover(w io.WriteCloser, level int) io.WriteCloser {
 }
 EOF
 
+# cast converts html/template's string types by name (template.HTML and
+# four more), which links html/template and text/template; its fallback,
+# resolveAlias, converts any type whose kind is string the same way.
+copy github.com/spf13/cast cast
+[ "$(cksum <"$dir/cast/basic.go")" = "443357129 2689" ] || die "cast's basic.go changed"
+sed -i -e '/^	"html\/template"$/d' -e '/^	case template\.\(HTML\|URL\|JS\|CSS\|HTMLAttr\):$/{N;d;}' "$dir/cast/basic.go"
+! grep -rq --include='*.go' 'template\.\|"html/template"' "$dir/cast" || die "cast uses html/template elsewhere now"
+
+# cobra runs a text/template only for a template set by the program
+# (SetUsageTemplate, SetHelpTemplate, SetVersionTemplate); its defaults
+# are Go code. vallum sets none: there the trimmed copy returns an error.
+copy github.com/spf13/cobra cobra
+[ "$(cksum <"$dir/cobra/cobra.go")" = "2210671652 7481" ] || die "cobra's cobra.go changed"
+if grep -rn --include='*.go' --exclude='*_test.go' \
+	'SetUsageTemplate\|SetHelpTemplate\|SetVersionTemplate\|AddTemplateFunc' cmd; then
+	die "vallum sets a cobra template (above)"
+fi
+sed -i -e '/^	"text\/template"$/d' \
+	-e 's/^var templateFuncs = template\.FuncMap{$/var templateFuncs = map[string]interface{}{/' \
+	-e 's/^func AddTemplateFuncs(tmplFuncs template\.FuncMap) {$/func AddTemplateFuncs(tmplFuncs map[string]interface{}) {/' \
+	-e '/^			t := template\.New("top")$/,/^			return t\.Execute(w, data)$/c\
+			return fmt.Errorf("cobra: templates are left out of this build (vallum'"'"'s contrib/trim-modules.sh)")' \
+	"$dir/cobra/cobra.go"
+! grep -q 'template\.' "$dir/cobra/cobra.go" || die "cobra's cobra.go still uses text/template"
+! grep -rq --include='*.go' 'text/template' "$dir/cobra" || die "cobra uses text/template elsewhere now"
+
 cp go.mod "$dir/go.mod"
 cp go.sum "$dir/go.sum"
 go mod edit -modfile="$dir/go.mod" \
 	-replace github.com/mochi-mqtt/server/v2="$dir/mochi" \
-	-replace github.com/gorilla/websocket="$dir/websocket"
+	-replace github.com/gorilla/websocket="$dir/websocket" \
+	-replace github.com/spf13/cast="$dir/cast" \
+	-replace github.com/spf13/cobra="$dir/cobra"
 echo "$dir/go.mod"
