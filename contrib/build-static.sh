@@ -23,7 +23,10 @@
 # Go 1.25), and the size cutoff under which a package-level map literal is
 # built in init even when nothing uses it (wrapglobalmapctl=2, 16 KB: the
 # compiler then wraps every side-effect-free map literal as it already
-# does the big ones, and the linker drops those nothing reads). And they
+# does the big ones, and the linker drops those nothing reads). On amd64,
+# BenchmarkParsePayload and BenchmarkBridgeSingle (bridge) show no
+# difference above the machine's noise, with the same allocations per
+# operation. And they
 # use Go's previous garbage collector (GOEXPERIMENT=nogreenteagc, 29 KB):
 # Green Tea, the default since Go 1.26, pays off on many cores and large
 # heaps, a router has one or two cores and a heap of a few MB; the
@@ -53,14 +56,14 @@
 # is refused at start with what to do. (-tags vallum_lean, which the
 # OpenWrt SDK package adds on MIPS, where it cannot trim modules, also
 # leaves out --kill-connections, the drop counters of /metrics and the
-# scan sensor: 139 KB on mips. These builds have them.)
+# scan sensor: 135 KB on mips. These builds have them.)
 #
 # The router builds (all but amd64) link trimmed copies of mochi-mqtt,
 # gorilla/websocket, cast and cobra (contrib/trim-modules.sh, -modfile):
 # code they link but never run, mochi's test packets among it (344 KB on
-# mips, 328 KB on arm64). The repository's go.mod is left alone (`go install` refuses a
-# module with replace lines). The Dockerfile trims its 32-bit builds only:
-# an image's size is no router's flash.
+# mips, 328 KB on arm64). The repository's go.mod is left alone (`go
+# install` refuses a module with replace lines). The Dockerfile trims its
+# 32-bit builds only: an image's size is no router's flash.
 #
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
