@@ -39,7 +39,7 @@ COPY . .
 # GOARM only for 32-bit ARM (TARGETVARIANT v6/v7); MIPS routers lack an FPU
 # and build without inlining and a few other code-growing compiler features,
 # on Go's previous GC; MIPS and 32-bit ARM with 4 KB segment alignment,
-# bcrypt-only broker passwords (vallum_small) and trimmed copies of two
+# bcrypt-only broker passwords (vallum_small) and trimmed copies of four
 # modules (contrib/trim-modules.sh), to stay under 10 MB (see
 # build-static.sh).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
