@@ -56,7 +56,7 @@
 # is refused at start with what to do. (-tags vallum_lean, which the
 # OpenWrt SDK package adds on MIPS, where it cannot trim modules, also
 # leaves out --kill-connections, the drop counters of /metrics and the
-# scan sensor: 135 KB on mips. These builds have them.)
+# scan sensor: 139 KB on mips. These builds have them.)
 #
 # The router builds (all but amd64) link trimmed copies of mochi-mqtt,
 # gorilla/websocket, cast and cobra (contrib/trim-modules.sh, -modfile):
