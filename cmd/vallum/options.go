@@ -60,7 +60,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	if len(c.KillConnections) > 0 && !killBuilt {
 		// The shipped router config turns it on: a firewall that refused
 		// to start over an extra would leave the router without its bans.
-		log.Warn("--kill-connections is not in the MIPS router builds (size): bans apply, open connections of banned addresses are not cut",
+		log.Warn("--kill-connections is not in this build (vallum_lean, for size): bans apply, open connections of banned addresses are not cut",
 			"lists", c.KillConnections)
 		o.KillLists = nil
 	}
