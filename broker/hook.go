@@ -247,8 +247,12 @@ func (h *authHook) checkPublish(cl *mqtt.Client, a access, topic string, payload
 		if msg := checkState(root, topic, payload); msg != "" {
 			return refState, msg
 		}
+	} else if a.host && topic == wire.HostTopic(cl.ID) {
+		if _, err := wire.DecodeHostStatus(payload); len(payload) > 0 && err != nil {
+			return refState, err.Error()
+		}
 	} else if retain && !anyCovers(a.publish, topic) {
-		return refRetain, "retained messages are accepted only on ROOT/ban/PREFIX (ban state)"
+		return refRetain, "retained messages are accepted only on ROOT/ban/PREFIX (ban state) and a host's status"
 	}
 	if retain && len(payload) > 0 {
 		if u, ok := h.ret.fits(string(cl.Properties.Username), topic, len(payload), h.lim); !ok {
