@@ -58,4 +58,3 @@ func DecodeHostStatus(b []byte) (HostStatus, error) {
 	s.Version, s.Backend = Clip(s.Version), Clip(s.Backend)
 	return s, nil
 }
-
