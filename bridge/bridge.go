@@ -92,7 +92,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		if c, err = b.connectNoWill(ctx, err); err != nil {
+			return err
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -104,10 +106,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer close(watched)
 		b.app.watch(ctx)
 	}()
+	present := make(chan struct{})
+	go func() {
+		defer close(present)
+		b.presence(ctx, c)
+	}()
 	<-ctx.Done()
 	b.stop.halt()
 	<-done // the batch in hand is applied and acknowledged
 	<-watched
+	<-present
+	b.goodbye(c)
 	c.Disconnect(250)
 	b.stop.tasks.Wait() // the disconnect ends a sync waiting on the broker
 	b.log.Info("stopped")

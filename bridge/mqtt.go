@@ -28,6 +28,7 @@ func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 			b.log.Info("reconnecting", "brokers", urlList(b.brokers.Order()))
 		},
 	})
+	b.setWill(co)
 	co.SetMessageChannelDepth(uint(o.QueueLen)).
 		SetDefaultPublishHandler(b.onMessage).
 		SetOnConnectHandler(b.onConnect).
