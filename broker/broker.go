@@ -21,6 +21,8 @@ type Broker struct {
 	ls     []listeners.Listener
 	roots  []string   // the lists the keeper keeps
 	keeper *hubKeeper // nil without lists
+	web    *webHub    // nil without Options.Web
+	auth   *authHook
 	store  *storeHook // nil without a data dir
 	opts   Options
 	ref    *refusals
@@ -62,7 +64,7 @@ func New(o Options) (*Broker, error) {
 		return nil, err
 	}
 	auth.srv = srv
-	b := &Broker{srv: srv, opts: o, roots: roots, ref: ref, guard: newConnGuard(o.Limits, ref)}
+	b := &Broker{srv: srv, opts: o, roots: roots, ref: ref, guard: newConnGuard(o.Limits, ref), auth: auth}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
@@ -73,8 +75,13 @@ func New(o Options) (*Broker, error) {
 		_ = srv.Close() // closes the store and what was bound
 		return nil, err
 	}
+	if err := b.startWeb(); err != nil {
+		_ = srv.Close()
+		return nil, err
+	}
 	if err := b.startKeeper(); err != nil {
 		_ = srv.Close()
+		b.closeWeb()
 		return nil, fmt.Errorf("start keeper: %w", err)
 	}
 	return b, nil
@@ -94,6 +101,9 @@ func (b *Broker) startKeeper() error {
 		return err
 	}
 	b.keeper = k
+	if b.web != nil {
+		k.tap = b.web.Feed
+	}
 	return k.subscribe()
 }
 
@@ -153,9 +163,17 @@ func (b *Broker) Run(ctx context.Context) error {
 	} else {
 		close(done)
 	}
+	served := make(chan struct{})
+	if b.web != nil {
+		b.web.load()
+		go func() { defer close(served); b.web.serve(kctx) }()
+	} else {
+		close(served)
+	}
 	<-ctx.Done()
 	stop()
 	<-done
+	<-served
 	err := mochiclose.Close(b.srv, mochiclose.Grace)
 	b.opts.Logger.Info("broker stopped")
 	return err

@@ -156,6 +156,9 @@ type Options struct {
 	// on loopback and the machine's host name, that a WebSocket client may
 	// give as Host (a reverse proxy's public name, for example).
 	WSHosts []string
+	// Web is the address of the web view (internal/web), "" for none. It
+	// needs UsersFile: its logins are the broker's admins and reporters.
+	Web string
 	// Logger receives the broker's logs; default discards them.
 	Logger *slog.Logger
 }

@@ -17,7 +17,8 @@ func newBrokerCmd() *cobra.Command {
 		Use:   "broker",
 		Short: "Run only the embedded MQTT broker (a hub for other hosts)",
 		Example: `  vallum broker --listen 0.0.0.0:8883 --tls-cert c.pem --tls-key k.pem --users users.yaml
-  vallum broker --listen tls://0.0.0.0:8883 --listen ws://127.0.0.1:8080 --users users.yaml -t blacklist`,
+  vallum broker --listen tls://0.0.0.0:8883 --listen ws://127.0.0.1:8080 --users users.yaml -t blacklist
+  vallum broker --listen 0.0.0.0:1883 --users users.yaml -t blacklist --web 127.0.0.1:8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, log, err := setup(cmd)
@@ -41,6 +42,7 @@ func newBrokerCmd() *cobra.Command {
 	brokerFlags(c.Flags())
 	c.Flags().StringArrayP("topic", "t", nil, "list the broker serves and keeps (its keeper also keeps the lists the users file names), repeatable")
 	c.Flags().String("data-dir", "/var/lib/vallum", "directory for the broker's store")
+	c.Flags().String("web", "", "serve the web view on this address (127.0.0.1:8080): lists, hosts, bans, live events; needs --users (admins act, reporters look)")
 	c.Flags().String("log-level", "info", "log level: debug, info, warn or error")
 	c.Flags().String("log-format", "text", "log format: text or json")
 	c.AddCommand(newAddUserCmd(), &cobra.Command{

@@ -63,6 +63,7 @@ type config struct {
 	TLSClientCA    string   `mapstructure:"tls_client_ca" yaml:"tls_client_ca"`
 	BrokerLimit    []string `mapstructure:"broker_limit" yaml:"broker_limit"`
 	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
+	Web            string   `mapstructure:"web" yaml:"web"`
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
 

@@ -108,7 +108,7 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 	o := broker.Options{
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
 		UsersFile: c.Users, AllowAnonymous: c.AllowAnonymous,
-		DataDir: c.DataDir, WSHosts: c.WSHost, Logger: log.With("component", "broker"),
+		DataDir: c.DataDir, WSHosts: c.WSHost, Web: c.Web, Logger: log.With("component", "broker"),
 	}
 	for _, l := range lists {
 		o.Lists = append(o.Lists, l.Root)

@@ -264,7 +264,9 @@ func (s *Server) ban(l login, a action, p netip.Prefix) error {
 	return s.hub.Ban(l.user, a.List, p, ttl, reason)
 }
 
-func (s *Server) unban(l login, a action, p netip.Prefix) error { return s.hub.Unban(l.user, a.List, p) }
+func (s *Server) unban(l login, a action, p netip.Prefix) error {
+	return s.hub.Unban(l.user, a.List, p)
+}
 
 func (s *Server) allow(l login, _ action, p netip.Prefix) error { return s.hub.Allow(l.user, p) }
 
