@@ -43,11 +43,11 @@ type syncStats struct {
 	entries map[string]int // per list root
 }
 
-// noteSync records a sync that just ended with the lists in present.
-func (s *Stats) noteSync(present map[string]map[netip.Prefix]struct{}) {
-	n := make(map[string]int, len(present))
-	for root, m := range present {
-		n[root] = len(m)
+// noteSync records a sync of lists that just ended with present.
+func (s *Stats) noteSync(lists []List, present map[string]map[netip.Prefix]struct{}) {
+	n := make(map[string]int, len(lists))
+	for _, l := range lists {
+		n[l.Root] = len(present[l.Root])
 	}
 	s.sync.mu.Lock()
 	s.sync.at, s.sync.entries = time.Now(), n

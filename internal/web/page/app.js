@@ -83,7 +83,7 @@ async function loadLists() {
     const top = el("div", undefined, "top");
     top.append(topList("reasons", l.reasons), topList("origins", l.origins));
     c.dataset.list = l.root;
-    c.append(h, chart(l.per_hour), el("small", sum + " bans in the last 24 h"), top);
+    c.append(h, chart(l.per_hour), el("small", sum.toLocaleString("en") + " bans in the last 24 h"), top);
     box.append(c);
   }
   const sel = $("#list");
