@@ -1,4 +1,4 @@
-//go:build vallum_small && (mips || mipsle)
+//go:build vallum_small
 
 package broker
 
@@ -7,16 +7,17 @@ import (
 	"errors"
 )
 
-// The web view (internal/web) is not in the 32-bit MIPS router builds:
-// with it they are over the 10 MB goal. A router is a host, seldom the
-// hub; --web there is refused at start.
+// The web view (internal/web) is not in the 32-bit router builds (armv7,
+// mips, mipsle): with it they are over the 10 MB goal (armv7 10,006,690
+// bytes, mips 10,150,081). A router is a host, seldom the hub; --web
+// there is refused at start.
 type webHub struct{}
 
 func (b *Broker) startWeb() error {
 	if b.opts.Web == "" {
 		return nil
 	}
-	return errors.New("--web: the web view is not in the MIPS router builds (size); serve it from a hub built for another target")
+	return errors.New("--web: the web view is not in the 32-bit router builds (size); serve it from a hub built for another target")
 }
 
 func (*webHub) Feed(string, []byte, bool) {}
