@@ -96,6 +96,20 @@ func (h *webHub) serve(ctx context.Context) {
 	}
 }
 
+// validateWeb says what is wrong with Options.Web.
+func (o *Options) validateWeb() error {
+	if o.Web == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(o.Web); err != nil {
+		return fmt.Errorf("--web %q: want HOST:PORT (127.0.0.1:8080): %v", o.Web, err)
+	}
+	if o.UsersFile == "" {
+		return errors.New("--web needs the broker's users (--users FILE): admins and reporters log in to the page with their MQTT password")
+	}
+	return nil
+}
+
 // startWeb starts the web view's hub side when Options.Web asks for it.
 func (b *Broker) startWeb() error {
 	if b.opts.Web == "" {

@@ -13,8 +13,10 @@ import (
 // there is refused at start.
 type webHub struct{}
 
-func (b *Broker) startWeb() error {
-	if b.opts.Web == "" {
+func (b *Broker) startWeb() error { return nil } // validateWeb refused --web
+
+func (o *Options) validateWeb() error {
+	if o.Web == "" {
 		return nil
 	}
 	return errors.New("--web: the web view is not in the 32-bit router builds (size); serve it from a hub built for another target")

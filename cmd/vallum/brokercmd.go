@@ -42,7 +42,6 @@ func newBrokerCmd() *cobra.Command {
 	brokerFlags(c.Flags())
 	c.Flags().StringArrayP("topic", "t", nil, "list the broker serves and keeps (its keeper also keeps the lists the users file names), repeatable")
 	c.Flags().String("data-dir", "/var/lib/vallum", "directory for the broker's store")
-	c.Flags().String("web", "", "serve the web view on this address (127.0.0.1:8080): lists, hosts, bans, live events; needs --users (admins act, reporters look)")
 	c.Flags().String("log-level", "info", "log level: debug, info, warn or error")
 	c.Flags().String("log-format", "text", "log format: text or json")
 	c.AddCommand(newAddUserCmd(), &cobra.Command{

@@ -129,6 +129,7 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.String("tls-client-ca", "", "CA that client certificates must be signed by (mutual TLS)")
 	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
 	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
+	f.String("web", "", "serve the hub's web view on this address (127.0.0.1:8080): lists, hosts, bans, live events; needs --users (admins act, reporters look)")
 }
 
 // loadConfig merges, in order of precedence, the command's flags, VALLUM_*
