@@ -18,8 +18,10 @@ import (
 // offset, is a walk over at most offset+limit entries: a list of 1,000,000
 // is paged server-side without a sort per request.
 //
-// Memory: about 110 bytes a ban (the prefix twice, times, interned reason
-// and origin).
+// Memory: about 160 bytes a ban (the prefix in a slot and as a map key,
+// times, interned reason and origin); measured by BenchmarkPage1M, which
+// also times a page at the far end of 1,000,000 bans (0.06 ms) and a
+// search through them (55 to 70 ms, under the list's read lock).
 type Index struct {
 	roots []string
 	lists map[string]*listIndex

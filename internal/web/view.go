@@ -106,6 +106,10 @@ func (x *Index) Bans(list, q string, offset, limit int) (Page, bool) {
 	match := l.matcher(q)
 	if match == nil {
 		pg.Total = len(l.at)
+		if offset > pg.Total/2 { // nearer the oldest end: walk from there
+			pg.Bans = l.oldest(pg.Total-offset-limit, pg.Total-offset)
+			return pg, true
+		}
 	}
 	n := 0 // matches seen
 	for i := len(l.slots) - 1; i >= 0; i-- {
@@ -114,8 +118,7 @@ func (x *Index) Bans(list, q string, offset, limit int) (Page, bool) {
 			continue
 		}
 		if n >= offset && len(pg.Bans) < limit {
-			pg.Bans = append(pg.Bans, Ban{Prefix: wire.FormatPrefix(s.p), At: s.at, Expires: s.exp,
-				Reason: l.reasons.names[s.reason], Origin: l.origins.names[s.origin]})
+			pg.Bans = append(pg.Bans, l.ban(s))
 		}
 		n++
 		if match == nil && len(pg.Bans) == limit {
@@ -126,6 +129,34 @@ func (x *Index) Bans(list, q string, offset, limit int) (Page, bool) {
 		pg.Total = n
 	}
 	return pg, true
+}
+
+// oldest returns the live bans from the from-th oldest to the one before
+// the to-th, newest first.
+func (l *listIndex) oldest(from, to int) []Ban {
+	from = max(from, 0)
+	out := []Ban{}
+	n := 0
+	for i := range l.slots {
+		s := &l.slots[i]
+		if !s.p.IsValid() {
+			continue
+		}
+		if n >= to {
+			break
+		}
+		if n >= from {
+			out = append(out, l.ban(s))
+		}
+		n++
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func (l *listIndex) ban(s *slot) Ban {
+	return Ban{Prefix: wire.FormatPrefix(s.p), At: s.at, Expires: s.exp,
+		Reason: l.reasons.names[s.reason], Origin: l.origins.names[s.origin]}
 }
 
 // matcher returns what q matches, nil for everything: an address or

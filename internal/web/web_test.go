@@ -209,6 +209,15 @@ func TestPaging(t *testing.T) {
 	if len(last.Bans) != 10 || last.Bans[9].Prefix != "10.0.0.0" {
 		t.Errorf("last page: %s, want 10 ending with 10.0.0.0", prefixes(last))
 	}
+	// Pages near the newest end are walked from it, the others from the
+	// oldest: both give the ban at each offset.
+	for _, off := range []int{0, 49999, 50000, 50001, 77777, n - 1} {
+		i := n - 1 - off
+		want := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
+		if pg := getPage(t, srv, "blacklist", "", off); pg.Bans[0].Prefix != want {
+			t.Errorf("offset %d: first ban %s, want %s", off, pg.Bans[0].Prefix, want)
+		}
+	}
 	if past := getPage(t, srv, "blacklist", "", n+50); len(past.Bans) != 0 || past.Total != n {
 		t.Errorf("past the end: %d bans, total %d", len(past.Bans), past.Total)
 	}
