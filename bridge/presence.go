@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -36,36 +35,47 @@ const DefaultPresenceEvery = time.Minute
 // connection changed, to publish the status they changed.
 const presenceCheck = 500 * time.Millisecond
 
-// syncStats is what the last sync found, for the status.
+// entriesEvery is the shortest time between two statuses that differ only
+// in their entries: a flood changes them with every batch.
+const entriesEvery = 5 * time.Second
+
+// syncStats is when the last sync ended, for the status.
 type syncStats struct {
-	mu      sync.Mutex
-	at      time.Time
-	entries map[string]int // per list root
+	mu sync.Mutex
+	at time.Time
 }
 
-// noteSync records a sync of lists that just ended with present.
-func (s *Stats) noteSync(lists []List, present map[string]map[netip.Prefix]struct{}) {
-	n := make(map[string]int, len(lists))
-	for _, l := range lists {
-		n[l.Root] = len(present[l.Root])
-	}
+// noteSync records that a sync just ended.
+func (s *Stats) noteSync() {
 	s.sync.mu.Lock()
-	s.sync.at, s.sync.entries = time.Now(), n
+	s.sync.at = time.Now()
 	s.sync.mu.Unlock()
+}
+
+// count is how many entries vallum holds in set (its own, not those
+// added by hand).
+func (w *ownership) count(set string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if o := w.sets[set]; o != nil {
+		return o.len()
+	}
+	return 0
 }
 
 // status is the bridge's status now.
 func (b *Bridge) status(online bool) wire.HostStatus {
 	st := wire.HostStatus{Online: online, Version: b.opts.Presence.Version, Backend: b.opts.Presence.Backend,
 		Synced: online && b.stats.Subscribed.Load(), At: time.Now().Unix()}
+	st.Entries = map[string]int{}
 	for _, l := range b.opts.Lists {
 		st.Lists = append(st.Lists, l.Root)
+		st.Entries[l.Root] = b.app.own.count(l.Set4) + b.app.own.count(l.Set6)
 	}
 	s := &b.stats.sync
 	s.mu.Lock()
 	if !s.at.IsZero() {
 		st.LastSync = s.at.Unix()
-		st.Entries = maps.Clone(s.entries)
 	}
 	s.mu.Unlock()
 	return st
@@ -103,7 +113,8 @@ func (b *Bridge) presence(ctx context.Context, c mqtt.Client) {
 			continue
 		}
 		st := b.status(true)
-		if same(st, last) && time.Since(sent) < every {
+		since := time.Since(sent)
+		if same(st, last) && (maps.Equal(st.Entries, last.Entries) || since < entriesEvery) && since < every {
 			continue
 		}
 		// Not waited for: a flood being applied can hold the PUBACK back.
@@ -121,10 +132,10 @@ func (b *Bridge) goodbye(c mqtt.Client) {
 	c.Publish(wire.HostTopic(b.opts.ClientID), 1, true, wire.EncodeHostStatus(b.status(false))).WaitTimeout(time.Second)
 }
 
-// same reports whether two statuses say the same, whenever made.
+// same reports whether two statuses say the same, whenever made, but for
+// their entries.
 func same(a, b wire.HostStatus) bool {
-	return a.Online == b.Online && a.Synced == b.Synced && a.LastSync == b.LastSync &&
-		maps.Equal(a.Entries, b.Entries) && slices.Equal(a.Lists, b.Lists)
+	return a.Online == b.Online && a.Synced == b.Synced && a.LastSync == b.LastSync && slices.Equal(a.Lists, b.Lists)
 }
 
 // connectNoWill retries a first connection the broker refused, without

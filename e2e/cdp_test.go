@@ -291,19 +291,20 @@ func (p *tab) errors() []string {
 	return append([]string(nil), p.b.logs[p.sid]...)
 }
 
-// screenshot saves the page (its whole height) as a PNG, at a desktop's
-// width or a phone's.
-func (p *tab) screenshot(path string, width int, mobile bool) {
+// screenshot saves the top of the page, height pixels (0: all of it), as
+// a PNG, at a desktop's width or a phone's.
+func (p *tab) screenshot(path string, width, height int, mobile bool) {
 	p.t.Helper()
-	var h int
-	p.mustEval(`document.documentElement.scrollHeight`, &h)
-	p.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": width, "height": max(h, 600),
-		"deviceScaleFactor": 1, "mobile": mobile})
-	p.mustEval(`new Promise(r => requestAnimationFrame(() => r(document.documentElement.scrollHeight)))`, &h)
-	p.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": width, "height": max(h, 600),
-		"deviceScaleFactor": 1, "mobile": mobile})
+	h := height
+	for range 2 { // the width changes the height: measure again
+		if height == 0 {
+			p.mustEval(`new Promise(r => requestAnimationFrame(() => r(document.documentElement.scrollHeight)))`, &h)
+		}
+		p.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": width, "height": max(h, 600),
+			"deviceScaleFactor": 1, "mobile": mobile})
+	}
 	var shot struct{ Data string }
-	raw := p.call("Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true})
+	raw := p.call("Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": height == 0})
 	if err := json.Unmarshal(raw, &shot); err != nil {
 		p.t.Fatal(err)
 	}

@@ -120,9 +120,10 @@ func TestWebPage(t *testing.T) {
 	// The hosts: edge1 online and synced, edge2 offline after its clean stop.
 	page.waitFor(`[...document.querySelectorAll("#hosts tbody tr")].some(tr => tr.textContent.includes("online") && tr.textContent.includes("yes") && tr.textContent.includes("nft"))`, 10*time.Second)
 	page.waitFor(`[...document.querySelectorAll("#hosts tbody tr")].some(tr => tr.textContent.includes("offline"))`, 10*time.Second)
-	page.screenshot(filepath.Join(out, "web.png"), 1100, false)
+	page.screenshot(filepath.Join(out, "web.png"), 1100, 0, false)
+	page.screenshot(filepath.Join(out, "web-top.png"), 1100, 760, false)
 	if os.Getenv("VALLUM_UPDATE_DOCS") == "1" {
-		copyFile(t, filepath.Join(out, "web.png"), filepath.Join("..", "docs", "web.png"))
+		copyFile(t, filepath.Join(out, "web-top.png"), filepath.Join("..", "docs", "web.png"))
 	}
 
 	pageThrough(t, page)
@@ -139,7 +140,7 @@ func TestWebPage(t *testing.T) {
 	waitInSet(t, edge1, "192.0.2.77", false)
 	page.waitFor(`!document.querySelector('#bans tr[data-prefix="192.0.2.77"]')`, 5*time.Second)
 
-	page.screenshot(filepath.Join(out, "web-phone.png"), 390, true)
+	page.screenshot(filepath.Join(out, "web-phone.png"), 390, 0, true)
 	if errs := page.errors(); len(errs) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(errs, "\n"))
 	}

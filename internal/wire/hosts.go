@@ -32,8 +32,8 @@ type HostStatus struct {
 	// LastSync is when the last sync ended, Unix seconds; 0: none yet.
 	LastSync int64    `json:"last_sync,omitempty"`
 	Lists    []string `json:"lists,omitempty"`
-	// Entries is, per list root, how many bans the list held at the last
-	// sync.
+	// Entries is, per list root, how many entries vallum holds in the
+	// host's sets of that list (its own: not those added by hand).
 	Entries map[string]int `json:"entries,omitempty"`
 	// At is when the bridge published this status, Unix seconds (the will
 	// carries the time of the connection).

@@ -65,7 +65,7 @@ function topList(title, counts) {
   d.append(el("div", title));
   for (const c of counts) {
     const li = el("li");
-    li.append(el("span", c.name || "(none)"), el("span", c.count));
+    li.append(el("span", c.name || "(none)"), el("span", c.count.toLocaleString("en")));
     ul.append(li);
   }
   d.append(ul);
