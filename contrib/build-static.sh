@@ -42,6 +42,9 @@
 # (--sensor: internal/sensor, go-nflog, its nft rule) is left out the same
 # way.
 #
+# -tags vallum_small (all three 32-bit targets) also leaves out the hub's
+# web view (--web, internal/web: 0.14 to 0.16 MB), refused at start there.
+#
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
 # HTTP/1.1).
