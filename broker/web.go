@@ -140,20 +140,21 @@ func (b *Broker) WebAddr() string {
 }
 
 // Login checks a page's login against the broker's users: admins act,
-// reporters look, hosts and others are refused.
-func (h *webHub) Login(user, password string) web.Role {
+// reporters look at the lists they may read over MQTT, hosts and others
+// are refused.
+func (h *webHub) Login(user, password string) (web.Role, []string) {
 	a := h.b.auth
 	u, ok := a.users[user]
 	if !ok || !a.pass.check(u, []byte(password)) {
-		return web.RoleNone
+		return web.RoleNone, nil
 	}
 	switch u.Role {
 	case RoleAdmin:
-		return web.RoleAdmin
+		return web.RoleAdmin, nil
 	case RoleReporter:
-		return web.RoleViewer
+		return web.RoleViewer, a.acc[user].lists // nil: every list, as over MQTT
 	}
-	return web.RoleNone
+	return web.RoleNone, nil
 }
 
 // Ban publishes a ban as `vallum ban` does, after the checks every ban

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,7 +51,9 @@ type Hub interface {
 	// has none (the page then shows no allow button).
 	Allow(user string, p netip.Prefix) error
 	CanAllow() bool
-	Login(user, password string) Role
+	// Login checks a login: what it may do, and the lists it may see
+	// (nil: every list).
+	Login(user, password string) (Role, []string)
 }
 
 // ErrNoAllowlist is Hub.Allow's answer where there is no shared allowlist.
@@ -79,7 +82,7 @@ func New(hub Hub, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /app.js", s.file("page/app.js", "text/javascript; charset=utf-8"))
 	s.mux.HandleFunc("GET /app.css", s.file("page/app.css", "text/css; charset=utf-8"))
 	s.mux.HandleFunc("GET /api/me", s.me)
-	s.mux.HandleFunc("GET /api/lists", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.hub.Lists()) })
+	s.mux.HandleFunc("GET /api/lists", s.lists)
 	s.mux.HandleFunc("GET /api/hosts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.hub.Hosts()) })
 	s.mux.HandleFunc("GET /api/bans", s.bans)
 	s.mux.HandleFunc("GET /api/events", s.events)
@@ -92,9 +95,13 @@ func New(hub Hub, log *slog.Logger) *Server {
 type ctxKey struct{}
 
 type login struct {
-	user string
-	role Role
+	user  string
+	role  Role
+	lists []string // nil: every list
 }
+
+// sees reports whether the login may see list.
+func (l login) sees(list string) bool { return l.lists == nil || slices.Contains(l.lists, list) }
 
 // ServeHTTP checks the login (HTTP basic auth against the broker's users)
 // and the headers every answer carries, then serves.
@@ -106,9 +113,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
 	user, pw, ok := r.BasicAuth()
-	role := RoleNone
+	role, lists := RoleNone, []string(nil)
 	if ok {
-		role = s.hub.Login(user, pw)
+		role, lists = s.hub.Login(user, pw)
 	}
 	if role == RoleNone {
 		h.Set("WWW-Authenticate", `Basic realm="vallum", charset="UTF-8"`)
@@ -118,7 +125,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "log in as an admin or a reporter of the broker", http.StatusUnauthorized)
 		return
 	}
-	s.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, login{user, role})))
+	s.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, login{user, role, lists})))
 }
 
 func loginOf(r *http.Request) login { l, _ := r.Context().Value(ctxKey{}).(login); return l }
@@ -150,6 +157,18 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 		"token": s.token(l.user), "allow": s.hub.CanAllow(), "page_size": PageSize})
 }
 
+// lists summarises the lists the login may see.
+func (s *Server) lists(w http.ResponseWriter, r *http.Request) {
+	l := loginOf(r)
+	out := []List{}
+	for _, li := range s.hub.Lists() {
+		if l.sees(li.Root) {
+			out = append(out, li)
+		}
+	}
+	writeJSON(w, out)
+}
+
 func (s *Server) bans(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	offset, _ := strconv.Atoi(q.Get("offset"))
@@ -158,15 +177,18 @@ func (s *Server) bans(w http.ResponseWriter, r *http.Request) {
 		limit = PageSize
 	}
 	pg, ok := s.hub.Bans(q.Get("list"), q.Get("q"), max(offset, 0), limit)
-	if !ok {
+	if !ok || !loginOf(r).sees(q.Get("list")) {
 		writeError(w, http.StatusNotFound, "no list "+q.Get("list"))
 		return
 	}
 	writeJSON(w, pg)
 }
 
-// events streams the live events as server-sent events.
+// events streams the live events as server-sent events: those of the
+// lists the login sees, and the broker's refusals to admins only (they
+// name users and topics of every list).
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	l := loginOf(r)
 	ch, stop := s.hub.Watch()
 	defer stop()
 	rc := http.NewResponseController(w)
@@ -184,6 +206,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-ping.C:
 			fmt.Fprint(w, ": ping\n\n")
 		case e := <-ch:
+			if e.List != "" && !l.sees(e.List) || e.Kind == EventRefused && l.role != RoleAdmin {
+				continue
+			}
 			b, _ := json.Marshal(e)
 			fmt.Fprintf(w, "data: %s\n\n", b)
 		}

@@ -24,17 +24,19 @@ type fakeHub struct {
 	acts []string
 }
 
-func (h *fakeHub) Login(user, pw string) Role {
+func (h *fakeHub) Login(user, pw string) (Role, []string) {
 	if pw != user+"-pw" {
-		return RoleNone
+		return RoleNone, nil
 	}
 	switch user {
 	case "admin":
-		return RoleAdmin
+		return RoleAdmin, nil
 	case "rep":
-		return RoleViewer
+		return RoleViewer, nil
+	case "site1":
+		return RoleViewer, []string{"site1/blacklist"}
 	}
-	return RoleNone // "edge1", a host
+	return RoleNone, nil // "edge1", a host
 }
 
 func (h *fakeHub) note(s string) error {
@@ -86,7 +88,7 @@ func do(t *testing.T, srv *httptest.Server, method, path, user string, body stri
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req) // the stream ends by then
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,13 +302,13 @@ func sum(s []int) int {
 }
 
 // TestEvents: the live stream carries bans, unbans, expiries, refusals and
-// host changes, as server-sent events; retained messages loaded at start
-// are not events.
+// host changes, as server-sent events (to an admin); retained messages
+// loaded at start are not events.
 func TestEvents(t *testing.T) {
 	hub, srv := newTest(t)
 	req, _ := http.NewRequest("GET", srv.URL+"/api/events", nil)
-	req.SetBasicAuth("rep", "rep-pw")
-	resp, err := http.DefaultClient.Do(req)
+	req.SetBasicAuth("admin", "admin-pw")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req) // the stream ends by then
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,4 +347,56 @@ func TestEvents(t *testing.T) {
 	if hs := hub.Hosts(); len(hs) != 1 || hs[0].ID != "edge1" || !hs[0].Online || hs[0].Seen == 0 {
 		t.Errorf("hosts %+v", hs)
 	}
+}
+
+// TestViewerLists: a reporter limited to some lists sees those only: in
+// the summary, the pages and the live stream, which carries no refusal
+// (they name other lists' users and topics).
+func TestViewerLists(t *testing.T) {
+	hub, srv := newTest(t)
+	now := time.Now()
+	ban(hub.Index, "blacklist", "192.0.2.1/32", now, 0, "secret", "", true)
+	ban(hub.Index, "site1/blacklist", "192.0.2.2/32", now, 0, "", "", true)
+	if code, body := do(t, srv, "GET", "/api/lists", "site1", "", nil); code != 200 || strings.Contains(body, `"root":"blacklist"`) || !strings.Contains(body, `"root":"site1/blacklist"`) {
+		t.Errorf("lists of site1: %d %s", code, body)
+	}
+	if code, body := do(t, srv, "GET", "/api/bans?list=blacklist", "site1", "", nil); code != 404 || strings.Contains(body, "192.0.2.1") {
+		t.Errorf("bans of another list: %d %s, want 404", code, body)
+	}
+	if pg := getPageAs(t, srv, "site1", "site1/blacklist"); pg.Total != 1 {
+		t.Errorf("its own list: %d bans, want 1", pg.Total)
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/api/events", nil)
+	req.SetBasicAuth("site1", "site1-pw")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req) // the stream ends by then
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	hub.Refused("acl_publish", "may not publish on this topic", "edge2", "blacklist/add")
+	ban(hub.Index, "blacklist", "192.0.2.3/32", now, 0, "", "", true)
+	ban(hub.Index, "site1/blacklist", "192.0.2.4/32", now, 0, "", "", true)
+	r := bufio.NewReader(resp.Body)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			if !strings.Contains(data, "192.0.2.4") {
+				t.Errorf("site1's stream: %s, want only its list's ban 192.0.2.4", data)
+			}
+			break
+		}
+	}
+}
+
+func getPageAs(t *testing.T, srv *httptest.Server, user, list string) Page {
+	t.Helper()
+	code, body := do(t, srv, "GET", "/api/bans?list="+list, user, "", nil)
+	var pg Page
+	if code != 200 || json.Unmarshal([]byte(body), &pg) != nil {
+		t.Fatalf("GET bans of %s as %s: %d %s", list, user, code, body)
+	}
+	return pg
 }
