@@ -72,6 +72,9 @@ func seed(t *testing.T, hub *lab.Host) {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}), 32)
 		pub(wire.StateTopic("blacklist", p), true, wire.EncodeState(st))
 	}
+	// A reporter's reason and origin are text to the page, never markup.
+	hostile := wire.State{At: now.Add(-time.Minute), Reason: `<img src=x onerror="window.pwned=1">`, Origin: `<b id=pwned>x</b>`}
+	pub(wire.StateTopic("blacklist", netip.MustParsePrefix("203.0.113.99/32")), true, wire.EncodeState(hostile))
 	for part := range 4 {
 		var b strings.Builder
 		for i := part * 25000; i < (part+1)*25000; i++ {
@@ -97,6 +100,12 @@ func TestWebPage(t *testing.T) {
 	page.waitFor(`document.querySelectorAll("#lists .card").length === 2`, 10*time.Second)
 	page.waitFor(`document.querySelector('#lists .card[data-list="feed"] .n').textContent === "100,000"`, 60*time.Second)
 	page.waitFor(`document.querySelector("#live").className === ""`, 10*time.Second)
+	var markup bool
+	page.mustEval(`!!(window.pwned || document.querySelector("#pwned, #bans img, #lists img")) ||
+		![...document.querySelectorAll("#bans td")].some(td => td.textContent === '<img src=x onerror="window.pwned=1">')`, &markup)
+	if markup {
+		t.Error("a ban's reason or origin became markup in the page, or is not shown as text")
+	}
 
 	// Live: a ban published with `vallum ban` shows in the page's list
 	// and stream, with no reload.
