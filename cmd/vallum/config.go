@@ -66,6 +66,7 @@ type config struct {
 	Web            string   `mapstructure:"web" yaml:"web"`
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
+	Policy          []string `mapstructure:"policy" yaml:"policy"`
 
 	Sensor            string        `mapstructure:"sensor" yaml:"sensor"`
 	SensorGroup       int           `mapstructure:"sensor_group" yaml:"sensor_group"`
@@ -130,6 +131,7 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
 	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
 	f.String("web", "", "serve the hub's web view on this address (127.0.0.1:8080): lists, hosts, bans, live events; needs --users (admins act, reporters look)")
+	policyFlag(f)
 }
 
 // loadConfig merges, in order of precedence, the command's flags, VALLUM_*
