@@ -39,12 +39,13 @@ COPY . .
 # GOARM only for 32-bit ARM (TARGETVARIANT v6/v7); MIPS routers lack an FPU
 # and build without inlining; MIPS and 32-bit ARM with 4 KB segment
 # alignment and bcrypt-only broker passwords (vallum_small), to stay under
-# 10 MB (see build-static.sh).
+# 10 MB (see build-static.sh); arm64 without the web view (vallum_noweb).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
 	gcflags= ldround= tags=nethttpomithttp2; case "$TARGETARCH" in \
 		mips | mipsle) gcflags=all=-l ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;; \
-		arm) ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;; esac; \
+		arm) ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;; \
+		arm64) tags=nethttpomithttp2,vallum_noweb ;; esac; \
 	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat \
 		go build -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
 	&& setcap cap_net_admin=ep /out/vallum \

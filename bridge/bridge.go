@@ -41,6 +41,9 @@ type shared struct {
 	// confirming is set from a connection until its confirming sync is
 	// done (see decoder.eventComment).
 	confirming atomic.Bool
+	// connects counts connections, for the status (presence.go): a quick
+	// reconnection must replace the will the broker published.
+	connects atomic.Int64
 	// newSync starts a sync on c (Bridge.startSync), for syncLater.
 	newSync func(c mqtt.Client)
 }

@@ -74,6 +74,7 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 // itself) and starts a sync of the lists to the broker's state.
 func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
+	b.connects.Add(1)
 	broker, _ := b.brokers.Current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
 	b.stop.spawn(func() { b.startSync(c) })

@@ -1,3 +1,5 @@
+//go:build !(vallum_small && (mips || mipsle))
+
 package bridge
 
 import (
@@ -30,6 +32,9 @@ type Presence struct {
 
 // DefaultPresenceEvery is how often a connected bridge repeats its status.
 const DefaultPresenceEvery = time.Minute
+
+// willLag is when a bridge repeats its status after a new connection.
+const willLag = 3 * time.Second
 
 // presenceCheck is how often the bridge looks whether a sync ended or the
 // connection changed, to publish the status they changed.
@@ -102,6 +107,8 @@ func (b *Bridge) presence(ctx context.Context, c mqtt.Client) {
 	defer t.Stop()
 	var last wire.HostStatus
 	var sent time.Time
+	var conn int64
+	var again time.Time // a second status after a new connection
 	for {
 		select {
 		case <-ctx.Done():
@@ -109,17 +116,26 @@ func (b *Bridge) presence(ctx context.Context, c mqtt.Client) {
 		case <-t.C:
 		}
 		if !c.IsConnectionOpen() {
-			last = wire.HostStatus{} // the next connection says it is back
 			continue
 		}
-		st := b.status(true)
+		st, n := b.status(true), b.connects.Load()
 		since := time.Since(sent)
-		if same(st, last) && (maps.Equal(st.Entries, last.Entries) || since < entriesEvery) && since < every {
+		due := !again.IsZero() && time.Now().After(again)
+		if !due && n == conn && same(st, last) && (maps.Equal(st.Entries, last.Entries) || since < entriesEvery) && since < every {
 			continue
+		}
+		switch {
+		case n != conn:
+			// The broker may publish the will of the connection this one
+			// replaced after this status (a takeover of a half-open
+			// connection): say it again a moment later.
+			again = time.Now().Add(willLag)
+		case due:
+			again = time.Time{}
 		}
 		// Not waited for: a flood being applied can hold the PUBACK back.
 		c.Publish(wire.HostTopic(b.opts.ClientID), 1, true, wire.EncodeHostStatus(st))
-		last, sent = st, time.Now()
+		last, sent, conn = st, time.Now(), n
 	}
 }
 

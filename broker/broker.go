@@ -103,7 +103,7 @@ func (b *Broker) startKeeper() error {
 		return err
 	}
 	b.keeper = k
-	if b.web != nil {
+	if webBuilt && b.web != nil {
 		k.tap = b.web.Feed
 	}
 	return k.subscribe()
@@ -166,7 +166,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		close(done)
 	}
 	served := make(chan struct{})
-	if b.web != nil {
+	if webBuilt && b.web != nil {
 		b.web.load()
 		go func() { defer close(served); b.web.serve(kctx) }()
 	} else {

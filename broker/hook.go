@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -248,8 +249,10 @@ func (h *authHook) checkPublish(cl *mqtt.Client, a access, topic string, payload
 			return refState, msg
 		}
 	} else if a.host && topic == wire.HostTopic(cl.ID) {
-		if _, err := wire.DecodeHostStatus(payload); len(payload) > 0 && err != nil {
-			return refState, err.Error()
+		// Checked as JSON of a status's size only: the hub's index reads
+		// the fields it knows and ignores a status it cannot decode.
+		if len(payload) > wire.MaxHostStatus || len(payload) > 0 && !json.Valid(payload) {
+			return refState, "a host's status is a JSON object of at most 4 KiB"
 		}
 	} else if retain && !anyCovers(a.publish, topic) {
 		return refRetain, "retained messages are accepted only on ROOT/ban/PREFIX (ban state) and a host's status"

@@ -55,7 +55,7 @@ func (r *refusals) refuse(reason, msg string, args ...any) {
 	r.mu.Lock()
 	r.n[reason]++
 	r.mu.Unlock()
-	if r.tap != nil {
+	if webBuilt && r.tap != nil {
 		r.tap(reason, msg, argOf(args, "user"), argOf(args, "topic"))
 	}
 	show, left := r.lines.Allow(reason)

@@ -1,4 +1,4 @@
-//go:build !vallum_small
+//go:build !vallum_small && !vallum_noweb
 
 package broker
 
@@ -35,6 +35,9 @@ type webHub struct {
 	ln    net.Listener
 	log   *slog.Logger
 }
+
+// webBuilt says whether this build has the web view.
+const webBuilt = true
 
 // hostSubID is the inline subscription id of the hosts' statuses (the
 // keeper's are 1 to the number of its filters).

@@ -1,4 +1,4 @@
-//go:build vallum_small
+//go:build vallum_small || vallum_noweb
 
 package broker
 
@@ -7,11 +7,13 @@ import (
 	"errors"
 )
 
-// The web view (internal/web) is not in the 32-bit router builds (armv7,
-// mips, mipsle): with it they are over the 10 MB goal (armv7 10,006,690
-// bytes, mips 10,150,081). A router is a host, seldom the hub; --web
-// there is refused at start.
+// The web view (internal/web) is not in the router builds (vallum_small:
+// armv7, mips, mipsle; vallum_noweb: arm64): with it they are over the
+// 10 MB goal (armv7 10,006,690 bytes, mips 10,150,081, arm64 10,027,170).
+// A router is a host, seldom the hub; --web there is refused at start.
 type webHub struct{}
+
+const webBuilt = false
 
 func (b *Broker) startWeb() error { return nil } // validateWeb refused --web
 
@@ -19,7 +21,7 @@ func (o *Options) validateWeb() error {
 	if o.Web == "" {
 		return nil
 	}
-	return errors.New("--web: the web view is not in the 32-bit router builds (size); serve it from a hub built for another target")
+	return errors.New("--web: the web view is not in the router builds (size); serve it from a hub built for amd64")
 }
 
 func (*webHub) Feed(string, []byte, bool) {}

@@ -1,9 +1,9 @@
 package web
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +40,8 @@ func NewIndex(roots []string) *Index {
 		x.lists[r] = newListIndex(r)
 	}
 	// The longest root first: a/b/ban/... belongs to a/b, not a.
-	slices.SortFunc(x.roots, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	// (sort, not slices: each generic sort costs kilobytes on a router.)
+	sort.Slice(x.roots, func(i, j int) bool { return len(x.roots[i]) > len(x.roots[j]) })
 	return x
 }
 
@@ -194,17 +195,12 @@ func (l *listIndex) settle() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.compactLocked()
-	slices.SortStableFunc(l.slots, func(a, b slot) int {
+	sort.SliceStable(l.slots, func(i, j int) bool {
+		a, b := &l.slots[i], &l.slots[j]
 		if a.pending != b.pending { // loaded ones first: the live ones came after
-			if a.pending {
-				return -1
-			}
-			return 1
+			return a.pending
 		}
-		if !a.pending {
-			return 0
-		}
-		return cmp.Compare(a.at, b.at)
+		return a.pending && a.at < b.at
 	})
 	for i := range l.slots {
 		l.slots[i].pending = false
@@ -271,6 +267,11 @@ func (n *interned) top(k int) []Count {
 			out = append(out, Count{Name: n.names[id], Count: c})
 		}
 	}
-	slices.SortFunc(out, func(a, b Count) int { return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Name, b.Name)) })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Name < out[j].Name
+	})
 	return out[:min(k, len(out))]
 }

@@ -1,8 +1,8 @@
 package web
 
 import (
-	"maps"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -76,7 +76,9 @@ const (
 func (x *Index) Lists() []List {
 	now := time.Now().Unix() / 3600
 	out := make([]List, 0, len(x.lists))
-	for _, root := range slices.Sorted(maps.Keys(x.lists)) {
+	roots := slices.Clone(x.roots)
+	sort.Strings(roots)
+	for _, root := range roots {
 		l := x.lists[root]
 		l.mu.RLock()
 		s := List{Root: root, Count: len(l.at), PerHour: make([]int, 24),
@@ -150,7 +152,9 @@ func (l *listIndex) oldest(from, to int) []Ban {
 		}
 		n++
 	}
-	slices.Reverse(out)
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
 	return out
 }
 
@@ -204,7 +208,7 @@ func (x *Index) Hosts() []Host {
 	for _, h := range x.hosts {
 		out = append(out, h)
 	}
-	slices.SortFunc(out, func(a, b Host) int { return strings.Compare(a.ID, b.ID) })
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
