@@ -1,6 +1,7 @@
 package web
 
 import (
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -64,6 +65,7 @@ type slot struct {
 	exp     int64        // Unix seconds; 0: never
 	reason  uint16       // in reasons
 	origin  uint16       // in origins
+	count   uint16       // the keeper's escalation count (wire.State.Count), at most 65535
 	pending bool         // fed before Settle: sorted then
 }
 
@@ -146,7 +148,7 @@ func (l *listIndex) put(p netip.Prefix, st wire.State, loading bool) bool {
 		l.dropLocked(i)
 	}
 	s := slot{p: p, at: at, exp: unixOrZero(st.Expires), reason: l.reasons.add(st.Reason),
-		origin: l.origins.add(st.Origin), pending: loading}
+		origin: l.origins.add(st.Origin), count: uint16(min(st.Count, math.MaxUint16)), pending: loading}
 	l.at[p] = int32(len(l.slots))
 	l.slots = append(l.slots, s)
 	l.hours[at/3600000]++

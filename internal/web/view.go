@@ -31,6 +31,7 @@ type Ban struct {
 	Expires int64  `json:"expires,omitempty"` // Unix seconds; absent: never
 	Reason  string `json:"reason,omitempty"`
 	Origin  string `json:"origin,omitempty"`
+	Count   int    `json:"count,omitempty"` // the keeper's escalation count: how many times it saw the address banned
 }
 
 // Page is a page of a list's bans, newest first.
@@ -160,7 +161,7 @@ func (l *listIndex) oldest(from, to int) []Ban {
 
 func (l *listIndex) ban(s *slot) Ban {
 	return Ban{Prefix: wire.FormatPrefix(s.p), At: s.at, Expires: s.exp,
-		Reason: l.reasons.names[s.reason], Origin: l.origins.names[s.origin]}
+		Reason: l.reasons.names[s.reason], Origin: l.origins.names[s.origin], Count: int(s.count)}
 }
 
 // matcher returns what q matches, nil for everything: an address or

@@ -268,6 +268,11 @@ func TestSearch(t *testing.T) {
 			t.Errorf("search %q: %q (total %d), want %q", q, got, pg.Total, want)
 		}
 	}
+	esc := wire.State{At: now.Add(time.Millisecond), Reason: "sshd", Count: 3} // a later ban, escalated
+	hub.Feed(wire.StateTopic("blacklist", netip.MustParsePrefix("203.0.113.7/32")), wire.EncodeState(esc), true)
+	if pg := getPage(t, srv, "blacklist", "203.0.113.7", 0); len(pg.Bans) != 1 || pg.Bans[0].Count != 3 {
+		t.Errorf("escalated ban: %+v, want count 3", pg.Bans)
+	}
 }
 
 // TestListsSummary: counts, bans per hour of the last day and the top

@@ -121,7 +121,7 @@ async function loadBans() {
     const tr = el("tr");
     tr.dataset.prefix = b.prefix;
     tr.append(el("td", b.prefix, "addr"), el("td", b.reason || ""), el("td", b.origin || ""),
-      el("td", ago(b.at / 1000)), el("td", left(b.expires)));
+      el("td", ago(b.at / 1000)), el("td", left(b.expires)), el("td", b.count > 1 ? "×" + b.count : ""));
     if (st.me.admin) {
       const td = el("td"), btn = el("button", "unban");
       btn.className = "unban";
