@@ -4,6 +4,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -193,8 +194,26 @@ func (h *webHub) publish(stateTopic string, state []byte, eventTopic, event stri
 	return h.b.srv.Publish(eventTopic, []byte(event), false, 1)
 }
 
-// Allow: the hub has no shared allowlist yet.
-func (h *webHub) Allow(string, netip.Prefix) error { return web.ErrNoAllowlist }
+// Allow adds p to the fleet's shared allowlist: the retained entry
+// vallum/allow/PREFIX, JSON {"at":MS,"comment":..,"origin":..}, as branch
+// allow documents it (README, "The shared allowlist"); every host then
+// keeps p out of its sets. Use wire.AllowTopic and wire.EncodeAllow once
+// that branch is merged.
+func (h *webHub) Allow(user string, p netip.Prefix, comment string) error {
+	if p.Bits() == 0 {
+		return errors.New("refusing to allow everything (/0)")
+	}
+	b, _ := json.Marshal(struct {
+		At      int64  `json:"at"`
+		Comment string `json:"comment,omitempty"`
+		Origin  string `json:"origin"`
+	}{time.Now().UnixMilli(), comment, "web:" + user}) // plain fields: cannot fail
+	return h.b.srv.Publish(allowPrefix+wire.FormatPrefix(p), b, true, 1)
+}
 
-// CanAllow says the page shows no allow button.
-func (h *webHub) CanAllow() bool { return false }
+// allowPrefix is where the shared allowlist lives (wire.AllowPrefix on
+// branch allow).
+const allowPrefix = wire.Namespace + "/allow/"
+
+// CanAllow: the page shows the allow button.
+func (h *webHub) CanAllow() bool { return true }

@@ -94,6 +94,24 @@ func TestWebHub(t *testing.T) {
 		t.Errorf("page after the unban: %s", body)
 	}
 
+	// Allow: the retained entry of the shared allowlist, as branch allow
+	// documents it.
+	if code, body := webDo(t, "POST", wu+"/api/allow", "admin", `{"prefix":"198.51.100.0/24","reason":"office"}`, m.Token); code != 200 {
+		t.Fatalf("allow from the page: %d %s", code, body)
+	}
+	allows := drain(t, late, "vallum/allow/#")
+	var entry struct {
+		At              int64
+		Comment, Origin string
+	}
+	if err := json.Unmarshal([]byte(allows["vallum/allow/198.51.100.0/24"]), &entry); err != nil ||
+		entry.Comment != "office" || entry.Origin != "web:admin" || time.Since(time.UnixMilli(entry.At)) > time.Minute {
+		t.Errorf("allow entries %v, want 198.51.100.0/24 with comment office from web:admin", allows)
+	}
+	if code, _ := webDo(t, "POST", wu+"/api/allow", "rep", `{"prefix":"198.51.100.0/24"}`, m.Token); code != 403 {
+		t.Errorf("allow by a reporter: %d, want 403", code)
+	}
+
 	host := mustDial(t, mu, withUser("edge1", "edge1"), withID("vallum-edge1"))
 	host.pub(t, "vallum/hosts/vallum-edge1", 1, true, `{"online":true,"synced":true,"version":"v1"}`)
 	deadline := time.Now().Add(5 * time.Second)

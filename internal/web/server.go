@@ -47,9 +47,9 @@ type Hub interface {
 	// event. An error says why the ban was refused.
 	Ban(user, list string, p netip.Prefix, ttl time.Duration, reason string) error
 	Unban(user, list string, p netip.Prefix) error
-	// Allow adds p to the shared allowlist; ErrNoAllowlist where the hub
-	// has none (the page then shows no allow button).
-	Allow(user string, p netip.Prefix) error
+	// Allow adds p to the shared allowlist, with a comment; ErrNoAllowlist
+	// where the hub has none (the page then shows no allow button).
+	Allow(user string, p netip.Prefix, comment string) error
 	CanAllow() bool
 	// Login checks a login: what it may do, and the lists it may see
 	// (nil: every list).
@@ -299,7 +299,13 @@ func (s *Server) unban(l login, a action, p netip.Prefix) error {
 	return s.hub.Unban(l.user, a.List, p)
 }
 
-func (s *Server) allow(l login, _ action, p netip.Prefix) error { return s.hub.Allow(l.user, p) }
+func (s *Server) allow(l login, a action, p netip.Prefix) error {
+	comment := strings.TrimSpace(a.Reason)
+	if len(comment) > 64 {
+		return errors.New("a comment of at most 64 bytes")
+	}
+	return s.hub.Allow(l.user, p, comment)
+}
 
 // ParseTimeout reads a ban's duration as `vallum ban --timeout` does:
 // seconds (3600), a Go duration (90m, 1h) or days (7d); "", 0 and -1 are

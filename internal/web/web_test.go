@@ -52,8 +52,8 @@ func (h *fakeHub) Ban(user, list string, p netip.Prefix, ttl time.Duration, reas
 func (h *fakeHub) Unban(user, list string, p netip.Prefix) error {
 	return h.note(fmt.Sprintf("unban %s %s %s", user, list, p))
 }
-func (h *fakeHub) Allow(string, netip.Prefix) error { return ErrNoAllowlist }
-func (h *fakeHub) CanAllow() bool                   { return false }
+func (h *fakeHub) Allow(string, netip.Prefix, string) error { return ErrNoAllowlist }
+func (h *fakeHub) CanAllow() bool                           { return false }
 
 func (h *fakeHub) actions() []string {
 	h.mu.Lock()

@@ -190,7 +190,7 @@ async function main() {
     ev.preventDefault();
     act("/api/ban", {list: st.list, prefix: $("#ban-prefix").value, timeout: $("#ban-timeout").value, reason: $("#ban-reason").value});
   };
-  $("#allow-btn").onclick = () => act("/api/allow", {prefix: $("#ban-prefix").value});
+  $("#allow-btn").onclick = () => act("/api/allow", {prefix: $("#ban-prefix").value, reason: $("#ban-reason").value});
   $("#list").onchange = e => { st.list = e.target.value; page(0); };
   let typing = 0;
   $("#q").oninput = e => { clearTimeout(typing); typing = setTimeout(() => { st.q = e.target.value.trim(); page(0); }, 200); };
