@@ -79,7 +79,7 @@ func newListIndex(root string) *listIndex {
 // ignored. live is false for retained messages loaded at start.
 func (x *Index) Feed(topic string, payload []byte, live bool) {
 	if id, ok := strings.CutPrefix(topic, wire.HostPrefix); ok {
-		x.feedHost(id, payload)
+		x.feedHost(id, payload, live)
 		return
 	}
 	for _, r := range x.roots {

@@ -213,7 +213,9 @@ func (x *Index) Hosts() []Host {
 	return out
 }
 
-func (x *Index) feedHost(id string, payload []byte) {
+// feedHost takes a host's status. One loaded at start was seen when the
+// host sent it, as far as the hub can tell.
+func (x *Index) feedHost(id string, payload []byte, live bool) {
 	if id == "" || strings.Contains(id, "/") {
 		return
 	}
@@ -228,7 +230,11 @@ func (x *Index) feedHost(id string, payload []byte) {
 		x.mu.Unlock()
 		return
 	}
-	x.hosts[id] = Host{ID: id, HostStatus: st, Seen: x.now().Unix()}
+	seen := x.now().Unix()
+	if !live && st.At > 0 && st.At < seen {
+		seen = st.At
+	}
+	x.hosts[id] = Host{ID: id, HostStatus: st, Seen: seen}
 	x.mu.Unlock()
 	x.live.send(Event{Kind: EventHost, Origin: id})
 }

@@ -349,8 +349,10 @@ func TestEvents(t *testing.T) {
 			t.Errorf("event %q, want %q", got, w)
 		}
 	}
-	if hs := hub.Hosts(); len(hs) != 1 || hs[0].ID != "edge1" || !hs[0].Online || hs[0].Seen == 0 {
-		t.Errorf("hosts %+v", hs)
+	hub.Feed(wire.HostTopic("edge2"), wire.EncodeHostStatus(wire.HostStatus{At: 1700000000}), false)
+	if hs := hub.Hosts(); len(hs) != 2 || hs[0].ID != "edge1" || !hs[0].Online || time.Since(time.Unix(hs[0].Seen, 0)) > time.Minute ||
+		hs[1].Online || hs[1].Seen != 1700000000 {
+		t.Errorf("hosts %+v, want edge1 online seen now, edge2 offline seen when it said (loaded at start)", hs)
 	}
 }
 
