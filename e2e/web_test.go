@@ -22,9 +22,10 @@ import (
 var webUsers = map[string]string{"admin": "admin", "reporter": "reporter", "edge1": "host", "edge2": "host"}
 
 // webHub starts `vallum broker --web` on a hub serving blacklist (the
-// hosts' list) and feed (100,000 bans nobody subscribes to), and edge1
-// bridging blacklist into its kernel sets, and edge2 that came and went.
-func webHub(t *testing.T) (hub, edge1 *lab.Host, dir string, u map[string]hubUser) {
+// hosts' list) and feed (100,000 bans nobody subscribes to), edge1
+// bridging blacklist into its kernel sets, and edge2 doing the same (its
+// vallum is returned, for the test to kill).
+func webHub(t *testing.T) (hub, edge1 *lab.Host, e2 *lab.Proc, dir string, u map[string]hubUser) {
 	t.Helper()
 	l, dir := newLab(t)
 	hub, edge1, edge2 := addHost(t, l, "hub"), addHost(t, l, "edge1"), addHost(t, l, "edge2")
@@ -35,15 +36,13 @@ func webHub(t *testing.T) (hub, edge1 *lab.Host, dir string, u map[string]hubUse
 	if err := hv.WaitLog("web view listening", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	e2 := must[*lab.Proc](t)(edge2.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", "edge2", "--password-file", u["edge2"].pwFile, "-t", "blacklist"))
-	if err := e2.Stop(); err != nil {
-		t.Fatalf("edge2: %v", err)
-	}
+	e2 = must[*lab.Proc](t)(edge2.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", "edge2", "--password-file", u["edge2"].pwFile, "-t", "blacklist"))
+	killAtEnd(t, &e2)
 	ev := must[*lab.Proc](t)(edge1.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", "edge1", "--password-file", u["edge1"].pwFile,
 		"-t", "blacklist", "--backend", "nft"))
 	killAtEnd(t, &ev)
 	seed(t, hub)
-	return hub, edge1, dir, u
+	return hub, edge1, e2, dir, u
 }
 
 // seed publishes, as the admin, a day of bans with reasons and origins on
@@ -92,7 +91,7 @@ func seed(t *testing.T, hub *lab.Host) {
 // cannot act. Screenshots are left in artifacts(t), and in docs/web.png
 // with VALLUM_UPDATE_DOCS=1.
 func TestWebPage(t *testing.T) {
-	hub, edge1, dir, u := webHub(t)
+	hub, edge1, edge2, dir, u := webHub(t)
 	out := artifacts(t)
 	b := startBrowser(t, hub, dir)
 	page := b.newTab(t, "admin", "pw-of-admin")
@@ -126,9 +125,12 @@ func TestWebPage(t *testing.T) {
 		time.UnixMilli(shownAt).Sub(sent).Round(time.Millisecond), time.UnixMilli(shownAt).Sub(returned).Round(time.Millisecond))
 	page.waitFor(`[...document.querySelectorAll("#events li")].some(li => li.textContent.includes("198.51.100.7"))`, 5*time.Second)
 
-	// The hosts: edge1 online and synced, edge2 offline after its clean stop.
+	// The hosts: both online and synced; edge2 killed (no DISCONNECT, no
+	// goodbye): its will marks it offline.
+	page.waitFor(`[...document.querySelectorAll("#hosts tbody tr")].filter(tr => tr.textContent.includes("online") && tr.textContent.includes("yes")).length === 2`, 10*time.Second)
+	edge2.Kill()
+	page.waitFor(`[...document.querySelectorAll("#hosts tbody tr")].some(tr => tr.textContent.includes("offline") && tr.textContent.includes("ipset"))`, 10*time.Second)
 	page.waitFor(`[...document.querySelectorAll("#hosts tbody tr")].some(tr => tr.textContent.includes("online") && tr.textContent.includes("yes") && tr.textContent.includes("nft"))`, 10*time.Second)
-	page.waitFor(`[...document.querySelectorAll("#hosts tbody tr")].some(tr => tr.textContent.includes("offline"))`, 10*time.Second)
 	page.screenshot(filepath.Join(out, "web.png"), 1100, 0, false)
 	page.screenshot(filepath.Join(out, "web-top.png"), 1100, 760, false)
 	if os.Getenv("VALLUM_UPDATE_DOCS") == "1" {
