@@ -34,6 +34,7 @@ type shared struct {
 	stop  stopper
 
 	refuse  *refusals // locked: the decoder refuses input, the worker kernel errors
+	allow   allowlist // locked: the decoder reads the shared allowlist, the worker ends a read (allow.go)
 	epochs  *epochs   // locked: the worker judges, the decoder and SIGHUP ask
 	later   later     // locked: the worker and the decoder ask for a sync
 	client  atomic.Pointer[mqtt.Client]
@@ -73,6 +74,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 	}
 	sh.stop.ctx, sh.stop.cancel = context.WithCancel(context.Background())
 	b := &Bridge{shared: sh, dec: &decoder{shared: sh}, app: newApplier(sh, be)}
+	b.dec.loadAllow()
 	sh.newSync = b.startSync
 	return b, nil
 }
@@ -95,6 +97,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if !presenceBuilt {
+			return err
+		}
 		if c, err = b.connectNoWill(ctx, err); err != nil {
 			return err
 		}
@@ -109,17 +114,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer close(watched)
 		b.app.watch(ctx)
 	}()
-	present := make(chan struct{})
-	go func() {
-		defer close(present)
-		b.presence(ctx, c)
-	}()
+	var stopPresence func()
+	if presenceBuilt {
+		stopPresence = b.startPresence(ctx, c)
+	}
 	<-ctx.Done()
 	b.stop.halt()
 	<-done // the batch in hand is applied and acknowledged
 	<-watched
-	<-present
-	b.goodbye(c)
+	if presenceBuilt {
+		stopPresence() // the status says offline
+	}
 	c.Disconnect(250)
 	b.stop.tasks.Wait() // the disconnect ends a sync waiting on the broker
 	b.log.Info("stopped")

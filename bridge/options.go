@@ -128,6 +128,10 @@ type Options struct {
 	// sync, so that a restart still tells a list the broker lost from an
 	// unban of everything (epoch.go); "": kept in memory only.
 	EpochFile string
+	// AllowFile keeps the shared allowlist as the bridge last read it
+	// (allow.go), so that after a restart the bans it covers are refused
+	// before the first sync; "": kept in memory only.
+	AllowFile string
 
 	// Presence is the host's retained status and will (presence.go).
 	Presence Presence

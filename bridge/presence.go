@@ -30,6 +30,11 @@ type Presence struct {
 	Every time.Duration
 }
 
+// PresenceBuilt says whether this build publishes the host's status.
+const PresenceBuilt = true
+
+const presenceBuilt = PresenceBuilt
+
 // DefaultPresenceEvery is how often a connected bridge repeats its status.
 const DefaultPresenceEvery = time.Minute
 
@@ -94,6 +99,20 @@ func (b *Bridge) setWill(co *mqtt.ClientOptions) {
 		return
 	}
 	co.SetBinaryWill(wire.HostTopic(b.opts.ClientID), wire.EncodeHostStatus(b.status(false)), 1, true)
+}
+
+// startPresence runs presence until ctx ends; the function it returns
+// waits for that, then says goodbye.
+func (b *Bridge) startPresence(ctx context.Context, c mqtt.Client) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.presence(ctx, c)
+	}()
+	return func() {
+		<-done
+		b.goodbye(c)
+	}
 }
 
 // presence publishes the status on each connection, after each sync, and

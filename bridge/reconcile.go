@@ -44,7 +44,9 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 		root, n := l.Root, len(present)
 		logs = append(logs, func() { a.log.Info("synced", "topic", root, "active", n, "removed", sw.removed) })
 	}
-	a.stats.noteSync()
+	if presenceBuilt {
+		a.stats.noteSync()
+	}
 	if total(res.present) > bigSync {
 		// A late join of many bans left a heap the size of the whole list
 		// (messages, the window, the kernel listing); give it back to the
@@ -59,6 +61,7 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 	if young {
 		a.syncLater(a.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
 	}
+	a.dropAllow(lostN > 0) // the allowlist read at this sync (allow.go)
 	if lostN == 0 {
 		a.lostStreak = 0
 	} else {

@@ -77,13 +77,17 @@ func New(o Options) (*Broker, error) {
 		_ = srv.Close() // closes the store and what was bound
 		return nil, err
 	}
-	if err := b.startWeb(); err != nil {
-		_ = srv.Close()
-		return nil, err
+	if webBuilt { // (the router builds have no web view: not even the calls)
+		if err := b.startWeb(); err != nil {
+			_ = srv.Close()
+			return nil, err
+		}
 	}
 	if err := b.startKeeper(); err != nil {
 		_ = srv.Close()
-		b.closeWeb()
+		if webBuilt {
+			b.closeWeb()
+		}
 		return nil, fmt.Errorf("start keeper: %w", err)
 	}
 	return b, nil
@@ -165,17 +169,18 @@ func (b *Broker) Run(ctx context.Context) error {
 	} else {
 		close(done)
 	}
-	served := make(chan struct{})
+	var served chan struct{}
 	if webBuilt && b.web != nil {
+		served = make(chan struct{})
 		b.web.load()
 		go func() { defer close(served); b.web.serve(kctx) }()
-	} else {
-		close(served)
 	}
 	<-ctx.Done()
 	stop()
 	<-done
-	<-served
+	if webBuilt && served != nil {
+		<-served
+	}
 	err := mochiclose.Close(b.srv, mochiclose.Grace)
 	b.opts.Logger.Info("broker stopped")
 	return err

@@ -248,7 +248,7 @@ func (h *authHook) checkPublish(cl *mqtt.Client, a access, topic string, payload
 		if msg := checkState(root, topic, payload); msg != "" {
 			return refState, msg
 		}
-	} else if a.host && topic == wire.HostTopic(cl.ID) {
+	} else if webBuilt && a.host && topic == wire.HostTopic(cl.ID) {
 		// Checked as JSON of a status's size only: the hub's index reads
 		// the fields it knows and ignores a status it cannot decode.
 		if len(payload) > wire.MaxHostStatus || len(payload) > 0 && !json.Valid(payload) {

@@ -49,7 +49,7 @@ func (h *hubKeeper) subscribe() error {
 	for i, f := range h.k.Filters() {
 		err := h.srv.Subscribe(f, i+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 			h.k.Message(pk.TopicName, pk.Payload)
-			if h.tap != nil {
+			if webBuilt && h.tap != nil {
 				h.tap(pk.TopicName, pk.Payload, true)
 			}
 		})
@@ -68,7 +68,7 @@ func (h *hubKeeper) load() {
 	for _, f := range h.k.Filters() {
 		for _, pk := range h.srv.Topics.Messages(f) {
 			h.k.Retained(pk.TopicName, pk.Payload)
-			if h.tap != nil {
+			if webBuilt && h.tap != nil {
 				h.tap(pk.TopicName, pk.Payload, false)
 			}
 			n++

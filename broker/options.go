@@ -202,7 +202,7 @@ func (o *Options) validate() error {
 	if o.TLSClientCA != "" && !o.hasKind(KindTLS) {
 		errs = append(errs, errors.New("--tls-client-ca needs a tls:// listener"))
 	}
-	errs = append(errs, o.validateWeb())
+	o.validateWeb(&errs)
 	for _, root := range o.Lists {
 		if err := wire.ValidRoot(root); err != nil {
 			errs = append(errs, fmt.Errorf("list %q: %w", root, err))

@@ -4,7 +4,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,8 +36,10 @@ type webHub struct {
 	log   *slog.Logger
 }
 
-// webBuilt says whether this build has the web view.
-const webBuilt = true
+// WebBuilt says whether this build has the web view (Options.Web).
+const WebBuilt = true
+
+const webBuilt = WebBuilt
 
 // hostSubID is the inline subscription id of the hosts' statuses (the
 // keeper's are 1 to the number of its filters).
@@ -100,18 +101,17 @@ func (h *webHub) serve(ctx context.Context) {
 	}
 }
 
-// validateWeb says what is wrong with Options.Web.
-func (o *Options) validateWeb() error {
+// validateWeb adds to errs what is wrong with Options.Web.
+func (o *Options) validateWeb(errs *[]error) {
 	if o.Web == "" {
-		return nil
+		return
 	}
 	if _, _, err := net.SplitHostPort(o.Web); err != nil {
-		return fmt.Errorf("--web %q: want HOST:PORT (127.0.0.1:8080): %v", o.Web, err)
+		*errs = append(*errs, fmt.Errorf("--web %q: want HOST:PORT (127.0.0.1:8080): %v", o.Web, err))
 	}
 	if o.UsersFile == "" {
-		return errors.New("--web needs the broker's users (--users FILE): admins and reporters log in to the page with their MQTT password")
+		*errs = append(*errs, errors.New("--web needs the broker's users (--users FILE): admins and reporters log in to the page with their MQTT password"))
 	}
-	return nil
 }
 
 // startWeb starts the web view's hub side when Options.Web asks for it.
@@ -194,26 +194,16 @@ func (h *webHub) publish(stateTopic string, state []byte, eventTopic, event stri
 	return h.b.srv.Publish(eventTopic, []byte(event), false, 1)
 }
 
-// Allow adds p to the fleet's shared allowlist: the retained entry
-// vallum/allow/PREFIX, JSON {"at":MS,"comment":..,"origin":..}, as branch
-// allow documents it (README, "The shared allowlist"); every host then
-// keeps p out of its sets. Use wire.AllowTopic and wire.EncodeAllow once
-// that branch is merged.
+// Allow adds p to the fleet's shared allowlist, as `vallum allow add`
+// does: the retained entry vallum/allow/PREFIX; every host then keeps p
+// out of its sets.
 func (h *webHub) Allow(user string, p netip.Prefix, comment string) error {
-	if p.Bits() == 0 {
-		return errors.New("refusing to allow everything (/0)")
+	if err := guard.New(nil, h.guard.Widest4, h.guard.Widest6).Check(p); errors.Is(err, guard.ErrTooBroad) {
+		return fmt.Errorf("refusing to allow %s: %w", wire.FormatPrefix(p), err)
 	}
-	b, _ := json.Marshal(struct {
-		At      int64  `json:"at"`
-		Comment string `json:"comment,omitempty"`
-		Origin  string `json:"origin"`
-	}{time.Now().UnixMilli(), comment, "web:" + user}) // plain fields: cannot fail
-	return h.b.srv.Publish(allowPrefix+wire.FormatPrefix(p), b, true, 1)
+	a := wire.Allow{At: time.Now(), Comment: comment, Origin: "web:" + user}
+	return h.b.srv.Publish(wire.AllowTopic(p), wire.EncodeAllow(a), true, 1)
 }
-
-// allowPrefix is where the shared allowlist lives (wire.AllowPrefix on
-// branch allow).
-const allowPrefix = wire.Namespace + "/allow/"
 
 // CanAllow: the page shows the allow button.
 func (h *webHub) CanAllow() bool { return true }

@@ -13,15 +13,17 @@ import (
 // A router is a host, seldom the hub; --web there is refused at start.
 type webHub struct{}
 
-const webBuilt = false
+// WebBuilt says whether this build has the web view (Options.Web).
+const WebBuilt = false
+
+const webBuilt = WebBuilt
 
 func (b *Broker) startWeb() error { return nil } // validateWeb refused --web
 
-func (o *Options) validateWeb() error {
-	if o.Web == "" {
-		return nil
+func (o *Options) validateWeb(errs *[]error) {
+	if o.Web != "" {
+		*errs = append(*errs, errors.New("web: the web view is not in the router builds (size); serve it from a hub built for amd64"))
 	}
-	return errors.New("--web: the web view is not in the router builds (size); serve it from a hub built for amd64")
 }
 
 func (*webHub) Feed(string, []byte, bool) {}

@@ -108,6 +108,9 @@ func TestWebHub(t *testing.T) {
 		entry.Comment != "office" || entry.Origin != "web:admin" || time.Since(time.UnixMilli(entry.At)) > time.Minute {
 		t.Errorf("allow entries %v, want 198.51.100.0/24 with comment office from web:admin", allows)
 	}
+	if code, body := webDo(t, "POST", wu+"/api/allow", "admin", `{"prefix":"10.0.0.0/7"}`, m.Token); code != 400 {
+		t.Errorf("allow of a prefix broader than the limit: %d %s, want 400", code, body)
+	}
 	if code, _ := webDo(t, "POST", wu+"/api/allow", "rep", `{"prefix":"198.51.100.0/24"}`, m.Token); code != 403 {
 		t.Errorf("allow by a reporter: %d, want 403", code)
 	}

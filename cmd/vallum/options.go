@@ -51,7 +51,9 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		Lists: lists, Username: c.User, QoS: byte(c.QoS), Create: !c.NoCreate, MaxElem: c.MaxElem,
 		MaxPayload: c.MaxPayload, Guard: guard.New(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
-		Presence: bridge.Presence{Version: versionString(), Backend: c.Backend},
+	}
+	if bridge.PresenceBuilt { // (the MIPS builds publish no status)
+		o.Presence = bridge.Presence{Version: versionString(), Backend: c.Backend}
 	}
 	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
 	if sensorBuilt {
