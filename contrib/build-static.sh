@@ -65,6 +65,12 @@
 # install` refuses a module with replace lines). The Dockerfile trims its
 # 32-bit builds only: an image's size is no router's flash.
 #
+# -tags vallum_small (all three 32-bit targets) also leaves out the hub's
+# web view (--web, internal/web: 0.14 to 0.16 MB), refused at start there;
+# arm64 leaves it out alone with -tags vallum_noweb (with it arm64 was
+# 10,027,170 bytes: its 64 KB segments grew by two). A router is a host,
+# seldom the hub: the web view is for the hub built for amd64.
+#
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
 # HTTP/1.1).
@@ -96,7 +102,8 @@ for t in $TARGETS; do
 		;;
 	esac
 	case $t in
-	amd64 | arm64) ;;
+	amd64) ;;
+	arm64) tags=nethttpomithttp2,vallum_noweb ;;
 	armv7) goarch=arm goarm=7 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	armv6) goarch=arm goarm=6 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	mips | mipsle)
