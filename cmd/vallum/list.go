@@ -25,6 +25,7 @@ func newListCmd() *cobra.Command {
 		RunE:  listCmd,
 	}
 	connFlags(c.Flags())
+	c.Flags().StringP("output", "o", "table", "output: table, json (one object a line), csv (DynFW greylist shape) or plain (a netset)")
 	return c
 }
 
@@ -37,6 +38,9 @@ func listCmd(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	if _, ok := listFormats[flagString(cmd, "output")]; !ok {
+		return printList(nil, flagString(cmd, "output"), nil, time.Time{})
+	}
 	cl, err := c.dial("list")
 	if err != nil {
 		return err
@@ -46,8 +50,7 @@ func listCmd(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	printBans(cmd.OutOrStdout(), bans, time.Now())
-	return nil
+	return printList(cmd.OutOrStdout(), flagString(cmd, "output"), bans, time.Now())
 }
 
 type ban struct {
