@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +46,7 @@ func newImportCmd() *cobra.Command {
 	f.String("reason", "", "reason of the bans (default: the feed's name)")
 	f.String("name", "", "the feed's name; its bans have origin import:NAME (default: the file's base name)")
 	f.Bool("sync", false, "the feed is a set: lift this feed's earlier bans that are no longer in it")
-	f.Bool("strict", false, "exit 2 when an entry is refused (the others are still imported)")
+	f.Bool("strict", false, "exit 1 when an entry is refused (the others are still imported)")
 	f.Bool("dry-run", false, "print what would be banned and lifted; publish nothing")
 	f.StringArray("allow", nil, "CIDR never banned, repeatable (as the daemon's --allow)")
 	f.Int("widest-v4", guard.DefaultWidest4, "broadest IPv4 prefix length that may be banned")
@@ -54,7 +55,7 @@ func newImportCmd() *cobra.Command {
 	return c
 }
 
-// errRefused makes importCmd exit 2 under --strict; the import itself
+// errRefused makes importCmd exit 1 under --strict; the import itself
 // went through.
 var errRefused = errors.New("entries refused (--strict)")
 
@@ -157,17 +158,18 @@ func newImporter(cmd *cobra.Command, c config, src string) (*importer, error) {
 // check drops from res what any bridge would refuse (too broad, covering
 // an allowlisted address) and adds it to res.Refused. It returns how many.
 func (imp *importer) check(res *feed.Result) int {
-	kept := res.Prefixes[:0]
+	kept, lines := res.Prefixes[:0], res.Lines[:0]
 	n := 0
-	for _, p := range res.Prefixes {
+	for i, p := range res.Prefixes {
 		if err := imp.guard.Check(p); err != nil {
-			res.Refused = append(res.Refused, &wire.LineError{Text: wire.FormatPrefix(p), Err: err})
+			res.Refused = append(res.Refused, &wire.LineError{N: res.Lines[i], Text: wire.FormatPrefix(p), Err: err})
 			n++
 			continue
 		}
-		kept = append(kept, p)
+		kept, lines = append(kept, p), append(lines, res.Lines[i])
 	}
-	res.Prefixes = kept
+	res.Prefixes, res.Lines = kept, lines
+	slices.SortStableFunc(res.Refused, func(a, b *wire.LineError) int { return a.N - b.N })
 	return n
 }
 
@@ -188,11 +190,7 @@ func (imp *importer) report(w io.Writer, res feed.Result) error {
 			fmt.Fprintf(w, "refused: %d more\n", len(res.Refused)-show)
 			break
 		}
-		if e.N > 0 {
-			fmt.Fprintf(w, "refused: %v\n", e)
-		} else {
-			fmt.Fprintf(w, "refused: %s: %v\n", e.Text, e.Err)
-		}
+		fmt.Fprintf(w, "refused: %v\n", e)
 	}
 	if len(res.Refused) > 0 && imp.strict {
 		return errRefused

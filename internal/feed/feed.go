@@ -52,6 +52,7 @@ var (
 type Result struct {
 	Format   Format            // the format read (what Auto chose)
 	Prefixes []netip.Prefix    // canonical (wire.ParsePrefix), in feed order, without repeats
+	Lines    []int             // the line of each of Prefixes, for reports
 	Refused  []*wire.LineError // lines that hold no prefix, in order
 	Repeats  int               // entries that were already in the feed (also after canonicalising)
 }
@@ -160,6 +161,7 @@ func (p *parser) add(s []byte) error {
 	}
 	p.seen[pre] = struct{}{}
 	p.res.Prefixes = append(p.res.Prefixes, pre)
+	p.res.Lines = append(p.res.Lines, p.n)
 	return nil
 }
 
