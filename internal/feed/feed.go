@@ -37,8 +37,10 @@ var Formats = []Format{Auto, Plain, Netset, Spamhaus, DynFW}
 // Limits of what a feed may hold.
 const (
 	MaxLine    = 4096      // bytes in one line; a longer line is refused
-	MaxEntries = 5_000_000 // prefixes in one feed: 160 MB of netip.Prefix
+	MaxEntries = 5_000_000 // prefixes in one feed: 160 MB of netip.Prefix (tests lower maxEntries)
 )
+
+var maxEntries = MaxEntries
 
 // Errors a Parse returns (wrapped). A refused line is not one of them: it
 // is in Result.Refused.
@@ -105,14 +107,15 @@ func (p *parser) run(br *bufio.Reader) error {
 		p.n++
 		text, long, err := readLine(br)
 		if long {
+			p.records, p.metadata = p.records+1, nil // spamhaus: a line, and not the metadata
 			p.refuse(text, fmt.Errorf("%w: line longer than %d bytes", wire.ErrBadPayload, MaxLine))
 		} else if t := bytes.TrimSpace(text); len(t) > 0 {
 			if lerr := p.line(t); lerr != nil {
 				p.refuse(t, lerr)
 			}
 		}
-		if len(p.res.Prefixes) > MaxEntries {
-			return fmt.Errorf("%w: more than %d", ErrTooMany, MaxEntries)
+		if len(p.res.Prefixes) > maxEntries {
+			return fmt.Errorf("%w: more than %d", ErrTooMany, maxEntries)
 		}
 		if err == io.EOF {
 			return nil
@@ -244,21 +247,23 @@ type spamhausMeta struct{ Records *int }
 
 func (p *parser) spamhaus(t []byte) error {
 	var l spamhausLine
-	if err := json.Unmarshal(t, &l); err != nil {
-		return fmt.Errorf("%w: not a JSON object: %v", wire.ErrBadPayload, err)
-	}
-	switch {
-	case l.Type == "metadata":
+	err := json.Unmarshal(t, &l)
+	if err == nil && l.Type == "metadata" {
 		p.metadata = &spamhausMeta{Records: l.Records}
 		return nil
+	}
+	// Any other line is a record, refused or not, and means the metadata
+	// read before was not the last line.
+	after := p.metadata != nil
+	p.records, p.metadata = p.records+1, nil
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: not a JSON object: %v", wire.ErrBadPayload, err)
 	case l.CIDR == nil:
 		return fmt.Errorf("%w: no \"cidr\"", wire.ErrBadPayload)
-	}
-	if p.metadata != nil {
-		p.metadata = nil // only the last line may be the metadata
+	case after:
 		return fmt.Errorf("%w: an entry after the metadata line", wire.ErrBadPayload)
 	}
-	p.records++
 	return p.add([]byte(*l.CIDR))
 }
 
