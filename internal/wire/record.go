@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -69,9 +70,11 @@ func DecodeRecord(b []byte) (Record, error) {
 	return Record{Epoch: j.Epoch, Since: time.UnixMilli(j.Since), Keeper: Clip(j.Keeper)}, nil
 }
 
-// ValidEpoch reports whether s is 16 hex digits (a loop: hex.DecodeString
-// costs the router builds a kilobyte).
+// ValidEpoch reports whether s is 16 hex digits, or that in the v2
+// spelling (EpochV2) (a loop: hex.DecodeString costs the router builds a
+// kilobyte).
 func ValidEpoch(s string) bool {
+	s = strings.TrimPrefix(s, epochV2)
 	if len(s) != 16 {
 		return false
 	}
