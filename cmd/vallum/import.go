@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -20,6 +21,7 @@ import (
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/feed"
 	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/retained"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -76,12 +78,13 @@ func importCmd(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	out := cmd.OutOrStdout()
-	refused := imp.check(&res)
 	var cl mqtt.Client
 	if cl, err = c.dial("import"); err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
+	imp.guard.SetDynamic(sharedAllow(cl, cmd.ErrOrStderr()))
+	refused := imp.check(&res)
 	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
 	if err != nil {
 		return err
@@ -195,6 +198,49 @@ func (imp *importer) report(w io.Writer, res feed.Result) error {
 		return errRefused
 	}
 	return nil
+}
+
+// allowPrefix is where the fleet's shared allowlist lives (`vallum allow`):
+// a retained message on vallum/allow/PREFIX for each entry.
+const allowPrefix = wire.Namespace + "/allow/"
+
+// allowTimes: the shared allowlist is small; a broker that sends none of
+// it in a few seconds is not sending it.
+var allowTimes = retained.Timing{Stall: 10 * time.Second, Quiet: time.Second, Limit: time.Minute}
+
+// sharedAllow reads the shared allowlist, so that an entry it covers is
+// refused and reported here rather than dropped in silence by the keeper
+// and the bridges, which refuse it too. A login that may not read it, or
+// a broker without one, gives none: the import goes on.
+func sharedAllow(cl mqtt.Client, warn io.Writer) []netip.Prefix {
+	var mu sync.Mutex
+	got := map[netip.Prefix]bool{}
+	opts := cl.OptionsReader()
+	rd, err := retained.Subscribe(cl, allowPrefix+"#", 0, wire.MarkerTopic(opts.ClientID()),
+		func(_ mqtt.Client, m mqtt.Message) {
+			p, err := wire.ParsePrefix(strings.TrimPrefix(m.Topic(), allowPrefix))
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				got[p] = len(m.Payload()) > 0
+			}
+		})
+	if err == nil {
+		err = rd.Wait(allowTimes)
+	}
+	if err != nil && err != retained.Empty {
+		fmt.Fprintf(warn, "vallum import: the shared allowlist (%s#) was not read to its end (%v): the keeper and the hosts still refuse what it covers\n", allowPrefix, err)
+	}
+	cl.Unsubscribe(allowPrefix + "#")
+	mu.Lock()
+	defer mu.Unlock()
+	var out []netip.Prefix
+	for p, on := range got {
+		if on {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func stateMap(bans []ban) map[netip.Prefix]wire.State {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -203,4 +205,39 @@ func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func stateOf(at, exp time.Time, reason, origin string) wire.State {
 	return wire.State{At: at, Expires: exp, Reason: reason, Origin: origin}
+}
+
+// TestImportSharedAllowlist: an entry covered by the fleet's shared
+// allowlist (vallum/allow/PREFIX, retained) is refused and reported by the
+// import itself; a deleted allow entry (empty payload) no longer counts.
+func TestImportSharedAllowlist(t *testing.T) {
+	port := listBroker(t)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://127.0.0.1:" + port).
+		SetClientID("allow-test-pub").SetUsername("admin").SetPassword("pw-admin"))
+	if err := wait(c.Connect(), "connect"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(250)
+	for topic, payload := range map[string]string{
+		"vallum/allow/198.51.100.0/24": `{"at":1800000000000,"comment":"office"}`,
+		"vallum/allow/203.0.113.7":     `{"at":1800000000000}`,
+	} {
+		if err := wait(c.Publish(topic, 1, true, payload), "publish"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wait(c.Publish("vallum/allow/203.0.113.7", 1, true, ""), "publish"); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeFile(t, "f", "198.51.100.77\n203.0.113.7\n192.0.2.1\n")
+	out, err := runCLI(t, port, "import", "blacklist", feed)
+	if err != nil {
+		t.Fatalf("vallum import: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, `line 1 "198.51.100.77": covers an allowlisted address 198.51.100.0/24`) || !strings.Contains(out, "1 refused") {
+		t.Errorf("import output does not report the shared allowlist's refusal:\n%s", out)
+	}
+	if got := keys(listJSON(t, port)); !slices.Equal(got, []string{"192.0.2.1", "203.0.113.7"}) {
+		t.Errorf("list = %v, want 192.0.2.1 and 203.0.113.7 (its allow entry was deleted)", got)
+	}
 }
