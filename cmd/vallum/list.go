@@ -38,8 +38,8 @@ func listCmd(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := listFormats[flagString(cmd, "output")]; !ok {
-		return printList(nil, flagString(cmd, "output"), nil, time.Time{})
+	if err := checkListFormat(flagString(cmd, "output")); err != nil {
+		return err
 	}
 	cl, err := c.dial("list")
 	if err != nil {

@@ -19,12 +19,20 @@ var listFormats = map[string]func(io.Writer, []ban, time.Time) error{
 	"plain": printPlain,
 }
 
-// printList writes the active bans in format (see listFormats).
-func printList(w io.Writer, format string, bans []ban, now time.Time) error {
-	f, ok := listFormats[format]
-	if !ok {
+// checkListFormat says what is wrong with an -o format, or nil.
+func checkListFormat(format string) error {
+	if _, ok := listFormats[format]; !ok {
 		return fmt.Errorf("-o %q: want table, json, csv or plain", format)
 	}
+	return nil
+}
+
+// printList writes the active bans in format (see listFormats).
+func printList(w io.Writer, format string, bans []ban, now time.Time) error {
+	if err := checkListFormat(format); err != nil {
+		return err
+	}
+	f := listFormats[format]
 	bw := bufio.NewWriter(w)
 	if err := f(bw, bans, now); err != nil {
 		return err
