@@ -93,6 +93,11 @@ func importCmd(cmd *cobra.Command, args []string) error {
 	pl := feed.Diff(res.Prefixes, stateMap(bans), imp.origin, imp.ttl, sync, time.Now())
 	fmt.Fprintf(out, "%s: %s, %d entries (%d repeated), %d refused; %d to ban, %d already banned, %d to lift\n",
 		imp.origin, res.Format, len(res.Prefixes)+refused, res.Repeats, len(res.Refused), len(pl.Add), pl.Kept, len(pl.Del))
+	if sync && len(res.Prefixes) == 0 && len(pl.Del) > 0 {
+		// An empty file is more often a failed download than a feed
+		// that lost every entry.
+		return fmt.Errorf("feed %s has no entries: --sync would lift all %d bans of %s; refused", wire.Clip(args[1]), len(pl.Del), imp.origin)
+	}
 	if dry, _ := cmd.Flags().GetBool("dry-run"); dry {
 		return imp.report(out, res)
 	}

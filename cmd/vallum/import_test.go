@@ -113,6 +113,11 @@ func TestImportSyncAndRoundTrip(t *testing.T) {
 		!strings.Contains(out, "0 to ban, 1 already banned, 1 to lift") {
 		t.Fatalf("third import: %v\n%s", err, out)
 	}
+	// An empty feed (a failed download, most likely) lifts nothing.
+	empty := writeFile(t, "feed.netset", "# nothing\n")
+	if out, err := runCLI(t, port, "import", "blacklist", empty, "--sync"); err == nil || !strings.Contains(err.Error(), "would lift all 1 bans") {
+		t.Errorf("--sync with an empty feed: %v, want refused\n%s", err, out)
+	}
 	after := listJSON(t, port)
 	if want := []string{"192.0.2.2", "192.0.2.99"}; !slices.Equal(keys(after), want) {
 		t.Fatalf("list after --sync = %v, want %v", keys(after), want)
