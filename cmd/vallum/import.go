@@ -354,35 +354,72 @@ func (p *publisher) send(prefixes []netip.Prefix, action bridge.Action, state []
 	if action == bridge.Add {
 		tail = " timeout " + strconv.FormatInt(int64(ttl), 10)
 	}
-	window := make([]mqtt.Token, 0, inFlight)
-	flush := func() error {
-		for _, t := range window {
-			if err := wait(t, "publish"); err != nil {
-				return err
-			}
-		}
-		window = window[:0]
-		return nil
-	}
+	w := newWindow()
 	var ev strings.Builder
 	for _, pre := range prefixes {
-		window = append(window, p.cl.Publish(wire.StateTopic(p.root, pre), 1, true, state))
-		if len(window) == inFlight {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := w.add(p.cl.Publish(wire.StateTopic(p.root, pre), 1, true, state)); err != nil {
+			w.close()
+			return err
 		}
 		line := wire.FormatPrefix(pre) + tail + "\n"
 		if ev.Len()+len(line) > p.max {
-			window = append(window, p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String()))
+			w.add(p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String()))
 			p.events++
 			ev.Reset()
 		}
 		ev.WriteString(line)
 	}
 	if ev.Len() > 0 {
-		window = append(window, p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String()))
+		w.add(p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String()))
 		p.events++
 	}
-	return flush()
+	return w.close()
+}
+
+// window keeps at most inFlight publishes unacknowledged: a goroutine
+// waits for them in order while the next ones go out (waiting for a whole
+// batch at a time halved the rate).
+type window struct {
+	toks chan mqtt.Token
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func newWindow() *window {
+	w := &window{toks: make(chan mqtt.Token, inFlight), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for t := range w.toks {
+			if w.failed() != nil {
+				continue // drain: the sender stops at its next add
+			}
+			if err := wait(t, "publish"); err != nil {
+				w.mu.Lock()
+				w.err = err
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+// add queues t, blocking while inFlight are unacknowledged; it returns
+// the first publish error so far.
+func (w *window) add(t mqtt.Token) error {
+	w.toks <- t
+	return w.failed()
+}
+
+func (w *window) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// close waits for every publish and returns the first error.
+func (w *window) close() error {
+	close(w.toks)
+	<-w.done
+	return w.err
 }
