@@ -132,6 +132,9 @@ func newImporter(cmd *cobra.Command, c config, src string) (*importer, error) {
 	if name == "" || name == "-" || name == "." || name == "/" {
 		return nil, errors.New("give the feed a --name: its bans are marked import:NAME")
 	}
+	if len(name) > 50 { // the state keeps 64 bytes of an origin: import:NAME must fit whole
+		return nil, fmt.Errorf("feed name %q: longer than 50 bytes, give a shorter --name", wire.Clip(name))
+	}
 	ttl, err := parseTimeout(flagString(cmd, "timeout"))
 	if err != nil {
 		return nil, err
