@@ -1,3 +1,5 @@
+//go:build !vallum_small
+
 package main
 
 import (
@@ -5,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"path"
@@ -24,6 +25,11 @@ import (
 	"github.com/vallum/vallum/internal/retained"
 	"github.com/vallum/vallum/internal/wire"
 )
+
+// importBuilt: the router builds leave `vallum import` out (import_small.go):
+// its HTTP client alone cost 262 KB on mips, and a router is not where
+// feeds are imported from.
+const importBuilt = true
 
 // Limits of a feed fetched over HTTP(S).
 const fetchTimeout = 2 * time.Minute
@@ -294,48 +300,24 @@ func readFeed(ctx context.Context, src string, f feed.Format, stdin io.Reader) (
 	return res, nil
 }
 
-// fetch GETs url within fetchTimeout; the body ends in an error past
-// fetchMax bytes, so that a feed that never ends cannot fill the memory.
+// fetch GETs url within fetchTimeout and fetchMax bytes, so that a feed
+// that never ends can fill neither the time nor the memory.
 func fetch(ctx context.Context, url string) (io.ReadCloser, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	b, err := feed.Fetch(ctx, url, fetchMax, nil)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	req.Header.Set("User-Agent", "vallum-import")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("fetch feed: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		cancel()
-		return nil, fmt.Errorf("fetch feed %s: %s", wire.Clip(url), resp.Status)
-	}
-	return &boundedBody{rc: resp.Body, left: fetchMax, cancel: cancel}, nil
+	return &cancelBody{b, cancel}, nil
 }
 
-type boundedBody struct {
-	rc     io.ReadCloser
-	left   int64
+type cancelBody struct {
+	io.ReadCloser
 	cancel context.CancelFunc
 }
 
-func (b *boundedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, fmt.Errorf("feed larger than %d MiB", fetchMax>>20)
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.rc.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
-
-func (b *boundedBody) Close() error { b.cancel(); return b.rc.Close() }
+func (b *cancelBody) Close() error { b.cancel(); return b.ReadCloser.Close() }
 
 // publisher sends bans as `vallum ban` does, many at a time: each ban's
 // retained state (the list's record, which the keeper and late joiners

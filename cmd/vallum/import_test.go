@@ -1,11 +1,13 @@
+//go:build !vallum_small
+
 package main
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,7 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/vallum/vallum/internal/wire"
+	"github.com/vallum/vallum/internal/feed"
 )
 
 // runCLI runs vallum with args against the test broker as admin.
@@ -170,46 +172,12 @@ func TestImportURL(t *testing.T) {
 	}
 	defer func(n int64) { fetchMax = n }(fetchMax)
 	fetchMax = 1 << 20
-	if out, err := runCLI(t, port, "import", "blacklist", srv.URL+"/endless"); err == nil || !strings.Contains(err.Error(), "larger than 1 MiB") {
+	if out, err := runCLI(t, port, "import", "blacklist", srv.URL+"/endless"); err == nil || !errors.Is(err, feed.ErrTooLarge) {
 		t.Errorf("import of an endless feed: %v, want an error\n%s", err, out)
 	}
 	if got := keys(listJSON(t, port)); !slices.Equal(got, []string{"203.0.113.0/24"}) {
 		t.Errorf("list = %v, want only the Spamhaus entry", got)
 	}
-}
-
-// TestListOutputs: each -o format of the same bans.
-func TestListOutputs(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	bans := []ban{
-		{mustPrefix("192.0.2.1/32"), stateOf(now, now.Add(time.Hour), "sshd, \"x\"", "h1")},
-		{mustPrefix("2001:db8::/48"), stateOf(now, time.Time{}, "", "")},
-		{mustPrefix("192.0.2.9/32"), stateOf(now, now.Add(-time.Second), "gone", "")},
-	}
-	for format, want := range map[string]string{
-		"json": `{"prefix":"192.0.2.1","at":1800000000000,"expires":1800003600,"reason":"sshd, \"x\"","origin":"h1"}
-{"prefix":"2001:db8::/48","at":1800000000000}
-`,
-		"csv":   "Address,Tags\n192.0.2.1,\"sshd, \"\"x\"\"\"\n2001:db8::/48,\n",
-		"plain": "#\n# vallum list, 2027-01-15T08:00:00Z\n# 2 entries\n#\n192.0.2.1\n2001:db8::/48\n",
-	} {
-		var b bytes.Buffer
-		if err := printList(&b, format, bans, now); err != nil {
-			t.Fatal(err)
-		}
-		if b.String() != want {
-			t.Errorf("-o %s:\n%s\nwant:\n%s", format, b.String(), want)
-		}
-	}
-	if err := printList(nil, "yaml", bans, now); err == nil {
-		t.Error("-o yaml: no error")
-	}
-}
-
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-
-func stateOf(at, exp time.Time, reason, origin string) wire.State {
-	return wire.State{At: at, Expires: exp, Reason: reason, Origin: origin}
 }
 
 // TestImportSharedAllowlist: an entry covered by the fleet's shared

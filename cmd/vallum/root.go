@@ -30,9 +30,12 @@ ipsets or nftables sets. With no -h it runs its own broker on 127.0.0.1:1883.
 	daemonFlags(root.Flags())
 	brokerFlags(root.Flags())
 	root.AddCommand(newRunCmd(), newBrokerCmd(), newCheckConfigCmd(), newVersionCmd(),
-		newBanCmd(), newUnbanCmd(), newListCmd(), newImportCmd(), newDoctorCmd(), newFail2banCmd())
+		newBanCmd(), newUnbanCmd(), newListCmd(), newDoctorCmd(), newFail2banCmd())
 	if keeperBuilt {
 		root.AddCommand(newKeeperCmd())
+	}
+	if importBuilt {
+		root.AddCommand(newImportCmd())
 	}
 	return root
 }
