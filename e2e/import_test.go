@@ -8,9 +8,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/internal/lab"
 )
@@ -66,6 +70,54 @@ func listAt(t *testing.T, h *lab.Host, b *hub, dir string) map[string]int64 {
 	return at
 }
 
+// watchList subscribes to everything under the list, waits until the
+// retained messages stop coming, and returns a func that stops and returns
+// what came since, one line per message (topic, then payload or "(empty)";
+// a state's payload is left out: it holds the time), sorted.
+func watchList(t *testing.T, b *hub) func() []string {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	last := time.Now()
+	c := must[mqtt.Client](t)(b.h.Connect(hubPort, mqtt.NewClientOptions().SetClientID("import-watch")))
+	tok := c.Subscribe(root+"/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		line := m.Topic()
+		switch {
+		case len(m.Payload()) == 0:
+			line += " (empty)"
+		case !strings.Contains(m.Topic(), "/ban/"):
+			line += " " + strings.TrimSpace(string(m.Payload()))
+		}
+		mu.Lock()
+		got, last = append(got, line), time.Now()
+		mu.Unlock()
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s/#: %v", root, tok.Error())
+	}
+	quiet := func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Since(last) > time.Second, "messages still coming"
+	}
+	if err := lab.Eventually(20*time.Second, quiet); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got = nil
+	mu.Unlock()
+	return func() []string {
+		if err := lab.Eventually(20*time.Second, quiet); err != nil {
+			t.Fatal(err)
+		}
+		c.Disconnect(100)
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(got)
+		return got
+	}
+}
+
 // TestImportFeeds: a FireHOL-style netset (a file), a Spamhaus-style JSON
 // and a DynFW-style CSV (both over HTTP from a server in the lab) reach
 // both hosts' kernel sets, on mosquitto and on the embedded hub. An entry
@@ -109,8 +161,13 @@ func TestImportFeeds(t *testing.T) {
 
 		// The feed changes: .3 leaves, .4 comes.
 		before := listAt(t, e2, b, dir)
+		seen := watchList(t, b)
 		write("203.0.113.1\n203.0.113.2\n203.0.113.4\n")
 		out = importFrom(t, e2, b, dir, "import", root, netset, "--timeout", "1d", "--sync")
+		want = []string{root + "/add 203.0.113.4 timeout 86400", root + "/ban/203.0.113.3 (empty)", root + "/ban/203.0.113.4", root + "/del 203.0.113.3"}
+		if got := seen(); !slices.Equal(got, want) {
+			t.Errorf("the broker carried, for the second import:\n%s\nwant only the difference:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 		if !strings.Contains(out, "1 to ban, 2 already banned, 1 to lift") || !strings.Contains(out, "published 1 bans and 1 unbans in 2 event messages") {
 			t.Errorf("second import does not apply only the difference:\n%s", out)
 		}
