@@ -86,13 +86,41 @@ func get(ctx context.Context, u *url.URL, roots *x509.CertPool) (*http.Response,
 	_, err = fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vallum-import\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
 		u.RequestURI(), u.Host)
 	if err == nil {
+		// The head is bounded too: a server sending headers for ever
+		// would otherwise fill the memory before any body bound applies.
+		lr := &headLimit{r: conn, left: maxHead}
 		var resp *http.Response
-		if resp, err = http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+		if resp, err = http.ReadResponse(bufio.NewReader(lr), nil); err == nil {
+			lr.left = -1 // the body: bounded by body
 			return resp, conn, nil
 		}
 	}
 	conn.Close()
 	return nil, nil, err
+}
+
+// maxHead bounds a response's status line and headers.
+const maxHead = 1 << 20
+
+// headLimit fails a read past left bytes; left < 0: no bound.
+type headLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (h *headLimit) Read(p []byte) (int, error) {
+	if h.left < 0 {
+		return h.r.Read(p)
+	}
+	if h.left == 0 {
+		return 0, fmt.Errorf("%w: response head over %d bytes", ErrTooLarge, maxHead)
+	}
+	if int64(len(p)) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= int64(n)
+	return n, err
 }
 
 // ctxConn stops watching the context when closed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -35,6 +36,11 @@ func feedServer(block chan struct{}) http.Handler {
 			for range 100 {
 				w.Write([]byte(strings.Repeat("192.0.2.1\n", 100)))
 			}
+		case "/headers":
+			for i := range 40 {
+				w.Header().Set(fmt.Sprint("X-Big-", i), strings.Repeat("a", 64<<10))
+			}
+			w.Write([]byte("192.0.2.1\n"))
 		case "/hang":
 			w.Write([]byte("192.0.2.1\n"))
 			w.(http.Flusher).Flush()
@@ -71,6 +77,7 @@ func TestFetch(t *testing.T) {
 		{"redirect loop", srv.URL + "/loop", nil, "", nil, "redirects"},
 		{"cut short", srv.URL + "/cut", nil, "", io.ErrUnexpectedEOF, ""},
 		{"too large", srv.URL + "/big", nil, "", ErrTooLarge, ""},
+		{"endless headers", srv.URL + "/headers", nil, "", ErrTooLarge, ""},
 		{"hangs", srv.URL + "/hang", nil, "", nil, "timeout"},
 		{"not http", "ftp://example.org/x", nil, "", nil, "want http"},
 	} {
