@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/netip"
 	"os"
 	"path"
@@ -95,8 +96,13 @@ func importCmd(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Or every ban published below comes back, to be kept for nothing
+	// (200 MB for 1,000,000) and sent by the broker once more.
+	if err := wait(cl.Unsubscribe(wire.StateFilter(l.Root)), "unsubscribe"); err != nil {
+		return err
+	}
 	sync, _ := cmd.Flags().GetBool("sync")
-	pl := feed.Diff(res.Prefixes, stateMap(bans), imp.origin, imp.ttl, sync, time.Now())
+	pl := feed.Diff(res.Prefixes, banSeq(bans), imp.origin, imp.ttl, sync, time.Now())
 	fmt.Fprintf(out, "%s: %s, %d entries (%d repeated), %d refused; %d to ban, %d already banned, %d to lift\n",
 		imp.origin, res.Format, len(res.Prefixes)+refused, res.Repeats, len(res.Refused), len(pl.Add), pl.Kept, len(pl.Del))
 	if sync && len(res.Prefixes) == 0 && len(pl.Del) > 0 {
@@ -257,12 +263,15 @@ func sharedAllow(cl mqtt.Client, warn io.Writer) []netip.Prefix {
 	return out
 }
 
-func stateMap(bans []ban) map[netip.Prefix]wire.State {
-	m := make(map[netip.Prefix]wire.State, len(bans))
-	for _, b := range bans {
-		m[b.prefix] = b.state
+// banSeq yields the bans read, for feed.Diff.
+func banSeq(bans []ban) iter.Seq2[netip.Prefix, wire.State] {
+	return func(yield func(netip.Prefix, wire.State) bool) {
+		for _, b := range bans {
+			if !yield(b.prefix, b.state) {
+				return
+			}
+		}
 	}
-	return m
 }
 
 func publishHint(err error, cl mqtt.Client, root string) error {

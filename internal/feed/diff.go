@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"iter"
 	"net/netip"
 	"time"
 
@@ -15,36 +16,36 @@ type Plan struct {
 }
 
 // Diff compares a feed with the list's current bans (as `vallum list`
-// reads them). An entry is banned unless the list already bans it: a ban
-// of another origin is left alone (it has its own expiry and reason), and
-// the feed's own ban (origin) only when it would end before half of ttl
-// from now, or the feed is now permanent (ttl 0) and the ban is not, so
-// that importing a feed every hour refreshes its bans without republishing
-// every one of them. With sync, the feed's own bans whose prefix left the
-// feed are lifted; nothing of another origin ever is.
-func Diff(prefixes []netip.Prefix, cur map[netip.Prefix]wire.State, origin string, ttl wire.Timeout, sync bool, now time.Time) Plan {
+// reads them), read once from cur. An entry is banned unless the list
+// already bans it: a ban of another origin is left alone (it has its own
+// expiry and reason), and the feed's own ban (origin) only when it would
+// end before half of ttl from now, or the feed is now permanent (ttl 0)
+// and the ban is not, so that importing a feed every hour refreshes its
+// bans without republishing every one of them. With sync, the feed's own
+// bans whose prefix left the feed are lifted; nothing of another origin
+// ever is. It holds one map entry per feed entry, nothing per ban.
+func Diff(prefixes []netip.Prefix, cur iter.Seq2[netip.Prefix, wire.State], origin string, ttl wire.Timeout, sync bool, now time.Time) Plan {
 	var pl Plan
-	in := make(map[netip.Prefix]struct{}, len(prefixes))
+	kept := make(map[netip.Prefix]bool, len(prefixes)) // in the feed -> banned well enough already
 	for _, p := range prefixes {
-		in[p] = struct{}{}
-		st, ok := cur[p]
-		if ok {
-			if _, active := st.Remaining(now); !active {
-				ok = false
-			}
-		}
-		if ok && (st.Origin != origin || !stale(st, ttl, now)) {
-			pl.Kept++
-			continue
-		}
-		pl.Add = append(pl.Add, p)
-	}
-	if !sync {
-		return pl
+		kept[p] = false
 	}
 	for p, st := range cur {
-		if _, still := in[p]; !still && st.Origin == origin {
-			pl.Del = append(pl.Del, p)
+		if _, in := kept[p]; !in {
+			if sync && st.Origin == origin {
+				pl.Del = append(pl.Del, p)
+			}
+			continue
+		}
+		if _, active := st.Remaining(now); active && (st.Origin != origin || !stale(st, ttl, now)) {
+			kept[p] = true
+		}
+	}
+	for _, p := range prefixes {
+		if kept[p] {
+			pl.Kept++
+		} else {
+			pl.Add = append(pl.Add, p)
 		}
 	}
 	return pl

@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -44,7 +45,7 @@ func TestDiff(t *testing.T) {
 		{"permanent now", 0, false, []string{"2.2.2.2/32", "3.3.3.3/32", "7.7.7.7/32", "8.8.8.8/32"}, nil, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pl := Diff(feed, cur, me, tc.ttl, tc.sync, now)
+			pl := Diff(feed, maps.All(cur), me, tc.ttl, tc.sync, now)
 			if d := cmp.Diff(tc.add, strs(pl.Add)); d != "" {
 				t.Errorf("add (-want +got):\n%s", d)
 			}
@@ -63,10 +64,10 @@ func TestDiffSameFeedTwice(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	feed := prefixes("1.1.1.1/32", "10.0.0.0/8", "2001:db8::/48")
 	cur := map[netip.Prefix]wire.State{}
-	for _, p := range Diff(feed, cur, "import:x", 3600, true, now).Add {
+	for _, p := range Diff(feed, maps.All(cur), "import:x", 3600, true, now).Add {
 		cur[p] = wire.State{At: now, Expires: now.Add(time.Hour), Origin: "import:x"}
 	}
-	if pl := Diff(feed, cur, "import:x", 3600, true, now.Add(time.Minute)); len(pl.Add)+len(pl.Del) != 0 || pl.Kept != 3 {
+	if pl := Diff(feed, maps.All(cur), "import:x", 3600, true, now.Add(time.Minute)); len(pl.Add)+len(pl.Del) != 0 || pl.Kept != 3 {
 		t.Fatalf("second import of the same feed: %+v, want nothing to publish", pl)
 	}
 }
