@@ -13,6 +13,7 @@ import (
 // access is what one kind of client may do. It denies whatever no rule
 // allows: unlike mochi's ledger, nothing is allowed by default.
 type access struct {
+	name                  string // the login; "" anonymous, which cannot report
 	admin, host, reporter bool
 	lists                 []string // roots the roles apply to; nil: every topic
 	publish, subscribe    []string // extra topic filters
@@ -38,6 +39,9 @@ func (a access) canPublish(topic, id string) bool {
 	if covers(wire.RecordPrefix+"#", topic) {
 		return false
 	}
+	if strings.HasPrefix(topic, wire.ReportPrefix) {
+		return a.mayReport(topic) // no filter grants another's name
+	}
 	if anyCovers(a.publish, topic) {
 		return true
 	}
@@ -52,6 +56,28 @@ func (a access) canPublish(topic, id string) bool {
 	}
 	for _, r := range a.lists {
 		if wire.IsEventTopic(r, topic) || covers(wire.StateFilter(r), topic) && topic != r+"/"+wire.LevelState {
+			return true
+		}
+	}
+	return false
+}
+
+// mayReport reports whether a may publish on the report topic: hosts and
+// reporters report under their own login name only (wire.ReportTopic), so
+// that a quorum counts logins, and none can report as another.
+func (a access) mayReport(topic string) bool {
+	if !a.host && !a.reporter || wire.ValidReporter(a.name) != nil {
+		return false
+	}
+	root, ok := strings.CutPrefix(topic, wire.ReportPrefix+a.name+"/")
+	if !ok || wire.ValidRoot(root) != nil {
+		return false
+	}
+	if a.lists == nil {
+		return !covers(wire.Namespace+"/#", root)
+	}
+	for _, r := range a.lists {
+		if r == root {
 			return true
 		}
 	}
@@ -75,11 +101,11 @@ func (a access) canSubscribe(filter, id string) bool {
 		// Every topic may be a list, but none under vallum/ but the
 		// keeper's records: the sync markers of other hosts are there.
 		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter) ||
-			(a.host || a.reporter) && covers(wire.RecordPrefix+"#", filter)
+			(a.host || a.reporter) && (covers(wire.RecordPrefix+"#", filter) || covers(wire.PendingPrefix+"#", filter))
 	}
 	for _, r := range a.lists {
 		if a.host && covers(r+"/#", filter) || a.reporter && covers(wire.StateFilter(r), filter) ||
-			(a.host || a.reporter) && filter == wire.RecordTopic(r) {
+			(a.host || a.reporter) && (filter == wire.RecordTopic(r) || covers(wire.PendingFilter(r), filter)) {
 			return true
 		}
 	}

@@ -24,6 +24,11 @@ func TestCovers(t *testing.T) {
 	}
 }
 
+func named(a access, name string) access {
+	a.name = name
+	return a
+}
+
 func TestAccess(t *testing.T) {
 	lists := []string{"blacklist", "site1/blacklist"}
 	host, rep := roleAccess(RoleHost, lists), roleAccess(RoleReporter, lists)
@@ -73,6 +78,24 @@ func TestAccess(t *testing.T) {
 		{"admin writes a record", access{admin: true}, true, "vallum/keeper/blacklist", true},
 		{"explicit filter", access{publish: []string{"feeds/#"}}, true, "feeds/x", true},
 		{"nothing by default", access{}, false, "blacklist/#", false},
+		{"host reports under its name", named(host, "h1"), true, "vallum/report/h1/site1/blacklist", true},
+		{"host cannot report as another", named(host, "h1"), true, "vallum/report/h2/blacklist", false},
+		{"host reports on its lists only", named(host, "h1"), true, "vallum/report/h1/blacklist2", false},
+		{"reporter reports under its name", named(rep, "f2b"), true, "vallum/report/f2b/blacklist", true},
+		{"reporter cannot report as another", named(rep, "f2b"), true, "vallum/report/h1/blacklist", false},
+		{"anonymous cannot report", host, true, "vallum/report//blacklist", false},
+		{"any-list host reports on any list", named(anyHost, "h1"), true, "vallum/report/h1/zone9/list", true},
+		{"any-list host not into vallum/", named(anyHost, "h1"), true, "vallum/report/h1/vallum/keeper/x", false},
+		{"a login with / cannot report", named(host, "h1/blacklist"), true, "vallum/report/h1/blacklist/blacklist", false},
+		{"no filter grants another's report", access{name: "x", reporter: true, publish: []string{"#"}}, true, "vallum/report/h1/blacklist", false},
+		{"no role, no report", access{name: "x", publish: []string{"vallum/report/#"}}, true, "vallum/report/x/blacklist", false},
+		{"host cannot read reports", named(host, "h1"), false, "vallum/report/+/blacklist", false},
+		{"host reads its list's pending reports", host, false, "vallum/pending/blacklist/#", true},
+		{"reporter reads its list's pending reports", rep, false, "vallum/pending/site1/blacklist/#", true},
+		{"no pending of another list", host, false, "vallum/pending/blacklist2/#", false},
+		{"no pending of every list", host, false, "vallum/pending/#", false},
+		{"any-list host reads every pending", anyHost, false, "vallum/pending/#", true},
+		{"nobody writes pending", named(rep, "f2b"), true, "vallum/pending/blacklist/192.0.2.1", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

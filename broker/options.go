@@ -137,6 +137,9 @@ type Options struct {
 	// Keeper is what the keeper refuses to turn into state: what the
 	// bridges refuse (their payload limit, prefix widths and allowlist).
 	Keeper keeper.Limits
+	// Policy is the keeper's escalation, quorum and reporter limits per
+	// list (internal/policy); its history file is in DataDir/broker.
+	Policy keeper.Policy
 	// MaxMessageSize bounds one MQTT packet; default DefaultMaxMessageSize.
 	MaxMessageSize int `limit:"max_message_size"`
 	// MaxClients bounds connected clients; default DefaultMaxClients.

@@ -65,6 +65,7 @@ type config struct {
 	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
+	Policy          []string `mapstructure:"policy" yaml:"policy"`
 
 	Sensor            string        `mapstructure:"sensor" yaml:"sensor"`
 	SensorGroup       int           `mapstructure:"sensor_group" yaml:"sensor_group"`
@@ -128,6 +129,7 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.String("tls-client-ca", "", "CA that client certificates must be signed by (mutual TLS)")
 	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
 	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
+	policyFlag(f)
 }
 
 // loadConfig merges, in order of precedence, the command's flags, VALLUM_*

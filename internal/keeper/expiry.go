@@ -38,6 +38,7 @@ func (k *Keeper) expire() {
 			out = append(out, k.sentLocked(e.topic, nil))
 		}
 	}
+	out = append(out, k.sweepPendingLocked(k.now())...)
 	k.mu.Unlock()
 	k.publish(out)
 }

@@ -51,6 +51,7 @@ type Options struct {
 	// embedded broker's store already keeps them).
 	Copy   string
 	Limits Limits
+	Policy Policy           // escalation, quorum and reporter limits per list
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
 }
@@ -70,6 +71,7 @@ type Keeper struct {
 	quiet *logQuiet
 	lists []*list
 	copy  *copyLog // nil without Options.Copy
+	pol   polState // escalation, quorum, limits (policy.go), under mu
 
 	mu      sync.Mutex
 	bans    map[string]entry     // canonical state topic -> what the broker holds
@@ -128,9 +130,13 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		}
 		k.lists = append(k.lists, &list{root: root})
 	}
+	if err := k.openPolicy(); err != nil {
+		return nil, err
+	}
 	if o.Copy != "" {
 		c, err := openCopy(o.Copy, k.log, k.quiet)
 		if err != nil {
+			_ = k.closePolicy()
 			return nil, err
 		}
 		k.copy = c
@@ -143,22 +149,24 @@ func New(o Options, sink Sink) (*Keeper, error) {
 }
 
 // Filters are the topic filters the adapter subscribes to: the events,
-// the state and the record topic of each list.
+// the state and the record topic of each list, its reports and the
+// reports it keeps pending.
 func (k *Keeper) Filters() []string {
 	var f []string
 	for _, l := range k.lists {
 		f = append(f, wire.EventTopics(l.root)...)
-		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root))
+		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root),
+			wire.ReportFilter(l.root), wire.PendingFilter(l.root))
 	}
 	return f
 }
 
-// Close closes the keeper's copy. Call it after Run returned.
+// Close closes the keeper's copy and history. Call it after Run returned.
 func (k *Keeper) Close() error {
 	if k.copy == nil {
-		return nil
+		return k.closePolicy()
 	}
-	return errors.Join(k.copy.kv.Close(), k.copy.lock.Close())
+	return errors.Join(k.copy.kv.Close(), k.copy.lock.Close(), k.closePolicy())
 }
 
 // What a topic of Filters() carries.
@@ -166,6 +174,8 @@ const (
 	onEvent = iota + 1
 	onState
 	onRecord
+	onReport
+	onPending
 )
 
 // route finds the list of topic and what the topic carries; 0 if none.
@@ -178,6 +188,10 @@ func (k *Keeper) route(topic string) (int, int) {
 			return i, onRecord
 		case strings.HasPrefix(topic, l.root+"/"+wire.LevelState+"/"):
 			return i, onState
+		case isReport(l.root, topic):
+			return i, onReport
+		case isPending(l.root, topic):
+			return i, onPending
 		}
 	}
 	return 0, 0
@@ -198,6 +212,8 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		k.readRecord(k.lists[i], payload)
 	case onState:
 		k.state(i, topic, payload, false)
+	case onPending:
+		k.readPending(i, topic, payload)
 	}
 }
 
@@ -212,6 +228,9 @@ func (k *Keeper) Message(topic string, payload []byte) {
 		k.state(i, topic, payload, true)
 	case onRecord:
 		k.record(i, payload)
+	case onReport:
+		by, _ := wire.ParseReportTopic(k.lists[i].root, topic)
+		k.report(i, by, payload)
 	}
 }
 

@@ -98,6 +98,7 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	default:
 		k.notedLocked(topic, p)
 		k.trackLocked(i, topic, p.state)
+		return k.escalateStateLocked(i, topic, p.state) // policy.go
 	}
 	return nil
 }

@@ -124,7 +124,10 @@ func (w *worker) handle(e event) error {
 // client's messages in order, so a value that comes after the read began
 // is newer than the read; on a broker that does not (a retained copy of
 // the topic comes after it), the retained copy supersedes it.
-func (w *worker) isEvent(topic string) bool { return w.events[topic] }
+// Reports (wire.ReportTopic) are events too: each one counts.
+func (w *worker) isEvent(topic string) bool {
+	return w.events[topic] || strings.HasPrefix(topic, wire.ReportPrefix)
+}
 
 // supersede marks the held values of topic stale: a retained copy of it
 // came after them.
