@@ -57,6 +57,7 @@ type banJSON struct {
 	Expires int64  `json:"expires,omitempty"`
 	Reason  string `json:"reason,omitempty"`
 	Origin  string `json:"origin,omitempty"`
+	Count   int    `json:"count,omitempty"` // the keeper's escalation count
 }
 
 // printJSON writes one JSON object a line, for jq and scripts.
@@ -64,7 +65,7 @@ func printJSON(w io.Writer, bans []ban, now time.Time) error {
 	enc := json.NewEncoder(w)
 	var err error
 	active(bans, now, func(b ban) {
-		j := banJSON{Prefix: wire.FormatPrefix(b.prefix), At: b.state.At.UnixMilli(), Reason: b.state.Reason, Origin: b.state.Origin}
+		j := banJSON{Prefix: wire.FormatPrefix(b.prefix), At: b.state.At.UnixMilli(), Reason: b.state.Reason, Origin: b.state.Origin, Count: b.state.Count}
 		if !b.state.Expires.IsZero() {
 			j.Expires = b.state.Expires.Unix()
 		}
