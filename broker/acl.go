@@ -31,12 +31,13 @@ func roleAccess(role string, lists []string) access {
 // canPublish reports whether a, as client id, may publish on topic. Only
 // an admin (and the keeper inside the broker) writes a keeper record: a
 // forged one would tell every host that its list was lost, or hide a
-// loss; no extra filter of the users file grants it.
+// loss; nor the shared allowlist: an entry lifts bans on every host. No
+// extra filter of the users file grants either.
 func (a access) canPublish(topic, id string) bool {
 	if a.admin {
 		return true
 	}
-	if covers(wire.RecordPrefix+"#", topic) {
+	if covers(wire.RecordPrefix+"#", topic) || covers(wire.AllowFilter, topic) {
 		return false
 	}
 	if strings.HasPrefix(topic, wire.ReportPrefix) {
@@ -94,8 +95,8 @@ func (a access) canSubscribe(filter, id string) bool {
 	if strings.HasPrefix(filter, "$") {
 		return false
 	}
-	if a.host && filter == wire.MarkerTopic(id) {
-		return true
+	if a.host && (filter == wire.MarkerTopic(id) || covers(wire.AllowFilter, filter)) {
+		return true // and the shared allowlist, which every bridge follows
 	}
 	if a.lists == nil {
 		// Every topic may be a list, but none under vallum/ but the

@@ -1,4 +1,4 @@
-//go:build !vallum_small
+//go:build !vallum_small && !vallum_noimport
 
 package main
 
@@ -23,13 +23,13 @@ import (
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/feed"
 	"github.com/vallum/vallum/internal/guard"
-	"github.com/vallum/vallum/internal/retained"
 	"github.com/vallum/vallum/internal/wire"
 )
 
-// importBuilt: the router builds leave `vallum import` out (import_small.go):
-// it costs 78 KB on mips, which would go over 10 MB, and a router is not where
-// feeds are imported from.
+// importBuilt: the router builds leave `vallum import` out (import_small.go;
+// tags vallum_small, and vallum_noimport on arm64): it costs 78 KB on mips
+// and 131 KB on arm64, either over 10 MB, and a router is not where feeds
+// are imported from.
 const importBuilt = true
 
 // Limits of a feed fetched over HTTP(S).
@@ -220,45 +220,22 @@ func (imp *importer) report(w io.Writer, res feed.Result) error {
 	return nil
 }
 
-// allowPrefix is where the fleet's shared allowlist lives (`vallum allow`):
-// a retained message on vallum/allow/PREFIX for each entry.
-const allowPrefix = wire.Namespace + "/allow/"
-
-// allowTimes: the shared allowlist is small; a broker that sends none of
-// it in a few seconds is not sending it.
-var allowTimes = retained.Timing{Stall: 10 * time.Second, Quiet: time.Second, Limit: time.Minute}
-
-// sharedAllow reads the shared allowlist, so that an entry it covers is
-// refused and reported here rather than dropped in silence by the keeper
-// and the bridges, which refuse it too. A login that may not read it, or
-// a broker without one, gives none: the import goes on.
+// sharedAllow reads the fleet's shared allowlist (`vallum allow`), so that
+// an entry it covers is refused and reported here rather than dropped in
+// silence by the keeper and the hosts, which refuse it too. A login that
+// may not read it imports without it, warned.
 func sharedAllow(cl mqtt.Client, warn io.Writer) []netip.Prefix {
-	var mu sync.Mutex
-	got := map[netip.Prefix]bool{}
-	opts := cl.OptionsReader()
-	rd, err := retained.Subscribe(cl, allowPrefix+"#", 0, wire.MarkerTopic(opts.ClientID()),
-		func(_ mqtt.Client, m mqtt.Message) {
-			p, err := wire.ParsePrefix(strings.TrimPrefix(m.Topic(), allowPrefix))
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				got[p] = len(m.Payload()) > 0
-			}
-		})
-	if err == nil {
-		err = rd.Wait(allowTimes)
+	r, err := readAllow(cl, wire.AllowFilter) // allow.go
+	if err != nil {
+		fmt.Fprintf(warn, "vallum import: the shared allowlist was not read (%v): the keeper and the hosts still refuse what it covers\n", err)
+		return nil
 	}
-	if err != nil && err != retained.Empty {
-		fmt.Fprintf(warn, "vallum import: the shared allowlist (%s#) was not read to its end (%v): the keeper and the hosts still refuse what it covers\n", allowPrefix, err)
-	}
-	cl.Unsubscribe(allowPrefix + "#")
-	mu.Lock()
-	defer mu.Unlock()
-	var out []netip.Prefix
-	for p, on := range got {
-		if on {
-			out = append(out, p)
-		}
+	cl.Unsubscribe(wire.AllowFilter)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]netip.Prefix, 0, len(r.got))
+	for p := range r.got {
+		out = append(out, p)
 	}
 	return out
 }

@@ -1,3 +1,5 @@
+//go:build !vallum_small
+
 package main
 
 import (
@@ -8,16 +10,30 @@ import (
 	"io"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/vallum/vallum/internal/wire"
 )
 
+// listFormatsBuilt: `vallum list -o`; not in the 32-bit router builds
+// (listfmt_small.go).
+const listFormatsBuilt = true
+
 // listFormats are the outputs of `vallum list -o`.
 var listFormats = map[string]func(io.Writer, []ban, time.Time) error{
-	"table": func(w io.Writer, bans []ban, now time.Time) error { printBans(w, bans, now); return nil },
+	"table": printTable,
 	"json":  printJSON,
 	"csv":   printCSV,
 	"plain": printPlain,
 }
+
+// outputFlag is list's -o.
+func outputFlag(f *pflag.FlagSet) {
+	f.StringP("output", "o", "table", "output: table, json (one object a line), csv (DynFW greylist shape) or plain (a netset)")
+}
+
+// printTable is -o table, the default: printBans.
+func printTable(w io.Writer, bans []ban, now time.Time) error { printBans(w, bans, now); return nil }
 
 // checkListFormat says what is wrong with an -o format, or nil.
 func checkListFormat(format string) error {

@@ -1,3 +1,5 @@
+//go:build !vallum_small
+
 package main
 
 import (

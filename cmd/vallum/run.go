@@ -64,6 +64,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	if c.DataDir != "" { // each list's epoch at the last sync: see bridge/epoch.go
 		bo.EpochFile = datadir.Dir(c.DataDir).Epochs()
+		bo.AllowFile = datadir.Dir(c.DataDir).Allow() // the shared allowlist: see bridge/allow.go
 	}
 	be, err := newBackend(c, log.With("component", "backend"))
 	if err != nil {

@@ -81,9 +81,10 @@ type Keeper struct {
 	statCap int                  // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
-	gen     uint32 // the current read of the retained messages
-	reading bool   // Retained was called since the last Settle
-	fixes   []fix  // misspelt or refused states read, fixed at Settle
+	gen     uint32                // the current read of the retained messages
+	reading bool                  // Retained was called since the last Settle
+	fixes   []fix                 // misspelt or refused states read, fixed at Settle
+	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
 }
 
 // list is one kept list.
@@ -148,11 +149,11 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	return k, nil
 }
 
-// Filters are the topic filters the adapter subscribes to: the events,
-// the state and the record topic of each list, its reports and the
-// reports it keeps pending.
+// Filters are the topic filters the adapter subscribes to: the shared
+// allowlist first (allow.go), then the events, the state and the record
+// topic of each list, its reports and the reports it keeps pending.
 func (k *Keeper) Filters() []string {
-	var f []string
+	f := append([]string(nil), allowFilters...)
 	for _, l := range k.lists {
 		f = append(f, wire.EventTopics(l.root)...)
 		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root),
@@ -176,10 +177,14 @@ const (
 	onRecord
 	onReport
 	onPending
+	onAllow
 )
 
 // route finds the list of topic and what the topic carries; 0 if none.
 func (k *Keeper) route(topic string) (int, int) {
+	if strings.HasPrefix(topic, wire.AllowPrefix) {
+		return 0, onAllow
+	}
 	for i, l := range k.lists {
 		switch {
 		case wire.IsEventTopic(l.root, topic):
@@ -214,6 +219,8 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		k.state(i, topic, payload, false)
 	case onPending:
 		k.readPending(i, topic, payload)
+	case onAllow:
+		k.allowMessage(topic, payload)
 	}
 }
 
@@ -231,6 +238,8 @@ func (k *Keeper) Message(topic string, payload []byte) {
 	case onReport:
 		by, _ := wire.ParseReportTopic(k.lists[i].root, topic)
 		k.report(i, by, payload)
+	case onAllow:
+		k.allowMessage(topic, payload)
 	}
 }
 

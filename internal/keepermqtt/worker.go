@@ -183,6 +183,10 @@ func (w *worker) startRead(c *sessConn) {
 			return // the stall check or the reconnection starts the read again
 		}
 		for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+			if code == 0x80 && f == wire.AllowFilter { // an ACL that predates it: keep the lists all the same
+				w.a.log.Warn("the broker refused the keeper the shared allowlist: the hosts still follow it, but the states it covers stay on the broker; let the keeper's login read vallum/allow/#")
+				continue
+			}
 			if code == 0x80 {
 				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, %s and write %s (README, vallum keeper)",
 					f, wire.RecordPrefix+"LIST", marker))
