@@ -74,6 +74,8 @@ type config struct {
 	SensorIgnorePorts []string      `mapstructure:"sensor_ignore_ports" yaml:"sensor_ignore_ports"`
 	SensorRate        int           `mapstructure:"sensor_rate" yaml:"sensor_rate"`
 	SensorBanTime     time.Duration `mapstructure:"sensor_ban_time" yaml:"sensor_ban_time"`
+	SensorIPv6Prefix  int           `mapstructure:"sensor_ipv6_prefix" yaml:"sensor_ipv6_prefix"`
+	SensorReport      bool          `mapstructure:"sensor_report" yaml:"sensor_report"`
 
 	file string // the config file read, if any
 }

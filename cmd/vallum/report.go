@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -23,6 +24,9 @@ import (
 // set. The bridge leaves an entry without its own comments alone, so the
 // local ban lasts its own time whatever the shared list says.
 const CommentReport = "vallum-report"
+
+// reportsBuilt says whether this build has reports.
+const reportsBuilt = true
 
 // reportFlags are `vallum ban`'s flags for reports.
 func reportFlags(f *pflag.FlagSet) {
@@ -58,18 +62,27 @@ func reportBan(cmd *cobra.Command, c config, l bridge.List, p netip.Prefix) erro
 		return err
 	}
 	defer cl.Disconnect(250)
-	line := wire.FormatPrefix(p) + " timeout " + strconv.FormatInt(int64(ttl), 10)
-	topic := wire.ReportTopic(c.User, l.Root)
-	if err := wait(cl.Publish(topic, 1, false, line), "publish report"); err != nil {
-		if !cl.IsConnected() {
-			return fmt.Errorf("%w (the broker closed the connection: may this login report on %s?)", err, topic)
-		}
+	if err := publishReport(cl, c.User, l.Root, p, ttl); err != nil {
 		return err
 	}
 	if !flagBool(cmd, "local") {
 		return nil
 	}
 	return c.banLocally(l, p, ttl)
+}
+
+// publishReport publishes a report of p for ttl on list root under login
+// user's name (the scan sensor's --sensor-report too).
+func publishReport(cl mqtt.Client, user, root string, p netip.Prefix, ttl wire.Timeout) error {
+	line := wire.FormatPrefix(p) + " timeout " + strconv.FormatInt(int64(ttl), 10)
+	topic := wire.ReportTopic(user, root)
+	if err := wait(cl.Publish(topic, 1, false, line), "publish report"); err != nil {
+		if !cl.IsConnected() {
+			return fmt.Errorf("%w (the broker closed the connection: may this login report on %s?)", err, topic)
+		}
+		return err
+	}
+	return nil
 }
 
 // banLocally adds p to this host's set of list l (as -t maps it) for ttl.
@@ -85,7 +98,7 @@ func (c config) banLocally(l bridge.List, p netip.Prefix, ttl wire.Timeout) erro
 	if bridge.FamilyOf(p) == bridge.IPv6 {
 		set = l.Set6
 	}
-	if c.Backend != "ipset" && c.Backend != "nft" {
+	if c.Backend != "ipset" && c.Backend != "nft" && c.Backend != "auto" {
 		c.Backend = "ipset"
 	}
 	be, err := newBackend(c, slog.New(slog.DiscardHandler))

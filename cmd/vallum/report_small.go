@@ -13,6 +13,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/internal/retained"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // Reports (`vallum ban --report`) and `vallum list --pending` are not in
@@ -20,6 +21,14 @@ import (
 // (OpenWrt has no fail2ban); a host of the fleet does.
 
 var errNoReports = errors.New("reports are not in the MIPS router builds")
+
+const reportsBuilt = false
+
+func publishReport(mqtt.Client, string, string, netip.Prefix, wire.Timeout) error {
+	return errNoReports
+}
+
+func (c config) banLocally(bridge.List, netip.Prefix, wire.Timeout) error { return errNoReports }
 
 func reportFlags(f *pflag.FlagSet) { f.Bool("report", false, "not in this build") }
 
