@@ -103,7 +103,8 @@ for t in $TARGETS; do
 	esac
 	case $t in
 	amd64) ;;
-	arm64) tags=nethttpomithttp2,vallum_noweb ;;
+	# arm64 is a router target too: no web view, no vallum import.
+	arm64) tags=nethttpomithttp2,vallum_noweb,vallum_noimport ;;
 	armv7) goarch=arm goarm=7 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	armv6) goarch=arm goarm=6 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	mips | mipsle)
