@@ -188,8 +188,8 @@ func (w *worker) startRead(c *sessConn) {
 				continue
 			}
 			if code == 0x80 {
-				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, %s and write %s (README, vallum keeper)",
-					f, wire.RecordPrefix+"LIST", marker))
+				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, %s and write %s (README, vallum keeper); on NATS, max_ack_pending times %d subscriptions must stay under 65,535 (contrib/nats/nats.conf)",
+					f, wire.RecordPrefix+"LIST", marker, len(filters)))
 				return
 			}
 		}
