@@ -23,6 +23,7 @@ type Broker struct {
 	roots  []string   // the lists the keeper keeps
 	keeper *hubKeeper // nil without lists
 	web    *webHub    // nil without Options.Web
+	hosts  *hostIndex // nil in the router builds, or without the inline client
 	auth   *authHook
 	store  *storeHook // nil without a data dir
 	opts   Options
@@ -81,6 +82,13 @@ func New(o Options) (*Broker, error) {
 		if err := b.startWeb(); err != nil {
 			_ = srv.Close()
 			return nil, err
+		}
+	}
+	if webBuilt && (len(roots) > 0 || b.web != nil) { // with the inline client (the web view: an error without)
+		if err := b.startHosts(); err != nil {
+			_ = srv.Close()
+			b.closeWeb()
+			return nil, fmt.Errorf("subscribe to the hosts' statuses: %w", err)
 		}
 	}
 	if err := b.startKeeper(); err != nil {
@@ -168,6 +176,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		go func() { defer close(done); b.keeper.run(kctx) }()
 	} else {
 		close(done)
+	}
+	if webBuilt && b.hosts != nil {
+		b.loadHosts()
 	}
 	var served chan struct{}
 	if webBuilt && b.web != nil {

@@ -14,9 +14,6 @@ import (
 	"strconv"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
-
 	"github.com/vallum/vallum/internal/guard"
 	"github.com/vallum/vallum/internal/web"
 	"github.com/vallum/vallum/internal/wire"
@@ -41,12 +38,9 @@ const WebBuilt = true
 
 const webBuilt = WebBuilt
 
-// hostSubID is the inline subscription id of the hosts' statuses (the
-// keeper's are 1 to the number of its filters).
-const hostSubID = 1 << 20
-
-// newWebHub binds addr and subscribes to the hosts' statuses. It needs
-// the users file: the page's logins are the broker's users.
+// newWebHub binds addr. It needs the users file: the page's logins are
+// the broker's users. The hosts' statuses come from the hub's own
+// subscription (hosts.go).
 func newWebHub(b *Broker, addr string, a *authHook) (*webHub, error) {
 	if a.users == nil {
 		return nil, errors.New("--web needs the broker's users (--users FILE): admins and reporters log in to the page with their MQTT password")
@@ -58,13 +52,6 @@ func newWebHub(b *Broker, addr string, a *authHook) (*webHub, error) {
 	k := b.opts.Keeper
 	h := &webHub{Index: web.NewIndex(b.roots), b: b, ln: ln, guard: guard.New(k.Allow, k.MinBitsV4, k.MinBitsV6),
 		log: b.opts.Logger.With("component", "web")}
-	err = b.srv.Subscribe(wire.HostFilter, hostSubID, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		h.Feed(pk.TopicName, pk.Payload, true)
-	})
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
 	if !isLoopback(ln.Addr()) {
 		h.log.Warn("the web view is served over plain HTTP on a network address: passwords cross the network in clear; put it behind a TLS proxy or on 127.0.0.1", "listen", ln.Addr().String())
 	}
@@ -76,14 +63,9 @@ func isLoopback(a net.Addr) bool {
 	return err == nil && ap.Addr().IsLoopback()
 }
 
-// load feeds the retained hosts' statuses (the keeper's load fed the
-// lists), then orders what was loaded.
-func (h *webHub) load() {
-	for _, pk := range h.b.srv.Topics.Messages(wire.HostFilter) {
-		h.Feed(pk.TopicName, pk.Payload, false)
-	}
-	h.Settle()
-}
+// load orders what was loaded: the keeper's load fed the lists, the
+// hosts' load their statuses.
+func (h *webHub) load() { h.Settle() }
 
 // serve serves the page until ctx is done.
 func (h *webHub) serve(ctx context.Context) {
