@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/metrics"
 )
 
 func newBrokerCmd() *cobra.Command {
@@ -32,8 +33,14 @@ func newBrokerCmd() *cobra.Command {
 				return err
 			}
 			g, ctx := errgroup.WithContext(cmd.Context())
-			if _, err := startBroker(ctx, g, c, lists, nil, log); err != nil {
+			b, err := startBroker(ctx, g, c, lists, nil, log)
+			if err != nil {
 				return portInUse(err, false)
+			}
+			if c.Metrics != "" { // the broker's figures and its hosts' view; no bridge here
+				if err := (&metrics.Exporter{Broker: b}).Serve(ctx, g, c.Metrics, log); err != nil {
+					return err
+				}
 			}
 			onHUP(ctx, log, "SIGHUP: nothing to do; the broker reads its configuration and users file at start only, restart it to change them", nil)
 			return g.Wait()
@@ -42,6 +49,7 @@ func newBrokerCmd() *cobra.Command {
 	brokerFlags(c.Flags())
 	c.Flags().StringArrayP("topic", "t", nil, "list the broker serves and keeps (its keeper also keeps the lists the users file names), repeatable")
 	c.Flags().String("data-dir", "/var/lib/vallum", "directory for the broker's store")
+	c.Flags().String("metrics", "", "serve Prometheus /metrics (the broker's and its hosts') and /healthz on this address, e.g. 127.0.0.1:9101")
 	c.Flags().String("log-level", "info", "log level: debug, info, warn or error")
 	c.Flags().String("log-format", "text", "log format: text or json")
 	c.AddCommand(newAddUserCmd(), &cobra.Command{

@@ -23,7 +23,7 @@ import (
 // Exporter reads the bridge's counters, the kernel sets and, when it is
 // embedded, the broker.
 type Exporter struct {
-	Stats   *bridge.Stats
+	Stats   *bridge.Stats // nil: no bridge (vallum broker), the broker's figures only
 	Backend bridge.Backend
 	Sets    []string
 	Broker  *broker.Broker // nil when the broker is not embedded
@@ -67,6 +67,19 @@ func (e *Exporter) Handler() http.Handler {
 // usable, and whether a list's state was found lost.
 func (e *Exporter) Health(ctx context.Context) error {
 	var errs []error
+	if e.Stats != nil {
+		errs = e.bridgeHealth(ctx)
+	}
+	if e.Broker != nil {
+		if err := e.Broker.StoreHealth(); err != nil {
+			errs = append(errs, fmt.Errorf("embedded broker store, publishes refused: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Exporter) bridgeHealth(ctx context.Context) []error {
+	var errs []error
 	if !e.Stats.Connected.Load() {
 		errs = append(errs, errors.New("not connected to the MQTT broker"))
 	} else if !e.Stats.Subscribed.Load() {
@@ -87,12 +100,7 @@ func (e *Exporter) Health(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("set %s: %w", s, err))
 		}
 	}
-	if e.Broker != nil {
-		if err := e.Broker.StoreHealth(); err != nil {
-			errs = append(errs, fmt.Errorf("embedded broker store, publishes refused: %w", err))
-		}
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Serve binds addr now (so a bad address is a start-up error) and serves

@@ -27,6 +27,7 @@ func TestWriteGolden(t *testing.T) {
 		counts[i] = int64(2 + i)
 	}
 	r := reading{
+		bridge: true,
 		snap: bridge.Snapshot{
 			Adds: map[string]int64{"bl6": 2, "bl": 40}, Dels: map[string]int64{"bl": 3},
 			Refused: map[string]int64{"bad_line": 1, "allowlisted": 5},
@@ -40,6 +41,8 @@ func TestWriteGolden(t *testing.T) {
 			Refused: map[string]int64{"bad_password": 2}, ReportsHeld: []keeper.Held{{List: "bl", Reporter: "edge\"1", Reports: 7}}},
 		store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
 		stored: true, storeOK: false,
+		hosts: &broker.HostsStats{Online: 2, Offline: 1, OutOfSync: 1, Untracked: 5, Lists: []broker.ListHosts{
+			{List: "bl", Hosts: 2, Min: 30, Max: 37}, {List: "wl"}}},
 	}
 	var b bytes.Buffer
 	write(&b, r)
@@ -114,5 +117,27 @@ func TestExporter(t *testing.T) {
 	}
 	if err := e.Health(context.Background()); err != nil {
 		t.Errorf("Health = %v", err)
+	}
+}
+
+// TestBrokerOnly: `vallum broker --metrics` has no bridge: no bridge
+// series (no vallum_mqtt_connected 0 to alert on), and /healthz is about
+// the broker alone.
+func TestBrokerOnly(t *testing.T) {
+	var b bytes.Buffer
+	write(&b, reading{embedded: true, hosts: &broker.HostsStats{Online: 1}})
+	out := b.String()
+	for _, want := range []string{"vallum_broker_clients 0\n", `vallum_hub_hosts{state="online"} 1` + "\n", "vallum_hub_hosts_out_of_sync 0\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("broker-only metrics lack %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"vallum_mqtt_", "vallum_set_", "vallum_apply_"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("broker-only metrics have %s series:\n%s", bad, out)
+		}
+	}
+	if err := (&Exporter{}).Health(context.Background()); err != nil {
+		t.Errorf("Health without a bridge = %v, want nil", err)
 	}
 }

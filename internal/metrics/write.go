@@ -14,6 +14,7 @@ import (
 // reading is one reading of every metric: what write prints, as plain
 // values, so that the format is tested against a golden file.
 type reading struct {
+	bridge                             bool // the bridge's figures below, else none (vallum broker)
 	snap                               bridge.Snapshot
 	size, capacity                     map[string]int64
 	connected, subscribed              bool
@@ -27,12 +28,29 @@ type reading struct {
 	embedded        bool // the broker's figures below, else none
 	broker          broker.Stats
 	store           broker.StoreStats
-	stored, storeOK bool // stored false: nothing stored, store is zero
+	stored, storeOK bool               // stored false: nothing stored, store is zero
+	hosts           *broker.HostsStats // nil: no hosts' view (router builds)
 }
 
 func (e *Exporter) read(ctx context.Context) reading {
+	var r reading
+	if e.Stats != nil {
+		r = e.readBridge(ctx)
+	}
+	if e.Broker != nil {
+		r.embedded, r.broker = true, e.Broker.Stats()
+		r.store, r.stored = e.Broker.StoreStats()
+		r.storeOK = r.stored && e.Broker.StoreHealth() == nil
+		if hs, ok := e.Broker.Hosts(); ok && broker.WebBuilt {
+			r.hosts = &hs
+		}
+	}
+	return r
+}
+
+func (e *Exporter) readBridge(ctx context.Context) reading {
 	r := reading{
-		snap: e.Stats.Snapshot(), size: map[string]int64{}, capacity: map[string]int64{},
+		bridge: true, snap: e.Stats.Snapshot(), size: map[string]int64{}, capacity: map[string]int64{},
 		connected: e.Stats.Connected.Load(), subscribed: e.Stats.Subscribed.Load(),
 		reconnects: e.Stats.Reconnects.Load(), messages: e.Stats.Messages.Load(),
 		queue: e.Stats.QueueDepth.Load(), syncs: e.Stats.Syncs.Load(), setsEmptied: e.Stats.SetsEmptied.Load(),
@@ -54,11 +72,6 @@ func (e *Exporter) read(ctx context.Context) reading {
 	}
 	if sensorBuilt {
 		r.sensor = e.sensorCounts()
-	}
-	if e.Broker != nil {
-		r.embedded, r.broker = true, e.Broker.Stats()
-		r.store, r.stored = e.Broker.StoreStats()
-		r.storeOK = r.stored && e.Broker.StoreHealth() == nil
 	}
 	return r
 }
@@ -92,9 +105,22 @@ var (
 		{"vallum_broker_store_damaged_records", "Damaged records skipped when the store was loaded."},
 		{"vallum_broker_store_bytes", "Size of the store file."},
 	}
+	hubScalars = [...]desc{
+		{"vallum_hub_hosts_out_of_sync", "Online hosts whose last status says not synced, or is older than 3 minutes (3 missed statuses)."},
+		{"vallum_hub_hosts_untracked_total", "Statuses of new hosts the hub did not track: it tracks at most 100,000."},
+	}
 )
 
 func write(w io.Writer, r reading) {
+	if r.bridge {
+		writeBridge(w, r)
+	}
+	if r.embedded {
+		writeBroker(w, r)
+	}
+}
+
+func writeBridge(w io.Writer, r reading) {
 	family(w, "vallum_adds_total", "Entries added to kernel sets.", "set", r.snap.Adds)
 	family(w, "vallum_dels_total", "Entries deleted from kernel sets.", "set", r.snap.Dels)
 	family(w, "vallum_refused_total", "Input refused before the kernel, by reason.", "reason", r.snap.Refused)
@@ -110,18 +136,37 @@ func write(w io.Writer, r reading) {
 	if sensorBuilt {
 		sensor(w, r.sensor)
 	}
-	if r.embedded {
-		st := r.broker
-		scalars(w, brokerScalars[:], st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.MessagesDropped, st.Retained)
-		family(w, "vallum_broker_refused_total", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
-		header(w, "vallum_keeper_reports_held_total", "Reports the keeper held, not applied: their reporter was over its limit (--policy LIST:limit=).")
-		for _, h := range st.ReportsHeld {
-			fmt.Fprintf(w, "vallum_keeper_reports_held_total{list=%q,reporter=%q} %d\n", h.List, h.Reporter, h.Reports)
-		}
-		if ss := r.store; r.stored {
-			scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes)
+}
+
+func writeBroker(w io.Writer, r reading) {
+	st := r.broker
+	scalars(w, brokerScalars[:], st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.MessagesDropped, st.Retained)
+	family(w, "vallum_broker_refused_total", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
+	header(w, "vallum_keeper_reports_held_total", "Reports the keeper held, not applied: their reporter was over its limit (--policy LIST:limit=).")
+	for _, h := range st.ReportsHeld {
+		fmt.Fprintf(w, "vallum_keeper_reports_held_total{list=%q,reporter=%q} %d\n", h.List, h.Reporter, h.Reports)
+	}
+	if ss := r.store; r.stored {
+		scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes)
+	}
+	if broker.WebBuilt && r.hosts != nil { // (the router builds have no hosts' view: not even the calls)
+		hubHosts(w, r.hosts)
+	}
+}
+
+// hubHosts writes the hub's view of its hosts, from their statuses.
+func hubHosts(w io.Writer, h *broker.HostsStats) {
+	family(w, "vallum_hub_hosts", "Hosts the hub knows from their retained status, by state: online, or offline (said goodbye, or their will said it).", "state",
+		map[string]int64{"online": h.Online, "offline": h.Offline})
+	scalars(w, hubScalars[:], h.OutOfSync, h.Untracked)
+	lo, hi := map[string]int64{}, map[string]int64{}
+	for _, l := range h.Lists {
+		if l.Hosts > 0 {
+			lo[l.List], hi[l.List] = l.Min, l.Max
 		}
 	}
+	family(w, "vallum_hub_host_entries_min", "Fewest entries of the list an online host holds in its sets (its last status): far below the max, a host lacks bans.", "list", lo)
+	family(w, "vallum_hub_host_entries_max", "Most entries of the list an online host holds in its sets (its last status).", "list", hi)
 }
 
 // header writes a metric's HELP and TYPE lines.
