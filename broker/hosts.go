@@ -28,7 +28,7 @@ type hostIndex struct {
 	maxLen int
 }
 
-// hostEntry is what the metrics need of one host's last status: about 100
+// hostEntry is what the metrics need of one host's last status: about 150
 // bytes with its map slot and id.
 type hostEntry struct {
 	seen           int64   // Unix seconds: when the hub got it (at start: when sent)
@@ -37,7 +37,7 @@ type hostEntry struct {
 }
 
 // maxHosts bounds the hosts the hub tracks: 100,000 entries are about
-// 10 MB.
+// 15 MB.
 const maxHosts = 100_000
 
 // staleAfter is how old an online host's last status may be before the
