@@ -59,3 +59,39 @@ func TestHostIndex(t *testing.T) {
 		t.Errorf("loaded statuses: %d out of sync, want 2 (b an hour old, f)", s.OutOfSync)
 	}
 }
+
+// TestHubHostsRestart: the hub, without --web, counts its hosts from the
+// statuses it carries live, and, after a restart on the same store, from
+// the retained ones it loads.
+func TestHubHostsRestart(t *testing.T) {
+	if !webBuilt {
+		t.Skip("the router builds have no hosts' status")
+	}
+	o := Options{Listeners: []Listener{local(KindTCP)}, DataDir: t.TempDir(), Logger: testLogger(t), Lists: []string{"bl"}}
+	b1, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop1 := runBroker(t, b1)
+	c := mustDial(t, url(t, b1, KindTCP))
+	c.pub(t, wire.HostTopic("vallum-a"), 1, true, `{"online":true,"synced":true,"entries":{"bl":4}}`)
+	c.pub(t, wire.HostTopic("vallum-b"), 1, true, `{"online":false}`)
+	want := HostsStats{Online: 1, Offline: 1, Lists: []ListHosts{{List: "bl", Hosts: 1, Min: 4, Max: 4}}}
+	waitHosts(t, b1, "live", want)
+	c.Disconnect(50)
+	stop1()
+	waitHosts(t, start(t, o), "after a restart", want)
+}
+
+// waitHosts waits up to 5 s for b's hosts to be want: the inline
+// subscription gets a status as its PUBACK goes, Run loads the retained.
+func waitHosts(t *testing.T, b *Broker, what string, want HostsStats) {
+	t.Helper()
+	var got HostsStats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got, _ = b.Hosts(); cmp.Equal(got, want) {
+			return
+		}
+	}
+	t.Errorf("%s (-want +got):\n%s", what, cmp.Diff(want, got))
+}
