@@ -79,6 +79,8 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 // foreignLocked applies a state another client published.
 func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	switch {
+	case p.del && p.canon == topic && k.cleaning[topic] != 0:
+		return k.cleanedLocked(topic)
 	case p.canon == "":
 		k.dropLocked(topic)
 		return []retain{k.sentLocked(topic, nil)}
@@ -94,7 +96,7 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 		return nil
 	case p.del:
 		k.notedLocked(topic, p)
-		k.dropLocked(topic)
+		k.stateGoneLocked(i, topic)
 	default:
 		k.notedLocked(topic, p)
 		k.trackLocked(i, topic, p.state)
@@ -136,14 +138,39 @@ func (k *Keeper) notedLocked(topic string, p parsed) {
 	k.stated[topic] = now
 }
 
+// stateGoneLocked takes a client's deletion of topic's state: an unban.
+// A follower (not the list's cutter) keeps a ban a chunk holds: the
+// deletion may be the cutter's after its cut, and if it is an unban, the
+// cutter's rewrite of the chunk says so.
+func (k *Keeper) stateGoneLocked(i int, topic string) {
+	e, ok := k.bans[topic]
+	if ok && e.flags&fChunk != 0 && !k.cutter(k.lists[i]) {
+		e.flags &^= fState
+		k.bans[topic] = e
+		return
+	}
+	k.unbanLocked(i, topic)
+}
+
+// unbanLocked forgets the ban of topic, and rewrites the chunk holding it.
+func (k *Keeper) unbanLocked(i int, topic string) {
+	if e, ok := k.bans[topic]; ok {
+		k.dropLocked(topic)
+		k.unbannedLocked(i, topic, e)
+	}
+}
+
 // trackLocked records the state the broker holds on topic, in the copy too.
 func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
-	e := entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint32(i)}
+	e := k.entryLocked(i, s)
+	e.flags = fState
 	old, known := k.bans[topic]
+	e.flags |= old.flags & fChunk // the chunk still holds the prefix
 	k.bans[topic] = e
 	if known && old.at == e.at && old.exp == e.exp {
 		return // the same state read again, or our own coming back
 	}
+	k.lists[i].ch.changes++
 	if k.copy != nil { // the hub has none: no JSON per ban for nothing
 		k.copy.set(copyBan+topic, wire.EncodeState(s))
 	}
