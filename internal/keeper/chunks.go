@@ -25,9 +25,14 @@ type chunkSet struct {
 	data     [][]byte       // the payload of each chunk of man.Gen
 	first    []netip.Prefix // the first entry of each chunk at its cut: chunk j holds first[j] <= p < first[j+1]
 	wrote    []time.Time    // when each chunk was last written
-	dirty    map[int]bool   // chunks holding an unbanned entry: to rewrite
-	changes  int            // bans changed, lifted or expired since the last cut
-	cutAt    time.Time      // the last cut, or when the keeper settled
+	dec      []wire.Entry   // chunk decIdx decoded, for inChunksLocked
+	decIdx   int
+	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
+	changes  int          // bans changed, lifted or expired since the last cut
+	cutAt    time.Time    // the last cut, or when the keeper settled
+	// foreign: when a manifest of another keeper came, and its cut: the
+	// per-ban states it deletes next are no unbans (movedLocked).
+	foreign, foreignCut time.Time
 
 	// Read before Settle and live: manifests and chunks not adopted yet.
 	readMan *wire.Manifest            // the manifest read before Settle
@@ -65,6 +70,13 @@ func (c *chunkSet) keep(gen uint64, n int, payload []byte) {
 	}
 }
 
+// movedLocked reports whether a deletion of e's state now is likely
+// another keeper's after its cut: one came within statedFor, and e is
+// older than that cut. A client's unban then is taken by its event.
+func (c *chunkSet) movedLocked(e entry, now time.Time) bool {
+	return now.Sub(c.foreign) < statedFor && e.at <= c.foreignCut.UnixMilli()
+}
+
 // chunkOf returns the index of the chunk whose range holds p; -1 if none.
 func (c *chunkSet) chunkOf(p netip.Prefix) int {
 	if c.man == nil || len(c.first) == 0 {
@@ -72,6 +84,26 @@ func (c *chunkSet) chunkOf(p netip.Prefix) int {
 	}
 	j := sort.Search(len(c.first), func(j int) bool { return cmpPrefix(c.first[j], p) > 0 })
 	return max(0, j-1)
+}
+
+// inChunksLocked reports whether the chunks of list i hold the ban of
+// topic at version at.
+func (k *Keeper) inChunksLocked(i int, topic string, at int64) bool {
+	l := k.lists[i]
+	t, err := wire.ParseTopic(l.root, topic)
+	j := l.ch.chunkOf(t.Prefix)
+	if err != nil || j < 0 || j >= len(l.ch.data) {
+		return false
+	}
+	if l.ch.decIdx != j || l.ch.dec == nil {
+		c, err := wire.DecodeChunk(l.ch.data[j])
+		if err != nil {
+			return false
+		}
+		l.ch.dec, l.ch.decIdx = c.Entries, j
+	}
+	n, found := sort.Find(len(l.ch.dec), func(n int) int { return cmpPrefix(t.Prefix, l.ch.dec[n].Prefix) })
+	return found && l.ch.dec[n].State.At.UnixMilli() == at
 }
 
 // readChunks takes a manifest or a chunk read before Settle.
@@ -149,18 +181,22 @@ func (k *Keeper) foldReadLocked(i int) bool {
 			"list", l.root, "gen", wire.GenString(m.Gen), "err", err)
 		return false
 	}
-	k.adoptLocked(i, *m, cs)
+	k.adoptLocked(i, *m, cs, true)
 	return true
 }
 
-// adoptLocked makes m and its chunks the list's, and folds their entries
-// into the keeper's view: an entry the view holds at a later version
-// stays as the view has it.
-func (k *Keeper) adoptLocked(i int, m wire.Manifest, cs []wire.Chunk) {
+// adoptLocked makes m and its chunks the list's and, with fold, folds
+// their entries into the keeper's view: an entry the view holds at a later
+// version stays as the view has it. Only what is read before Settle is
+// folded: a keeper's view follows the events it has read, and chunks cut
+// live by another keeper, further on in them, would make the keeper skip
+// an event it has yet to read (the view says so already).
+func (k *Keeper) adoptLocked(i int, m wire.Manifest, cs []wire.Chunk, fold bool) {
 	l := k.lists[i]
 	now := k.now()
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote = make([][]byte, len(cs)), make([]netip.Prefix, len(cs)), make([]time.Time, len(cs))
+	l.ch.dec = nil
 	delete(l.ch.other, m.Gen)
 	for j, c := range cs {
 		l.ch.data[j] = wire.EncodeChunk(c)
@@ -170,7 +206,9 @@ func (k *Keeper) adoptLocked(i int, m wire.Manifest, cs []wire.Chunk) {
 			l.ch.first[j] = l.ch.first[j-1]
 		}
 		for _, e := range c.Entries {
-			k.foldLocked(i, e, now)
+			if fold {
+				k.foldLocked(i, e, now)
+			}
 		}
 	}
 	if l.ch.cutAt.IsZero() || m.Cut.After(l.ch.cutAt) {
@@ -227,22 +265,33 @@ func (k *Keeper) manifest(i int, payload []byte) {
 		k.readChunks(i, onManifest, "", payload)
 		return
 	}
+	if k.echoLocked(wire.ManifestTopic(l.root), payload) {
+		k.mu.Unlock()
+		return // our own coming back
+	}
 	var out []retain
-	switch m, err := wire.DecodeManifest(payload); {
+	m, err := wire.DecodeManifest(payload)
+	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) {
+		l.ch.foreign, l.ch.foreignCut = k.now(), m.Cut
+	}
+	switch {
 	case l.ch.man != nil && bytes.Equal(payload, l.ch.manBytes):
-		// our own coming back, or the one adopted
+		// the one adopted, again
 	case len(payload) == 0 || err != nil:
 		if k.cutter(l) && l.ch.man != nil {
 			k.quiet.warn("bad_manifest", "manifest deleted or broken: publishing it again", "list", l.root, "err", err)
-			out = append(out, retain{wire.ManifestTopic(l.root), l.ch.manBytes})
+			out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 		}
 	case m.Epoch != l.rec.Epoch:
-		k.log.Debug("manifest of another epoch ignored", "list", l.root, "epoch", m.Epoch)
+		// Another keeper's, before the records agree: the winner's stands.
+		if k.cutter(l) && l.ch.man != nil && l.rec.Epoch < m.Epoch {
+			out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		}
 	case l.ch.man != nil && m.Gen == l.ch.man.Gen && !k.cutter(l):
 		k.rewrittenLocked(i, m)
 	case l.ch.man != nil && k.cutter(l) && !m.Cut.After(l.ch.man.Cut):
 		// Another keeper's older cut: ours stands.
-		out = append(out, retain{wire.ManifestTopic(l.root), l.ch.manBytes})
+		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	default:
 		l.ch.next = &m
 		k.adoptNextLocked(i)
@@ -283,13 +332,13 @@ func (k *Keeper) adoptNextLocked(i int) {
 		k.quiet.error("bad_chunk", "another keeper's chunks are damaged: not believed", "list", l.root, "err", err)
 		return
 	}
-	k.adoptLocked(i, *m, cs)
+	k.adoptLocked(i, *m, cs, false)
 	l.ch.changes, l.ch.dirty = 0, nil
 }
 
 // rewrittenLocked takes the cutter's manifest of the generation adopted,
 // with chunks rewritten: the entries a rewritten chunk no longer holds are
-// unbanned, unless the view holds a later state of theirs.
+// unbanned, unless the view holds a later state of theirs than the chunk.
 func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 	l := k.lists[i]
 	if len(m.CRC) != len(l.ch.data) {
@@ -313,11 +362,13 @@ func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 		}
 		for _, e := range oc.Entries {
 			topic := wire.StateTopic(l.root, e.Prefix)
-			if b, ok := k.bans[topic]; ok && !kept[e.Prefix] && b.flags&fState == 0 {
+			// As another keeper's state: the keeper's own recent decision
+			// on the ban's events stands (recentLocked).
+			if b, ok := k.bans[topic]; ok && !kept[e.Prefix] && b.at <= e.State.At.UnixMilli() && !k.recentLocked(topic) {
 				k.dropLocked(topic)
 			}
 		}
-		l.ch.data[j], l.ch.man.CRC[j] = p, crc
+		l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, crc, nil
 		delete(have, j)
 	}
 	l.ch.man.Entries = m.Entries
@@ -363,7 +414,9 @@ func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
 	}
 	kept := c.Entries[:0]
 	for _, e := range c.Entries {
-		if _, ok := k.bans[wire.StateTopic(l.root, e.Prefix)]; ok {
+		// Kept while the view holds the ban since the chunk did: a ban
+		// lifted and made again since is per-ban state now.
+		if b, ok := k.bans[wire.StateTopic(l.root, e.Prefix)]; ok && b.flags&fChunk != 0 {
 			kept = append(kept, e)
 		}
 	}
@@ -373,7 +426,7 @@ func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
 	l.ch.man.Entries -= len(c.Entries) - len(kept)
 	c.Entries = kept
 	p := wire.EncodeChunk(c)
-	l.ch.data[j], l.ch.man.CRC[j] = p, wire.ChunkCRC(p)
+	l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, wire.ChunkCRC(p), nil
 	return retain{wire.ChunkTopic(l.root, c.Gen, j), p}, true, nil
 }
 
@@ -407,7 +460,7 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 	}
 	if len(out) > 0 {
 		l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
-		out = append(out, retain{wire.ManifestTopic(l.root), l.ch.manBytes})
+		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	}
 	return out, next
 }

@@ -76,9 +76,9 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	}
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
-	l.ch.data, l.ch.first, l.ch.wrote = data, first, make([]time.Time, count)
+	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
 	l.ch.dirty, l.ch.changes, l.ch.cutAt = nil, 0, now
-	out = append(out, retain{wire.ManifestTopic(l.root), l.ch.manBytes})
+	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != gen {
 		for j := range old.man.CRC {
@@ -102,12 +102,17 @@ type cutItem struct {
 
 // foldedLocked marks the bans of a cut as held by a chunk and, with
 // cleanup, deletes their per-ban state: its echo is no unban (cleaning).
+// A state made or touched within statedFor stays until the next cut: a
+// client that changes it again meanwhile (`vallum unban` after `vallum
+// ban`), whose messages the keeper may not have read yet, is not raced by
+// the deletion.
 func (k *Keeper) foldedLocked(items []cutItem, cleanup bool) []retain {
 	var out []retain
+	old := k.now().Add(-statedFor).UnixMilli()
 	for _, it := range items {
 		e := k.bans[it.topic]
 		e.flags |= fChunk
-		if cleanup && e.flags&fState != 0 {
+		if cleanup && e.flags&fState != 0 && e.at < old && !k.touchedLocked(it.topic) {
 			e.flags &^= fState
 			k.cleaning[it.topic] = e.at
 			out = append(out, retain{it.topic, nil})
@@ -127,7 +132,9 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 	if !ok || e.at == at || e.flags&fState == 0 {
 		return nil
 	}
-	return []retain{k.sentLocked(topic, wire.EncodeState(k.stateOf(e)))}
+	// Not sentLocked: no decision of the keeper's on the ban's events,
+	// which would make it doubt another keeper's next one (recentLocked).
+	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
 }
 
 // maintain cuts the lists due for a cut and rewrites the chunks due for a
@@ -151,4 +158,11 @@ func (k *Keeper) maintain() time.Time {
 	k.mu.Unlock()
 	_ = k.publish(out)
 	return next
+}
+
+// touchedLocked reports whether a client or the keeper published topic's
+// state within statedFor.
+func (k *Keeper) touchedLocked(topic string) bool {
+	at, ok := k.stated[topic]
+	return ok && k.now().Sub(at) < statedFor || k.recentLocked(topic)
 }

@@ -222,6 +222,9 @@ func (k *Keeper) record(i int, payload []byte) {
 		// list's cutter): adopted, or ours published over it.
 		k.log.Info("another keeper's record", "list", l.root, "ours", l.rec.Epoch, "theirs", rec.Epoch, "keeper", rec.Keeper)
 		if cmp.Or(strings.Compare(rec.Epoch, l.rec.Epoch), strings.Compare(rec.Keeper, l.rec.Keeper)) < 0 {
+			if rec.Epoch != l.rec.Epoch {
+				l.ch.man = nil // ours is of the epoch lost: the winner's next manifest is adopted
+			}
 			l.rec = rec
 			k.copy.setRecord(l.root, rec)
 		} else {

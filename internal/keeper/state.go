@@ -96,7 +96,7 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 		return nil
 	case p.del:
 		k.notedLocked(topic, p)
-		k.stateGoneLocked(i, topic)
+		return k.stateGoneLocked(i, topic)
 	default:
 		k.notedLocked(topic, p)
 		k.trackLocked(i, topic, p.state)
@@ -138,18 +138,29 @@ func (k *Keeper) notedLocked(topic string, p parsed) {
 	k.stated[topic] = now
 }
 
-// stateGoneLocked takes a client's deletion of topic's state: an unban.
-// A follower (not the list's cutter) keeps a ban a chunk holds: the
-// deletion may be the cutter's after its cut, and if it is an unban, the
-// cutter's rewrite of the chunk says so.
-func (k *Keeper) stateGoneLocked(i int, topic string) {
+// stateGoneLocked takes a client's deletion of topic's state: an unban,
+// unless it is another keeper's after its cut (its chunks hold the ban
+// now): a follower (not the list's cutter) keeps a ban the chunks hold as
+// its view does (if the deletion is an unban, the cutter's rewrite of the
+// chunk says so), and any keeper keeps a ban older than another keeper's
+// cut that has just come. The
+// cutter publishes the state again of a ban its own chunks do not hold.
+func (k *Keeper) stateGoneLocked(i int, topic string) []retain {
+	l := k.lists[i]
 	e, ok := k.bans[topic]
-	if ok && e.flags&fChunk != 0 && !k.cutter(k.lists[i]) {
+	moved := ok && (!k.cutter(l) && k.inChunksLocked(i, topic, e.at) || l.ch.movedLocked(e, k.now()))
+	switch {
+	case !moved:
+		k.unbanLocked(i, topic)
+	case k.cutter(l) && e.flags&fChunk == 0:
+		e.flags |= fState
+		k.bans[topic] = e
+		return []retain{k.sentLocked(topic, wire.EncodeState(k.stateOf(e)))}
+	default:
 		e.flags &^= fState
 		k.bans[topic] = e
-		return
 	}
-	k.unbanLocked(i, topic)
+	return nil
 }
 
 // unbanLocked forgets the ban of topic, and rewrites the chunk holding it.
