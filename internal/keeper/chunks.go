@@ -30,6 +30,9 @@ type chunkSet struct {
 	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
 	changes  int          // bans changed, lifted or expired since the last cut
 	cutAt    time.Time    // the last cut, or when the keeper settled
+	// later: per-ban states a cut left, touched lately; deleted at laterAt.
+	later   []later
+	laterAt time.Time
 	// foreign: when a manifest of another keeper came, and its cut: the
 	// per-ban states it deletes next are no unbans (movedLocked).
 	foreign, foreignCut time.Time

@@ -91,7 +91,7 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		}
 	}
 	l.ch.other, l.ch.next = nil, nil
-	return append(out, k.foldedLocked(items, wire.IsEpochV2(l.rec.Epoch))...)
+	return append(out, k.foldedLocked(l, items, wire.IsEpochV2(l.rec.Epoch))...)
 }
 
 // cutItem is one ban of a cut.
@@ -106,19 +106,56 @@ type cutItem struct {
 // client that changes it again meanwhile (`vallum unban` after `vallum
 // ban`), whose messages the keeper may not have read yet, is not raced by
 // the deletion.
-func (k *Keeper) foldedLocked(items []cutItem, cleanup bool) []retain {
+func (k *Keeper) foldedLocked(l *list, items []cutItem, cleanup bool) []retain {
 	var out []retain
-	old := k.now().Add(-statedFor).UnixMilli()
+	l.ch.later = l.ch.later[:0]
 	for _, it := range items {
 		e := k.bans[it.topic]
 		e.flags |= fChunk
-		if cleanup && e.flags&fState != 0 && e.at < old && !k.touchedLocked(it.topic) {
-			e.flags &^= fState
-			k.cleaning[it.topic] = e.at
-			out = append(out, retain{it.topic, nil})
-		}
 		k.bans[it.topic] = e
+		if cleanup && e.flags&fState != 0 {
+			if r, ok := k.cleanLocked(it.topic, e.at); ok {
+				out = append(out, r)
+			} else {
+				l.ch.later = append(l.ch.later, later{it.topic, e.at})
+			}
+		}
 	}
+	l.ch.laterAt = k.now().Add(statedFor)
+	return out
+}
+
+// later is a per-ban state a cut left for cleanLaterLocked.
+type later struct {
+	topic string
+	at    int64
+}
+
+// cleanLocked deletes the per-ban state of topic, which a chunk holds at
+// version at, unless it changed since or was touched within statedFor.
+func (k *Keeper) cleanLocked(topic string, at int64) (retain, bool) {
+	e, ok := k.bans[topic]
+	if !ok || e.at != at || e.flags&(fState|fChunk) != fState|fChunk ||
+		e.at >= k.now().Add(-statedFor).UnixMilli() || k.touchedLocked(topic) {
+		return retain{}, false
+	}
+	e.flags &^= fState
+	k.bans[topic] = e
+	k.cleaning[topic] = e.at
+	return retain{topic, nil}, true
+}
+
+// cleanLaterLocked deletes, statedFor after a cut, the per-ban states the
+// cut left because they were touched lately; what is touched still waits
+// for the next cut.
+func (k *Keeper) cleanLaterLocked(l *list) []retain {
+	var out []retain
+	for _, x := range l.ch.later {
+		if r, ok := k.cleanLocked(x.topic, x.at); ok {
+			out = append(out, r)
+		}
+	}
+	l.ch.later = nil
 	return out
 }
 
@@ -148,6 +185,9 @@ func (k *Keeper) maintain() time.Time {
 		if k.cutDueLocked(i, now) {
 			out = append(out, k.cutLocked(i, now)...)
 			continue
+		}
+		if l := k.lists[i]; len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
+			out = append(out, k.cleanLaterLocked(l)...)
 		}
 		o, n := k.flushLocked(i, now)
 		out = append(out, o...)
