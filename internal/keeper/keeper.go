@@ -94,6 +94,7 @@ type Keeper struct {
 	reading bool   // Retained was called since the last Settle
 	fixes   []fix  // misspelt or refused states read, fixed at Settle
 	strs    interned
+	swept   time.Time // the last sweepLocked of Run
 	// cleaning: per-ban states the keeper deleted after a cut (their
 	// chunk holds them), by topic, with the at deleted: their echo is
 	// no unban.

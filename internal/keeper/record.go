@@ -50,6 +50,7 @@ func (k *Keeper) Settle() error {
 		out = append(out, k.settledLocked(i, now)...)
 	}
 	k.mu.Unlock()
+	defer freeAfter(out)
 	return k.publish(out)
 }
 
