@@ -33,9 +33,11 @@ type chunkSet struct {
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
 	laterAt time.Time
-	// foreign: when a manifest of another keeper came, and its cut: the
-	// per-ban states it deletes next are no unbans (movedLocked).
-	foreign, foreignCut time.Time
+	// foreign: when a manifest of another keeper came, and what its
+	// chunks hold: the per-ban states it deletes next are no unbans
+	// (movedLocked).
+	foreign     time.Time
+	foreignBans map[netip.Prefix]int64
 
 	// Read before Settle and live: manifests and chunks not adopted yet.
 	readMan *wire.Manifest            // the manifest read before Settle
@@ -73,11 +75,28 @@ func (c *chunkSet) keep(gen uint64, n int, payload []byte) {
 	}
 }
 
-// movedLocked reports whether a deletion of e's state now is likely
-// another keeper's after its cut: one came within statedFor, and e is
-// older than that cut. A client's unban then is taken by its event.
-func (c *chunkSet) movedLocked(e entry, now time.Time) bool {
-	return now.Sub(c.foreign) < statedFor && e.at <= c.foreignCut.UnixMilli()
+// movedLocked reports whether a deletion of the state of p, at version
+// at, now is likely another keeper's after its cut: one came within
+// statedFor, and its chunks hold p at that version. A client's unban then
+// is taken by its event.
+func (c *chunkSet) movedLocked(p netip.Prefix, at int64, now time.Time) bool {
+	v, ok := c.foreignBans[p]
+	return ok && v == at && now.Sub(c.foreign) < statedFor
+}
+
+// foreignLocked notes another keeper's manifest m, with what its chunks
+// hold if they are all here.
+func (c *chunkSet) foreignLocked(root string, m wire.Manifest, now time.Time) {
+	cs, err := checkChunks(root, m, c.other[m.Gen])
+	if err != nil {
+		return
+	}
+	c.foreign, c.foreignBans = now, map[netip.Prefix]int64{}
+	for _, ch := range cs {
+		for _, e := range ch.Entries {
+			c.foreignBans[e.Prefix] = e.State.At.UnixMilli()
+		}
+	}
 }
 
 // chunkOf returns the index of the chunk whose range holds p; -1 if none.
@@ -275,7 +294,7 @@ func (k *Keeper) manifest(i int, payload []byte) {
 	var out []retain
 	m, err := wire.DecodeManifest(payload)
 	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) {
-		l.ch.foreign, l.ch.foreignCut = k.now(), m.Cut
+		l.ch.foreignLocked(l.root, m, k.now())
 	}
 	switch {
 	case l.ch.man != nil && bytes.Equal(payload, l.ch.manBytes):

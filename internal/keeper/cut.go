@@ -45,7 +45,10 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	var items []cutItem
 	nowUnix := now.Unix()
 	for topic, e := range k.bans {
-		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix {
+		// A ban the view holds but neither a state nor a chunk on the
+		// broker does is left out: another keeper deleted it, in doubt
+		// (foreignLocked), and the events have yet to say it again.
+		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk) == 0 {
 			continue
 		}
 		t, err := wire.ParseTopic(l.root, topic)
@@ -225,9 +228,9 @@ func freeAfter(out []retain) {
 // freeAtDeleted: deletions in one go that make the keeper free memory.
 const freeAtDeleted = 10_000
 
-// touchedLocked reports whether a client or the keeper published topic's
-// state within statedFor.
+// touchedLocked reports whether anyone (a client, another keeper, this
+// one) published topic's state within statedFor.
 func (k *Keeper) touchedLocked(topic string) bool {
-	at, ok := k.stated[topic]
+	at, ok := k.touched[topic]
 	return ok && k.now().Sub(at) < statedFor || k.recentLocked(topic)
 }

@@ -126,4 +126,11 @@ func (k *Keeper) sweepLocked(now time.Time) {
 	}
 	k.stated = stated
 	k.statCap = max(1024, 2*len(k.stated))
+	touched := make(map[string]time.Time, len(k.touched)/4)
+	for t, at := range k.touched {
+		if now.Sub(at) <= statedFor {
+			touched[t] = at
+		}
+	}
+	k.touched = touched
 }

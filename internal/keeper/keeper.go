@@ -85,9 +85,11 @@ type Keeper struct {
 	mu      sync.Mutex
 	bans    map[string]entry     // canonical state topic -> what the broker holds
 	stated  map[string]time.Time // canonical state topic -> when a client last published it
-	pubs    map[string]*pub      // topic -> the keeper's own recent publishes
-	pubsCap int                  // len(pubs) that makes the next publish sweep it
-	statCap int                  // the same for stated
+	touched map[string]time.Time // the same, anyone's but this keeper's: clients' and other keepers'
+
+	pubs    map[string]*pub // topic -> the keeper's own recent publishes
+	pubsCap int             // len(pubs) that makes the next publish sweep it
+	statCap int             // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
 	gen     uint32 // the current read of the retained messages
@@ -150,7 +152,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		guard: guard.New(o.Limits.Allow, o.Limits.MinBitsV4, o.Limits.MinBitsV6),
 		bans:  map[string]entry{}, stated: map[string]time.Time{}, pubs: map[string]*pub{},
 		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024,
-		strs: newInterned(), cleaning: map[string]int64{}}
+		strs: newInterned(), cleaning: map[string]int64{}, touched: map[string]time.Time{}}
 	k.quiet = newQuiet(k.log, o.Now)
 	for _, root := range o.Roots {
 		if err := wire.ValidRoot(root); err != nil {

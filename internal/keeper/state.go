@@ -78,6 +78,9 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 
 // foreignLocked applies a state another client published.
 func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
+	if p.canon == topic {
+		k.touched[topic] = k.now() // by anyone: no cleanup races it (cleanLocked)
+	}
 	switch {
 	case p.del && p.canon == topic && k.cleaning[topic] != 0:
 		return k.cleanedLocked(topic)
@@ -93,6 +96,12 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 		// Another keeper's decision on an event this keeper decided on
 		// too: it may be of an earlier event than this keeper's latest.
 		k.pubs[topic].doubt = true
+		if e, ok := k.bans[topic]; ok && p.del {
+			// The view keeps the ban, but the broker no longer holds
+			// its state: a cut leaves it out (cutLocked).
+			e.flags &^= fState
+			k.bans[topic] = e
+		}
 		return nil
 	case p.del:
 		k.notedLocked(topic, p)
@@ -148,7 +157,8 @@ func (k *Keeper) notedLocked(topic string, p parsed) {
 func (k *Keeper) stateGoneLocked(i int, topic string) []retain {
 	l := k.lists[i]
 	e, ok := k.bans[topic]
-	moved := ok && (!k.cutter(l) && k.inChunksLocked(i, topic, e.at) || l.ch.movedLocked(e, k.now()))
+	t, _ := wire.ParseTopic(l.root, topic)
+	moved := ok && (!k.cutter(l) && k.inChunksLocked(i, topic, e.at) || l.ch.movedLocked(t.Prefix, e.at, k.now()))
 	switch {
 	case !moved:
 		k.unbanLocked(i, topic)
