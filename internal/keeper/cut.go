@@ -98,6 +98,13 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	return append(out, k.foldedLocked(l, items, wire.IsEpochV2(l.rec.Epoch))...)
 }
 
+// cleaned is what the keeper deleted of one topic after cuts: the version
+// deleted last, and how many deletions have yet to come back.
+type cleaned struct {
+	at int64
+	n  int
+}
+
 // cutItem is one ban of a cut.
 type cutItem struct {
 	e     wire.Entry
@@ -145,7 +152,8 @@ func (k *Keeper) cleanLocked(topic string, at int64) (retain, bool) {
 	}
 	e.flags &^= fState
 	k.bans[topic] = e
-	k.cleaning[topic] = e.at
+	c := k.cleaning[topic]
+	k.cleaning[topic] = cleaned{at: e.at, n: c.n + 1}
 	return retain{topic, nil}, true
 }
 
@@ -167,10 +175,14 @@ func (k *Keeper) cleanLaterLocked(l *list) []retain {
 // client published between the cut and the deletion was deleted with it:
 // the keeper publishes it again.
 func (k *Keeper) cleanedLocked(topic string) []retain {
-	at := k.cleaning[topic]
-	delete(k.cleaning, topic)
+	c := k.cleaning[topic]
+	if c.n--; c.n > 0 {
+		k.cleaning[topic] = c
+	} else {
+		delete(k.cleaning, topic)
+	}
 	e, ok := k.bans[topic]
-	if !ok || e.at == at || e.flags&fState == 0 {
+	if !ok || e.at == c.at || e.flags&fState == 0 {
 		return nil
 	}
 	// Not sentLocked: no decision of the keeper's on the ban's events,

@@ -100,7 +100,7 @@ type Keeper struct {
 	// cleaning: per-ban states the keeper deleted after a cut (their
 	// chunk holds them), by topic, with the at deleted: their echo is
 	// no unban.
-	cleaning map[string]int64
+	cleaning map[string]cleaned
 }
 
 // list is one kept list.
@@ -152,7 +152,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		guard: guard.New(o.Limits.Allow, o.Limits.MinBitsV4, o.Limits.MinBitsV6),
 		bans:  map[string]entry{}, stated: map[string]time.Time{}, pubs: map[string]*pub{},
 		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024,
-		strs: newInterned(), cleaning: map[string]int64{}, touched: map[string]time.Time{}}
+		strs: newInterned(), cleaning: map[string]cleaned{}, touched: map[string]time.Time{}}
 	k.quiet = newQuiet(k.log, o.Now)
 	for _, root := range o.Roots {
 		if err := wire.ValidRoot(root); err != nil {

@@ -179,8 +179,8 @@ func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, restored, ke
 			k.dropLocked(topic)
 			continue
 		}
-		e.gen, e.flags = k.gen, 0
-		if k.o.LegacyState { // else the cut after Settle publishes it, in a chunk
+		e.gen, e.flags = k.gen, fChunk // the cut after Settle publishes it, in a chunk
+		if k.o.LegacyState {
 			e.flags = fState
 			out = append(out, k.sentLocked(topic, wire.EncodeState(s)))
 		}

@@ -71,9 +71,26 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 		k.trackLocked(i, topic, p.state)
 	case !k.echoLocked(topic, payload):
 		out = k.foreignLocked(i, topic, p)
+	case p.del:
+		out = k.clobberedLocked(topic)
 	}
 	k.mu.Unlock()
 	k.publish(out)
+}
+
+// clobberedLocked takes the keeper's own deletion of topic coming back
+// while its view holds a state of the ban that came before it: the broker
+// took that state first, then the deletion (a keeper that lagged behind a
+// client decided on an older event), and holds nothing. With chunks, the
+// next cut would take the view's ban, but no host would have it until
+// then: the keeper publishes the state again, unless a publish of its own
+// is on the way.
+func (k *Keeper) clobberedLocked(topic string) []retain {
+	e, ok := k.bans[topic]
+	if p := k.pubs[topic]; !ok || e.flags&fState == 0 || p != nil && len(p.sums) > 0 {
+		return nil
+	}
+	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
 }
 
 // foreignLocked applies a state another client published.
@@ -82,7 +99,7 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 		k.touched[topic] = k.now() // by anyone: no cleanup races it (cleanLocked)
 	}
 	switch {
-	case p.del && p.canon == topic && k.cleaning[topic] != 0:
+	case p.del && p.canon == topic && k.cleaning[topic].n > 0:
 		return k.cleanedLocked(topic)
 	case p.canon == "":
 		k.dropLocked(topic)
