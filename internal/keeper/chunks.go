@@ -189,22 +189,23 @@ func checkChunks(root string, m wire.Manifest, have map[int][]byte) ([]wire.Chun
 
 // foldReadLocked adopts the chunks read before Settle, if the manifest
 // read is of the list's epoch and every chunk it names is there intact.
-// It reports whether it adopted them.
-func (k *Keeper) foldReadLocked(i int) bool {
+// It reports whether it adopted them, and whether the manifest named
+// chunks that are missing or damaged.
+func (k *Keeper) foldReadLocked(i int) (adopted, damaged bool) {
 	l := k.lists[i]
 	m := l.ch.readMan
 	l.ch.readMan = nil
 	if m == nil || m.Epoch != l.rec.Epoch {
-		return false
+		return false, false
 	}
 	cs, err := checkChunks(l.root, *m, l.ch.other[m.Gen])
 	if err != nil {
 		k.log.Error("the list's chunks on the broker are damaged or missing: not believed; the keeper publishes them again from what it holds",
 			"list", l.root, "gen", wire.GenString(m.Gen), "err", err)
-		return false
+		return false, true
 	}
 	k.adoptLocked(i, *m, cs, true)
-	return true
+	return true, false
 }
 
 // adoptLocked makes m and its chunks the list's and, with fold, folds

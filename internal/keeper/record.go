@@ -68,8 +68,15 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 		}
 		l.rec = *l.read
 		k.copy.setRecord(l.root, l.rec)
-		adopted = k.foldReadLocked(i) // before forgetting what the read did not see
-		k.forgetLocked(i)
+		var damaged bool
+		adopted, damaged = k.foldReadLocked(i) // before forgetting what the read did not see
+		if damaged && k.copy != nil {
+			// What the damaged chunks held is not known to be lifted:
+			// the copy puts back what it holds, in the cut after Settle.
+			k.restoreLocked(i, now)
+		} else {
+			k.forgetLocked(i)
+		}
 	case k.copy != nil && l.rec.Epoch != "":
 		l.rec.Keeper = k.o.Name // restoring it, this keeper cuts
 		n, restored, kept := k.restoreLocked(i, now)
