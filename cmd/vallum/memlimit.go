@@ -40,12 +40,26 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
+// hubGCPercent is the garbage collector's target of a process that runs
+// the embedded broker (Go's GOGC, which wins when set): the heap grows by
+// half of what is live before a collection, not by all of it. Measured
+// with e2e/hubmem, a hub holding 100,000 bans as chunks: 129 MB resident,
+// 177 MB while hosts joined, at Go's 100; 73 MB and 81 MB at 50.
+const hubGCPercent = 50
+
 // applyMemoryLimit sets the process's soft memory limit from
-// --memory-limit, unless GOMEMLIMIT is set (the runtime's own knob wins).
+// --memory-limit, unless GOMEMLIMIT is set (the runtime's own knob wins),
+// and the collector's target to hubGCPercent unless GOGC is set.
 func applyMemoryLimit(c config, log *slog.Logger) error {
 	n, err := parseSize(c.MemoryLimit)
-	if err != nil || n == 0 {
+	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(hubGCPercent)
+	}
+	if n == 0 {
+		return nil
 	}
 	if v := os.Getenv("GOMEMLIMIT"); v != "" {
 		log.Info("GOMEMLIMIT set: --memory-limit not applied", "gomemlimit", v)
