@@ -403,7 +403,7 @@ func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 func (k *Keeper) unbannedLocked(i int, topic string, e entry) {
 	l := k.lists[i]
 	l.ch.changes++
-	if e.flags&fChunk == 0 || !k.cutter(l) {
+	if !chunksBuilt || e.flags&fChunk == 0 || !k.cutter(l) {
 		return
 	}
 	t, err := wire.ParseTopic(l.root, topic)

@@ -193,6 +193,9 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 // maintain cuts the lists due for a cut and rewrites the chunks due for a
 // rewrite; it returns when the next rewrite is due (zero: none).
 func (k *Keeper) maintain() time.Time {
+	if !chunksBuilt {
+		return time.Time{}
+	}
 	now := k.now()
 	var out []retain
 	var next time.Time

@@ -146,6 +146,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	if o.Limits.MaxPayload == 0 {
 		o.Limits.MaxPayload = DefaultMaxPayload
 	}
+	o.LegacyState = o.LegacyState || !chunksBuilt
 	o.CutAfter = cmp.Or(o.CutAfter, DefaultCutAfter)
 	o.CutEvery = cmp.Or(o.CutEvery, DefaultCutEvery)
 	k := &Keeper{o: o, sink: sink, log: o.Logger, now: o.Now,
@@ -180,8 +181,10 @@ func (k *Keeper) Filters() []string {
 	var f []string
 	for _, l := range k.lists {
 		f = append(f, wire.EventTopics(l.root)...)
-		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root),
-			wire.ManifestTopic(l.root), wire.ChunksFilter(l.root))
+		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root))
+		if chunksBuilt {
+			f = append(f, wire.ManifestTopic(l.root), wire.ChunksFilter(l.root))
+		}
 	}
 	return f
 }
@@ -240,7 +243,9 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 	case onState:
 		k.state(i, topic, payload, false)
 	case onManifest, onChunk:
-		k.readChunks(i, what, topic, payload)
+		if chunksBuilt {
+			k.readChunks(i, what, topic, payload)
+		}
 	}
 }
 
@@ -256,9 +261,13 @@ func (k *Keeper) Message(topic string, payload []byte) {
 	case onRecord:
 		k.record(i, payload)
 	case onManifest:
-		k.manifest(i, payload)
+		if chunksBuilt {
+			k.manifest(i, payload)
+		}
 	case onChunk:
-		k.chunk(i, topic, payload)
+		if chunksBuilt {
+			k.chunk(i, topic, payload)
+		}
 	}
 }
 

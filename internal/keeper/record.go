@@ -69,7 +69,9 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 		l.rec = *l.read
 		k.copy.setRecord(l.root, l.rec)
 		var damaged bool
-		adopted, damaged = k.foldReadLocked(i) // before forgetting what the read did not see
+		if chunksBuilt {
+			adopted, damaged = k.foldReadLocked(i) // before forgetting what the read did not see
+		}
 		if damaged && k.copy != nil {
 			// What the damaged chunks held is not known to be lifted:
 			// the copy puts back what it holds, in the cut after Settle.
@@ -121,6 +123,9 @@ func (k *Keeper) spell(epoch string) string {
 func (k *Keeper) settledLocked(i int, now time.Time) []retain {
 	l := k.lists[i]
 	var out []retain
+	if !chunksBuilt {
+		return nil
+	}
 	if !k.cutter(l) && l.ch.man == nil {
 		k.log.Info("no chunks of the list on the broker: this keeper cuts them", "list", l.root, "record_keeper", l.rec.Keeper)
 		l.rec.Keeper = k.o.Name

@@ -175,7 +175,7 @@ func (k *Keeper) stateGoneLocked(i int, topic string) []retain {
 	l := k.lists[i]
 	e, ok := k.bans[topic]
 	t, _ := wire.ParseTopic(l.root, topic)
-	moved := ok && (!k.cutter(l) && k.inChunksLocked(i, topic, e.at) || l.ch.movedLocked(t.Prefix, e.at, k.now()))
+	moved := chunksBuilt && ok && (!k.cutter(l) && k.inChunksLocked(i, topic, e.at) || l.ch.movedLocked(t.Prefix, e.at, k.now()))
 	switch {
 	case !moved:
 		k.unbanLocked(i, topic)

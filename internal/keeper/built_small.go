@@ -1,0 +1,9 @@
+//go:build vallum_small && (mips || mipsle)
+
+package keeper
+
+// chunksBuilt: the 32-bit MIPS router builds leave the compact list out
+// (about 95 KB: with it they are over the 10 MB goal). Their keeper keeps
+// per-ban state for every ban, as with LegacyState, and publishes no
+// chunks; the constant lets the linker drop that code whole.
+const chunksBuilt = false
