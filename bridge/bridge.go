@@ -34,6 +34,7 @@ type shared struct {
 	stop  stopper
 
 	refuse  *refusals // locked: the decoder refuses input, the worker kernel errors
+	allow   allowlist // locked: the decoder reads the shared allowlist, the worker ends a read (allow.go)
 	epochs  *epochs   // locked: the worker judges, the decoder and SIGHUP ask
 	later   later     // locked: the worker and the decoder ask for a sync
 	client  atomic.Pointer[mqtt.Client]
@@ -70,6 +71,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 	}
 	sh.stop.ctx, sh.stop.cancel = context.WithCancel(context.Background())
 	b := &Bridge{shared: sh, dec: &decoder{shared: sh}, app: newApplier(sh, be)}
+	b.dec.loadAllow()
 	sh.newSync = b.startSync
 	return b, nil
 }

@@ -28,12 +28,16 @@ type decoder struct {
 func (d *decoder) decode(topic string, payload []byte, retained bool) item {
 	if strings.HasPrefix(topic, wire.MarkerPrefix) {
 		res := d.sync.marker(string(payload))
-		d.recent.seed(&d.sync) // when that opened a sync's window
+		d.allowSettle()        // when that opened a sync's window
+		d.recent.seed(&d.sync) // likewise
 		return item{sync: res}
 	}
 	if len(payload) > d.opts.MaxPayload {
 		d.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", d.opts.MaxPayload)
 		return item{}
+	}
+	if strings.HasPrefix(topic, wire.AllowPrefix) {
+		return d.allowMessage(topic, payload)
 	}
 	if root, ok := strings.CutPrefix(topic, wire.RecordPrefix); ok { // subscribed for our lists only
 		if !d.sync.keeperRecord(root, payload) { // only a sync's window counts (epoch.go)

@@ -128,6 +128,10 @@ type Options struct {
 	// sync, so that a restart still tells a list the broker lost from an
 	// unban of everything (epoch.go); "": kept in memory only.
 	EpochFile string
+	// AllowFile keeps the shared allowlist as the bridge last read it
+	// (allow.go), so that after a restart the bans it covers are refused
+	// before the first sync; "": kept in memory only.
+	AllowFile string
 
 	// eventSettle is how long an event's add is left alone by a sync that
 	// does not find it in the list: its state may not be published yet.

@@ -18,13 +18,14 @@ type setOp struct {
 }
 
 // item is one unit of the ordered queue: the ops of one MQTT message (acked
-// once the kernel has them), or a reconciliation that must run after every
-// message received before it.
+// once the kernel has them), or a reconciliation or a lift (allow.go) that
+// must run after every message received before it.
 type item struct {
 	ack    func() // nil for internal items
 	ops    []setOp
 	sync   *syncResult
-	weight int64 // ops held in the pending bound until applied
+	lift   *netip.Prefix // an allow entry
+	weight int64         // ops held in the pending bound until applied
 }
 
 // applier is the applying worker's side: the worker goroutine (work) owns
@@ -97,11 +98,12 @@ func (a *applier) work(ctx context.Context) {
 }
 
 // fill takes more items from the queue without waiting, up to MaxBatch ops;
-// a sync item always ends a batch, so that it sees every op before it.
+// a sync or a lift always ends a batch, so that it sees every op before it
+// and none after it.
 func (a *applier) fill(batch []item) []item {
 	n := len(batch[0].ops)
 	yielded := false
-	for n < a.opts.MaxBatch && batch[len(batch)-1].sync == nil {
+	for n < a.opts.MaxBatch && batch[len(batch)-1].sync == nil && batch[len(batch)-1].lift == nil {
 		select {
 		case it := <-a.queue:
 			a.stats.QueueDepth.Add(-1)
@@ -144,6 +146,9 @@ func (a *applier) applyBatch(ctx context.Context, batch []item) {
 		a.opts.Banned(banned) // the kernel has them: cut their connections
 	}
 	last := batch[len(batch)-1]
+	if last.lift != nil {
+		a.lift(ctx, *last.lift)
+	}
 	if last.sync != nil {
 		a.reconcile(ctx, last.sync)
 	}

@@ -58,6 +58,7 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 	if young {
 		a.syncLater(a.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
 	}
+	a.dropAllow(lostN > 0) // the allowlist read at this sync (allow.go)
 	if lostN == 0 {
 		a.lostStreak = 0
 	} else {

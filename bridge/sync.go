@@ -183,6 +183,9 @@ func (b *Bridge) startSync(c mqtt.Client) {
 	_, conn := b.brokers.Current()
 	stalled, stop := b.stalled()
 	defer stop()
+	if !b.subscribeAllow(c, abandon) { // before any ban can come (allow.go)
+		return
+	}
 	for _, st := range steps {
 		refused, ok := b.subscribe(c, st.subs, st.optional, abandon)
 		if !ok {

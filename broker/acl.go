@@ -13,6 +13,7 @@ import (
 // access is what one kind of client may do. It denies whatever no rule
 // allows: unlike mochi's ledger, nothing is allowed by default.
 type access struct {
+	name                  string // the login; "" anonymous, which cannot report
 	admin, host, reporter bool
 	lists                 []string // roots the roles apply to; nil: every topic
 	publish, subscribe    []string // extra topic filters
@@ -31,13 +32,17 @@ func roleAccess(role string, lists []string) access {
 // an admin (and the keeper inside the broker) writes a keeper record, a
 // manifest or a chunk: a forged record would tell every host that its
 // list was lost, or hide a loss, and a forged chunk bans or unbans
-// anything; no extra filter of the users file grants them.
+// anything; nor the shared allowlist: an entry lifts bans on every host.
+// No extra filter of the users file grants any of them.
 func (a access) canPublish(topic, id string) bool {
 	if a.admin {
 		return true
 	}
-	if keeperOnly(topic) {
+	if keeperOnly(topic) || covers(wire.AllowFilter, topic) {
 		return false
+	}
+	if strings.HasPrefix(topic, wire.ReportPrefix) {
+		return a.mayReport(topic) // no filter grants another's name
 	}
 	if anyCovers(a.publish, topic) {
 		return true
@@ -59,6 +64,28 @@ func (a access) canPublish(topic, id string) bool {
 	return false
 }
 
+// mayReport reports whether a may publish on the report topic: hosts and
+// reporters report under their own login name only (wire.ReportTopic), so
+// that a quorum counts logins, and none can report as another.
+func (a access) mayReport(topic string) bool {
+	if !a.host && !a.reporter || wire.ValidReporter(a.name) != nil {
+		return false
+	}
+	root, ok := strings.CutPrefix(topic, wire.ReportPrefix+a.name+"/")
+	if !ok || wire.ValidRoot(root) != nil {
+		return false
+	}
+	if a.lists == nil {
+		return !covers(wire.Namespace+"/#", root)
+	}
+	for _, r := range a.lists {
+		if r == root {
+			return true
+		}
+	}
+	return false
+}
+
 // canSubscribe reports whether a, as client id, may subscribe to filter;
 // mochi asks the same for every message it delivers, with the topic as the
 // filter.
@@ -69,19 +96,19 @@ func (a access) canSubscribe(filter, id string) bool {
 	if strings.HasPrefix(filter, "$") {
 		return false
 	}
-	if a.host && filter == wire.MarkerTopic(id) {
-		return true
+	if a.host && (filter == wire.MarkerTopic(id) || covers(wire.AllowFilter, filter)) {
+		return true // and the shared allowlist, which every bridge follows
 	}
 	if a.lists == nil {
 		// Every topic may be a list, but none under vallum/ but the
 		// keeper's records, manifests and chunks: the sync markers of
 		// other hosts are there.
 		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter) ||
-			(a.host || a.reporter) && keeperOnly(filter)
+			(a.host || a.reporter) && (keeperOnly(filter) || covers(wire.PendingPrefix+"#", filter))
 	}
 	for _, r := range a.lists {
 		if a.host && covers(r+"/#", filter) || a.reporter && covers(wire.StateFilter(r), filter) ||
-			(a.host || a.reporter) && readsList(r, filter) {
+			(a.host || a.reporter) && (readsList(r, filter) || covers(wire.PendingFilter(r), filter)) {
 			return true
 		}
 	}

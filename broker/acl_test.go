@@ -24,6 +24,11 @@ func TestCovers(t *testing.T) {
 	}
 }
 
+func named(a access, name string) access {
+	a.name = name
+	return a
+}
+
 func TestAccess(t *testing.T) {
 	lists := []string{"blacklist", "site1/blacklist"}
 	host, rep := roleAccess(RoleHost, lists), roleAccess(RoleReporter, lists)
@@ -87,8 +92,36 @@ func TestAccess(t *testing.T) {
 		{"any-list reporter cannot write a chunk", anyRep, true, "vallum/list/zone9/list/0000019ad6f3c2a1/0", false},
 		{"no filter grants a chunk", access{reporter: true, publish: []string{"#"}}, true, "vallum/list/blacklist/0000019ad6f3c2a1/0", false},
 		{"no filter grants a manifest", access{host: true, publish: []string{"vallum/#"}}, true, "vallum/manifest/blacklist", false},
+		{"host reads the allowlist", host, false, "vallum/allow/#", true},
+		{"any-list host reads the allowlist", anyHost, false, "vallum/allow/#", true},
+		{"host reads one allow entry", host, false, "vallum/allow/198.51.100.0/24", true},
+		{"host cannot write the allowlist", host, true, "vallum/allow/198.51.100.0/24", false},
+		{"host still no markers by vallum/+", host, false, "vallum/+/#", false},
+		{"reporter cannot write the allowlist", rep, true, "vallum/allow/198.51.100.7", false},
+		{"any-list reporter cannot write the allowlist", anyRep, true, "vallum/allow/198.51.100.7", false},
+		{"reporter does not read the allowlist", rep, false, "vallum/allow/#", false},
+		{"no filter grants the allowlist", access{host: true, reporter: true, publish: []string{"#", "vallum/allow/#"}}, true, "vallum/allow/198.51.100.7", false},
+		{"admin writes the allowlist", access{admin: true}, true, "vallum/allow/198.51.100.0/24", true},
 		{"explicit filter", access{publish: []string{"feeds/#"}}, true, "feeds/x", true},
 		{"nothing by default", access{}, false, "blacklist/#", false},
+		{"host reports under its name", named(host, "h1"), true, "vallum/report/h1/site1/blacklist", true},
+		{"host cannot report as another", named(host, "h1"), true, "vallum/report/h2/blacklist", false},
+		{"host reports on its lists only", named(host, "h1"), true, "vallum/report/h1/blacklist2", false},
+		{"reporter reports under its name", named(rep, "f2b"), true, "vallum/report/f2b/blacklist", true},
+		{"reporter cannot report as another", named(rep, "f2b"), true, "vallum/report/h1/blacklist", false},
+		{"anonymous cannot report", host, true, "vallum/report//blacklist", false},
+		{"any-list host reports on any list", named(anyHost, "h1"), true, "vallum/report/h1/zone9/list", true},
+		{"any-list host not into vallum/", named(anyHost, "h1"), true, "vallum/report/h1/vallum/keeper/x", false},
+		{"a login with / cannot report", named(host, "h1/blacklist"), true, "vallum/report/h1/blacklist/blacklist", false},
+		{"no filter grants another's report", access{name: "x", reporter: true, publish: []string{"#"}}, true, "vallum/report/h1/blacklist", false},
+		{"no role, no report", access{name: "x", publish: []string{"vallum/report/#"}}, true, "vallum/report/x/blacklist", false},
+		{"host cannot read reports", named(host, "h1"), false, "vallum/report/+/blacklist", false},
+		{"host reads its list's pending reports", host, false, "vallum/pending/blacklist/#", true},
+		{"reporter reads its list's pending reports", rep, false, "vallum/pending/site1/blacklist/#", true},
+		{"no pending of another list", host, false, "vallum/pending/blacklist2/#", false},
+		{"no pending of every list", host, false, "vallum/pending/#", false},
+		{"any-list host reads every pending", anyHost, false, "vallum/pending/#", true},
+		{"nobody writes pending", named(rep, "f2b"), true, "vallum/pending/blacklist/192.0.2.1", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

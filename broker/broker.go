@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/vallum/vallum/internal/keeper"
 	"github.com/vallum/vallum/internal/mochiclose"
 )
 
@@ -35,6 +36,7 @@ type Stats struct {
 	MessagesDropped  int64 // to slow subscribers, or over the inflight limit
 	Retained         int64
 	Refused          map[string]int64 // refusals by reason (see refuse.go)
+	ReportsHeld      []keeper.Held    // the keeper's reports held, by list and reporter
 }
 
 // New checks o, loads the users file, opens the store and binds every
@@ -180,7 +182,15 @@ func (b *Broker) Stats() Stats {
 		MessagesDropped:  atomic.LoadInt64(&in.MessagesDropped) + atomic.LoadInt64(&in.InflightDropped),
 		Retained:         int64(b.srv.Topics.Retained.Len()),
 		Refused:          b.ref.counts(),
+		ReportsHeld:      b.keeperHeld(),
 	}
+}
+
+func (b *Broker) keeperHeld() []keeper.Held {
+	if b.keeper == nil {
+		return nil
+	}
+	return b.keeper.k.Held()
 }
 
 // newAuth builds the auth hook: users from the file, and what anonymous
@@ -208,12 +218,15 @@ func newAuth(o Options, ref *refusals) (*authHook, error) {
 			if err := checkUser(u); err != nil {
 				return nil, fmt.Errorf("user %q: %w", u.Name, err)
 			}
+			if _, taken := users[u.Name]; taken {
+				return nil, fmt.Errorf("%s: user %q: the name is reserved for vallum's own use; rename that user", o.UsersFile, u.Name)
+			}
 			users[u.Name] = u
 		}
 		h.users, h.acc = users, map[string]access{}
 		for name, u := range users {
 			a := roleAccess(u.Role, defaultLists(u.Lists, o.Lists))
-			a.publish, a.subscribe = u.Publish, u.Subscribe
+			a.publish, a.subscribe, a.name = u.Publish, u.Subscribe, name
 			h.acc[name] = a
 		}
 	}

@@ -24,7 +24,8 @@ type hubKeeper struct {
 
 func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
 	h := &hubKeeper{srv: srv, roots: roots, log: log}
-	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, LegacyState: o.LegacyState, Logger: log}, h)
+	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, Policy: o.Policy,
+		LegacyState: o.LegacyState, Logger: log}, h)
 	if err != nil {
 		return nil, err
 	}

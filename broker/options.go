@@ -140,6 +140,9 @@ type Options struct {
 	// LegacyState makes the keeper keep per-ban state for every ban besides
 	// the chunks, for hosts of the previous release (keeper.Options).
 	LegacyState bool
+	// Policy is the keeper's escalation, quorum and reporter limits per
+	// list (internal/policy); its history file is in DataDir/broker.
+	Policy keeper.Policy
 	// MaxMessageSize bounds one MQTT packet; default DefaultMaxMessageSize.
 	MaxMessageSize int `limit:"max_message_size"`
 	// MaxClients bounds connected clients; default DefaultMaxClients.

@@ -175,3 +175,19 @@ func FuzzSetUserText(f *testing.F) {
 		}
 	})
 }
+
+// A users-file user with the name of an extra user (the daemon's own
+// bridge's login) is refused at start, not silently replaced by it: the
+// file's user would find its password no longer works.
+func TestExtraUserNameTaken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.yaml")
+	file := "users:\n  - name: vallum-local\n    password: \"" + hashed(t, "pw") + "\"\n    role: admin\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Options{Listeners: []Listener{local(KindTCP)}, UsersFile: path, Lists: []string{"bl"},
+		ExtraUsers: []User{{Name: "vallum-local", Password: hashed(t, "other"), Role: RoleAdmin}}})
+	if err == nil || !strings.Contains(err.Error(), `user "vallum-local": the name is reserved`) {
+		t.Fatalf("New = %v, want the reserved name refused", err)
+	}
+}

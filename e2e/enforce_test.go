@@ -236,18 +236,25 @@ func TestKillConnectionsLocal(t *testing.T) {
 // 3 s later (the server retransmitting to the attacker meanwhile) the
 // router's conntrack table holds no entry of the attacker.
 func TestKillConnectionsRouted(t *testing.T) {
+	nftFirewall := [][]string{{"nft", "add table inet filt; " +
+		"add chain inet filt fw { type filter hook forward priority 0; }; add rule inet filt fw ct state established,related accept"}}
+	iptables := func(cmd, set string) [][]string {
+		return [][]string{
+			{cmd, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{cmd, "-I", "FORWARD", "1", "-m", "set", "--match-set", set, "src", "-j", "DROP"},
+			{cmd, "-I", "FORWARD", "2", "-m", "set", "--match-set", set, "dst", "-j", "DROP"},
+		}
+	}
 	for _, tc := range []struct {
 		name     string
 		args     []string
 		firewall [][]string
+		v6       bool
 	}{
-		{"nft", []string{"--backend", "nft", "--nft-rules"}, [][]string{{"nft", "add table inet filt; " +
-			"add chain inet filt fw { type filter hook forward priority 0; }; add rule inet filt fw ct state established,related accept"}}},
-		{"iptables", nil, [][]string{
-			{"iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
-			{"iptables", "-I", "FORWARD", "1", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"},
-			{"iptables", "-I", "FORWARD", "2", "-m", "set", "--match-set", "blacklist", "dst", "-j", "DROP"},
-		}},
+		{"nft", []string{"--backend", "nft", "--nft-rules"}, nftFirewall, false},
+		{"iptables", nil, iptables("iptables", "blacklist"), false},
+		{"nft-ipv6", []string{"--backend", "nft", "--nft-rules"}, nftFirewall, true},
+		{"ip6tables", nil, iptables("ip6tables", "blacklist6"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, dir := newLab(t)
@@ -261,17 +268,21 @@ func TestKillConnectionsRouted(t *testing.T) {
 			for _, c := range tc.firewall {
 				must[string](t)(rtr.Exec(c[0], c[1:]...))
 			}
-			ln := must[net.Listener](t)(lan.ListenTCP("10.78.0.2:9000"))
+			server, attacker := "10.78.0.2:9000", att.Addr4
+			if tc.v6 {
+				server, attacker = "[fd78::2]:9000", att.Addr6
+			}
+			ln := must[net.Listener](t)(lan.ListenTCP(server))
 			t.Cleanup(func() { ln.Close() })
-			f := startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP("10.78.0.2:9000") })
-			if n := conntrackOf(t, rtr.NS, att.Addr4); n == 0 {
+			f := startFlow(t, ln, func() (net.Conn, error) { return att.DialTCP(server) })
+			if n := conntrackOf(t, rtr.NS, attacker); n == 0 {
 				t.Fatal("no conntrack entry of the attacker on the router before the ban")
 			}
-			banned := banOn(t, hub, att.Addr4)
+			banned := banOn(t, hub, attacker)
 			if d := window(banned, f); d[0] != 0 {
 				t.Errorf("the attacker still received %d bytes through the router between 1 s and 3 s after the ban", d[0])
 			}
-			if n := conntrackOf(t, rtr.NS, att.Addr4); n != 0 {
+			if n := conntrackOf(t, rtr.NS, attacker); n != 0 {
 				t.Errorf("%d conntrack entries of the attacker on the router 3 s after the ban, want none", n)
 			}
 			if err := rv.WaitLog("cut connections of banned addresses", time.Second); err != nil {
@@ -281,8 +292,9 @@ func TestKillConnectionsRouted(t *testing.T) {
 	}
 }
 
-// addLAN makes a namespace behind rtr (10.78.0.2, rtr 10.78.0.1) and
-// routes att to it through rtr. It is removed when the test ends.
+// addLAN makes a namespace behind rtr (10.78.0.2 and fd78::2, rtr
+// 10.78.0.1 and fd78::1, forwarding both families) and routes att to it
+// through rtr. It is removed when the test ends.
 func addLAN(t *testing.T, rtr, att *lab.Host) *lab.Host {
 	t.Helper()
 	b := make([]byte, 4)
@@ -298,9 +310,12 @@ func addLAN(t *testing.T, rtr, att *lab.Host) *lab.Host {
 	run("ip", "netns", "add", lan.NS)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", lan.NS).Run() })
 	run("ip", "link", "add", "vl"+id, "netns", rtr.NS, "type", "veth", "peer", "name", "eth0", "netns", lan.NS)
-	must[string](t)(lan.Exec("sh", "-c", "ip link set lo up && ip link set eth0 up && ip addr add 10.78.0.2/24 dev eth0 && ip route add default via 10.78.0.1"))
-	must[string](t)(rtr.Exec("sh", "-c", "ip link set vl"+id+" up && ip addr add 10.78.0.1/24 dev vl"+id+" && sysctl -qw net.ipv4.ip_forward=1"))
+	must[string](t)(lan.Exec("sh", "-c", "ip link set lo up && ip link set eth0 up && ip addr add 10.78.0.2/24 dev eth0 && ip route add default via 10.78.0.1 && "+
+		"ip addr add fd78::2/64 dev eth0 nodad && ip -6 route add default via fd78::1"))
+	must[string](t)(rtr.Exec("sh", "-c", "ip link set vl"+id+" up && ip addr add 10.78.0.1/24 dev vl"+id+" && sysctl -qw net.ipv4.ip_forward=1 && "+
+		"ip addr add fd78::1/64 dev vl"+id+" nodad && sysctl -qw net.ipv6.conf.all.forwarding=1"))
 	must[string](t)(att.Exec("ip", "route", "add", "10.78.0.0/24", "via", rtr.Addr4))
+	must[string](t)(att.Exec("ip", "-6", "route", "add", "fd78::/64", "via", rtr.Addr6))
 	return lan
 }
 

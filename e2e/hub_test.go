@@ -140,7 +140,8 @@ func TestHubThreeHosts(t *testing.T) {
 // TestHubLocalBridgeWithUsers is the hub command of the docs,
 // `vallum --listen 0.0.0.0:1883 --users users.yaml -t blacklist`: the
 // hub's own bridge must work on its embedded broker with users configured,
-// without a user of its own.
+// without a user of its own; and it must start again on the same data dir
+// (its own bridge's session, restored from the store, is its own).
 func TestHubLocalBridgeWithUsers(t *testing.T) {
 	l, dir := newLab(t)
 	hub, e1 := addHost(t, l, "hub"), addHost(t, l, "edge1")
@@ -157,6 +158,16 @@ func TestHubLocalBridgeWithUsers(t *testing.T) {
 		t.Fatalf("reporter's ban: %v\n%s", err, out)
 	}
 	waitPrefixes(t, hub, "blacklist", "203.0.113.60")
+	if err := hv.Stop(); err != nil {
+		t.Fatalf("hub stop: %v\n%s", err, hv.Output())
+	}
+	if hv, err = hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--users", usersFile, "-t", "blacklist"); err != nil {
+		t.Fatalf("hub restarted on its data dir: %v", err)
+	}
+	if out, err := banFrom(t, e1, hub, dir, u["reporter"], "ban", "blacklist", "203.0.113.61"); err != nil {
+		t.Fatalf("reporter's ban after the restart: %v\n%s", err, out)
+	}
+	waitPrefixes(t, hub, "blacklist", "203.0.113.60", "203.0.113.61")
 }
 
 // TestHubHostUserSyncs: an edge logging in to the hub as a plain `host`

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -300,18 +301,21 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
-// TestSensorIptables: the ipset backend and the iptables rule the README
+// TestSensorIptables: the ipset backend and the iptables rules the README
 // gives, after the accept of an open port: connections to that port are
-// not logged, a scan of the others bans the scanner on every host.
+// not logged, a scan of the others bans the scanner on every host; a
+// scan of closed UDP ports (the UDP rule) bans another.
 func TestSensorIptables(t *testing.T) {
 	l, hub, sens, other, _ := sensorHosts(t)
-	att := addHost(t, l, "att")
+	att, udpAtt := addHost(t, l, "att"), addHost(t, l, "udpatt")
 	for _, r := range [][]string{
 		{"-A", "INPUT", "-m", "set", "--match-set", "blacklist", "src", "-j", "DROP"},
 		{"-A", "INPUT", "-i", "lo", "-j", "ACCEPT"}, // the /metrics scrapes
 		{"-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT"},
 		{"-A", "INPUT", "-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW", "-m", "limit", "--limit", "1000/second",
 			"--limit-burst", "1000", "-j", "NFLOG", "--nflog-group", "27"},
+		{"-A", "INPUT", "-p", "udp", "-m", "pkttype", "--pkt-type", "unicast", "-m", "conntrack", "--ctstate", "NEW",
+			"-m", "limit", "--limit", "1000/second", "--limit-burst", "1000", "-j", "NFLOG", "--nflog-group", "27"},
 	} {
 		must[string](t)(sens.Exec("iptables", r...))
 	}
@@ -344,4 +348,198 @@ func TestSensorIptables(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	sendUDP(t, udpAtt, sens.Addr4, 4000, 50)
+	want := []string{att.Addr4, udpAtt.Addr4}
+	slices.Sort(want)
+	for _, h := range []*lab.Host{hub, sens, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return slices.Equal(p, want), fmt.Sprintf("set blacklist on %s = %v after a UDP scan, want %v", h.Name, p, want)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSensorReportQuorum: with --sensor-report on two sensor hosts and
+// quorum 2 on the hub's keeper, a scan seen by one sensor bans the
+// scanner on that host alone at once (its report pending at the keeper,
+// no other host banning); the same scanner scanning the second sensor
+// makes the quorum, and the scanner is banned on every host.
+func TestSensorReportQuorum(t *testing.T) {
+	l, dir := newLab(t)
+	usersFile, u := writeUsers(t, dir, map[string]string{"sens1": "host", "sens2": "host", "other": "host"}, "")
+	hub := addHost(t, l, "hub")
+	hv := must[*lab.Proc](t)(hub.StartVallum(dir, vallumBin, "--listen", "0.0.0.0:1883", "--users", usersFile,
+		"-t", "blacklist", "--policy", "blacklist:quorum=2,window=1h"))
+	killAtEnd(t, &hv)
+	var sensors []*lab.Host
+	for _, n := range []string{"sens1", "sens2"} {
+		h := addHost(t, l, n)
+		p := must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", n, "--password-file", u[n].pwFile,
+			"-t", "blacklist", "--backend", "nft", "--nft-rules", "--sensor", "blacklist", "--sensor-report", "--metrics", "127.0.0.1:9101"))
+		killAtEnd(t, &p)
+		if err := p.WaitLog("port scan sensor reading", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		sensors = append(sensors, h)
+	}
+	s1, s2 := sensors[0], sensors[1]
+	other := addHost(t, l, "other")
+	ov := must[*lab.Proc](t)(other.StartVallum(dir, vallumBin, "-h", hub.Addr4, "-u", "other", "--password-file", u["other"].pwFile, "-t", "blacklist"))
+	killAtEnd(t, &ov)
+	att := addHost(t, l, "att")
+
+	scanPorts(t, att, s1.Addr4, 3000, 50)
+	waitMetric(t, s1, "vallum_sensor_bans_total", 1)
+	waitNft(t, s1, "blacklist", att.Addr4) // at once, where it was seen
+	waitPending(t, other, hub, dir, u["other"], att.Addr4, "1/2", "sens1 at ")
+	// The keeper has decided on the report (it is pending): no other host bans.
+	absent(t, "blacklist", att.Addr4, hub, other)
+	if p := must[[]string](t)(s2.NftPrefixes("inet", "vallum", "blacklist")); len(p) != 0 {
+		t.Fatalf("sens2 bans %v after a scan seen by sens1 alone", p)
+	}
+
+	scanPorts(t, att, s2.Addr4, 3000, 50)
+	for _, h := range []*lab.Host{hub, other} {
+		if err := lab.Eventually(20*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNft(t, s1, "blacklist", att.Addr4)
+	waitNft(t, s2, "blacklist", att.Addr4)
+	if list := listOn(t, other, hub, dir, u["other"]); !strings.Contains(list, "quorum: sens1 sens2") {
+		t.Errorf("vallum list does not name the two sensors:\n%s", list)
+	}
+}
+
+// TestSensorIPv6Rotating: a scanner that sends every SYN from a new
+// address of its /64 (fd78:1::/64, routed to the attacker's host) is one
+// source: its /64 is banned on every host, and then a host of that /64
+// that could connect to the sensor's open port before can no longer.
+func TestSensorIPv6Rotating(t *testing.T) {
+	l, hub, sens, other, _ := sensorHosts(t, "--backend", "nft", "--nft-rules")
+	att := addHost(t, l, "att")
+	const scanNet, peer = "fd78:1::/64", "fd78:1::beef"
+	must[string](t)(att.Exec("ip", "-6", "addr", "add", peer+"/64", "dev", "eth0", "nodad"))
+	must[string](t)(sens.Exec("ip", "-6", "route", "add", scanNet, "via", att.Addr6))
+	ln := must[net.Listener](t)(sens.ListenTCP("[" + sens.Addr6 + "]:8080"))
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dialFrom := func() error {
+		var err error
+		inNetns(t, att, func() {
+			d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(peer)}}
+			var c net.Conn
+			if c, err = d.Dial("tcp", "["+sens.Addr6+"]:8080"); err == nil {
+				c.Close()
+			}
+		})
+		return err
+	}
+	if err := dialFrom(); err != nil {
+		t.Fatalf("from %s to the open port before the scan: %v", peer, err)
+	}
+	ports := make([]uint16, 50)
+	for i := range ports {
+		ports[i] = uint16(3000 + i)
+	}
+	rotatingScan(t, att, netip.MustParseAddr(sens.Addr6), netip.MustParsePrefix(scanNet), ports)
+	waitMetric(t, sens, "vallum_sensor_bans_total", 1)
+	for _, h := range []*lab.Host{hub, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist6")
+			return len(p) == 1 && p[0] == scanNet, fmt.Sprintf("set blacklist6 on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNft(t, sens, "blacklist6_net", scanNet) // prefixes are in the interval set beside the set of addresses
+	if err := dialFrom(); err == nil {
+		t.Fatalf("from %s, an address of the banned /64 that never scanned, the open port still answers", peer)
+	}
+	m := must[map[string]float64](t)(sens.Metrics(9101))
+	if m["vallum_sensor_tracked_sources"] != 1 {
+		t.Errorf("tracked sources %v after a scan from 50 addresses of one /64, want 1", m["vallum_sensor_tracked_sources"])
+	}
+}
+
+// rotatingScan sends one TCP SYN from h to each port of dst, each from a
+// new random address of the /64 pfx (raw packets: the source is spoofed).
+func rotatingScan(t *testing.T, h *lab.Host, dst netip.Addr, pfx netip.Prefix, ports []uint16) {
+	t.Helper()
+	inNetns(t, h, func() {
+		fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer syscall.Close(fd)
+		pkt := make([]byte, 60)
+		for _, port := range ports {
+			src := pfx.Addr().As16()
+			binary.BigEndian.PutUint64(src[8:], rand.Uint64())
+			synPacket(pkt, src, dst.As16(), port)
+			if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet6{Addr: dst.As16()}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// TestSensorUDPScan: datagrams to a bound UDP port are not logged, from
+// however many flows; a scan of 50 closed UDP ports, one datagram each,
+// bans the scanner on every host.
+func TestSensorUDPScan(t *testing.T) {
+	l, hub, sens, other, _ := sensorHosts(t, "--backend", "nft", "--nft-rules")
+	att := addHost(t, l, "att")
+	pc := must[net.PacketConn](t)(sens.ListenUDP(sens.Addr4 + ":9999"))
+	t.Cleanup(func() { pc.Close() })
+	for range 30 {
+		sendUDP(t, att, sens.Addr4, 9999, 1) // the bound port, 30 flows: nothing logged
+	}
+	sendUDP(t, att, sens.Addr4, 3000, 5) // five closed ports: logged, no scan yet
+	m := waitMetric(t, sens, "vallum_sensor_packets_total", 5)
+	if m["vallum_sensor_packets_total"] != 5 || m["vallum_sensor_bans_total"] != 0 {
+		t.Fatalf("after 30 datagrams to a bound port and 5 to closed ones: %v read, %v bans; want 5 and 0",
+			m["vallum_sensor_packets_total"], m["vallum_sensor_bans_total"])
+	}
+	sendUDP(t, att, sens.Addr4, 3005, 45)
+	for _, h := range []*lab.Host{hub, other} {
+		if err := lab.Eventually(10*time.Second, func() (bool, string) {
+			p, _ := h.Prefixes("blacklist")
+			return len(p) == 1 && p[0] == att.Addr4, fmt.Sprintf("set blacklist on %s = %v", h.Name, p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNft(t, sens, "blacklist", att.Addr4)
+}
+
+// sendUDP sends one datagram from h to each of n ports of ip from port
+// from on, each from a socket of its own (a new flow).
+func sendUDP(t *testing.T, h *lab.Host, ip string, from, n int) {
+	inNetns(t, h, func() {
+		for p := from; p < from+n; p++ {
+			c, err := net.Dial("udp", net.JoinHostPort(ip, fmt.Sprint(p)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c.Write([]byte("probe"))
+			c.Close()
+		}
+	})
 }

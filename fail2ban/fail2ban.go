@@ -17,7 +17,8 @@ import (
 var files embed.FS
 
 // Files returns the shipped files: action.d/vallum.conf,
-// action.d/vallum-mqtt.conf and jail.d/vallum-*.local.
+// action.d/vallum-mqtt.conf, action.d/vallum-report.conf and
+// jail.d/vallum-*.local.
 func Files() fs.FS { return files }
 
 // Action returns action.d/vallum.conf, the action that publishes bans as
@@ -27,6 +28,10 @@ func Action() []byte { return mustRead("action.d/vallum.conf") }
 // MQTTAction returns action.d/vallum-mqtt.conf, the mosquitto_pub action
 // that publishes vallumd-style events only.
 func MQTTAction() []byte { return mustRead("action.d/vallum-mqtt.conf") }
+
+// ReportAction returns action.d/vallum-report.conf, vallum.conf's variant
+// that reports to the list's keeper (`vallum ban --report`).
+func ReportAction() []byte { return mustRead("action.d/vallum-report.conf") }
 
 // Jails returns the names of the example jails: "nginx", "postfix-sasl",
 // "sshd", from jail.d/vallum-NAME.local.

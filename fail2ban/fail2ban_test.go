@@ -142,7 +142,8 @@ func TestFail2banReadsFiles(t *testing.T) {
 	// (the service's port) must not reach the broker's port.
 	local := "[DEFAULT]\nport = ssh\n[custom]\nenabled = true\nfilter = sshd\nlogpath = /dev/null\nbackend = polling\n" +
 		"bantime = -1\naction = vallum[list=site1/blacklist, host=hub.example, port=8883, user=f2b, password_file=/etc/vallum/f2b.pass, vallum_bin=/usr/local/bin/vallum]\n" +
-		"         vallum-mqtt[host=hub.example]\n"
+		"         vallum-mqtt[host=hub.example]\n" +
+		"[reporting]\nenabled = true\nfilter = sshd\nlogpath = /dev/null\nbackend = polling\naction = vallum-report[list=blacklist, user=edge1]\n"
 	if err := os.WriteFile(filepath.Join(dir, "jail.local"), []byte(local), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +162,8 @@ func TestFail2banReadsFiles(t *testing.T) {
 		`['actionunban', "VALLUM_HOST='hub.example' VALLUM_PORT='8883' VALLUM_USER='f2b' VALLUM_PASSWORD_FILE='/etc/vallum/f2b.pass' VALLUM_CONFIG='' /usr/local/bin/vallum unban site1/blacklist <ip>"]`,
 		`['actionban', 't=<bantime>; [ "$t" -lt 0 ] && t=0; mosquitto_pub -h hub.example -p 1883 -q 1  -t blacklist/add -m "<ip> timeout $t"']`,
 		`['set', 'sshd', 'bantime.increment', True]`,
+		`['actionban', "VALLUM_HOST='' VALLUM_PORT='' VALLUM_USER='edge1' VALLUM_PASSWORD_FILE='' VALLUM_CONFIG='' vallum ban blacklist <ip> --timeout <bantime> --reason reporting --report --local=true"]`,
+		`['actionunban', 'true']`,
 	} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("fail2ban's dump lacks %s", want)

@@ -4,6 +4,7 @@ package nft
 
 import (
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -11,9 +12,9 @@ import (
 // sensorBuilt: the MIPS router builds leave the sensor out.
 const sensorBuilt = true
 
-// SensorRule is the scan sensor's logging rule: new TCP connections to
-// ports no socket listens on, at most Rate a second, logged to NFLOG
-// group Group.
+// SensorRule is the scan sensor's logging rule: new TCP connections and
+// new unicast UDP flows to ports no socket listens on, at most Rate a
+// second each, logged to NFLOG group Group.
 type SensorRule struct {
 	Group uint16
 	Rate  uint64
@@ -23,9 +24,15 @@ type SensorRule struct {
 //
 //	tcp flags & (fin|syn|rst|ack) == syn socket transparent <any> counter return
 //	tcp flags & (fin|syn|rst|ack) == syn counter limit rate R/second burst R log group G
+//	meta l4proto udp meta pkttype host ct state new socket transparent <any> counter return
+//	meta l4proto udp meta pkttype host ct state new counter limit rate R/second burst R log group G
 //
-// (`nft list` prints the first without its socket lookup.) The counters
-// say how many SYNs found a socket and how many were logged.
+// (`nft list` prints the first and third without their socket lookup.)
+// The counters say how many SYNs and UDP flows found a socket and how
+// many were logged. For UDP, closed means what it means for TCP: no
+// socket bound to the port. Broadcasts and multicasts (NetBIOS, mDNS,
+// SSDP) are not scans and are not logged; nor are answers to this host's
+// own queries that come late (conntrack knows them: not new).
 //
 // The socket lookup finds the listening (or established) socket a SYN is
 // for; where there is none, the expression ends the rule and the SYN
@@ -47,7 +54,27 @@ func sensorRules(r SensorRule) [][]expr.Any {
 		&expr.Counter{},
 		&expr.Limit{Type: expr.LimitTypePkts, Rate: r.Rate, Unit: expr.LimitTimeSecond, Burst: burst},
 		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: r.Group})
-	return [][]expr.Any{listening, log}
+	udpBound := append(udpNew(), &expr.Socket{Key: expr.SocketKeyTransparent, Register: 1}, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictReturn})
+	udpLog := append(udpNew(),
+		&expr.Counter{},
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: r.Rate, Unit: expr.LimitTimeSecond, Burst: burst},
+		&expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: r.Group})
+	return [][]expr.Any{listening, log, udpBound, udpLog}
+}
+
+// udpNew matches a unicast UDP packet to this host that starts a flow
+// conntrack has not seen.
+func udpNew() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.PACKET_HOST}},
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
 }
 
 // tcpSYN matches a TCP segment with SYN set and FIN, RST and ACK clear:

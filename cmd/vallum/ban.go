@@ -29,6 +29,7 @@ func newBanCmd() *cobra.Command {
 	connFlags(c.Flags())
 	c.Flags().String("timeout", "0", "how long: seconds or a duration (3600, 90m, 1h, 7d); 0 or -1 (fail2ban's) is permanent")
 	c.Flags().String("reason", "", "why, such as the fail2ban jail")
+	reportFlags(c.Flags())
 	return c
 }
 
@@ -59,6 +60,9 @@ func banCmd(cmd *cobra.Command, args []string, action bridge.Action) error {
 	p, err := wire.ParsePrefix(args[1])
 	if err != nil {
 		return err
+	}
+	if action == bridge.Add && flagBool(cmd, "report") {
+		return reportBan(cmd, c, l, p) // report.go
 	}
 	event := wire.FormatPrefix(p)
 	var state []byte // empty: the retained state is deleted

@@ -23,7 +23,7 @@ func TestWriteYAMLRoundTrip(t *testing.T) {
 		"~", "1883", "1e3", " lead", "trail ", "fd00::/8", "127.0.0.1:1883", `q"uote`, "back\\slash",
 		"tab\there", "new\nline", "ünï", "[x]", "{x}", "*x", "&x", "!x", "%x", "@x", "'x'", "x,y"}
 	for _, s := range tricky {
-		c := config{Host: s, Broker: []string{}, Topic: []string{s, "blacklist"}, Allow: []string{}, Listen: []string{}, BrokerLimit: []string{}, WSHost: []string{}, KillConnections: []string{s}, SensorIgnorePorts: []string{}, Port: 1883, TLS: true, MaxElem: 7}
+		c := config{Host: s, Broker: []string{}, Topic: []string{s, "blacklist"}, Allow: []string{}, Listen: []string{}, BrokerLimit: []string{}, WSHost: []string{}, KillConnections: []string{s}, Policy: []string{s}, SensorIgnorePorts: []string{}, Port: 1883, TLS: true, MaxElem: 7}
 		var b bytes.Buffer
 		writeYAML(&b, c)
 		var got config

@@ -67,6 +67,7 @@ type config struct {
 	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
+	Policy          []string `mapstructure:"policy" yaml:"policy"`
 
 	Sensor            string        `mapstructure:"sensor" yaml:"sensor"`
 	SensorGroup       int           `mapstructure:"sensor_group" yaml:"sensor_group"`
@@ -75,6 +76,8 @@ type config struct {
 	SensorIgnorePorts []string      `mapstructure:"sensor_ignore_ports" yaml:"sensor_ignore_ports"`
 	SensorRate        int           `mapstructure:"sensor_rate" yaml:"sensor_rate"`
 	SensorBanTime     time.Duration `mapstructure:"sensor_ban_time" yaml:"sensor_ban_time"`
+	SensorIPv6Prefix  int           `mapstructure:"sensor_ipv6_prefix" yaml:"sensor_ipv6_prefix"`
+	SensorReport      bool          `mapstructure:"sensor_report" yaml:"sensor_report"`
 
 	file string // the config file read, if any
 }
@@ -130,6 +133,7 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.String("tls-client-ca", "", "CA that client certificates must be signed by (mutual TLS)")
 	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
 	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
+	policyFlag(f)
 	legacyStateFlag(f)
 	f.String("memory-limit", defaultMemoryLimit, "soft memory limit of the process (Go's GOMEMLIMIT) while it runs the embedded broker, such as 200MiB; 0: none")
 }

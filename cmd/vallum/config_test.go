@@ -84,7 +84,8 @@ func TestCheckConfigFixtures(t *testing.T) {
 		{"bad_cafile.yaml", []string{"/nonexistent/vallum-test-ca.pem"}},
 		{"good_sensor.yaml", nil},
 		{"bad_sensor.yaml", []string{"--sensor \"blocklist\"", "no such list", "--sensor-group 70000", "--sensor-ports 0",
-			"--sensor-window 0s", "--sensor-ignore-ports \"80-70\"", "--sensor-rate 0"}},
+			"--sensor-window 0s", "--sensor-ignore-ports \"80-70\"", "--sensor-rate 0", "--sensor-ipv6-prefix 200",
+			"--sensor-report: not on the hub"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

@@ -17,11 +17,13 @@ func newFail2banCmd() *cobra.Command {
 		Short: "Print the fail2ban action (or an example jail) that bans through vallum",
 		Example: `  vallum fail2ban-action > /etc/fail2ban/action.d/vallum.conf
   vallum fail2ban-action --jail sshd > /etc/fail2ban/jail.d/vallum-sshd.local
-  vallum fail2ban-action --mqtt > /etc/fail2ban/action.d/vallum-mqtt.conf`,
+  vallum fail2ban-action --mqtt > /etc/fail2ban/action.d/vallum-mqtt.conf
+  vallum fail2ban-action --report > /etc/fail2ban/action.d/vallum-report.conf`,
 		Args: cobra.NoArgs,
 		RunE: fail2banCmd,
 	}
 	c.Flags().Bool("mqtt", false, "print the mosquitto_pub action instead (events only: no state for late joiners)")
+	c.Flags().Bool("report", false, "print the reporting variant instead (vallum-report.conf: reports to the keeper's quorum, bans here at once)")
 	c.Flags().String("jail", "", "print the example jail NAME instead: "+strings.Join(fail2ban.Jails(), ", "))
 	return c
 }
@@ -35,6 +37,8 @@ func fail2banCmd(cmd *cobra.Command, _ []string) error {
 		return errors.New("--mqtt and --jail: give one")
 	case mqtt:
 		b = fail2ban.MQTTAction()
+	case flagBool(cmd, "report"):
+		b = fail2ban.ReportAction()
 	case jail != "":
 		var err error
 		if b, err = fail2ban.Jail(jail); err != nil {

@@ -75,6 +75,7 @@ func keeperFlags(f *pflag.FlagSet) {
 	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that becomes state")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest event payload in bytes; larger events are refused whole")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a read of the lists that receives nothing for this long drops the connection and moves to the next broker")
+	policyFlag(f)
 	legacyStateFlag(f)
 }
 
@@ -176,6 +177,8 @@ func (c config) keeperOptions(log *slog.Logger) (keeper.Options, keepermqtt.Opti
 	}
 	ko.Limits = c.keeperLimits()
 	errs = append(errs, c.checkKeeperLimits())
+	ko.Policy, err = c.keeperPolicy(datadir.Dir(c.DataDir).KeeperHistory())
+	errs = append(errs, err)
 	urls, err := c.brokerURLs()
 	errs = append(errs, err)
 	for _, s := range urls {

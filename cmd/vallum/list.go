@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,7 @@ func newListCmd() *cobra.Command {
 		RunE:  listCmd,
 	}
 	connFlags(c.Flags())
+	c.Flags().Bool("pending", false, "print the reports the keeper holds short of the list's quorum, with who reported (pending.go)")
 	return c
 }
 
@@ -42,6 +44,13 @@ func listCmd(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer cl.Disconnect(250)
+	if flagBool(cmd, "pending") {
+		ps, err := collectPending(cl, l.Root, cmd.ErrOrStderr(), listTimes)
+		if err == nil {
+			printPending(cmd.OutOrStdout(), ps)
+		}
+		return err
+	}
 	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
 	if err != nil {
 		return err
@@ -142,7 +151,7 @@ func (r *stateReader) bans() []ban {
 
 func printBans(w io.Writer, bans []ban, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tEXPIRES\tLEFT\tREASON\tORIGIN\tBANNED")
+	fmt.Fprintln(tw, "ADDRESS\tEXPIRES\tLEFT\tREASON\tORIGIN\tBANNED\tCOUNT")
 	n := 0
 	for _, b := range bans {
 		left, active := b.state.Remaining(now)
@@ -153,8 +162,12 @@ func printBans(w io.Writer, bans []ban, now time.Time) {
 		if !b.state.Expires.IsZero() {
 			exp, leftText = b.state.Expires.Local().Format(time.DateTime), (time.Duration(left) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", wire.FormatPrefix(b.prefix), exp, leftText,
-			orDash(b.state.Reason), orDash(b.state.Origin), b.state.At.Local().Format(time.DateTime))
+		count := "-" // the keeper's escalation counts the address's bans
+		if b.state.Count > 0 {
+			count = strconv.Itoa(b.state.Count)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", wire.FormatPrefix(b.prefix), exp, leftText,
+			orDash(b.state.Reason), orDash(b.state.Origin), b.state.At.Local().Format(time.DateTime), count)
 		n++
 	}
 	tw.Flush()

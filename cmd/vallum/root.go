@@ -31,6 +31,9 @@ ipsets or nftables sets. With no -h it runs its own broker on 127.0.0.1:1883.
 	brokerFlags(root.Flags())
 	root.AddCommand(newRunCmd(), newBrokerCmd(), newCheckConfigCmd(), newVersionCmd(),
 		newBanCmd(), newUnbanCmd(), newListCmd(), newDoctorCmd(), newFail2banCmd())
+	if c := newAllowCmd(); c != nil { // nil: not in the MIPS builds (allow_small.go)
+		root.AddCommand(c)
+	}
 	if keeperBuilt {
 		root.AddCommand(newKeeperCmd())
 	}

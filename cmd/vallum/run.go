@@ -64,6 +64,7 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	if c.DataDir != "" { // each list's epoch at the last sync: see bridge/epoch.go
 		bo.EpochFile = datadir.Dir(c.DataDir).Epochs()
+		bo.AllowFile = datadir.Dir(c.DataDir).Allow() // the shared allowlist: see bridge/allow.go
 	}
 	be, err := newBackend(c, log.With("component", "backend"))
 	if err != nil {
@@ -76,8 +77,9 @@ func runDaemon(ctx context.Context, c config, log *slog.Logger) error {
 		var extra []broker.User
 		if c.Users != "" && bo.Username == "" {
 			// The broker asks every client for credentials: give the
-			// daemon's own bridge an admin login of its own, made anew at
-			// every start and never written anywhere.
+			// daemon's own bridge an admin login of its own, with a
+			// password made anew at every start and never written
+			// anywhere.
 			u, err := localUser()
 			if err != nil {
 				return err
@@ -150,7 +152,14 @@ type login struct {
 	password string
 }
 
-// localUser makes a random admin login for the daemon's own bridge.
+// localUserName is the login of the daemon's own bridge. It is the same
+// at every start: the broker ties a client id to the user that holds its
+// session, so a name made anew would find the bridge's session, restored
+// from the store, owned by the previous start's name, and be refused.
+const localUserName = "vallum-local"
+
+// localUser makes an admin login with a random password for the daemon's
+// own bridge.
 func localUser() (login, error) {
 	b := make([]byte, 24)
 	rand.Read(b)
@@ -159,7 +168,7 @@ func localUser() (login, error) {
 	if err != nil {
 		return login{}, err
 	}
-	return login{broker.User{Name: "vallum-local-" + pw[:8], Password: hash, Role: broker.RoleAdmin}, pw}, nil
+	return login{broker.User{Name: localUserName, Password: hash, Role: broker.RoleAdmin}, pw}, nil
 }
 
 // localURL picks the listener the local bridge connects to: the first plain

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -34,7 +35,9 @@ func (c config) sensorRule(nb *nft.Backend) {
 // startSensor starts the scan sensor when --sensor asks for it. Its bans
 // go out as `vallum ban` sends them (state, then event) on a connection of
 // its own with the bridge's credentials: every host of the list gets them,
-// this one through its bridge like any other.
+// this one through its bridge like any other. With --sensor-report they
+// go out as `vallum ban --report` sends them instead: banned here at once,
+// reported to the keeper, whose quorum decides the rest.
 func (c config) startSensor(ctx context.Context, g *errgroup.Group, bo *bridge.Options, m *metrics.Exporter, log *slog.Logger) {
 	if c.Sensor == "" {
 		return
@@ -42,11 +45,14 @@ func (c config) startSensor(ctx context.Context, g *errgroup.Group, bo *bridge.O
 	log = log.With("component", "sensor")
 	ignore, _ := c.sensorIgnore() // checked by bridgeOptions
 	pub := &sensorPublisher{root: c.Sensor, ttl: wire.ClampTimeout(c.SensorBanTime), bo: bo, log: log}
+	if c.SensorReport {
+		pub.banHere = func(p netip.Prefix, ttl wire.Timeout) error { return c.banLocally(bridge.List{Root: c.Sensor}, p, ttl) }
+	}
 	s := sensor.New(sensor.Options{
 		Group: uint16(c.SensorGroup), Rate: c.SensorRate, Ban: pub.ban, Logger: log,
 		Detector: sensor.DetectorOptions{
-			Ports: c.SensorPorts, Window: c.SensorWindow, Ignore: ignore, Rearm: c.SensorBanTime,
-			Allowed: func(a netip.Addr) bool { return bo.Guard.Check(netip.PrefixFrom(a, a.BitLen())) == nil },
+			Ports: c.SensorPorts, Window: c.SensorWindow, Ignore: ignore, Rearm: c.SensorBanTime, Prefix6: c.SensorIPv6Prefix,
+			Allowed: func(p netip.Prefix) bool { return bo.Guard.Check(p) == nil },
 		},
 	})
 	st := s.Stats()
@@ -63,7 +69,7 @@ func (c config) startSensor(ctx context.Context, g *errgroup.Group, bo *bridge.O
 		return nil
 	})
 	log.Info("port scan sensor on", "list", c.Sensor, "nflog_group", c.SensorGroup, "ports", c.SensorPorts,
-		"window", c.SensorWindow, "ban_time", c.SensorBanTime)
+		"window", c.SensorWindow, "ban_time", c.SensorBanTime, "ipv6_prefix", c.SensorIPv6Prefix, "report", c.SensorReport)
 }
 
 // sensorPublisher publishes the sensor's bans; its ban runs in the
@@ -74,15 +80,20 @@ type sensorPublisher struct {
 	bo   *bridge.Options
 	log  *slog.Logger
 	cl   mqtt.Client // nil until the first ban, and after a failure
+	// banHere, with --sensor-report, bans in this host's set: the scanner
+	// is then reported, not banned on the list.
+	banHere func(netip.Prefix, wire.Timeout) error
 }
 
-func (p *sensorPublisher) ban(ctx context.Context, a netip.Addr) error {
+func (p *sensorPublisher) ban(ctx context.Context, pfx netip.Prefix) error {
+	if p.banHere != nil {
+		return p.report(pfx)
+	}
 	if p.cl == nil || !p.cl.IsConnected() {
 		if err := p.dial(); err != nil {
 			return err
 		}
 	}
-	pfx := netip.PrefixFrom(a, a.BitLen())
 	st := wire.State{At: time.Now(), Reason: "portscan", Origin: hostname()}
 	if p.ttl > 0 {
 		st.Expires = st.At.Add(time.Duration(p.ttl) * time.Second)
@@ -97,6 +108,25 @@ func (p *sensorPublisher) ban(ctx context.Context, a netip.Addr) error {
 		p.close() // dial anew for the next ban
 	}
 	return err
+}
+
+// report bans pfx here, then reports it under the login's name as
+// `vallum ban --report` does. Here first: a sensor that cannot reach its
+// broker still stops the scanner where it was seen.
+func (p *sensorPublisher) report(pfx netip.Prefix) error {
+	if err := p.banHere(pfx, p.ttl); err != nil {
+		return err
+	}
+	if p.cl == nil || !p.cl.IsConnected() {
+		if err := p.dial(); err != nil {
+			return fmt.Errorf("banned here, not reported: %w", err)
+		}
+	}
+	if err := publishReport(p.cl, p.bo.Username, p.root, pfx, p.ttl); err != nil {
+		p.close()
+		return fmt.Errorf("banned here, not reported: %w", err)
+	}
+	return nil
 }
 
 // dial connects with the bridge's brokers and login and a clean session

@@ -3,9 +3,15 @@
 package main
 
 import (
+	"context"
+	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // TestSensorConfig: the sensor's keys reach the config from a file, ports
@@ -24,5 +30,49 @@ func TestSensorConfig(t *testing.T) {
 	d := loaded(t, "-t", "blacklist")
 	if d.Sensor != "" || d.SensorPorts != defaultSensorPorts || d.SensorWindow != defaultSensorWindow || d.SensorBanTime != defaultSensorBanTime {
 		t.Fatalf("defaults: %+v", d)
+	}
+}
+
+// TestSensorReportNeedsLogin: --sensor-report reports under the login's
+// name, so a sensor without one is refused at start; with one it starts.
+func TestSensorReportNeedsLogin(t *testing.T) {
+	args := []string{"-h", "broker.example", "-t", "blacklist", "--sensor", "blacklist", "--sensor-report"}
+	c := loaded(t, args...)
+	lists, err := c.lists()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.checkSensor(lists); err == nil || !strings.Contains(err.Error(), "--sensor-report needs a login (-u)") {
+		t.Fatalf("--sensor-report without a login: %v", err)
+	}
+	c = loaded(t, append(args, "-u", "edge1")...)
+	if err := c.checkSensor(lists); err != nil {
+		t.Fatalf("--sensor-report -u edge1: %v", err)
+	}
+	if !c.SensorReport || c.SensorIPv6Prefix != defaultSensorPrefix6 {
+		t.Fatalf("loaded %+v", c)
+	}
+}
+
+// TestSensorReportBansHereFirst: with --sensor-report a scanner is banned
+// in this host's set even when the broker cannot be reached; the error
+// says it was not reported.
+func TestSensorReportBansHereFirst(t *testing.T) {
+	var here []netip.Prefix
+	p := &sensorPublisher{root: "blacklist", ttl: 600, bo: &bridge.Options{Broker: "tcp://127.0.0.1:1", Username: "edge1"},
+		banHere: func(pfx netip.Prefix, ttl wire.Timeout) error {
+			if ttl != 600 {
+				t.Errorf("banned here for %d s, want 600", ttl)
+			}
+			here = append(here, pfx)
+			return nil
+		}}
+	scanner := netip.MustParsePrefix("2001:db8:1::/64")
+	err := p.ban(context.Background(), scanner)
+	if len(here) != 1 || here[0] != scanner {
+		t.Fatalf("banned here %v, want %v", here, scanner)
+	}
+	if err == nil || !strings.Contains(err.Error(), "banned here, not reported") {
+		t.Fatalf("with no broker: %v, want banned here, not reported", err)
 	}
 }

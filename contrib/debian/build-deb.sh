@@ -63,6 +63,7 @@ inst 0640 contrib/vallum.yaml etc/vallum/vallum.yaml
 chmod 0750 "$root/etc/vallum"
 inst 0644 fail2ban/action.d/vallum.conf etc/fail2ban/action.d/vallum.conf
 inst 0644 fail2ban/action.d/vallum-mqtt.conf etc/fail2ban/action.d/vallum-mqtt.conf
+inst 0644 fail2ban/action.d/vallum-report.conf etc/fail2ban/action.d/vallum-report.conf
 doc=usr/share/doc/vallum
 inst 0644 README.md $doc/README.md
 inst 0644 broker/README.md $doc/README.broker.md
@@ -80,6 +81,7 @@ cat >"$root/DEBIAN/conffiles" <<CONF
 /etc/vallum/vallum.yaml
 /etc/fail2ban/action.d/vallum.conf
 /etc/fail2ban/action.d/vallum-mqtt.conf
+/etc/fail2ban/action.d/vallum-report.conf
 CONF
 sed -e "s/@VERSION@/$DEB_VERSION/" -e "s/@ARCH@/$ARCH/" \
 	-e "s/@SIZE@/$(du -sk --exclude=DEBIAN "$root" | cut -f1)/" contrib/debian/control >"$root/DEBIAN/control"

@@ -165,7 +165,7 @@ func addrOf(i int) netip.Addr {
 
 func connect(addr, id string) (mqtt.Client, error) {
 	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
-		SetKeepAlive(5*time.Minute).SetPingTimeout(time.Minute).
+		SetKeepAlive(5 * time.Minute).SetPingTimeout(time.Minute).
 		SetAutoReconnect(false).SetMaxResumePubInFlight(100).SetOrderMatters(false)
 	c := mqtt.NewClient(o)
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {

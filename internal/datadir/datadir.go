@@ -32,6 +32,10 @@ func (d Dir) BridgeLock() string { return filepath.Join(string(d), "client-id.lo
 // keeper record that it last synced with (bridge/epoch.go).
 func (d Dir) Epochs() string { return filepath.Join(string(d), "bridge", "epochs") }
 
+// Allow is the file where the bridge keeps the shared allowlist as it last
+// read it (bridge/allow.go).
+func (d Dir) Allow() string { return filepath.Join(string(d), "bridge", "allow") }
+
 // Broker is the embedded broker's folder.
 func (d Dir) Broker() string { return filepath.Join(string(d), "broker") }
 

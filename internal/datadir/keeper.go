@@ -18,3 +18,10 @@ func (d Dir) KeeperLock() string { return filepath.Join(d.Keeper(), "lock") }
 
 // KeeperCopy is the keeper's copy of its lists.
 func (d Dir) KeeperCopy() string { return filepath.Join(d.Keeper(), "lists.log") }
+
+// KeeperHistory is the standalone keeper's escalation history.
+func (d Dir) KeeperHistory() string { return filepath.Join(d.Keeper(), "history.log") }
+
+// BrokerHistory is the escalation history of the hub's keeper, under the
+// broker's lock.
+func (d Dir) BrokerHistory() string { return filepath.Join(d.Broker(), "history.log") }

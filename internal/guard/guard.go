@@ -47,6 +47,7 @@ type Guard struct {
 	mu      sync.RWMutex
 	static  []netip.Prefix // built-in plus configured
 	dynamic []netip.Prefix // the host's own addresses, the broker's
+	shared  []netip.Prefix // the fleet's allowlist, vallum/allow/ (see SetShared)
 }
 
 // New returns a Guard that allows the built-in ranges and allow.
@@ -61,6 +62,14 @@ func New(allow []netip.Prefix, widest4, widest6 int) *Guard {
 func (g *Guard) SetDynamic(addrs []netip.Prefix) {
 	g.mu.Lock()
 	g.dynamic = addrs
+	g.mu.Unlock()
+}
+
+// SetShared replaces the fleet's shared allowlist: the entries an admin
+// keeps on the broker (wire.AllowPrefix), which change at run time.
+func (g *Guard) SetShared(allow []netip.Prefix) {
+	g.mu.Lock()
+	g.shared = allow
 	g.mu.Unlock()
 }
 
@@ -83,7 +92,7 @@ func (g *Guard) Check(p netip.Prefix) error {
 	}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	for _, list := range [][]netip.Prefix{g.static, g.dynamic} {
+	for _, list := range [][]netip.Prefix{g.static, g.dynamic, g.shared} {
 		for _, a := range list {
 			if a.Overlaps(p) {
 				return fmt.Errorf("%w %s", ErrAllowlisted, a)

@@ -123,6 +123,23 @@ func TestGuardDynamicReplaced(t *testing.T) {
 	}
 }
 
+// TestGuardShared: the shared allowlist protects what it covers, beside
+// the host's own addresses, and nothing once replaced.
+func TestGuardShared(t *testing.T) {
+	g := New(nil, 0, 0)
+	g.SetDynamic([]netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")})
+	g.SetShared([]netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")})
+	for _, s := range []string{"198.51.100.7/32", "198.51.0.0/16", "10.0.0.1/32"} {
+		if err := g.Check(netip.MustParsePrefix(s)); !errors.Is(err, ErrAllowlisted) {
+			t.Errorf("Check(%s) = %v, want allowlisted", s, err)
+		}
+	}
+	g.SetShared(nil)
+	if err := g.Check(netip.MustParsePrefix("198.51.100.7/32")); err != nil {
+		t.Errorf("after the entry was deleted: %v, want nil", err)
+	}
+}
+
 // TestGuardConcurrent runs Check against SetDynamic for the race detector.
 func TestGuardConcurrent(t *testing.T) {
 	g := New(nil, 0, 0)

@@ -3,6 +3,7 @@ package keeper
 import (
 	"time"
 
+	"github.com/vallum/vallum/internal/policy"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -51,10 +52,12 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 	if at, ok := k.stated[topic]; ok && now.Sub(at) < statedFor {
 		return retain{}, false
 	}
-	st := wire.State{At: now, Origin: Origin}
-	if l.Timeout > 0 {
-		st.Expires = now.Add(time.Duration(l.Timeout) * time.Second)
+	var h *policy.History // the escalation's, when it applies (policy.go)
+	t := l.Timeout
+	if kind != wire.KindDel {
+		h, t = k.escalateLocked(i, topic, l.Timeout, now)
 	}
+	st := stateFor(now, t, h)
 	exp := unixOrZero(st.Expires)
 	old, known := k.bans[topic]
 	// In doubt, what the event says is published whatever the view says.
@@ -65,6 +68,7 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 		k.unbanLocked(i, topic)
 		return k.sentLocked(topic, nil), true
 	}
+	k.rememberLocked(topic, h)
 	k.trackLocked(i, topic, st)
 	return k.sentLocked(topic, wire.EncodeState(st)), true
 }

@@ -46,6 +46,7 @@ func (k *Keeper) expire() {
 			}
 		}
 	}
+	out = append(out, k.sweepPendingLocked(k.now())...)
 	k.mu.Unlock()
 	k.publish(out)
 }

@@ -62,6 +62,7 @@ type Options struct {
 	// passed with any change. 0: DefaultCutAfter, DefaultCutEvery.
 	CutAfter int
 	CutEvery time.Duration
+	Policy   Policy           // escalation, quorum and reporter limits per list
 	Logger   *slog.Logger     // nil: discard
 	Now      func() time.Time // nil: time.Now
 }
@@ -81,6 +82,7 @@ type Keeper struct {
 	quiet *logQuiet
 	lists []*list
 	copy  *copyLog // nil without Options.Copy
+	pol   polState // escalation, quorum, limits (policy.go), under mu
 
 	mu      sync.Mutex
 	bans    map[string]entry     // canonical state topic -> what the broker holds
@@ -92,9 +94,10 @@ type Keeper struct {
 	statCap int             // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
-	gen     uint32 // the current read of the retained messages
-	reading bool   // Retained was called since the last Settle
-	fixes   []fix  // misspelt or refused states read, fixed at Settle
+	gen     uint32                // the current read of the retained messages
+	reading bool                  // Retained was called since the last Settle
+	fixes   []fix                 // misspelt or refused states read, fixed at Settle
+	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
 	strs    interned
 	swept   time.Time // the last sweepLocked of Run
 	// cleaning: per-ban states the keeper deleted after a cut (their
@@ -161,9 +164,13 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		}
 		k.lists = append(k.lists, &list{root: root})
 	}
+	if err := k.openPolicy(); err != nil {
+		return nil, err
+	}
 	if o.Copy != "" {
 		c, err := openCopy(o.Copy, k.log, k.quiet)
 		if err != nil {
+			_ = k.closePolicy()
 			return nil, err
 		}
 		k.copy = c
@@ -175,13 +182,16 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	return k, nil
 }
 
-// Filters are the topic filters the adapter subscribes to: the events,
-// the state, the record, the manifest and the chunks of each list.
+// Filters are the topic filters the adapter subscribes to: the shared
+// allowlist first (allow.go), then the events, the state and the record
+// topic of each list, its reports and the reports it keeps pending, its
+// manifest and its chunks.
 func (k *Keeper) Filters() []string {
-	var f []string
+	f := append([]string(nil), allowFilters...)
 	for _, l := range k.lists {
 		f = append(f, wire.EventTopics(l.root)...)
-		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root))
+		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root),
+			wire.ReportFilter(l.root), wire.PendingFilter(l.root))
 		if chunksBuilt {
 			f = append(f, wire.ManifestTopic(l.root), wire.ChunksFilter(l.root))
 		}
@@ -189,12 +199,12 @@ func (k *Keeper) Filters() []string {
 	return f
 }
 
-// Close closes the keeper's copy. Call it after Run returned.
+// Close closes the keeper's copy and history. Call it after Run returned.
 func (k *Keeper) Close() error {
 	if k.copy == nil {
-		return nil
+		return k.closePolicy()
 	}
-	return errors.Join(k.copy.kv.Close(), k.copy.lock.Close())
+	return errors.Join(k.copy.kv.Close(), k.copy.lock.Close(), k.closePolicy())
 }
 
 // What a topic of Filters() carries.
@@ -204,10 +214,16 @@ const (
 	onRecord
 	onManifest
 	onChunk
+	onReport
+	onPending
+	onAllow
 )
 
 // route finds the list of topic and what the topic carries; 0 if none.
 func (k *Keeper) route(topic string) (int, int) {
+	if strings.HasPrefix(topic, wire.AllowPrefix) {
+		return 0, onAllow
+	}
 	for i, l := range k.lists {
 		switch {
 		case wire.IsEventTopic(l.root, topic):
@@ -222,6 +238,10 @@ func (k *Keeper) route(topic string) (int, int) {
 			}
 		case strings.HasPrefix(topic, l.root+"/"+wire.LevelState+"/"):
 			return i, onState
+		case isReport(l.root, topic):
+			return i, onReport
+		case isPending(l.root, topic):
+			return i, onPending
 		}
 	}
 	return 0, 0
@@ -246,6 +266,10 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		if chunksBuilt {
 			k.readChunks(i, what, topic, payload)
 		}
+	case onPending:
+		k.readPending(i, topic, payload)
+	case onAllow:
+		k.allowMessage(topic, payload)
 	}
 }
 
@@ -268,6 +292,11 @@ func (k *Keeper) Message(topic string, payload []byte) {
 		if chunksBuilt {
 			k.chunk(i, topic, payload)
 		}
+	case onReport:
+		by, _ := wire.ParseReportTopic(k.lists[i].root, topic)
+		k.report(i, by, payload)
+	case onAllow:
+		k.allowMessage(topic, payload)
 	}
 }
 

@@ -126,8 +126,8 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	default:
 		k.notedLocked(topic, p)
 		k.trackLocked(i, topic, p.state)
+		return k.escalateStateLocked(i, topic, p.state) // policy.go
 	}
-	return nil
 }
 
 // respellLocked moves a state to its canonical topic, unless a later state

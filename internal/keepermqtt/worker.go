@@ -124,7 +124,10 @@ func (w *worker) handle(e event) error {
 // client's messages in order, so a value that comes after the read began
 // is newer than the read; on a broker that does not (a retained copy of
 // the topic comes after it), the retained copy supersedes it.
-func (w *worker) isEvent(topic string) bool { return w.events[topic] }
+// Reports (wire.ReportTopic) are events too: each one counts.
+func (w *worker) isEvent(topic string) bool {
+	return w.events[topic] || strings.HasPrefix(topic, wire.ReportPrefix)
+}
 
 // supersede marks the held values of topic stale: a retained copy of it
 // came after them.
@@ -180,6 +183,10 @@ func (w *worker) startRead(c *sessConn) {
 			return // the stall check or the reconnection starts the read again
 		}
 		for f, code := range tok.(*mqtt.SubscribeToken).Result() {
+			if code == 0x80 && f == wire.AllowFilter { // an ACL that predates it: keep the lists all the same
+				w.a.log.Warn("the broker refused the keeper the shared allowlist: the hosts still follow it, but the states it covers stay on the broker; let the keeper's login read vallum/allow/#")
+				continue
+			}
 			if code == 0x80 {
 				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, and read and write %s, %s, %s and %s (README, vallum keeper; contrib/mosquitto/vallum.acl)",
 					f, wire.RecordPrefix+"LIST", wire.ManifestPrefix+"LIST", wire.ChunkPrefix+"LIST/+/+", marker))

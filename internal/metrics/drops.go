@@ -38,8 +38,8 @@ func sensor(w io.Writer, s *SensorCounts) {
 }
 
 var sensorScalars = [...]desc{
-	{"vallum_sensor_packets_total", "Logged SYNs to closed ports the scan sensor read."},
-	{"vallum_sensor_bans_total", "Scanners the sensor banned (reason portscan)."},
+	{"vallum_sensor_packets_total", "Logged SYNs and new UDP flows to closed ports the scan sensor read."},
+	{"vallum_sensor_bans_total", "Scanners the sensor banned (reason portscan), or banned here and reported with --sensor-report."},
 	{"vallum_sensor_overload_total", "What the sensor dropped under load: logged packets over --sensor-rate, overflows of its socket buffer (one each, however many packets), bans over its queue."},
-	{"vallum_sensor_tracked_sources", "Source addresses the sensor tracks (bounded at 65,536)."},
+	{"vallum_sensor_tracked_sources", "Sources (IPv4 addresses, IPv6 /64s) the sensor tracks (bounded at 65,536)."},
 }

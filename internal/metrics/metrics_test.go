@@ -13,6 +13,7 @@ import (
 
 	"github.com/vallum/vallum/bridge"
 	"github.com/vallum/vallum/broker"
+	"github.com/vallum/vallum/internal/keeper"
 	"github.com/vallum/vallum/internal/store"
 )
 
@@ -36,7 +37,7 @@ func TestWriteGolden(t *testing.T) {
 		lost:     map[string]int64{"bl": 1, "wl": 0},
 		embedded: true,
 		broker: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
-			Refused: map[string]int64{"bad_password": 2}},
+			Refused: map[string]int64{"bad_password": 2}, ReportsHeld: []keeper.Held{{List: "bl", Reporter: "edge\"1", Reports: 7}}},
 		store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
 		stored: true, storeOK: false,
 	}

@@ -114,6 +114,10 @@ func write(w io.Writer, r reading) {
 		st := r.broker
 		scalars(w, brokerScalars[:], st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.MessagesDropped, st.Retained)
 		family(w, "vallum_broker_refused_total", "What the embedded broker refused (logins, publishes, subscriptions, connections over a limit), by reason.", "reason", st.Refused)
+		header(w, "vallum_keeper_reports_held_total", "Reports the keeper held, not applied: their reporter was over its limit (--policy LIST:limit=).")
+		for _, h := range st.ReportsHeld {
+			fmt.Fprintf(w, "vallum_keeper_reports_held_total{list=%q,reporter=%q} %d\n", h.List, h.Reporter, h.Reports)
+		}
 		if ss := r.store; r.stored {
 			scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes)
 		}

@@ -18,7 +18,7 @@ const DefaultRate = 1000
 // Stats are the sensor's counters, for /metrics.
 type Stats struct {
 	Packets  atomic.Int64 // logged packets read and counted
-	Bans     atomic.Int64 // scanners handed to Ban
+	Bans     atomic.Int64 // scanners banned (or reported) by Ban
 	Overload atomic.Int64 // packets or bans dropped: over the rate, a full ban queue, a full socket buffer
 	Tracked  atomic.Int64 // sources in the table
 }
@@ -29,9 +29,11 @@ type Options struct {
 	NetNS    int    // fd of the network namespace to read in; 0: the current one
 	Rate     int    // packets read per second at most; 0: DefaultRate
 	Detector DetectorOptions
-	// Ban publishes a scanner's ban. It runs in a goroutine of its own, one
-	// ban at a time; bans beyond a short queue are dropped and counted.
-	Ban    func(ctx context.Context, addr netip.Addr) error
+	// Ban publishes a scanner's ban: an IPv4 address, an IPv6 /64 (or the
+	// Detector's Prefix6), or an IPv6 address whose prefix may not be
+	// banned. It runs in a goroutine of its own, one ban at a time; bans
+	// beyond a short queue are dropped and counted.
+	Ban    func(ctx context.Context, p netip.Prefix) error
 	Logger *slog.Logger
 }
 
@@ -41,7 +43,7 @@ type Sensor struct {
 	det   *Detector
 	stats *Stats
 	log   *slog.Logger
-	bans  chan netip.Addr
+	bans  chan netip.Prefix
 
 	second time.Time // start of the current second of the rate cap
 	inSec  int
@@ -55,7 +57,7 @@ func New(o Options) *Sensor {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Sensor{o: o, det: NewDetector(o.Detector), stats: &Stats{}, log: o.Logger, bans: make(chan netip.Addr, 64)}
+	return &Sensor{o: o, det: NewDetector(o.Detector), stats: &Stats{}, log: o.Logger, bans: make(chan netip.Prefix, 64)}
 }
 
 // Stats returns the live counters.
@@ -79,22 +81,21 @@ func (s *Sensor) packet(b []byte, now time.Time) {
 		return
 	}
 	s.inSec++
-	src, port, ok := synOf(b)
+	src, port, ok := portOf(b)
 	if !ok {
 		return
 	}
-	src = src.Unmap() // the ban and the allowlist see the IPv4 address
 	s.stats.Packets.Add(1)
-	scan := s.det.Seen(src, port, now)
+	scanner, scan := s.det.Seen(src, port, now) // IPv4-mapped: the IPv4 address
 	s.stats.Tracked.Store(int64(s.det.Tracked()))
 	if !scan {
 		return
 	}
 	select {
-	case s.bans <- src:
+	case s.bans <- scanner:
 	default:
 		s.stats.Overload.Add(1)
-		s.log.Warn("port scan: ban queue full, not banned", "addr", src)
+		s.log.Warn("port scan: ban queue full, not banned", "addr", scanner)
 	}
 }
 
@@ -115,25 +116,30 @@ func (s *Sensor) banLoop(ctx context.Context) {
 	}
 }
 
-// synOf reads the source address and the TCP destination port of an IPv4
-// or IPv6 packet. An IPv6 packet with extension headers before TCP is left
-// out: the rule logs TCP SYNs, and scanners send plain ones.
-func synOf(b []byte) (netip.Addr, uint16, bool) {
+// portOf reads the source address and the TCP or UDP destination port of
+// an IPv4 or IPv6 packet (both keep the destination port at offset 2). An
+// IPv6 packet with extension headers before TCP or UDP is left out: the
+// rule logs SYNs and new UDP flows, and scanners send plain ones.
+func portOf(b []byte) (netip.Addr, Port, bool) {
 	if len(b) < 1 {
-		return netip.Addr{}, 0, false
+		return netip.Addr{}, Port{}, false
 	}
 	switch b[0] >> 4 {
 	case 4:
 		ihl := int(b[0]&0x0f) * 4
-		if len(b) < 20 || ihl < 20 || len(b) < ihl+4 || b[9] != 6 {
-			return netip.Addr{}, 0, false
+		if len(b) < 20 || ihl < 20 || len(b) < ihl+4 || !transport(b[9]) {
+			return netip.Addr{}, Port{}, false
 		}
-		return netip.AddrFrom4([4]byte(b[12:16])), binary.BigEndian.Uint16(b[ihl+2:]), true
+		return netip.AddrFrom4([4]byte(b[12:16])), Port{binary.BigEndian.Uint16(b[ihl+2:]), b[9] == udp}, true
 	case 6:
-		if len(b) < 44 || b[6] != 6 {
-			return netip.Addr{}, 0, false
+		if len(b) < 44 || !transport(b[6]) {
+			return netip.Addr{}, Port{}, false
 		}
-		return netip.AddrFrom16([16]byte(b[8:24])), binary.BigEndian.Uint16(b[42:]), true
+		return netip.AddrFrom16([16]byte(b[8:24])), Port{binary.BigEndian.Uint16(b[42:]), b[6] == udp}, true
 	}
-	return netip.Addr{}, 0, false
+	return netip.Addr{}, Port{}, false
 }
+
+const tcp, udp = 6, 17
+
+func transport(proto byte) bool { return proto == tcp || proto == udp }

@@ -26,28 +26,33 @@ func syn6(src netip.Addr, port uint16) []byte {
 	return b
 }
 
-// TestSynOf: the source and port of both families; short, non-TCP and
-// garbage packets are left out rather than read past their end.
-func TestSynOf(t *testing.T) {
+// TestPortOf: the source and port of both families, TCP and UDP; short,
+// non-TCP/UDP and garbage packets are left out rather than read past
+// their end.
+func TestPortOf(t *testing.T) {
 	v6 := netip.MustParseAddr("2001:db8::7")
+	proto := func(b []byte, at int, p byte) []byte { b[at] = p; return b }
 	for _, c := range []struct {
 		b    []byte
 		src  netip.Addr
-		port uint16
+		port Port
 		ok   bool
 	}{
-		{syn4(attacker, 22), attacker, 22, true},
-		{syn6(v6, 443), v6, 443, true},
-		{syn4(attacker, 22)[:21], netip.Addr{}, 0, false},
-		{syn6(v6, 443)[:43], netip.Addr{}, 0, false},
-		{append([]byte{0x4f}, make([]byte, 30)...), netip.Addr{}, 0, false}, // ihl 60 > length
-		{func() []byte { b := syn4(attacker, 1); b[9] = 17; return b }(), netip.Addr{}, 0, false},
-		{nil, netip.Addr{}, 0, false},
-		{[]byte{0x20, 1, 2}, netip.Addr{}, 0, false},
+		{syn4(attacker, 22), attacker, TCP(22), true},
+		{syn6(v6, 443), v6, TCP(443), true},
+		{proto(syn4(attacker, 53), 9, 17), attacker, Port{53, true}, true},
+		{proto(syn6(v6, 161), 6, 17), v6, Port{161, true}, true},
+		{syn4(attacker, 22)[:21], netip.Addr{}, Port{}, false},
+		{syn6(v6, 443)[:43], netip.Addr{}, Port{}, false},
+		{append([]byte{0x4f}, make([]byte, 30)...), netip.Addr{}, Port{}, false}, // ihl 60 > length
+		{proto(syn4(attacker, 1), 9, 1), netip.Addr{}, Port{}, false},            // ICMP
+		{proto(syn6(v6, 1), 6, 58), netip.Addr{}, Port{}, false},                 // ICMPv6
+		{nil, netip.Addr{}, Port{}, false},
+		{[]byte{0x20, 1, 2}, netip.Addr{}, Port{}, false},
 	} {
-		src, port, ok := synOf(c.b)
+		src, port, ok := portOf(c.b)
 		if src != c.src || port != c.port || ok != c.ok {
-			t.Errorf("synOf(% x): %v %d %v, want %v %d %v", c.b, src, port, ok, c.src, c.port, c.ok)
+			t.Errorf("portOf(% x): %v %v %v, want %v %v %v", c.b, src, port, ok, c.src, c.port, c.ok)
 		}
 	}
 }
@@ -60,7 +65,7 @@ func TestPacketsToBan(t *testing.T) {
 	for p := range 50 {
 		s.packet(syn4(attacker, uint16(1000+p)), t0.Add(time.Duration(p)*time.Millisecond))
 	}
-	if len(s.bans) != 1 || <-s.bans != attacker {
+	if len(s.bans) != 1 || <-s.bans != netip.PrefixFrom(attacker, 32) {
 		t.Fatalf("a scan of 50 ports queued %d bans, want 1 of %v", len(s.bans)+1, attacker)
 	}
 	if got := s.stats.Packets.Load(); got != 50 {
@@ -82,9 +87,9 @@ func TestPacketsToBan(t *testing.T) {
 // TestBanLoop: queued scanners reach Ban and the counter; a full queue
 // drops the ban and counts it rather than block the reader.
 func TestBanLoop(t *testing.T) {
-	got := make(chan netip.Addr, 100)
+	got := make(chan netip.Prefix, 100)
 	release := make(chan struct{})
-	s := New(Options{Detector: DetectorOptions{Ports: 1}, Ban: func(_ context.Context, a netip.Addr) error {
+	s := New(Options{Detector: DetectorOptions{Ports: 1}, Ban: func(_ context.Context, a netip.Prefix) error {
 		<-release
 		got <- a
 		return nil
@@ -119,7 +124,7 @@ func TestMappedSource(t *testing.T) {
 	mapped := netip.AddrFrom16(attacker.As16())
 	s.packet(syn6(mapped, 1), t0)
 	s.packet(syn6(mapped, 2), t0)
-	if len(s.bans) != 1 || <-s.bans != attacker {
+	if len(s.bans) != 1 || <-s.bans != netip.PrefixFrom(attacker, 32) {
 		t.Fatal("a mapped source was not banned as its IPv4 address")
 	}
 }

@@ -124,6 +124,25 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
+// The escalation's count travels in the state; a host that does not know
+// a field (an older one, or this one reading a newer keeper's) ignores it.
+func TestStateCount(t *testing.T) {
+	s := State{At: timeMs(1732233600123), Count: 3}
+	if got, err := DecodeState(EncodeState(s)); err != nil || got.Count != 3 {
+		t.Fatalf("count round trip: %+v, %v", got, err)
+	}
+	if b := EncodeState(State{At: timeMs(1)}); strings.Contains(string(b), "count") {
+		t.Fatalf("a state without escalation says count: %s", b)
+	}
+	got, err := DecodeState([]byte(`{"at":5,"count":2,"weight":7,"reports":["a"]}`))
+	if err != nil || got.Count != 2 {
+		t.Fatalf("unknown fields: %+v, %v", got, err)
+	}
+	if _, err := DecodeState([]byte(`{"at":5,"count":-1}`)); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("negative count: %v", err)
+	}
+}
+
 func TestStateRemaining(t *testing.T) {
 	now := timeMs(1_000_000_000)
 	tests := []struct {
@@ -222,5 +241,37 @@ func TestListTopics(t *testing.T) {
 	}
 	if got := MarkerTopic("h1"); got != "vallum/sync/h1" {
 		t.Errorf("MarkerTopic = %q", got)
+	}
+}
+
+func TestReportTopics(t *testing.T) {
+	if got := ReportTopic("edge1", "site1/bl"); got != "vallum/report/edge1/site1/bl" {
+		t.Fatalf("ReportTopic = %q", got)
+	}
+	for _, c := range []struct {
+		root, topic, user string
+		ok                bool
+	}{
+		{"bl", "vallum/report/edge1/bl", "edge1", true},
+		{"site1/bl", "vallum/report/edge1/site1/bl", "edge1", true},
+		{"bl", "vallum/report/edge1/site1/bl", "", false},
+		{"bl", "vallum/report//bl", "", false},
+		{"bl", "vallum/report/edge1", "", false},
+		{"bl", "bl/add", "", false},
+	} {
+		user, ok := ParseReportTopic(c.root, c.topic)
+		if ok != c.ok || ok && user != c.user {
+			t.Errorf("ParseReportTopic(%q, %q) = %q, %v", c.root, c.topic, user, ok)
+		}
+	}
+	p := Pending{Need: 2, Reports: []PendingReport{{By: "edge1", At: timeMs(1732233600123), Timeout: 600}}}
+	got, err := DecodePending(EncodePending(p))
+	if err != nil || got.Need != 2 || len(got.Reports) != 1 || got.Reports[0].By != "edge1" || !got.Reports[0].At.Equal(p.Reports[0].At) || got.Reports[0].Timeout != 600 {
+		t.Fatalf("pending round trip: %+v, %v", got, err)
+	}
+	for _, bad := range []string{"{", `{"need":2,"reports":[{"by":"a/b","at":5}]}`, `{"reports":[{"by":"a","at":0}]}`} {
+		if _, err := DecodePending([]byte(bad)); err == nil {
+			t.Errorf("DecodePending(%q): no error", bad)
+		}
 	}
 }

@@ -19,6 +19,10 @@ type State struct {
 	Expires time.Time
 	Reason  string // free text, such as the fail2ban jail
 	Origin  string // who published it, such as a host name
+	// Count is how many times the keeper's escalation has seen the
+	// address banned (internal/policy); 0: no escalation made this state.
+	// Hosts older than it ignore the field.
+	Count int
 }
 
 // maxStatePayload bounds a state payload: JSON with a reason and origin of
@@ -30,11 +34,12 @@ type stateJSON struct {
 	Expires int64  `json:"expires,omitempty"` // Unix seconds; absent: permanent
 	Reason  string `json:"reason,omitempty"`
 	Origin  string `json:"origin,omitempty"`
+	Count   int    `json:"count,omitempty"`
 }
 
 // EncodeState returns the retained payload for s.
 func EncodeState(s State) []byte {
-	j := stateJSON{At: s.At.UnixMilli(), Reason: s.Reason, Origin: s.Origin}
+	j := stateJSON{At: s.At.UnixMilli(), Reason: s.Reason, Origin: s.Origin, Count: s.Count}
 	if !s.Expires.IsZero() {
 		j.Expires = s.Expires.Unix()
 	}
@@ -55,10 +60,10 @@ func DecodeState(b []byte) (State, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return State{}, fmt.Errorf("%w: state payload: %v", ErrBadPayload, err)
 	}
-	if j.At <= 0 || j.Expires < 0 {
+	if j.At <= 0 || j.Expires < 0 || j.Count < 0 {
 		return State{}, fmt.Errorf("%w: state payload without a valid \"at\" or \"expires\"", ErrBadPayload)
 	}
-	s := State{At: time.UnixMilli(j.At), Reason: Clip(j.Reason), Origin: Clip(j.Origin)}
+	s := State{At: time.UnixMilli(j.At), Reason: Clip(j.Reason), Origin: Clip(j.Origin), Count: j.Count}
 	if j.Expires > 0 {
 		s.Expires = time.Unix(j.Expires, 0)
 	}
