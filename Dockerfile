@@ -37,16 +37,19 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 # GOARM only for 32-bit ARM (TARGETVARIANT v6/v7); MIPS routers lack an FPU
-# and build without inlining; MIPS and 32-bit ARM with 4 KB segment
-# alignment and bcrypt-only broker passwords (vallum_small), to stay under
-# 10 MB (see build-static.sh).
+# and build without inlining and a few other code-growing compiler features,
+# on Go's previous GC; MIPS and 32-bit ARM with 4 KB segment alignment,
+# bcrypt-only broker passwords (vallum_small) and trimmed copies of four
+# modules (contrib/trim-modules.sh), to stay under 10 MB (see
+# build-static.sh).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
-	gcflags= ldround= tags=nethttpomithttp2; case "$TARGETARCH" in \
-		mips | mipsle) gcflags=all=-l ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;; \
-		arm) ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;; esac; \
-	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat \
-		go build -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
+	gcflags= ldround= tags=nethttpomithttp2 goexp= modfile=; case "$TARGETARCH" in \
+		mips | mipsle) gcflags="all=-l -d=noopendefer,variablemakethreshold=0,wrapglobalmapctl=2" goexp=nogreenteagc ;; esac; \
+	case "$TARGETARCH" in mips | mipsle | arm) ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small \
+		modfile=-modfile=$(contrib/trim-modules.sh /tmp/trim) ;; esac; \
+	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat GOEXPERIMENT=$goexp \
+		go build $modfile -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
 	&& setcap cap_net_admin=ep /out/vallum \
 	&& mkdir -p /out/data
 

@@ -42,6 +42,9 @@ type shared struct {
 	// confirming is set from a connection until its confirming sync is
 	// done (see decoder.eventComment).
 	confirming atomic.Bool
+	// connects counts connections, for the status (presence.go): a quick
+	// reconnection must replace the will the broker published.
+	connects atomic.Int64
 	// newSync starts a sync on c (Bridge.startSync), for syncLater.
 	newSync func(c mqtt.Client)
 }
@@ -94,7 +97,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		if !presenceBuilt {
+			return err
+		}
+		if c, err = b.connectNoWill(ctx, err); err != nil {
+			return err
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -106,10 +114,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer close(watched)
 		b.app.watch(ctx)
 	}()
+	var stopPresence func()
+	if presenceBuilt {
+		stopPresence = b.startPresence(ctx, c)
+	}
 	<-ctx.Done()
 	b.stop.halt()
 	<-done // the batch in hand is applied and acknowledged
 	<-watched
+	if presenceBuilt {
+		stopPresence() // the status says offline
+	}
 	c.Disconnect(250)
 	b.stop.tasks.Wait() // the disconnect ends a sync waiting on the broker
 	b.log.Info("stopped")

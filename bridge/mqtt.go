@@ -28,6 +28,9 @@ func (b *Bridge) clientOptions() *mqtt.ClientOptions {
 			b.log.Info("reconnecting", "brokers", urlList(b.brokers.Order()))
 		},
 	})
+	if presenceBuilt {
+		b.setWill(co)
+	}
 	co.SetMessageChannelDepth(uint(o.QueueLen)).
 		SetDefaultPublishHandler(b.onMessage).
 		SetOnConnectHandler(b.onConnect).
@@ -73,6 +76,9 @@ func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 // itself) and starts a sync of the lists to the broker's state.
 func (b *Bridge) onConnect(c mqtt.Client) {
 	b.stats.Connected.Store(true)
+	if presenceBuilt {
+		b.connects.Add(1)
+	}
 	broker, _ := b.brokers.Current()
 	b.log.Info("connected", "broker", broker, "client", b.opts.ClientID)
 	b.stop.spawn(func() { b.startSync(c) })

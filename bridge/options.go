@@ -133,6 +133,9 @@ type Options struct {
 	// before the first sync; "": kept in memory only.
 	AllowFile string
 
+	// Presence is the host's retained status and will (presence.go).
+	Presence Presence
+
 	// eventSettle is how long an event's add is left alone by a sync that
 	// does not find it in the list: its state may not be published yet.
 	// Default recentFor; tests shorten it.

@@ -44,6 +44,9 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 		root, n := l.Root, len(present)
 		logs = append(logs, func() { a.log.Info("synced", "topic", root, "active", n, "removed", sw.removed) })
 	}
+	if presenceBuilt {
+		a.stats.noteSync()
+	}
 	if total(res.present) > bigSync {
 		// A late join of many bans left a heap the size of the whole list
 		// (messages, the window, the kernel listing); give it back to the

@@ -27,6 +27,7 @@ type Stats struct {
 	errors  map[string]int64 // per kind
 	apply   Histogram
 	lost    map[string]string // per list root synced: why it is lost, or ""
+	sync    syncStats         // the last sync, for the host's status
 }
 
 // SetListLost records why the last sync of list root found the broker's

@@ -9,6 +9,9 @@ import (
 // A host's bridge sends sync markers to itself on one topic,
 // wire.MarkerTopic(CLIENT_ID). A host reads and writes only its own, so no
 // other login can learn its client id from it or end its sync window.
+// Likewise a host writes (never reads) only its own status,
+// wire.HostTopic(CLIENT_ID), so no login can mark another host offline or
+// out of sync, by a publish or by a will.
 
 // access is what one kind of client may do. It denies whatever no rule
 // allows: unlike mochi's ledger, nothing is allowed by default.
@@ -48,6 +51,9 @@ func (a access) canPublish(topic, id string) bool {
 		return true
 	}
 	if a.host && topic == wire.MarkerTopic(id) {
+		return true
+	}
+	if webBuilt && a.host && topic == wire.HostTopic(id) { // (the router builds have no reader)
 		return true
 	}
 	if !a.reporter || strings.HasPrefix(topic, "$") {

@@ -22,6 +22,8 @@ type Broker struct {
 	ls     []listeners.Listener
 	roots  []string   // the lists the keeper keeps
 	keeper *hubKeeper // nil without lists
+	web    *webHub    // nil without Options.Web
+	auth   *authHook
 	store  *storeHook // nil without a data dir
 	opts   Options
 	ref    *refusals
@@ -64,7 +66,7 @@ func New(o Options) (*Broker, error) {
 		return nil, err
 	}
 	auth.srv = srv
-	b := &Broker{srv: srv, opts: o, roots: roots, ref: ref, guard: newConnGuard(o.Limits, ref)}
+	b := &Broker{srv: srv, opts: o, roots: roots, ref: ref, guard: newConnGuard(o.Limits, ref), auth: auth}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
@@ -75,8 +77,17 @@ func New(o Options) (*Broker, error) {
 		_ = srv.Close() // closes the store and what was bound
 		return nil, err
 	}
+	if webBuilt { // (the router builds have no web view: not even the calls)
+		if err := b.startWeb(); err != nil {
+			_ = srv.Close()
+			return nil, err
+		}
+	}
 	if err := b.startKeeper(); err != nil {
 		_ = srv.Close()
+		if webBuilt {
+			b.closeWeb()
+		}
 		return nil, fmt.Errorf("start keeper: %w", err)
 	}
 	return b, nil
@@ -96,6 +107,9 @@ func (b *Broker) startKeeper() error {
 		return err
 	}
 	b.keeper = k
+	if webBuilt && b.web != nil {
+		k.tap = b.web.Feed
+	}
 	return k.subscribe()
 }
 
@@ -155,9 +169,18 @@ func (b *Broker) Run(ctx context.Context) error {
 	} else {
 		close(done)
 	}
+	var served chan struct{}
+	if webBuilt && b.web != nil {
+		served = make(chan struct{})
+		b.web.load()
+		go func() { defer close(served); b.web.serve(kctx) }()
+	}
 	<-ctx.Done()
 	stop()
 	<-done
+	if webBuilt && served != nil {
+		<-served
+	}
 	err := mochiclose.Close(b.srv, mochiclose.Grace)
 	b.opts.Logger.Info("broker stopped")
 	return err

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -247,8 +248,14 @@ func (h *authHook) checkPublish(cl *mqtt.Client, a access, topic string, payload
 		if msg := checkState(root, topic, payload); msg != "" {
 			return refState, msg
 		}
+	} else if webBuilt && a.host && topic == wire.HostTopic(cl.ID) {
+		// Checked as JSON of a status's size only: the hub's index reads
+		// the fields it knows and ignores a status it cannot decode.
+		if len(payload) > wire.MaxHostStatus || len(payload) > 0 && !json.Valid(payload) {
+			return refState, "a host's status is a JSON object of at most 4 KiB"
+		}
 	} else if retain && !anyCovers(a.publish, topic) {
-		return refRetain, "retained messages are accepted only on ROOT/ban/PREFIX (ban state)"
+		return refRetain, "retained messages are accepted only on ROOT/ban/PREFIX (ban state) and a host's status"
 	}
 	if retain && len(payload) > 0 {
 		if u, ok := h.ret.fits(string(cl.Properties.Username), topic, len(payload), h.lim); !ok {

@@ -20,6 +20,10 @@ type hubKeeper struct {
 	k     *keeper.Keeper
 	roots []string
 	log   *slog.Logger
+	// tap, when set, sees every message the keeper reads, after it: the
+	// web view's index (web.go). live is false for the retained messages
+	// loaded at start.
+	tap func(topic string, payload []byte, live bool)
 }
 
 func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
@@ -46,6 +50,9 @@ func (h *hubKeeper) subscribe() error {
 	for i, f := range h.k.Filters() {
 		err := h.srv.Subscribe(f, i+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 			h.k.Message(pk.TopicName, pk.Payload)
+			if webBuilt && h.tap != nil {
+				h.tap(pk.TopicName, pk.Payload, true)
+			}
 		})
 		if err != nil {
 			return err
@@ -62,6 +69,9 @@ func (h *hubKeeper) load() {
 	for _, f := range h.k.Filters() {
 		for _, pk := range h.srv.Topics.Messages(f) {
 			h.k.Retained(pk.TopicName, pk.Payload)
+			if webBuilt && h.tap != nil {
+				h.tap(pk.TopicName, pk.Payload, false)
+			}
 			n++
 		}
 	}

@@ -162,6 +162,9 @@ type Options struct {
 	// on loopback and the machine's host name, that a WebSocket client may
 	// give as Host (a reverse proxy's public name, for example).
 	WSHosts []string
+	// Web is the address of the web view (internal/web), "" for none. It
+	// needs UsersFile: its logins are the broker's admins and reporters.
+	Web string
 	// Logger receives the broker's logs; default discards them.
 	Logger *slog.Logger
 }
@@ -202,6 +205,7 @@ func (o *Options) validate() error {
 	if o.TLSClientCA != "" && !o.hasKind(KindTLS) {
 		errs = append(errs, errors.New("--tls-client-ca needs a tls:// listener"))
 	}
+	o.validateWeb(&errs)
 	for _, root := range o.Lists {
 		if err := wire.ValidRoot(root); err != nil {
 			errs = append(errs, fmt.Errorf("list %q: %w", root, err))

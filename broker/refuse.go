@@ -40,6 +40,9 @@ type refusals struct {
 	lines quiet.Windows
 	mu    sync.Mutex
 	n     map[string]int64 // total per reason
+	// tap, when set, sees every refusal (the web view's live stream);
+	// set before the broker serves.
+	tap func(reason, msg, user, topic string)
 }
 
 func newRefusals(log *slog.Logger) *refusals {
@@ -52,6 +55,9 @@ func (r *refusals) refuse(reason, msg string, args ...any) {
 	r.mu.Lock()
 	r.n[reason]++
 	r.mu.Unlock()
+	if webBuilt && r.tap != nil {
+		r.tap(reason, msg, argOf(args, "user"), argOf(args, "topic"))
+	}
 	show, left := r.lines.Allow(reason)
 	if left > 0 {
 		r.log.Warn(fmt.Sprintf("refused %d more (%s) in the last %v without logging each", left, reason, quiet.Every), "reason", reason)
@@ -75,4 +81,15 @@ func (r *refusals) counts() map[string]int64 {
 // client refuses what a client asked for, on topic ("" for none).
 func (r *refusals) client(reason, msg string, cl *mqtt.Client, topic string) {
 	r.refuse(reason, msg, "user", string(cl.Properties.Username), "client", cl.ID, "remote", cl.Net.Remote, "topic", clip(topic))
+}
+
+// argOf returns the string value of key in slog key-value pairs, or "".
+func argOf(args []any, key string) string {
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i] == key {
+			s, _ := args[i+1].(string)
+			return s
+		}
+	}
+	return ""
 }

@@ -15,6 +15,24 @@
 # 164 to 262 ns and the one-per-message rate drops about 5%: nothing next
 # to a router's few bans a second.
 #
+# The same builds turn off three code-growing compiler features outside
+# the runtime (-d=, 65 KB on mips in all, same semantics, a little more
+# work at run time): open-coded defers (noopendefer, 8 KB: a defer costs a
+# record again, tens of ns), stack buffers for small variable-sized makes
+# (variablemakethreshold=0, 29 KB: such a make goes to the heap as before
+# Go 1.25), and the size cutoff under which a package-level map literal is
+# built in init even when nothing uses it (wrapglobalmapctl=2, 16 KB: the
+# compiler then wraps every side-effect-free map literal as it already
+# does the big ones, and the linker drops those nothing reads). On amd64,
+# BenchmarkParsePayload and BenchmarkBridgeSingle (bridge) show no
+# difference above the machine's noise, with the same allocations per
+# operation. And they
+# use Go's previous garbage collector (GOEXPERIMENT=nogreenteagc, 29 KB):
+# Green Tea, the default since Go 1.26, pays off on many cores and large
+# heaps, a router has one or two cores and a heap of a few MB; the
+# previous collector is the one Go shipped until 1.25, kept as a
+# supported opt-out.
+#
 # The runtime keeps its inlining (-gcflags=runtime=, 0 or 64 KB: sizes
 # move by pages). Built with -l, the big-endian mips runtime crashed under
 # qemu-mips-static, in its GC write barrier ("slice bounds out of range"
@@ -35,12 +53,23 @@
 # -tags vallum_small (the 32-bit router targets) leaves argon2id out of the
 # broker's password check: bcrypt only (23 KB, and argon2id's usual 64 MiB
 # per login is too much for a router); a users file with an argon2id hash
-# is refused at start with what to do. On mips and mipsle it also leaves
-# out --kill-connections (internal/enforce: 49 KB) and the drop counters of
-# /metrics: with them those builds are over 10 MB. The flag is then a
-# warning at start: bans apply, connections are not cut. The scan sensor
-# (--sensor: internal/sensor, go-nflog, its nft rule) is left out the same
-# way.
+# is refused at start with what to do. (-tags vallum_lean, which the
+# OpenWrt SDK package adds on MIPS, where it cannot trim modules, also
+# leaves out --kill-connections, the drop counters of /metrics and the
+# scan sensor: 139 KB on mips. These builds have them.)
+#
+# The router builds (all but amd64) link trimmed copies of mochi-mqtt,
+# gorilla/websocket, cast and cobra (contrib/trim-modules.sh, -modfile):
+# code they link but never run, mochi's test packets among it (344 KB on
+# mips, 328 KB on arm64). The repository's go.mod is left alone (`go
+# install` refuses a module with replace lines). The Dockerfile trims its
+# 32-bit builds only: an image's size is no router's flash.
+#
+# -tags vallum_small (all three 32-bit targets) also leaves out the hub's
+# web view (--web, internal/web: 0.14 to 0.16 MB), refused at start there;
+# arm64 leaves it out alone with -tags vallum_noweb (with it arm64 was
+# 10,027,170 bytes: its 64 KB segments grew by two). A router is a host,
+# seldom the hub: the web view is for the hub built for amd64.
 #
 # -tags nethttpomithttp2 leaves out net/http's bundled HTTP/2 (about 330 KB
 # on mipsle): nothing in vallum speaks HTTP/2 (metrics and WebSocket are
@@ -58,14 +87,31 @@ OUT=${OUT:-dist}
 PKG=${PKG:-./cmd/vallum}
 
 mkdir -p "$OUT"
+trim=$(mktemp -d)
+trap 'rm -rf "$trim"' EXIT
+trimmed=
 failed=
 for t in $TARGETS; do
-	goarch=$t goarm= gomips= gcflags= ldround= tags=nethttpomithttp2
+	goarch=$t goarm= gomips= gcflags= ldround= tags=nethttpomithttp2 goexp=${GOEXPERIMENT:-} modfile=
 	case $t in
-	amd64 | arm64) ;;
+	amd64) ;;
+	*)
+		# Once, for the first target that wants them.
+		[ -n "$trimmed" ] || trimmed=$(contrib/trim-modules.sh "$trim")
+		modfile=-modfile=$trimmed
+		;;
+	esac
+	case $t in
+	amd64) ;;
+	# arm64 is a router target too: no web view, no vallum import.
+	arm64) tags=nethttpomithttp2,vallum_noweb,vallum_noimport ;;
 	armv7) goarch=arm goarm=7 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	armv6) goarch=arm goarm=6 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
-	mips | mipsle) gomips=softfloat gcflags=all=-l ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small ;;
+	mips | mipsle)
+		gomips=softfloat ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small
+		gcflags="all=-l -d=noopendefer,variablemakethreshold=0,wrapglobalmapctl=2"
+		goexp=nogreenteagc
+		;;
 	*)
 		echo "build-static.sh: unknown target $t" >&2
 		exit 2
@@ -74,8 +120,8 @@ for t in $TARGETS; do
 	out=$OUT/vallum-linux-$t
 	rm -f "$out"
 	# Keep going on failure: one report shows every target that breaks.
-	if ! CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips \
-		go build -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o "$out" "$PKG"; then
+	if ! CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm GOMIPS=$gomips GOEXPERIMENT=$goexp \
+		go build $modfile -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o "$out" "$PKG"; then
 		failed="$failed $t"
 		continue
 	fi

@@ -1,4 +1,4 @@
-//go:build linux && !(vallum_small && (mips || mipsle))
+//go:build linux && !vallum_lean
 
 package nft
 
@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sensorBuilt: the MIPS router builds leave the sensor out.
+// sensorBuilt: vallum_lean builds leave the sensor out.
 const sensorBuilt = true
 
 // SensorRule is the scan sensor's logging rule: new TCP connections and

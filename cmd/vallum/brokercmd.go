@@ -17,7 +17,8 @@ func newBrokerCmd() *cobra.Command {
 		Use:   "broker",
 		Short: "Run only the embedded MQTT broker (a hub for other hosts)",
 		Example: `  vallum broker --listen 0.0.0.0:8883 --tls-cert c.pem --tls-key k.pem --users users.yaml
-  vallum broker --listen tls://0.0.0.0:8883 --listen ws://127.0.0.1:8080 --users users.yaml -t blacklist`,
+  vallum broker --listen tls://0.0.0.0:8883 --listen ws://127.0.0.1:8080 --users users.yaml -t blacklist
+  vallum broker --listen 0.0.0.0:1883 --users users.yaml -t blacklist --web 127.0.0.1:8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, log, err := setup(cmd)

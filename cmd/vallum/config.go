@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/broker"
 	"github.com/vallum/vallum/internal/guard"
 )
 
@@ -65,6 +66,7 @@ type config struct {
 	TLSClientCA    string   `mapstructure:"tls_client_ca" yaml:"tls_client_ca"`
 	BrokerLimit    []string `mapstructure:"broker_limit" yaml:"broker_limit"`
 	WSHost         []string `mapstructure:"ws_host" yaml:"ws_host"`
+	Web            string   `mapstructure:"web" yaml:"web"`
 
 	KillConnections []string `mapstructure:"kill_connections" yaml:"kill_connections"`
 	Policy          []string `mapstructure:"policy" yaml:"policy"`
@@ -133,6 +135,9 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.String("tls-client-ca", "", "CA that client certificates must be signed by (mutual TLS)")
 	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
 	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
+	if broker.WebBuilt { // not in the router builds
+		f.String("web", "", "serve the hub's web view on this address (127.0.0.1:8080): lists, hosts, bans, live events; needs --users (admins act, reporters look)")
+	}
 	policyFlag(f)
 	legacyStateFlag(f)
 	f.String("memory-limit", defaultMemoryLimit, "soft memory limit of the process (Go's GOMEMLIMIT) while it runs the embedded broker, such as 200MiB; 0: none")

@@ -26,6 +26,9 @@ func newListCmd() *cobra.Command {
 		RunE:  listCmd,
 	}
 	connFlags(c.Flags())
+	if listFormatsBuilt {
+		outputFlag(c.Flags()) // listfmt.go
+	}
 	c.Flags().Bool("pending", false, "print the reports the keeper holds short of the list's quorum, with who reported (pending.go)")
 	return c
 }
@@ -38,6 +41,11 @@ func listCmd(cmd *cobra.Command, args []string) error {
 	l, err := bridge.ParseList(args[0])
 	if err != nil {
 		return err
+	}
+	if listFormatsBuilt {
+		if err := checkListFormat(flagString(cmd, "output")); err != nil {
+			return err
+		}
 	}
 	cl, err := c.dial("list")
 	if err != nil {
@@ -54,6 +62,9 @@ func listCmd(cmd *cobra.Command, args []string) error {
 	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
 	if err != nil {
 		return err
+	}
+	if listFormatsBuilt {
+		return printList(cmd.OutOrStdout(), flagString(cmd, "output"), bans, time.Now())
 	}
 	printBans(cmd.OutOrStdout(), bans, time.Now())
 	return nil

@@ -52,6 +52,9 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MaxPayload: c.MaxPayload, Guard: guard.New(allow, c.WidestV4, c.WidestV6),
 		Logger: log.With("component", "bridge"), SyncTimeout: c.SyncTimeout,
 	}
+	if bridge.PresenceBuilt { // (the MIPS builds publish no status)
+		o.Presence = bridge.Presence{Version: versionString(), Backend: c.Backend}
+	}
 	errs = append(errs, c.checkLimits(), bridge.CheckKillLists(c.KillConnections, lists))
 	if sensorBuilt {
 		errs = append(errs, c.checkSensor(lists))
@@ -60,7 +63,7 @@ func (c config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	if len(c.KillConnections) > 0 && !killBuilt {
 		// The shipped router config turns it on: a firewall that refused
 		// to start over an extra would leave the router without its bans.
-		log.Warn("--kill-connections is not in the MIPS router builds (size): bans apply, open connections of banned addresses are not cut",
+		log.Warn("--kill-connections is not in this build (vallum_lean, for size): bans apply, open connections of banned addresses are not cut",
 			"lists", c.KillConnections)
 		o.KillLists = nil
 	}
@@ -107,7 +110,7 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 	o := broker.Options{
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
 		UsersFile: c.Users, AllowAnonymous: c.AllowAnonymous,
-		DataDir: c.DataDir, WSHosts: c.WSHost, Logger: log.With("component", "broker"),
+		DataDir: c.DataDir, WSHosts: c.WSHost, Web: c.Web, Logger: log.With("component", "broker"),
 	}
 	for _, l := range lists {
 		o.Lists = append(o.Lists, l.Root)

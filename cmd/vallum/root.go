@@ -37,6 +37,9 @@ ipsets or nftables sets. With no -h it runs its own broker on 127.0.0.1:1883.
 	if keeperBuilt {
 		root.AddCommand(newKeeperCmd())
 	}
+	if importBuilt {
+		root.AddCommand(newImportCmd())
+	}
 	return root
 }
 

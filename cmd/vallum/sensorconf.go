@@ -1,4 +1,4 @@
-//go:build !(vallum_small && (mips || mipsle))
+//go:build !vallum_lean
 
 package main
 
@@ -16,7 +16,7 @@ import (
 )
 
 // Sensor defaults. They live here rather than in internal/sensor so that
-// the MIPS router builds, which leave the sensor out, still know the flags.
+// vallum_lean builds, which leave the sensor out, still know the flags.
 const (
 	defaultSensorGroup   = 27
 	defaultSensorPorts   = 10

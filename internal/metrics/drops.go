@@ -1,4 +1,4 @@
-//go:build !(vallum_small && (mips || mipsle))
+//go:build !vallum_lean
 
 package metrics
 
@@ -19,7 +19,7 @@ func drops(w io.Writer, ds []Drop) {
 	}
 }
 
-const sensorBuilt = true // the MIPS router builds have no scan sensor
+const sensorBuilt = true // vallum_lean builds have no scan sensor
 
 // sensorCounts reads the scan sensor's counters; nil: no sensor.
 func (e *Exporter) sensorCounts() *SensorCounts {

@@ -1,4 +1,4 @@
-//go:build linux && !(vallum_small && (mips || mipsle))
+//go:build linux && !vallum_lean
 
 package sensor
 

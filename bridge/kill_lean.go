@@ -1,11 +1,11 @@
-//go:build vallum_small && (mips || mipsle)
+//go:build vallum_lean
 
 package bridge
 
 import "net/netip"
 
-// The MIPS router builds cut no connections (cmd/vallum refuses
-// --kill-connections there, for size): no set asks for it.
+// vallum_lean builds cut no connections (cmd/vallum warns about
+// --kill-connections there and drops it, for size): no set asks for it.
 func killSets(*Options) map[string]bool { return nil }
 
 func addedOf([]Op, map[netip.Prefix]bool) []netip.Prefix { return nil }

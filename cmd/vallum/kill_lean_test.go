@@ -1,4 +1,4 @@
-//go:build vallum_small && (mips || mipsle)
+//go:build vallum_lean
 
 package main
 
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// TestKillConnectionsWarnedHere: the MIPS router builds leave the feature
+// TestKillConnectionsWarnedHere: vallum_lean builds leave the feature
 // out; the shipped router config turns it on, so they say so and run
 // without it rather than refuse to start.
 func TestKillConnectionsWarnedHere(t *testing.T) {
@@ -19,7 +19,7 @@ func TestKillConnectionsWarnedHere(t *testing.T) {
 	if err != nil || o.KillLists != nil {
 		t.Errorf("bridgeOptions with --kill-connections = %v, lists %v; want no error and no lists", err, o.KillLists)
 	}
-	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "not in the MIPS router builds") {
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "not in this build (vallum_lean") {
 		t.Errorf("log %q: want a warning that says the feature is not in this build", logs.String())
 	}
 }

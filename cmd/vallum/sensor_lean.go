@@ -1,4 +1,4 @@
-//go:build vallum_small && (mips || mipsle)
+//go:build vallum_lean
 
 package main
 
@@ -14,9 +14,9 @@ import (
 	"github.com/vallum/vallum/internal/metrics"
 )
 
-// The scan sensor (internal/sensor, go-nflog) is not in the 32-bit MIPS
-// router builds: it does not fit under the 10 MB goal. startSensor warns
-// and the daemon runs without it, as with --kill-connections.
+// The scan sensor (internal/sensor, go-nflog) is not in vallum_lean builds
+// (kill_lean.go): it does not fit there under the 10 MB goal. startSensor
+// warns and the daemon runs without it, as with --kill-connections.
 const sensorBuilt = false
 
 func (c config) sensorRule(*nft.Backend) {}
@@ -31,6 +31,6 @@ func (c config) checkSensor([]bridge.List) error { return nil }
 
 func (c config) startSensor(_ context.Context, _ *errgroup.Group, _ *bridge.Options, _ *metrics.Exporter, log *slog.Logger) {
 	if c.Sensor != "" {
-		log.Warn("--sensor is not in the MIPS router builds: no scan sensor")
+		log.Warn("--sensor is not in this build (vallum_lean, for size): no scan sensor")
 	}
 }

@@ -1,4 +1,4 @@
-//go:build vallum_small && (mips || mipsle)
+//go:build vallum_lean
 
 package main
 
@@ -12,9 +12,11 @@ import (
 	"github.com/vallum/vallum/bridge/nft"
 )
 
-// killBuilt is false in the 32-bit MIPS router builds: cutting connections
-// (internal/enforce and its netlink clients, about 45 KB) does not fit
-// there under the 10 MB goal. bridgeOptions warns and runs without.
+// killBuilt is false in builds with -tags vallum_lean (the OpenWrt SDK
+// package on MIPS, which cannot trim modules as contrib/build-static.sh
+// does): cutting connections (internal/enforce and its netlink clients,
+// about 45 KB) does not fit there under the 10 MB goal. bridgeOptions warns
+// and runs without.
 const killBuilt = false
 
 func (c config) dropTo(*nft.Backend, []bridge.List) {}

@@ -1,0 +1,230 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/lab"
+)
+
+// importFrom runs `vallum import` (or any CLI command) in h against the hub
+// and returns its output; a failure ends the test.
+func importFrom(t *testing.T, h *lab.Host, b *hub, dir string, args ...string) string {
+	t.Helper()
+	args = append(args, "-h", b.h.Addr4, "--data-dir", filepath.Join(dir, h.Name+"-cli"))
+	out, err := h.Exec(vallumBin, args...)
+	if err != nil {
+		t.Fatalf("vallum %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// serveFeeds serves files by path from inside h, as a feed's web site
+// would, and returns the base URL.
+func serveFeeds(t *testing.T, h *lab.Host, files map[string]string) string {
+	t.Helper()
+	l, err := h.ListenTCP(h.Addr4 + ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(body))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + h.Addr4 + ":8080"
+}
+
+// listAt reads each ban's `at` as `vallum list -o json` prints it.
+func listAt(t *testing.T, h *lab.Host, b *hub, dir string) map[string]int64 {
+	t.Helper()
+	out := importFrom(t, h, b, dir, "list", root, "-o", "json")
+	at := map[string]int64{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var j struct {
+			Prefix string `json:"prefix"`
+			At     int64  `json:"at"`
+		}
+		if err := json.Unmarshal([]byte(line), &j); err != nil {
+			t.Fatalf("list -o json line %q: %v", line, err)
+		}
+		at[j.Prefix] = j.At
+	}
+	return at
+}
+
+// watchList subscribes to everything under the list, waits until the
+// retained messages stop coming, and returns a func that stops and returns
+// what came since, one line per message (topic, then payload or "(empty)";
+// a state's payload is left out: it holds the time), sorted.
+func watchList(t *testing.T, b *hub) func() []string {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	last := time.Now()
+	c := must[mqtt.Client](t)(b.h.Connect(hubPort, mqtt.NewClientOptions().SetClientID("import-watch")))
+	tok := c.Subscribe(root+"/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		line := m.Topic()
+		switch {
+		case len(m.Payload()) == 0:
+			line += " (empty)"
+		case !strings.Contains(m.Topic(), "/ban/"):
+			line += " " + strings.TrimSpace(string(m.Payload()))
+		}
+		mu.Lock()
+		got, last = append(got, line), time.Now()
+		mu.Unlock()
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s/#: %v", root, tok.Error())
+	}
+	quiet := func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Since(last) > time.Second, "messages still coming"
+	}
+	if err := lab.Eventually(20*time.Second, quiet); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got = nil
+	mu.Unlock()
+	return func() []string {
+		if err := lab.Eventually(20*time.Second, quiet); err != nil {
+			t.Fatal(err)
+		}
+		c.Disconnect(100)
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(got)
+		return got
+	}
+}
+
+// TestImportFeeds: a FireHOL-style netset (a file), a Spamhaus-style JSON
+// and a DynFW-style CSV (both over HTTP from a server in the lab) reach
+// both hosts' kernel sets, on mosquitto and on the embedded hub. An entry
+// covering an allowlisted address, and the broker's own address, are
+// refused and reported. A changed netset imported with --sync applies only
+// the difference: one ban and one unban, the untouched entries keep their
+// `at`. `vallum list -o plain` imported back changes nothing.
+func TestImportFeeds(t *testing.T) {
+	eachBroker(t, func(t *testing.T, l *lab.Lab, b *hub, dir string) {
+		e1, e2 := addHost(t, l, "edge1"), addHost(t, l, "edge2")
+		for _, h := range []*lab.Host{e1, e2} {
+			startBridge(t, h, b, dir)
+		}
+		netset := filepath.Join(dir, "level1.netset")
+		write := func(body string) {
+			if err := os.WriteFile(netset, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("#\n# firehol_level1\n#\n203.0.113.1\n203.0.113.2\n203.0.113.3\n198.51.100.0/24\n" + b.h.Addr4 + "\n")
+		base := serveFeeds(t, e1, map[string]string{
+			"/drop_v4.json": `{"cidr":"192.0.2.0/28","sblid":"SBL1","rir":"arin"}` + "\n" +
+				`{"cidr":"192.0.2.64/28","sblid":"SBL2","rir":"ripencc"}` + "\n" + `{"type":"metadata","records":2}` + "\n",
+			"/greylist-latest.csv": "# terms\nAddress,Tags\n198.18.0.1,ssh\n\"198.18.0.2\",\"telnet,http\"\n2001:db8::7,smtp\n",
+		})
+
+		out := importFrom(t, e1, b, dir, "import", root, netset, "--allow", "198.51.100.128/25", "--timeout", "1d")
+		for _, want := range []string{"covers an allowlisted address 198.51.100.128/25", `"` + b.h.Addr4 + `": covers an allowlisted address`, "2 refused", "published 3 bans"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("netset import output lacks %q:\n%s", want, out)
+			}
+		}
+		t.Logf("netset import:\n%s", out)
+		t.Logf("spamhaus: %s", importFrom(t, e1, b, dir, "import", root, base+"/drop_v4.json", "--sync"))
+		t.Logf("dynfw: %s", importFrom(t, e1, b, dir, "import", root, base+"/greylist-latest.csv", "--reason", "turris"))
+		want := []string{"192.0.2.0/28", "192.0.2.64/28", "198.18.0.1", "198.18.0.2", "203.0.113.1", "203.0.113.2", "203.0.113.3"}
+		for _, h := range []*lab.Host{e1, e2} {
+			waitSet(t, h, 20*time.Second, want)
+			waitPrefixes(t, h, root+"6", "2001:db8::7")
+		}
+
+		// The feed changes: .3 leaves, .4 comes.
+		before := listAt(t, e2, b, dir)
+		seen := watchList(t, b)
+		write("203.0.113.1\n203.0.113.2\n203.0.113.4\n")
+		out = importFrom(t, e2, b, dir, "import", root, netset, "--timeout", "1d", "--sync")
+		want = []string{root + "/add 203.0.113.4 timeout 86400", root + "/ban/203.0.113.3 (empty)", root + "/ban/203.0.113.4", root + "/del 203.0.113.3"}
+		if got := seen(); !slices.Equal(got, want) {
+			t.Errorf("the broker carried, for the second import:\n%s\nwant only the difference:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if !strings.Contains(out, "1 to ban, 2 already banned, 1 to lift") || !strings.Contains(out, "published 1 bans and 1 unbans in 2 event messages") {
+			t.Errorf("second import does not apply only the difference:\n%s", out)
+		}
+		want = []string{"192.0.2.0/28", "192.0.2.64/28", "198.18.0.1", "198.18.0.2", "203.0.113.1", "203.0.113.2", "203.0.113.4"}
+		for _, h := range []*lab.Host{e1, e2} {
+			waitSet(t, h, 20*time.Second, want)
+		}
+		after := listAt(t, e2, b, dir)
+		for _, p := range []string{"203.0.113.1", "203.0.113.2", "192.0.2.0/28", "198.18.0.1"} {
+			if after[p] != before[p] || before[p] == 0 {
+				t.Errorf("%s: at %d after the second import, %d before: want it untouched", p, after[p], before[p])
+			}
+		}
+
+		// Round trip: the list as a netset, imported as the feed it came
+		// from, changes nothing.
+		plain := importFrom(t, e2, b, dir, "list", root, "-o", "plain")
+		rt := filepath.Join(dir, "roundtrip.netset")
+		if err := os.WriteFile(rt, []byte(plain), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = importFrom(t, e2, b, dir, "import", root, rt, "--name", "level1.netset", "--timeout", "1d")
+		if !strings.Contains(out, "0 to ban, 8 already banned, 0 to lift") {
+			t.Errorf("import of list -o plain changed something:\n%s", out)
+		}
+		if again := listAt(t, e2, b, dir); fmt.Sprint(again) != fmt.Sprint(after) {
+			t.Errorf("round trip changed the list:\n%v\nwas\n%v", again, after)
+		}
+	})
+}
+
+// TestImportMillion: a feed of 1,000,000 addresses imported into
+// mosquitto and into the embedded hub reaches a host's kernel set.
+// VALLUM_E2E_FULL=1 only (minutes on main: one retained state per ban, see
+// README).
+func TestImportMillion(t *testing.T) {
+	if os.Getenv("VALLUM_E2E_FULL") != "1" {
+		t.Skip("VALLUM_E2E_FULL=1 runs it")
+	}
+	const n = 1000000
+	eachBroker(t, func(t *testing.T, l *lab.Lab, b *hub, dir string) {
+		host := addHost(t, l, "host")
+		startBridge(t, host, b, dir)
+		var sb strings.Builder
+		for i := range n {
+			fmt.Fprintf(&sb, "100.%d.%d.%d\n", 64+i>>16, byte(i>>8), byte(i))
+		}
+		feed := filepath.Join(dir, "million.netset")
+		if err := os.WriteFile(feed, []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rss := sampleRSS(t, b.proc)
+		start := time.Now()
+		out := importFrom(t, host, b, dir, "import", root, feed, "--timeout", "1d")
+		published := time.Since(start)
+		waitEntries(t, host, root, n, 10*time.Minute)
+		t.Logf("%s, 1,000,000 entries: import returned after %s, all in the host's set after %s; broker RSS peak %d MB\n%s",
+			b.name(), published.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), rss()>>20, out)
+	})
+}

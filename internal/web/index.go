@@ -1,0 +1,279 @@
+package web
+
+import (
+	"math"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// Index is the page's view of the hub's lists and hosts, fed with every
+// retained state and host status the broker carries (Feed). It keeps each
+// list's bans in the order they came (sorted by ban time once the retained
+// messages are loaded), so that a page of the newest bans, or of any
+// offset, is a walk over at most offset+limit entries: a list of 1,000,000
+// is paged server-side without a sort per request.
+//
+// Memory: about 160 bytes a ban (the prefix in a slot and as a map key,
+// times, interned reason and origin); measured by BenchmarkPage1M, which
+// also times a page at the far end of 1,000,000 bans (0.06 ms) and a
+// search through them (55 to 70 ms, under the list's read lock).
+type Index struct {
+	roots []string
+	lists map[string]*listIndex
+	now   func() time.Time
+	live  *fanout
+
+	mu    sync.Mutex
+	hosts map[string]Host // by client id
+}
+
+// NewIndex returns an empty index of the lists roots.
+func NewIndex(roots []string) *Index {
+	x := &Index{roots: slices.Clone(roots), lists: map[string]*listIndex{}, now: time.Now,
+		live: newFanout(), hosts: map[string]Host{}}
+	for _, r := range roots {
+		x.lists[r] = newListIndex(r)
+	}
+	// The longest root first: a/b/ban/... belongs to a/b, not a.
+	// (sort, not slices: each generic sort costs kilobytes on a router.)
+	sort.Slice(x.roots, func(i, j int) bool { return len(x.roots[i]) > len(x.roots[j]) })
+	return x
+}
+
+// listIndex is one list: slots in arrival order, deleted ones left as
+// holes (Bits -1) until they are as many as the live ones.
+type listIndex struct {
+	root string
+
+	mu      sync.RWMutex
+	slots   []slot
+	at      map[netip.Prefix]int32 // prefix -> slot
+	reasons interned
+	origins interned
+	hours   map[int64]int // bans made per Unix hour, the last day
+}
+
+type slot struct {
+	p       netip.Prefix // invalid: a hole
+	at      int64        // when banned, Unix milliseconds
+	exp     int64        // Unix seconds; 0: never
+	reason  uint16       // in reasons
+	origin  uint16       // in origins
+	count   uint16       // the keeper's escalation count (wire.State.Count), at most 65535
+	pending bool         // fed before Settle: sorted then
+}
+
+func newListIndex(root string) *listIndex {
+	return &listIndex{root: root, at: map[netip.Prefix]int32{}, hours: map[int64]int{},
+		reasons: newInterned(), origins: newInterned()}
+}
+
+// Feed takes one message the broker carries: a list's retained state (a
+// ban, or an empty payload: its deletion) or a host's status. Others are
+// ignored. live is false for retained messages loaded at start.
+func (x *Index) Feed(topic string, payload []byte, live bool) {
+	if id, ok := strings.CutPrefix(topic, wire.HostPrefix); ok {
+		x.feedHost(id, payload, live)
+		return
+	}
+	for _, r := range x.roots {
+		if !strings.HasPrefix(topic, r+"/"+wire.LevelState+"/") {
+			continue
+		}
+		t, err := wire.ParseTopic(r, topic)
+		if err != nil || t.Kind != wire.KindState {
+			return
+		}
+		x.feedState(x.lists[r], t.Prefix, payload, live)
+		return
+	}
+}
+
+func (x *Index) feedState(l *listIndex, p netip.Prefix, payload []byte, live bool) {
+	if len(payload) == 0 {
+		s, ok := l.remove(p)
+		if ok && live {
+			kind := EventUnban
+			if s.exp != 0 && s.exp <= x.now().Unix()+2 {
+				kind = EventExpired
+			}
+			x.live.send(Event{Kind: kind, List: l.root, Prefix: wire.FormatPrefix(p)})
+		}
+		return
+	}
+	st, err := wire.DecodeState(payload)
+	if err != nil {
+		return
+	}
+	if l.put(p, st, !live) && live {
+		x.live.send(Event{Kind: EventBan, List: l.root, Prefix: wire.FormatPrefix(p), Reason: st.Reason,
+			Origin: st.Origin, At: st.At.UnixMilli(), Expires: unixOrZero(st.Expires)})
+	}
+}
+
+// Settle sorts what was fed before it (the retained messages loaded at
+// start, in the broker's order) by ban time, oldest first.
+func (x *Index) Settle() {
+	for _, l := range x.lists {
+		l.settle()
+	}
+}
+
+// Refused sends a refusal to the live stream.
+func (x *Index) Refused(reason, msg, user, topic string) {
+	x.live.send(Event{Kind: EventRefused, Reason: reason, Msg: msg, User: user, Topic: topic})
+}
+
+// Watch returns the live events and a function that stops them.
+func (x *Index) Watch() (<-chan Event, func()) { return x.live.watch() }
+
+// put indexes a ban; it reports whether it is new or newer than the one
+// indexed. A state older than the indexed one is ignored (the later ban
+// wins, as in the bridges).
+func (l *listIndex) put(p netip.Prefix, st wire.State, loading bool) bool {
+	at := st.At.UnixMilli()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i, ok := l.at[p]; ok {
+		old := l.slots[i]
+		if old.at > at || old.at == at && old.exp == unixOrZero(st.Expires) {
+			return false
+		}
+		l.dropLocked(i)
+	}
+	s := slot{p: p, at: at, exp: unixOrZero(st.Expires), reason: l.reasons.add(st.Reason),
+		origin: l.origins.add(st.Origin), count: uint16(min(st.Count, math.MaxUint16)), pending: loading}
+	l.at[p] = int32(len(l.slots))
+	l.slots = append(l.slots, s)
+	l.hours[at/3600000]++
+	l.pruneHoursLocked(time.Now().Unix() / 3600)
+	return true
+}
+
+func (l *listIndex) remove(p netip.Prefix) (slot, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, ok := l.at[p]
+	if !ok {
+		return slot{}, false
+	}
+	s := l.slots[i]
+	l.dropLocked(i)
+	return s, true
+}
+
+// dropLocked makes slot i a hole, and compacts once holes are as many as
+// live bans.
+func (l *listIndex) dropLocked(i int32) {
+	s := &l.slots[i]
+	delete(l.at, s.p)
+	l.reasons.release(s.reason)
+	l.origins.release(s.origin)
+	*s = slot{}
+	if holes := len(l.slots) - len(l.at); holes > 1024 && holes > len(l.at) {
+		l.compactLocked()
+	}
+}
+
+func (l *listIndex) compactLocked() {
+	live := l.slots[:0]
+	for _, s := range l.slots {
+		if s.p.IsValid() {
+			l.at[s.p] = int32(len(live))
+			live = append(live, s)
+		}
+	}
+	clear(l.slots[len(live):])
+	l.slots = slices.Clip(live)
+}
+
+func (l *listIndex) settle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.compactLocked()
+	sort.SliceStable(l.slots, func(i, j int) bool {
+		a, b := &l.slots[i], &l.slots[j]
+		if a.pending != b.pending { // loaded ones first: the live ones came after
+			return a.pending
+		}
+		return a.pending && a.at < b.at
+	})
+	for i := range l.slots {
+		l.slots[i].pending = false
+		l.at[l.slots[i].p] = int32(i)
+	}
+}
+
+// pruneHoursLocked forgets the hours before the last day.
+func (l *listIndex) pruneHoursLocked(now int64) {
+	if len(l.hours) <= 26 {
+		return
+	}
+	for h := range l.hours {
+		if h < now-24 {
+			delete(l.hours, h)
+		}
+	}
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// interned numbers the reasons (or origins) of one list, and counts the
+// live bans of each. Past maxInterned distinct values, the rest are one:
+// other, so that a reporter who makes every reason unique costs no more.
+type interned struct {
+	ids   map[string]uint16
+	names []string
+	count []int
+}
+
+const (
+	maxInterned = 4096
+	otherID     = 0 // "": no reason given, or one past maxInterned
+)
+
+func newInterned() interned {
+	return interned{ids: map[string]uint16{"": otherID}, names: []string{""}, count: []int{0}}
+}
+
+func (n *interned) add(s string) uint16 {
+	id, ok := n.ids[s]
+	if !ok && len(n.names) < maxInterned {
+		id = uint16(len(n.names))
+		n.ids[s] = id
+		n.names = append(n.names, s)
+		n.count = append(n.count, 0)
+	}
+	n.count[id]++
+	return id
+}
+
+func (n *interned) release(id uint16) { n.count[id]-- }
+
+// top returns the k values with the most live bans.
+func (n *interned) top(k int) []Count {
+	var out []Count
+	for id, c := range n.count {
+		if c > 0 {
+			out = append(out, Count{Name: n.names[id], Count: c})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out[:min(k, len(out))]
+}
