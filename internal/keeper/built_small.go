@@ -7,3 +7,7 @@ package keeper
 // per-ban state for every ban, as with LegacyState, and publishes no
 // chunks; the constant lets the linker drop that code whole.
 const chunksBuilt = false
+
+// ChunksBuilt reports whether this build's keeper publishes lists as
+// chunks (not in the 32-bit MIPS router builds).
+const ChunksBuilt = chunksBuilt
