@@ -26,9 +26,10 @@ type hubKeeper struct {
 	tap func(topic string, payload []byte, live bool)
 }
 
-func newHubKeeper(srv *mqtt.Server, roots []string, lim keeper.Limits, pol keeper.Policy, log *slog.Logger) (*hubKeeper, error) {
+func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
 	h := &hubKeeper{srv: srv, roots: roots, log: log}
-	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: lim, Policy: pol, Logger: log}, h)
+	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, Policy: o.Policy,
+		LegacyState: o.LegacyState, Logger: log}, h)
 	if err != nil {
 		return nil, err
 	}

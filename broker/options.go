@@ -137,6 +137,9 @@ type Options struct {
 	// Keeper is what the keeper refuses to turn into state: what the
 	// bridges refuse (their payload limit, prefix widths and allowlist).
 	Keeper keeper.Limits
+	// LegacyState makes the keeper keep per-ban state for every ban besides
+	// the chunks, for hosts of the previous release (keeper.Options).
+	LegacyState bool
 	// Policy is the keeper's escalation, quorum and reporter limits per
 	// list (internal/policy); its history file is in DataDir/broker.
 	Policy keeper.Policy

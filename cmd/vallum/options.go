@@ -116,8 +116,11 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 		o.Lists = append(o.Lists, l.Root)
 	}
 	o.Keeper = c.keeperLimits()
+	o.LegacyState = c.LegacyState
 	pol, err := c.hubPolicy()
 	o.Policy = pol
+	_, sizeErr := parseSize(c.MemoryLimit)
+	err = errors.Join(err, sizeErr)
 	errs := []error{err}
 	for _, l := range c.BrokerLimit {
 		errs = append(errs, o.SetLimit(l))

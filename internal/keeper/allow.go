@@ -62,7 +62,7 @@ func (k *Keeper) liftLocked(p netip.Prefix, comment string) []retain {
 		if err != nil || !t.Prefix.Overlaps(p) {
 			continue
 		}
-		k.dropLocked(topic)
+		k.unbanLocked(int(e.list), topic) // and the chunk holding it rewritten
 		k.quiet.warn("allowlisted", "ban lifted everywhere: the shared allowlist covers it",
 			"list", k.lists[e.list].root, "prefix", t.Prefix, "allow", p, "comment", comment)
 		if k.reading {

@@ -102,10 +102,35 @@ func (k *Keeper) sweepPubsLocked(now time.Time) {
 	if len(k.pubs) < k.pubsCap {
 		return
 	}
+	k.sweepLocked(now)
+}
+
+// sweepLocked forgets the publishes and the client states older than they
+// count, into new maps: a Go map keeps its size after deletions, and a
+// burst of 100,000 bans would hold its 15 MB for good. Run calls it every
+// pubsKeep too, for a burst that no publish follows.
+func (k *Keeper) sweepLocked(now time.Time) {
+	pubs := make(map[string]*pub, len(k.pubs)/4)
 	for t, p := range k.pubs {
-		if age := now.Sub(p.at); age > pubsKeep || len(p.sums) == 0 && !p.doubt && age > statedFor {
-			delete(k.pubs, t)
+		if age := now.Sub(p.at); age <= pubsKeep && (len(p.sums) > 0 || p.doubt || age <= statedFor) {
+			pubs[t] = p
 		}
 	}
+	k.pubs = pubs
 	k.pubsCap = max(4096, 2*len(k.pubs))
+	stated := make(map[string]time.Time, len(k.stated)/4)
+	for t, at := range k.stated {
+		if now.Sub(at) <= statedFor {
+			stated[t] = at
+		}
+	}
+	k.stated = stated
+	k.statCap = max(1024, 2*len(k.stated))
+	touched := make(map[string]time.Time, len(k.touched)/4)
+	for t, at := range k.touched {
+		if now.Sub(at) <= statedFor {
+			touched[t] = at
+		}
+	}
+	k.touched = touched
 }

@@ -188,8 +188,8 @@ func (w *worker) startRead(c *sessConn) {
 				continue
 			}
 			if code == 0x80 {
-				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, %s and write %s (README, vallum keeper); on NATS, max_ack_pending times %d subscriptions must stay under 65,535 (contrib/nats/nats.conf)",
-					f, wire.RecordPrefix+"LIST", marker, len(filters)))
+				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, and read and write %s, %s, %s and %s (README, vallum keeper; contrib/mosquitto/vallum.acl); on NATS, max_ack_pending times %d subscriptions must stay under 65,535 (contrib/nats/nats.conf)",
+					f, wire.RecordPrefix+"LIST", wire.ManifestPrefix+"LIST", wire.ChunkPrefix+"LIST/+/+", marker, len(filters)))
 				return
 			}
 		}

@@ -1,0 +1,253 @@
+package keeper
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// chunkTopics returns the retained chunk topics of root.
+func (b *fakeBroker) chunkTopics(root string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for topic := range b.retained {
+		if strings.HasPrefix(topic, wire.ChunkPrefix+root+"/") {
+			out = append(out, topic)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (b *fakeBroker) manifest(t *testing.T, root string) wire.Manifest {
+	t.Helper()
+	b.mu.Lock()
+	p := b.retained[wire.ManifestTopic(root)]
+	b.mu.Unlock()
+	m, err := wire.DecodeManifest(p)
+	if err != nil {
+		t.Fatalf("manifest of %s: %v (%q)", root, err, p)
+	}
+	return m
+}
+
+// needChunks skips a test of the compact list in a build without it.
+func needChunks(t *testing.T) {
+	t.Helper()
+	if !chunksBuilt {
+		t.Skip("the compact list is not in this build (the MIPS router builds)")
+	}
+}
+
+// banN bans n addresses by legacy events, 1,000 a message.
+func banN(b *fakeBroker, from, n int, tail string) {
+	for i := from; i < from+n; i += 1000 {
+		var sb strings.Builder
+		for j := i; j < min(from+n, i+1000); j++ {
+			fmt.Fprintf(&sb, "10.%d.%d.%d%s\n", j>>16&255, j>>8&255, j&255, tail)
+		}
+		b.client("blacklist/add", sb.String(), false)
+	}
+}
+
+// TestCut: 10,500 bans. Once more than CutAfter changed, the keeper cuts:
+// sorted chunks of at most 4,096 of one generation, the manifest naming
+// them with the record's epoch, and (10 s later for the bans made lately)
+// no per-ban state left; the list a host reads is the 10,500. A cut
+// more deletes the chunks of the generation before.
+func TestCut(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{Name: "hub"})
+	banN(s.b, 0, 10500, "")
+	s.k.maintain()
+	m := s.b.manifest(t, "blacklist")
+	if m.Entries != 10500 || len(m.CRC) != 3 || m.Epoch != s.k.Epoch("blacklist") || !wire.IsEpochV2(m.Epoch) {
+		t.Fatalf("manifest %+v, want 10,500 entries in 3 chunks, epoch %s in the v2 spelling", m, s.k.Epoch("blacklist"))
+	}
+	var last netip.Prefix
+	for n := range 3 {
+		c, err := wire.DecodeChunk([]byte(s.b.retained[wire.ChunkTopic("blacklist", m.Gen, n)]))
+		if err != nil || len(c.Entries) > wire.MaxChunkEntries || c.Count != 3 || c.Index != n {
+			t.Fatalf("chunk %d: %v, %d entries", n, err, len(c.Entries))
+		}
+		for _, e := range c.Entries {
+			if last.IsValid() && cmpPrefix(e.Prefix, last) <= 0 {
+				t.Fatalf("chunk %d: %s after %s", n, e.Prefix, last)
+			}
+			last = e.Prefix
+		}
+	}
+	if n := len(s.b.rawStates("blacklist")); n != 10500 {
+		t.Errorf("%d per-ban states right after the cut, want all 10,500 (made within 10 s)", n)
+	}
+	s.clk.add(statedFor + time.Second)
+	s.k.maintain()
+	if n := len(s.b.rawStates("blacklist")); n != 0 {
+		t.Errorf("%d per-ban states 10 s after the cut, want none", n)
+	}
+	if got := s.b.states("blacklist"); len(got) != 10500 {
+		t.Errorf("a host reads %d bans, want 10,500", len(got))
+	}
+	banN(s.b, 20000, 10001, "")
+	s.k.maintain()
+	m2 := s.b.manifest(t, "blacklist")
+	if m2.Gen == m.Gen || m2.Entries != 20501 || len(s.b.chunkTopics("blacklist")) != len(m2.CRC) {
+		t.Errorf("after 10,001 bans more: manifest gen %x of %d entries, %d chunks retained; want a new generation of 20,501, the old one deleted",
+			m2.Gen, m2.Entries, len(s.b.chunkTopics("blacklist")))
+	}
+}
+
+// TestRewriteOnUnban: an unban of a ban a chunk holds rewrites that chunk
+// and the manifest, at most once a second per chunk: three unbans within
+// a second, one rewrite at once and one a second later; a host then reads
+// none of the three. An expired ban rewrites nothing.
+func TestRewriteOnUnban(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	banN(s.b, 0, 100, "")
+	s.b.client("blacklist/add", "192.0.2.1 timeout 60", false)
+	s.clk.add(statedFor + time.Second)
+	s.k.maintain()
+	s.k.cut(t) // the list's cut, as at start
+	topic := wire.ChunkTopic("blacklist", s.b.manifest(t, "blacklist").Gen, 0)
+	writes := func() int { return len(s.b.sentTo(topic)) }
+	before := writes()
+	for _, a := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"} {
+		s.b.client("blacklist/del", a, false)
+		s.k.maintain()
+	}
+	if n := writes() - before; n != 1 {
+		t.Errorf("%d rewrites of the chunk for three unbans within a second, want 1", n)
+	}
+	s.clk.add(rewriteEvery)
+	s.k.maintain()
+	if n := writes() - before; n != 2 {
+		t.Errorf("%d rewrites a second later, want 2", n)
+	}
+	got := s.b.states("blacklist")
+	for _, a := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"} {
+		if _, ok := got["blacklist/ban/"+a]; ok {
+			t.Errorf("%s still read after its unban", a)
+		}
+	}
+	if len(got) != 98 {
+		t.Errorf("a host reads %d bans, want 98", len(got))
+	}
+	s.clk.add(time.Minute)
+	before = writes()
+	s.k.expire()
+	s.k.maintain()
+	if n := writes() - before; n != 0 {
+		t.Errorf("%d rewrites for an expiry, want none", n)
+	}
+	if _, ok := s.b.states("blacklist")["blacklist/ban/192.0.2.1"]; ok {
+		t.Error("an expired ban is read")
+	}
+}
+
+// cut makes the keeper cut its lists now, as Settle does.
+func (k *Keeper) cut(t *testing.T) {
+	t.Helper()
+	k.mu.Lock()
+	var out []retain
+	for i := range k.lists {
+		out = append(out, k.cutLocked(i, k.now())...)
+	}
+	k.mu.Unlock()
+	if err := k.publish(out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLegacyState: with legacy state, the record's epoch is in the old
+// spelling and every ban keeps its per-ban state after a cut. Turned off,
+// the keeper respells the epoch (v2, which the previous release refuses)
+// and deletes the per-ban state the chunks hold; turned on again, it puts
+// back the state of every ban before the record says the old spelling.
+func TestLegacyState(t *testing.T) {
+	needChunks(t)
+	b := newFakeBroker(true)
+	s := newKeeper(t, b, Options{LegacyState: true})
+	banN(b, 0, 50, "")
+	s.clk.add(statedFor + time.Second)
+	s.k.cut(t)
+	if e := b.record(t, "blacklist").Epoch; wire.IsEpochV2(e) || len(b.rawStates("blacklist")) != 50 {
+		t.Fatalf("legacy: epoch %s, %d per-ban states; want the old spelling and 50", e, len(b.rawStates("blacklist")))
+	}
+	old := s.k.Epoch("blacklist")
+	_ = s.k.Close()
+
+	s2 := newKeeper(t, b, Options{})
+	s2.clk.add(statedFor + time.Second)
+	s2.k.maintain()
+	if e := b.record(t, "blacklist").Epoch; e != wire.EpochV2(old) {
+		t.Errorf("legacy off: record epoch %s, want %s", e, wire.EpochV2(old))
+	}
+	if n := len(b.rawStates("blacklist")); n != 0 || len(b.states("blacklist")) != 50 {
+		t.Errorf("legacy off: %d per-ban states, %d bans read; want 0 and 50", n, len(b.states("blacklist")))
+	}
+	_ = s2.k.Close()
+
+	n := len(b.sent)
+	newKeeper(t, b, Options{LegacyState: true})
+	if e := b.record(t, "blacklist").Epoch; e != old || len(b.rawStates("blacklist")) != 50 {
+		t.Errorf("legacy on again: epoch %s, %d per-ban states; want %s and 50", e, len(b.rawStates("blacklist")), old)
+	}
+	states, record := 0, -1
+	for _, m := range b.sent[n:] {
+		switch {
+		case strings.HasPrefix(m.topic, "blacklist/ban/") && m.payload != "":
+			states++
+		case m.topic == wire.RecordTopic("blacklist") && record < 0:
+			record = states
+		}
+	}
+	if record != 50 {
+		t.Errorf("the record in the old spelling came after %d of the 50 states, want after all", record)
+	}
+}
+
+// TestDamagedChunk: a chunk on the broker whose byte was changed is not
+// believed: the keeper says so at ERROR and publishes the list again as
+// chunks from what it holds (its copy), not one message per ban.
+func TestDamagedChunk(t *testing.T) {
+	needChunks(t)
+	path := copyPath(t)
+	b := newFakeBroker(true)
+	s := newKeeper(t, b, Options{Copy: path})
+	banN(b, 0, 5000, "")
+	s.clk.add(statedFor + time.Second)
+	s.k.maintain()
+	s.k.cut(t)
+	s.k.maintain()
+	m := b.manifest(t, "blacklist")
+	_ = s.k.Close()
+	topic := wire.ChunkTopic("blacklist", m.Gen, 1)
+	p := []byte(b.retained[topic])
+	p[40] ^= 1
+	b.retained[topic] = p
+	n := len(b.sent)
+
+	s2 := newKeeper(t, b, Options{Copy: path})
+	if l := s2.logs.lines("level=ERROR"); len(l) != 1 || !strings.Contains(l[0], "not believed") {
+		t.Errorf("ERROR lines %q, want one saying the chunks are not believed", l)
+	}
+	if got := b.states("blacklist"); len(got) != 5000 {
+		t.Errorf("a host reads %d bans after the republish, want 5,000", len(got))
+	}
+	states := 0
+	for _, m := range b.sent[n:] {
+		if strings.HasPrefix(m.topic, "blacklist/ban/") && m.payload != "" {
+			states++
+		}
+	}
+	if states != 0 {
+		t.Errorf("republished as %d per-ban states, want chunks only", states)
+	}
+}
