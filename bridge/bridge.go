@@ -71,6 +71,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 	sh.stop.ctx, sh.stop.cancel = context.WithCancel(context.Background())
 	b := &Bridge{shared: sh, dec: &decoder{shared: sh}, app: newApplier(sh, be)}
 	sh.newSync = b.startSync
+	b.dec.sync.refs = &sh.later
 	return b, nil
 }
 
