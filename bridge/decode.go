@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -303,7 +304,7 @@ func (d *decoder) eventComment() string {
 func (d *decoder) recordLive(root string, payload []byte) {
 	rec, err := wire.DecodeRecord(payload)
 	known, ok := d.epochs.epoch(root)
-	if err != nil || !ok || rec.Epoch != known || !d.epochs.isLost(root) {
+	if err != nil || !ok || !listread.SameEpoch(rec.Epoch, known) || !d.epochs.isLost(root) {
 		return
 	}
 	d.syncLive()
