@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -122,7 +123,9 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 	} else {
 		err = ch.rd.Chunk(topic, payload)
 	}
-	if err != nil {
+	if errors.Is(err, wire.ErrBadPayload) {
+		d.refuse.refuse("bad_manifest", topic, "topic", wire.Clip(topic), "err", err)
+	} else if err != nil {
 		d.refuse.refuse("bad_chunk", topic, "topic", wire.Clip(topic), "err", err)
 	}
 	ops := ch.ops

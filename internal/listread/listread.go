@@ -7,6 +7,7 @@
 package listread
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -44,7 +45,8 @@ func New(root string, take func(wire.Entry)) *Reader {
 // Manifest takes a manifest payload: the chunks of its generation that
 // came first and match its checksums are taken now. An empty payload (a
 // deleted manifest) leaves the list without one. It returns an error for
-// a manifest that does not parse, which changes nothing.
+// a manifest that does not parse (wire.ErrBadPayload), which changes
+// nothing, and for the chunks it refused (wire.ErrBadChunk).
 func (r *Reader) Manifest(payload []byte) error {
 	if len(payload) == 0 {
 		r.stale = r.stale || len(r.taken) > 0
@@ -72,13 +74,14 @@ func (r *Reader) Manifest(payload []byte) error {
 			delete(r.pending, gen) // an older cut: never to be named again
 		}
 	}
+	var errs []error
 	for n, payload := range r.pending[m.Gen] {
 		if r.matches(n, payload) {
 			delete(r.pending[m.Gen], n)
-			r.take(n, payload)
+			errs = append(errs, r.take(n, payload))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Chunk takes a chunk message of list Root, or keeps it until a manifest
