@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// compactJoin measures a real vallum bridge late-joining a list of n bans
+// published as the compact list (docs/compact-list.md: chunks of 4,096, a
+// manifest, and 1,000 per-ban states newer than the cut), from the
+// embedded hub (`vallum broker -t`, its keeper running) or from mosquitto,
+// into its kernel set: the time from vallum's start until the set holds
+// them all. For the hub it also returns the hub's resident memory holding
+// the list, after the late join.
+//
+// The chunks are published by the benchmark standing in for the keeper
+// (as the prototype did): the hub's keeper tracks only the per-ban states,
+// so the hub's memory does not count a keeper's copy of the list.
+func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded bool, n int, timeout time.Duration) (time.Duration, int64, error) {
+	name := "cjoin-mosquitto"
+	if embedded {
+		name = "cjoin-hub"
+	}
+	h, err := l.AddHost(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	var hub *lab.Proc
+	if embedded {
+		// On loopback only: anonymous clients are admins, as a router's
+		// local tools are.
+		hub, err = h.Start(dir, bin, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "-t", list,
+			"--data-dir", filepath.Join(dir, name+"-store"))
+		if err == nil {
+			err = h.WaitPort(port, 20*time.Second)
+		}
+	} else {
+		_, err = h.StartMosquitto(dir, port, false)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	pub, err := connect(h, port, "bench-compact")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer pub.Disconnect(100)
+	deadline := time.Now().Add(timeout)
+	epoch, err := listEpoch(pub, embedded, deadline)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := publishCompact(pub, a, n, epoch, deadline); err != nil {
+		return 0, 0, err
+	}
+	w, err := newWatcher(h)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.close()
+	start := time.Now()
+	v, err := h.StartVallumNoWait(dir, bin, "-h", "127.0.0.1", "-t", list, "--data-dir", filepath.Join(dir, name+"-vallum"))
+	if err != nil {
+		return 0, 0, err
+	}
+	want := n + compactDeltas
+	end, got, err := w.waitSize(list, want, start.Add(timeout), 5*time.Millisecond)
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact late join: %d of %d: %w\n%s", got, want, err, v.Output())
+	}
+	if err := v.WaitLog("msg=synced", timeout); err != nil {
+		return 0, 0, err
+	}
+	var rss int64
+	if hub != nil {
+		rss, err = hub.RSS()
+	}
+	return end.Sub(start), rss, err
+}
+
+// compactDeltas is how many bans the benchmark publishes as per-ban state
+// after the cut, as a keeper leaves the changes since its last cut.
+const compactDeltas = 1000
+
+// listEpoch returns the epoch the manifest must carry: the hub's keeper's
+// (read from its record); on mosquitto, which runs no keeper here, one the
+// benchmark writes as a keeper would.
+func listEpoch(c mqtt.Client, embedded bool, deadline time.Time) (string, error) {
+	if !embedded {
+		e := wire.NewEpoch()
+		rec := wire.EncodeRecord(wire.Record{Epoch: e, Since: time.Now(), Keeper: "bench"})
+		t := c.Publish(wire.RecordTopic(list), 1, true, rec)
+		if !t.WaitTimeout(time.Until(deadline)) || t.Error() != nil {
+			return "", fmt.Errorf("keeper record: %v", t.Error())
+		}
+		return e, nil
+	}
+	got := make(chan []byte, 1)
+	c.Subscribe(wire.RecordTopic(list), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	defer c.Unsubscribe(wire.RecordTopic(list))
+	select {
+	case p := <-got:
+		rec, err := wire.DecodeRecord(p)
+		return rec.Epoch, err
+	case <-time.After(time.Until(deadline)):
+		return "", fmt.Errorf("the hub's keeper wrote no record")
+	}
+}
+
+// publishCompact publishes n bans as chunks and a manifest, then
+// compactDeltas more as per-ban state.
+func publishCompact(c mqtt.Client, a *addrs, n int, epoch string, deadline time.Time) error {
+	as := a.take(n + compactDeltas)
+	now := time.Now().Truncate(time.Millisecond)
+	st := wire.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench", Origin: "keeper"}
+	entries := make([]wire.Entry, n)
+	for i := range entries {
+		entries[i] = wire.Entry{Prefix: netip.PrefixFrom(as[i], 32), State: st}
+	}
+	cp := lab.MakeCompact(list, epoch, uint64(now.UnixMilli()), now, entries, wire.MaxChunkEntries)
+	entries = nil
+	runtime.GC()
+	manifest := wire.EncodeManifest(cp.Manifest)
+	err := publishAll(c, len(cp.Chunks)+1, 64, deadline, func(i int) (string, []byte, bool) {
+		if i == len(cp.Chunks) {
+			return wire.ManifestTopic(list), manifest, true
+		}
+		return cp.Topic(i), cp.Chunks[i], true
+	})
+	if err != nil {
+		return fmt.Errorf("chunks: %w", err)
+	}
+	delta := wire.EncodeState(wire.State{At: now.Add(time.Second), Expires: now.Add(24 * time.Hour), Reason: "bench"})
+	err = publishAll(c, compactDeltas, window, deadline, func(i int) (string, []byte, bool) {
+		return wire.StateTopic(list, netip.PrefixFrom(as[n+i], 32)), delta, true
+	})
+	if err != nil {
+		return fmt.Errorf("deltas: %w", err)
+	}
+	return nil
+}
