@@ -201,7 +201,7 @@ func (s *syncer) record(root string, p netip.Prefix, at int64, present bool) boo
 	}
 	w := s.present[root]
 	if w == nil {
-		w = newSeen()
+		w = newSeen(0)
 		s.present[root] = w
 	}
 	return w.take(p, at, present)

@@ -24,7 +24,22 @@ type seen struct {
 	other map[netip.Prefix]int64
 }
 
-func newSeen() *seen { return &seen{v4: map[[4]byte]int64{}, other: map[netip.Prefix]int64{}} }
+// newSeen returns an empty seen sized for about n IPv4 bans: a late join
+// of a million fills it without growing it twenty times.
+func newSeen(n int) *seen {
+	return &seen{v4: make(map[[4]byte]int64, n), other: map[netip.Prefix]int64{}}
+}
+
+// peekEntries is how many bans a manifest says its chunks hold, at most
+// limit (the sets' capacity), for sizing the window; 0 when it does not
+// parse.
+func peekEntries(payload []byte, limit int) int {
+	m, err := wire.DecodeManifest(payload)
+	if err != nil {
+		return 0
+	}
+	return min(m.Entries, limit)
+}
 
 func (s *seen) get(p netip.Prefix) (int64, bool) {
 	if s == nil {
@@ -119,6 +134,9 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 	}
 	var err error
 	if manifest {
+		if _, ok := s.present[l.Root]; !ok && len(payload) > 0 {
+			s.present[l.Root] = newSeen(peekEntries(payload, int(d.opts.MaxElem)))
+		}
 		err = ch.rd.Manifest(payload)
 	} else {
 		err = ch.rd.Chunk(topic, payload)
@@ -140,7 +158,7 @@ func (d *decoder) entryOp(s *syncer, l List, e wire.Entry, ops []setOp) []setOp 
 	left, active := e.State.Remaining(time.Now())
 	w := s.present[l.Root]
 	if w == nil {
-		w = newSeen()
+		w = newSeen(0)
 		s.present[l.Root] = w
 	}
 	if !w.take(e.Prefix, e.State.At.UnixMilli(), active) || !active || !d.allowed(l, e.Prefix) {

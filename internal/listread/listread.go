@@ -142,6 +142,7 @@ type Status struct {
 	Cut      time.Time // when its chunks were cut
 	Epoch    string    // its epoch
 	CRC      []uint32  // its checksums
+	Entries  int       // the bans it says its chunks hold
 	Complete bool      // every chunk it names was taken, and none replaced since
 	Stale    bool      // a chunk taken was replaced (rewritten, or another generation) after it was taken
 	Why      string    // what is missing, when not Complete
@@ -157,7 +158,7 @@ func (r *Reader) Status() Status {
 		}
 		return s
 	}
-	s := Status{Manifest: true, Gen: r.man.Gen, Cut: r.man.Cut, Epoch: r.man.Epoch, CRC: r.man.CRC, Stale: r.stale}
+	s := Status{Manifest: true, Gen: r.man.Gen, Cut: r.man.Cut, Epoch: r.man.Epoch, CRC: r.man.CRC, Entries: r.man.Entries, Stale: r.stale}
 	var missing, damaged []int
 	for n := range r.man.CRC {
 		if _, ok := r.taken[n]; ok {
