@@ -43,7 +43,9 @@ func publishList(t testing.TB, pub mqtt.Client, entries []wire.Entry, per int, s
 	return m
 }
 
-func entry(p string, s wire.State) wire.Entry { return wire.Entry{Prefix: netip.MustParsePrefix(p), State: s} }
+func entry(p string, s wire.State) wire.Entry {
+	return wire.Entry{Prefix: netip.MustParsePrefix(p), State: s}
+}
 
 // TestCompactSyncMerges: a late joiner reads a list as chunks and per-ban
 // state: chunk entries are applied, an expired one is not, a state newer
@@ -61,7 +63,7 @@ func TestCompactSyncMerges(t *testing.T) {
 		entry("203.0.113.2/32", wire.State{At: at, Expires: hour}),
 		entry("203.0.113.3/32", wire.State{At: at, Expires: hour}),
 		entry("203.0.113.4/32", wire.State{At: at.Add(-time.Hour), Expires: now.Add(-time.Second)}), // expired
-		entry("203.0.113.5/32", wire.State{At: at}), // permanent
+		entry("203.0.113.5/32", wire.State{At: at}),                                                 // permanent
 		entry("2001:db8::/48", wire.State{At: at, Expires: hour}),
 	}, 2)
 	publish(t, pub, "bl/ban/203.0.113.2", true, string(wire.EncodeState(wire.State{At: now, Expires: now.Add(5 * time.Hour)})))
