@@ -28,14 +28,15 @@ func roleAccess(role string, lists []string) access {
 }
 
 // canPublish reports whether a, as client id, may publish on topic. Only
-// an admin (and the keeper inside the broker) writes a keeper record: a
-// forged one would tell every host that its list was lost, or hide a
-// loss; no extra filter of the users file grants it.
+// an admin (and the keeper inside the broker) writes a keeper record, a
+// manifest or a chunk: a forged record would tell every host that its
+// list was lost, or hide a loss, and a forged chunk bans or unbans
+// anything; no extra filter of the users file grants them.
 func (a access) canPublish(topic, id string) bool {
 	if a.admin {
 		return true
 	}
-	if covers(wire.RecordPrefix+"#", topic) {
+	if keeperOnly(topic) {
 		return false
 	}
 	if anyCovers(a.publish, topic) {
@@ -73,17 +74,32 @@ func (a access) canSubscribe(filter, id string) bool {
 	}
 	if a.lists == nil {
 		// Every topic may be a list, but none under vallum/ but the
-		// keeper's records: the sync markers of other hosts are there.
+		// keeper's records, manifests and chunks: the sync markers of
+		// other hosts are there.
 		return a.host && !mayReachVallum(filter) || a.reporter && statesOnly(filter) ||
-			(a.host || a.reporter) && covers(wire.RecordPrefix+"#", filter)
+			(a.host || a.reporter) && keeperOnly(filter)
 	}
 	for _, r := range a.lists {
 		if a.host && covers(r+"/#", filter) || a.reporter && covers(wire.StateFilter(r), filter) ||
-			(a.host || a.reporter) && filter == wire.RecordTopic(r) {
+			(a.host || a.reporter) && readsList(r, filter) {
 			return true
 		}
 	}
 	return false
+}
+
+// keeperOnly reports whether every topic filter f matches is one only a
+// list's keeper writes: a record, a manifest or a chunk.
+func keeperOnly(f string) bool {
+	return covers(wire.RecordPrefix+"#", f) || covers(wire.ManifestPrefix+"#", f) || covers(wire.ChunkPrefix+"#", f)
+}
+
+// readsList reports whether filter f reads only what the keeper of list r
+// writes: its record, its manifest, its chunks. Chunks by their two levels
+// after ROOT (wire.ChunksFilter): vallum/list/ROOT/# would reach the
+// chunks of a list whose root begins with ROOT/.
+func readsList(r, f string) bool {
+	return f == wire.RecordTopic(r) || f == wire.ManifestTopic(r) || covers(wire.ChunksFilter(r), f)
 }
 
 // statesOnly reports whether filter reaches only ban state topics of some

@@ -89,7 +89,7 @@ func (b *Broker) startKeeper() error {
 			"name the lists with -t LIST, or with lists: of the hosts and reporters in the users file")
 		return nil
 	}
-	k, err := newHubKeeper(b.srv, b.roots, b.opts.Keeper, b.opts.Logger.With("component", "keeper"))
+	k, err := newHubKeeper(b.srv, b.roots, b.opts, b.opts.Logger.With("component", "keeper"))
 	if err != nil {
 		return err
 	}

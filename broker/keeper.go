@@ -22,9 +22,9 @@ type hubKeeper struct {
 	log   *slog.Logger
 }
 
-func newHubKeeper(srv *mqtt.Server, roots []string, lim keeper.Limits, log *slog.Logger) (*hubKeeper, error) {
+func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
 	h := &hubKeeper{srv: srv, roots: roots, log: log}
-	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: lim, Logger: log}, h)
+	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, LegacyState: o.LegacyState, Logger: log}, h)
 	if err != nil {
 		return nil, err
 	}

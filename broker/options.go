@@ -137,6 +137,9 @@ type Options struct {
 	// Keeper is what the keeper refuses to turn into state: what the
 	// bridges refuse (their payload limit, prefix widths and allowlist).
 	Keeper keeper.Limits
+	// LegacyState makes the keeper keep per-ban state for every ban besides
+	// the chunks, for hosts of the previous release (keeper.Options).
+	LegacyState bool
 	// MaxMessageSize bounds one MQTT packet; default DefaultMaxMessageSize.
 	MaxMessageSize int `limit:"max_message_size"`
 	// MaxClients bounds connected clients; default DefaultMaxClients.

@@ -40,6 +40,8 @@ type config struct {
 
 	SyncTimeout time.Duration `mapstructure:"sync_timeout" yaml:"sync_timeout"`
 	Keeper      bool          `mapstructure:"keeper" yaml:"keeper"`
+	LegacyState bool          `mapstructure:"legacy_state" yaml:"legacy_state"`
+	MemoryLimit string        `mapstructure:"memory_limit" yaml:"memory_limit"`
 
 	Backend    string   `mapstructure:"backend" yaml:"backend"`
 	NftTable   string   `mapstructure:"nft_table" yaml:"nft_table"`
@@ -128,6 +130,13 @@ func brokerFlags(f *pflag.FlagSet) {
 	f.String("tls-client-ca", "", "CA that client certificates must be signed by (mutual TLS)")
 	f.StringArray("broker-limit", nil, "embedded broker limit NAME=VALUE, repeatable (names and defaults: broker/README.md), e.g. max_conns_per_addr=512")
 	f.StringArray("ws-host", nil, "name WebSocket clients may give as Host besides the listener's address (a reverse proxy's), repeatable")
+	legacyStateFlag(f)
+	f.String("memory-limit", defaultMemoryLimit, "soft memory limit of the process (Go's GOMEMLIMIT) while it runs the embedded broker, such as 200MiB; 0: none")
+}
+
+// legacyStateFlag adds --legacy-state, the hub's and the keeper's.
+func legacyStateFlag(f *pflag.FlagSet) {
+	f.Bool("legacy-state", false, "keep one retained state per ban besides the list's chunks, for hosts of the previous release (README, Upgrading)")
 }
 
 // loadConfig merges, in order of precedence, the command's flags, VALLUM_*

@@ -75,6 +75,7 @@ func keeperFlags(f *pflag.FlagSet) {
 	f.Int("widest-v6", guard.DefaultWidest6, "broadest IPv6 prefix length that becomes state")
 	f.Int("max-payload", bridge.DefaultMaxPayload, "largest event payload in bytes; larger events are refused whole")
 	f.Duration("sync-timeout", bridge.DefaultSyncTimeout, "a read of the lists that receives nothing for this long drops the connection and moves to the next broker")
+	legacyStateFlag(f)
 }
 
 func keeperCmd(cmd *cobra.Command, _ []string) error {
@@ -128,6 +129,9 @@ func startKeeperBeside(ctx context.Context, g *errgroup.Group, c config, bridgeI
 // keeper and its connection. run runs it until ctx ends; done releases
 // the copy and its lock, after run has returned.
 func (c config) prepareKeeper(ko keeper.Options, ao keepermqtt.Options, log *slog.Logger) (run func(context.Context) error, done func(), err error) {
+	// The record names the keeper that cuts the list's chunks by its
+	// client id: unique on the broker, unlike a host name.
+	ko.Name = ao.ClientID
 	var lock *datadir.Lock
 	if c.DataDir != "" {
 		d := datadir.Dir(c.DataDir)
@@ -160,7 +164,7 @@ func (c config) prepareKeeper(ko keeper.Options, ao keepermqtt.Options, log *slo
 // problem at once.
 func (c config) keeperOptions(log *slog.Logger) (keeper.Options, keepermqtt.Options, error) {
 	var errs []error
-	ko := keeper.Options{Name: hostname(), Logger: log.With("component", "keeper")}
+	ko := keeper.Options{LegacyState: c.LegacyState, Logger: log.With("component", "keeper")}
 	ao := keepermqtt.Options{Username: c.User, SyncTimeout: c.SyncTimeout, Logger: log.With("component", "keeper")}
 	if c.embedded() {
 		errs = append(errs, errors.New("vallum keeper needs a broker: -h HOST or --broker URL (the embedded broker keeps its lists itself)"))

@@ -113,7 +113,9 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 		o.Lists = append(o.Lists, l.Root)
 	}
 	o.Keeper = c.keeperLimits()
-	var errs []error
+	o.LegacyState = c.LegacyState
+	_, err := parseSize(c.MemoryLimit)
+	errs := []error{err}
 	for _, l := range c.BrokerLimit {
 		errs = append(errs, o.SetLimit(l))
 	}

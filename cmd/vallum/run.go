@@ -132,6 +132,9 @@ func startBroker(ctx context.Context, g *errgroup.Group, c config, lists []bridg
 	if err != nil {
 		return nil, err
 	}
+	if err := applyMemoryLimit(c, log); err != nil {
+		return nil, err
+	}
 	o.ExtraUsers = extra
 	b, err := broker.New(o)
 	if err != nil {

@@ -104,7 +104,9 @@ func (k *Keeper) loadCopy() error {
 		if p, _ := k.parse(i, topic, val); p.canon != topic || p.del {
 			bad = append(bad, key)
 		} else {
-			k.bans[topic] = entry{at: p.state.At.UnixMilli(), exp: unixOrZero(p.state.Expires), list: uint32(i)}
+			e := k.entryLocked(i, p.state)
+			e.gen = 0 // not seen on the broker yet
+			k.bans[topic] = e
 			if e := k.bans[topic]; e.exp != 0 {
 				k.scheduleLocked(topic, e.exp)
 			}

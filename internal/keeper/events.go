@@ -62,7 +62,7 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 		return retain{}, false
 	}
 	if kind == wire.KindDel {
-		k.dropLocked(topic)
+		k.unbanLocked(i, topic)
 		return k.sentLocked(topic, nil), true
 	}
 	k.trackLocked(i, topic, st)

@@ -15,13 +15,18 @@ func (k *Keeper) Run(ctx context.Context) error {
 	t := time.NewTimer(maxWait)
 	defer t.Stop()
 	for {
-		t.Reset(k.nextWait())
+		k.expire()
+		next := k.maintain() // cuts and chunk rewrites due
+		wait := k.nextWait()
+		if !next.IsZero() {
+			wait = min(wait, max(0, next.Sub(k.now())))
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-k.wake:
 		case <-t.C:
-			k.expire()
 		}
 	}
 }
@@ -35,7 +40,10 @@ func (k *Keeper) expire() {
 		e := k.due.pop()
 		if b, ok := k.bans[e.topic]; ok && b.exp == e.at { // else superseded or deleted
 			k.dropLocked(e.topic)
-			out = append(out, k.sentLocked(e.topic, nil))
+			k.lists[b.list].ch.changes++
+			if b.flags&fState != 0 { // a chunk needs no rewrite: readers drop what expired
+				out = append(out, k.sentLocked(e.topic, nil))
+			}
 		}
 	}
 	k.mu.Unlock()

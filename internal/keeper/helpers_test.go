@@ -3,6 +3,7 @@ package keeper
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -98,7 +99,7 @@ func (b *fakeBroker) connect(t *testing.T, k *Keeper) {
 	var all []msg
 	for topic, p := range b.retained {
 		for _, f := range k.Filters() {
-			if topic == f || strings.HasSuffix(f, "/#") && strings.HasPrefix(topic, strings.TrimSuffix(f, "#")) {
+			if matches(f, topic) {
 				all = append(all, msg{topic, string(p)})
 				break
 			}
@@ -114,8 +115,36 @@ func (b *fakeBroker) connect(t *testing.T, k *Keeper) {
 	b.deliver()
 }
 
-// states returns the retained states, by topic.
+// matches reports whether MQTT filter f matches topic.
+func matches(f, topic string) bool {
+	fl, tl := strings.Split(f, "/"), strings.Split(topic, "/")
+	for i, lv := range fl {
+		switch {
+		case lv == "#":
+			return true
+		case i >= len(tl):
+			return false
+		case lv != "+" && lv != tl[i]:
+			return false
+		}
+	}
+	return len(fl) == len(tl)
+}
+
+// states returns the list as a host reads it, by state topic: the chunks
+// the manifest names, then the per-ban states, the later of two winning.
 func (b *fakeBroker) states(root string) map[string]wire.State {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	if b.k != nil {
+		now = b.k.now()
+	}
+	return readList(b.retained, root, now)
+}
+
+// rawStates returns the retained per-ban states only, by topic.
+func (b *fakeBroker) rawStates(root string) map[string]wire.State {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := map[string]wire.State{}
@@ -123,6 +152,36 @@ func (b *fakeBroker) states(root string) map[string]wire.State {
 		if strings.HasPrefix(topic, root+"/ban/") {
 			s, _ := wire.DecodeState(p)
 			out[topic] = s
+		}
+	}
+	return out
+}
+
+// readList reads list root from retained messages as a host does: the
+// chunks the manifest names (all there, checksums matching, or none
+// taken), then the per-ban states, the later of two winning.
+func readList(retained map[string][]byte, root string, now time.Time) map[string]wire.State {
+	out := map[string]wire.State{}
+	if m, err := wire.DecodeManifest(retained[wire.ManifestTopic(root)]); err == nil {
+		for n, crc := range m.CRC {
+			p := retained[wire.ChunkTopic(root, m.Gen, n)]
+			c, err := wire.DecodeChunk(p)
+			if err != nil || wire.ChunkCRC(p) != crc {
+				panic(fmt.Sprintf("chunk %d of %s: %v, or checksum not the manifest's", n, root, err))
+			}
+			for _, e := range c.Entries {
+				if _, live := e.State.Remaining(now); live {
+					out[wire.StateTopic(root, e.Prefix)] = e.State
+				}
+			}
+		}
+	}
+	for topic, p := range retained {
+		if strings.HasPrefix(topic, root+"/ban/") {
+			s, _ := wire.DecodeState(p)
+			if old, ok := out[topic]; !ok || s.At.After(old.At) {
+				out[topic] = s
+			}
 		}
 	}
 	return out

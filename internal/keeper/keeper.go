@@ -51,8 +51,19 @@ type Options struct {
 	// embedded broker's store already keeps them).
 	Copy   string
 	Limits Limits
-	Logger *slog.Logger     // nil: discard
-	Now    func() time.Time // nil: time.Now
+	// LegacyState keeps per-ban state for every ban, the chunks
+	// notwithstanding, so that hosts of the previous release (which read
+	// only per-ban state) keep converging. Off, the record's epoch is in
+	// the v2 spelling (wire.EpochV2), which those hosts refuse: they keep
+	// their bans and log an ERROR at every sync.
+	LegacyState bool
+	// CutAfter and CutEvery: a cut (cut.go) when more bans changed since
+	// the last one than max(CutAfter, 1 % of the list), or CutEvery
+	// passed with any change. 0: DefaultCutAfter, DefaultCutEvery.
+	CutAfter int
+	CutEvery time.Duration
+	Logger   *slog.Logger     // nil: discard
+	Now      func() time.Time // nil: time.Now
 }
 
 // Origin is the origin of the states the keeper makes from events.
@@ -82,6 +93,11 @@ type Keeper struct {
 	gen     uint32 // the current read of the retained messages
 	reading bool   // Retained was called since the last Settle
 	fixes   []fix  // misspelt or refused states read, fixed at Settle
+	strs    interned
+	// cleaning: per-ban states the keeper deleted after a cut (their
+	// chunk holds them), by topic, with the at deleted: their echo is
+	// no unban.
+	cleaning map[string]int64
 }
 
 // list is one kept list.
@@ -93,15 +109,25 @@ type list struct {
 	// settled: Settle decided the epoch once. Before, a record that comes
 	// live is what the broker holds, not another keeper's.
 	settled bool
+	ch      chunkSet // the list's chunks and manifest (chunks.go)
 }
 
-// entry is what the keeper knows of one state the broker holds.
+// entry is what the keeper knows of one ban of a list: its per-ban state
+// on the broker, its entry in a chunk (chunks.go), or both.
 type entry struct {
-	at   int64  // the state's At, Unix milliseconds: its version
-	exp  int64  // when it expires, Unix seconds; 0: never
-	gen  uint32 // the read of the retained messages that last saw it
-	list uint32 // index in Keeper.lists (no padding: no equal function to link)
+	at     int64  // the state's At, Unix milliseconds: its version
+	exp    int64  // when it expires, Unix seconds; 0: never
+	gen    uint32 // the read of the retained messages that last saw it
+	list   uint16 // index in Keeper.lists
+	flags  uint16 // fState, fChunk (no padding: no equal function to link)
+	reason uint32 // the state's Reason and Origin, interned (Keeper.strs)
+	origin uint32
 }
+
+const (
+	fState = 1 << iota // the broker holds its per-ban state (ROOT/ban/PREFIX)
+	fChunk             // a chunk holds it, with this at
+)
 
 // New returns a Keeper publishing through sink, with its copy loaded.
 func New(o Options, sink Sink) (*Keeper, error) {
@@ -117,10 +143,13 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	if o.Limits.MaxPayload == 0 {
 		o.Limits.MaxPayload = DefaultMaxPayload
 	}
+	o.CutAfter = cmp.Or(o.CutAfter, DefaultCutAfter)
+	o.CutEvery = cmp.Or(o.CutEvery, DefaultCutEvery)
 	k := &Keeper{o: o, sink: sink, log: o.Logger, now: o.Now,
 		guard: guard.New(o.Limits.Allow, o.Limits.MinBitsV4, o.Limits.MinBitsV6),
 		bans:  map[string]entry{}, stated: map[string]time.Time{}, pubs: map[string]*pub{},
-		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024}
+		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024,
+		strs: newInterned(), cleaning: map[string]int64{}}
 	k.quiet = newQuiet(k.log, o.Now)
 	for _, root := range o.Roots {
 		if err := wire.ValidRoot(root); err != nil {
@@ -143,12 +172,13 @@ func New(o Options, sink Sink) (*Keeper, error) {
 }
 
 // Filters are the topic filters the adapter subscribes to: the events,
-// the state and the record topic of each list.
+// the state, the record, the manifest and the chunks of each list.
 func (k *Keeper) Filters() []string {
 	var f []string
 	for _, l := range k.lists {
 		f = append(f, wire.EventTopics(l.root)...)
-		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root))
+		f = append(f, wire.StateFilter(l.root), wire.RecordTopic(l.root),
+			wire.ManifestTopic(l.root), wire.ChunksFilter(l.root))
 	}
 	return f
 }
@@ -166,6 +196,8 @@ const (
 	onEvent = iota + 1
 	onState
 	onRecord
+	onManifest
+	onChunk
 )
 
 // route finds the list of topic and what the topic carries; 0 if none.
@@ -176,6 +208,12 @@ func (k *Keeper) route(topic string) (int, int) {
 			return i, onEvent
 		case topic == wire.RecordTopic(l.root):
 			return i, onRecord
+		case topic == wire.ManifestTopic(l.root):
+			return i, onManifest
+		case strings.HasPrefix(topic, wire.ChunkPrefix+l.root+"/"):
+			if _, _, ok := wire.ParseChunkTopic(l.root, topic); ok {
+				return i, onChunk
+			}
 		case strings.HasPrefix(topic, l.root+"/"+wire.LevelState+"/"):
 			return i, onState
 		}
@@ -198,6 +236,8 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		k.readRecord(k.lists[i], payload)
 	case onState:
 		k.state(i, topic, payload, false)
+	case onManifest, onChunk:
+		k.readChunks(i, what, topic, payload)
 	}
 }
 
@@ -212,6 +252,10 @@ func (k *Keeper) Message(topic string, payload []byte) {
 		k.state(i, topic, payload, true)
 	case onRecord:
 		k.record(i, payload)
+	case onManifest:
+		k.manifest(i, payload)
+	case onChunk:
+		k.chunk(i, topic, payload)
 	}
 }
 

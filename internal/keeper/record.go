@@ -1,8 +1,10 @@
 package keeper
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/vallum/vallum/internal/wire"
@@ -44,6 +46,9 @@ func (k *Keeper) Settle() error {
 		out = append(out, k.respellLocked(f)...)
 	}
 	k.fixes = nil
+	for i := range k.lists {
+		out = append(out, k.settledLocked(i, now)...)
+	}
 	k.mu.Unlock()
 	return k.publish(out)
 }
@@ -54,6 +59,7 @@ func (k *Keeper) Settle() error {
 // or a keeper without a copy).
 func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 	var out []retain
+	adopted := false
 	switch {
 	case l.read != nil:
 		if l.rec.Epoch != "" && l.rec.Epoch != l.read.Epoch {
@@ -61,27 +67,84 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 		}
 		l.rec = *l.read
 		k.copy.setRecord(l.root, l.rec)
+		adopted = k.foldReadLocked(i) // before forgetting what the read did not see
 		k.forgetLocked(i)
 	case k.copy != nil && l.rec.Epoch != "":
-		n, kept := k.restoreLocked(i, now)
+		l.rec.Keeper = k.o.Name // restoring it, this keeper cuts
+		n, restored, kept := k.restoreLocked(i, now)
 		out = append(n, k.recordLocked(l))
 		level := slog.LevelWarn
-		if len(n) > 0 {
+		if restored > 0 {
 			level = slog.LevelError
 		}
 		k.log.Log(context.Background(), level, "keeper record missing: the broker lost the list; restored every unexpired ban from the keeper's copy",
-			"list", l.root, "restored", len(n), "already_there", kept, "epoch", l.rec.Epoch)
+			"list", l.root, "restored", restored, "already_there", kept, "epoch", l.rec.Epoch)
 	default:
 		if n := k.forgetLocked(i); n > 0 && l.rec.Epoch != "" {
 			k.log.Error("keeper record missing: the broker lost the list and the keeper keeps no copy; a new epoch begins, so hosts keep their bans",
 				"list", l.root, "lost", n)
 		}
-		l.rec = wire.Record{Epoch: wire.NewEpoch(), Since: now, Keeper: k.o.Name}
+		l.rec = wire.Record{Epoch: k.spell(wire.NewEpoch()), Since: now, Keeper: k.o.Name}
 		k.copy.setRecord(l.root, l.rec)
 		out = append(out, k.recordLocked(l))
 		k.log.Info("list epoch begins", "list", l.root, "epoch", l.rec.Epoch)
 	}
 	l.read, l.junk, l.settled = nil, false, true
+	if !adopted { // no chunks of this epoch on the broker
+		l.ch = chunkSet{changes: l.ch.changes, cutAt: cmp.Or(l.ch.cutAt, now), other: l.ch.other}
+	}
+	return out
+}
+
+// spell returns epoch in the spelling of the keeper's LegacyState: v2
+// without it.
+func (k *Keeper) spell(epoch string) string {
+	epoch = strings.TrimPrefix(epoch, wire.EpochV2(""))
+	if k.o.LegacyState {
+		return epoch
+	}
+	return wire.EpochV2(epoch)
+}
+
+// settledLocked ends Settle for list i: a list whose chunks are not on the
+// broker (none cut yet, lost, damaged, or the record names a keeper that
+// is gone) is taken over by this keeper; the cutter respells the epoch to
+// its LegacyState, and cuts.
+func (k *Keeper) settledLocked(i int, now time.Time) []retain {
+	l := k.lists[i]
+	var out []retain
+	if !k.cutter(l) && l.ch.man == nil {
+		k.log.Info("no chunks of the list on the broker: this keeper cuts them", "list", l.root, "record_keeper", l.rec.Keeper)
+		l.rec.Keeper = k.o.Name
+		k.copy.setRecord(l.root, l.rec)
+		out = append(out, k.recordLocked(l))
+	}
+	if !k.cutter(l) {
+		return out
+	}
+	if spelt := k.spell(l.rec.Epoch); spelt != l.rec.Epoch {
+		if k.o.LegacyState { // per-ban state for every ban before the record says so
+			out = append(out, k.legacyStatesLocked(i)...)
+		}
+		k.log.Warn("list epoch respelt: --legacy-state changed", "list", l.root, "was", l.rec.Epoch, "epoch", spelt)
+		l.rec.Epoch = spelt
+		k.copy.setRecord(l.root, l.rec)
+		out = append(out, k.recordLocked(l))
+	}
+	return append(out, k.cutLocked(i, now)...)
+}
+
+// legacyStatesLocked publishes the per-ban state of every ban of list i
+// that only a chunk holds.
+func (k *Keeper) legacyStatesLocked(i int) []retain {
+	var out []retain
+	for topic, e := range k.bans {
+		if int(e.list) == i && e.flags&fState == 0 {
+			e.flags |= fState
+			k.bans[topic] = e
+			out = append(out, k.sentLocked(topic, wire.EncodeState(k.stateOf(e))))
+		}
+	}
 	return out
 }
 
@@ -101,7 +164,7 @@ func (k *Keeper) forgetLocked(i int) int {
 // restoreLocked republishes, from the copy, every unexpired state of list
 // i that the last read did not see, with its own At, Expires, Reason and
 // Origin. It returns the messages and how many states the broker held.
-func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, kept int) {
+func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, restored, kept int) {
 	for topic, e := range k.bans {
 		if int(e.list) != i {
 			continue
@@ -115,11 +178,15 @@ func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, kept int) {
 			k.dropLocked(topic)
 			continue
 		}
-		e.gen = k.gen
+		e.gen, e.flags = k.gen, 0
+		if k.o.LegacyState { // else the cut after Settle publishes it, in a chunk
+			e.flags = fState
+			out = append(out, k.sentLocked(topic, wire.EncodeState(s)))
+		}
 		k.bans[topic] = e
-		out = append(out, k.sentLocked(topic, wire.EncodeState(s)))
+		restored++
 	}
-	return out, kept
+	return out, restored, kept
 }
 
 // recordLocked returns the record of l to publish.
@@ -150,10 +217,14 @@ func (k *Keeper) record(i int, payload []byte) {
 	case err != nil: // deleted (an empty payload) or broken
 		k.quiet.warn("bad_record", "keeper record deleted or broken: publishing it again", "list", l.root, "err", err)
 		out = append(out, k.recordLocked(l))
-	case rec.Epoch != l.rec.Epoch:
-		// The smaller epoch wins: adopted, or ours published over it.
-		k.log.Info("another keeper's epoch", "list", l.root, "ours", l.rec.Epoch, "theirs", rec.Epoch, "keeper", rec.Keeper)
-		if rec.Epoch < l.rec.Epoch {
+	case rec.Epoch != l.rec.Epoch || rec.Keeper != l.rec.Keeper:
+		// The smaller epoch wins, then the smaller keeper name (the
+		// list's cutter): adopted, or ours published over it.
+		k.log.Info("another keeper's record", "list", l.root, "ours", l.rec.Epoch, "theirs", rec.Epoch, "keeper", rec.Keeper)
+		if cmp.Or(strings.Compare(rec.Epoch, l.rec.Epoch), strings.Compare(rec.Keeper, l.rec.Keeper)) < 0 {
+			if rec.Epoch != l.rec.Epoch {
+				l.ch.man = nil // ours is of the epoch lost: the winner's next manifest is adopted
+			}
 			l.rec = rec
 			k.copy.setRecord(l.root, rec)
 		} else {

@@ -79,6 +79,8 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 // foreignLocked applies a state another client published.
 func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	switch {
+	case p.del && p.canon == topic && k.cleaning[topic] != 0:
+		return k.cleanedLocked(topic)
 	case p.canon == "":
 		k.dropLocked(topic)
 		return []retain{k.sentLocked(topic, nil)}
@@ -94,7 +96,7 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 		return nil
 	case p.del:
 		k.notedLocked(topic, p)
-		k.dropLocked(topic)
+		return k.stateGoneLocked(i, topic)
 	default:
 		k.notedLocked(topic, p)
 		k.trackLocked(i, topic, p.state)
@@ -136,14 +138,50 @@ func (k *Keeper) notedLocked(topic string, p parsed) {
 	k.stated[topic] = now
 }
 
+// stateGoneLocked takes a client's deletion of topic's state: an unban,
+// unless it is another keeper's after its cut (its chunks hold the ban
+// now): a follower (not the list's cutter) keeps a ban the chunks hold as
+// its view does (if the deletion is an unban, the cutter's rewrite of the
+// chunk says so), and any keeper keeps a ban older than another keeper's
+// cut that has just come. The
+// cutter publishes the state again of a ban its own chunks do not hold.
+func (k *Keeper) stateGoneLocked(i int, topic string) []retain {
+	l := k.lists[i]
+	e, ok := k.bans[topic]
+	moved := ok && (!k.cutter(l) && k.inChunksLocked(i, topic, e.at) || l.ch.movedLocked(e, k.now()))
+	switch {
+	case !moved:
+		k.unbanLocked(i, topic)
+	case k.cutter(l) && e.flags&fChunk == 0:
+		e.flags |= fState
+		k.bans[topic] = e
+		return []retain{k.sentLocked(topic, wire.EncodeState(k.stateOf(e)))}
+	default:
+		e.flags &^= fState
+		k.bans[topic] = e
+	}
+	return nil
+}
+
+// unbanLocked forgets the ban of topic, and rewrites the chunk holding it.
+func (k *Keeper) unbanLocked(i int, topic string) {
+	if e, ok := k.bans[topic]; ok {
+		k.dropLocked(topic)
+		k.unbannedLocked(i, topic, e)
+	}
+}
+
 // trackLocked records the state the broker holds on topic, in the copy too.
 func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
-	e := entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint32(i)}
+	e := k.entryLocked(i, s)
+	e.flags = fState
 	old, known := k.bans[topic]
+	e.flags |= old.flags & fChunk // the chunk still holds the prefix
 	k.bans[topic] = e
 	if known && old.at == e.at && old.exp == e.exp {
 		return // the same state read again, or our own coming back
 	}
+	k.lists[i].ch.changes++
 	if k.copy != nil { // the hub has none: no JSON per ban for nothing
 		k.copy.set(copyBan+topic, wire.EncodeState(s))
 	}

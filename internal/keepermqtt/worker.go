@@ -181,8 +181,8 @@ func (w *worker) startRead(c *sessConn) {
 		}
 		for f, code := range tok.(*mqtt.SubscribeToken).Result() {
 			if code == 0x80 {
-				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, %s and write %s (README, vallum keeper)",
-					f, wire.RecordPrefix+"LIST", marker))
+				w.a.failed(fmt.Errorf("the broker refused the keeper's subscription to %s: its login must read LIST/#, and read and write %s, %s, %s and %s (README, vallum keeper; contrib/mosquitto/vallum.acl)",
+					f, wire.RecordPrefix+"LIST", wire.ManifestPrefix+"LIST", wire.ChunkPrefix+"LIST/+/+", marker))
 				return
 			}
 		}

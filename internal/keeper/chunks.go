@@ -1,0 +1,487 @@
+package keeper
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// The compact list (docs/compact-list.md): besides per-ban state, the
+// keeper publishes each list as retained chunks and a manifest naming
+// them (internal/wire). One keeper of a list cuts them (cut.go): the one
+// its record names. Another keeper of the list follows: it adopts the
+// chunks the cutter publishes, and only turns events into state.
+
+// chunkSet is what a keeper knows of one list's chunks.
+type chunkSet struct {
+	man      *wire.Manifest // adopted or published; nil: none yet
+	manBytes []byte         // man as published, to know its echo
+	data     [][]byte       // the payload of each chunk of man.Gen
+	first    []netip.Prefix // the first entry of each chunk at its cut: chunk j holds first[j] <= p < first[j+1]
+	wrote    []time.Time    // when each chunk was last written
+	dec      []wire.Entry   // chunk decIdx decoded, for inChunksLocked
+	decIdx   int
+	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
+	changes  int          // bans changed, lifted or expired since the last cut
+	cutAt    time.Time    // the last cut, or when the keeper settled
+	// foreign: when a manifest of another keeper came, and its cut: the
+	// per-ban states it deletes next are no unbans (movedLocked).
+	foreign, foreignCut time.Time
+
+	// Read before Settle and live: manifests and chunks not adopted yet.
+	readMan *wire.Manifest            // the manifest read before Settle
+	next    *wire.Manifest            // a live manifest whose chunks are not all here
+	other   map[uint64]map[int][]byte // chunks of generations not adopted, by generation
+}
+
+// maxOtherGens bounds the generations of chunks kept aside live: the one
+// that comes, and one that a manifest may still name.
+const maxOtherGens = 3
+
+// cmpPrefix is the order of entries in chunks: IPv4 first, then address,
+// then prefix length.
+func cmpPrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// keep puts a chunk aside until a manifest names its generation.
+func (c *chunkSet) keep(gen uint64, n int, payload []byte) {
+	if c.other == nil {
+		c.other = map[uint64]map[int][]byte{}
+	}
+	if c.other[gen] == nil {
+		for len(c.other) >= maxOtherGens { // drop the oldest
+			oldest := uint64(1<<64 - 1)
+			for g := range c.other {
+				oldest = min(oldest, g)
+			}
+			delete(c.other, oldest)
+		}
+		c.other[gen] = map[int][]byte{}
+	}
+	if n < wire.MaxChunks {
+		c.other[gen][n] = payload
+	}
+}
+
+// movedLocked reports whether a deletion of e's state now is likely
+// another keeper's after its cut: one came within statedFor, and e is
+// older than that cut. A client's unban then is taken by its event.
+func (c *chunkSet) movedLocked(e entry, now time.Time) bool {
+	return now.Sub(c.foreign) < statedFor && e.at <= c.foreignCut.UnixMilli()
+}
+
+// chunkOf returns the index of the chunk whose range holds p; -1 if none.
+func (c *chunkSet) chunkOf(p netip.Prefix) int {
+	if c.man == nil || len(c.first) == 0 {
+		return -1
+	}
+	j := sort.Search(len(c.first), func(j int) bool { return cmpPrefix(c.first[j], p) > 0 })
+	return max(0, j-1)
+}
+
+// inChunksLocked reports whether the chunks of list i hold the ban of
+// topic at version at.
+func (k *Keeper) inChunksLocked(i int, topic string, at int64) bool {
+	l := k.lists[i]
+	t, err := wire.ParseTopic(l.root, topic)
+	j := l.ch.chunkOf(t.Prefix)
+	if err != nil || j < 0 || j >= len(l.ch.data) {
+		return false
+	}
+	if l.ch.decIdx != j || l.ch.dec == nil {
+		c, err := wire.DecodeChunk(l.ch.data[j])
+		if err != nil {
+			return false
+		}
+		l.ch.dec, l.ch.decIdx = c.Entries, j
+	}
+	n, found := sort.Find(len(l.ch.dec), func(n int) int { return cmpPrefix(t.Prefix, l.ch.dec[n].Prefix) })
+	return found && l.ch.dec[n].State.At.UnixMilli() == at
+}
+
+// readChunks takes a manifest or a chunk read before Settle.
+func (k *Keeper) readChunks(i, what int, topic string, payload []byte) {
+	l := k.lists[i]
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if what == onManifest {
+		l.ch.readMan = nil
+		if len(payload) == 0 {
+			return
+		}
+		m, err := wire.DecodeManifest(payload)
+		if err != nil {
+			k.quiet.warn("bad_manifest", "manifest does not parse: not believed", "list", l.root, "err", err)
+			return
+		}
+		l.ch.readMan = &m
+		return
+	}
+	if gen, n, ok := wire.ParseChunkTopic(l.root, topic); ok && len(payload) > 0 {
+		l.ch.keep(gen, n, payload)
+	}
+}
+
+// checkChunks decodes the chunks m names from have and checks each against
+// m: its checksum, header and order. A damaged chunk is not believed.
+func checkChunks(root string, m wire.Manifest, have map[int][]byte) ([]wire.Chunk, error) {
+	out := make([]wire.Chunk, len(m.CRC))
+	total := 0
+	var last netip.Prefix
+	for n, crc := range m.CRC {
+		p, ok := have[n]
+		if !ok {
+			return nil, fmt.Errorf("chunk %d of %d missing", n, len(m.CRC))
+		}
+		if wire.ChunkCRC(p) != crc {
+			return nil, fmt.Errorf("chunk %d: checksum %08x, the manifest says %08x", n, wire.ChunkCRC(p), crc)
+		}
+		c, err := wire.DecodeChunk(p)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %d: %w", n, err)
+		}
+		if c.Root != root || c.Gen != m.Gen || c.Index != n || c.Count != len(m.CRC) {
+			return nil, fmt.Errorf("%w: chunk %d says list %q, generation %x, %d of %d", wire.ErrBadChunk, n, wire.Clip(c.Root), c.Gen, c.Index, c.Count)
+		}
+		for _, e := range c.Entries {
+			if last.IsValid() && cmpPrefix(last, e.Prefix) >= 0 {
+				return nil, fmt.Errorf("%w: chunk %d: %s out of order", wire.ErrBadChunk, n, e.Prefix)
+			}
+			last = e.Prefix
+		}
+		total += len(c.Entries)
+		out[n] = c
+	}
+	if total != m.Entries {
+		return nil, fmt.Errorf("%w: %d entries, the manifest says %d", wire.ErrBadChunk, total, m.Entries)
+	}
+	return out, nil
+}
+
+// foldReadLocked adopts the chunks read before Settle, if the manifest
+// read is of the list's epoch and every chunk it names is there intact.
+// It reports whether it adopted them.
+func (k *Keeper) foldReadLocked(i int) bool {
+	l := k.lists[i]
+	m := l.ch.readMan
+	l.ch.readMan = nil
+	if m == nil || m.Epoch != l.rec.Epoch {
+		return false
+	}
+	cs, err := checkChunks(l.root, *m, l.ch.other[m.Gen])
+	if err != nil {
+		k.log.Error("the list's chunks on the broker are damaged or missing: not believed; the keeper publishes them again from what it holds",
+			"list", l.root, "gen", wire.GenString(m.Gen), "err", err)
+		return false
+	}
+	k.adoptLocked(i, *m, cs, true)
+	return true
+}
+
+// adoptLocked makes m and its chunks the list's and, with fold, folds
+// their entries into the keeper's view: an entry the view holds at a later
+// version stays as the view has it. Only what is read before Settle is
+// folded: a keeper's view follows the events it has read, and chunks cut
+// live by another keeper, further on in them, would make the keeper skip
+// an event it has yet to read (the view says so already).
+func (k *Keeper) adoptLocked(i int, m wire.Manifest, cs []wire.Chunk, fold bool) {
+	l := k.lists[i]
+	now := k.now()
+	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
+	l.ch.data, l.ch.first, l.ch.wrote = make([][]byte, len(cs)), make([]netip.Prefix, len(cs)), make([]time.Time, len(cs))
+	l.ch.dec = nil
+	delete(l.ch.other, m.Gen)
+	for j, c := range cs {
+		l.ch.data[j] = wire.EncodeChunk(c)
+		if len(c.Entries) > 0 {
+			l.ch.first[j] = c.Entries[0].Prefix
+		} else if j > 0 {
+			l.ch.first[j] = l.ch.first[j-1]
+		}
+		for _, e := range c.Entries {
+			if fold {
+				k.foldLocked(i, e, now)
+			}
+		}
+	}
+	if l.ch.cutAt.IsZero() || m.Cut.After(l.ch.cutAt) {
+		l.ch.cutAt = m.Cut
+	}
+}
+
+// foldLocked takes one chunk entry into the view.
+func (k *Keeper) foldLocked(i int, e wire.Entry, now time.Time) {
+	if _, live := e.State.Remaining(now); !live || k.guard.Check(e.Prefix) != nil {
+		return // expired, or refused: the next cut sheds it
+	}
+	topic := wire.StateTopic(k.lists[i].root, e.Prefix)
+	old, known := k.bans[topic]
+	if known && old.at >= e.State.At.UnixMilli() {
+		old.flags |= fChunk
+		old.gen = k.gen
+		k.bans[topic] = old
+		return
+	}
+	n := k.entryLocked(i, e.State)
+	n.flags = fChunk | old.flags&fState
+	k.bans[topic] = n
+	if n.exp != 0 && (!known || old.exp != n.exp) {
+		k.scheduleLocked(topic, n.exp)
+	}
+}
+
+// entryLocked returns the view's entry for state s of list i.
+func (k *Keeper) entryLocked(i int, s wire.State) entry {
+	return entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint16(i),
+		reason: k.strs.id(s.Reason), origin: k.strs.id(s.Origin)}
+}
+
+// stateOf returns the state an entry of the view stands for.
+func (k *Keeper) stateOf(e entry) wire.State {
+	s := wire.State{At: time.UnixMilli(e.at), Reason: k.strs.str(e.reason), Origin: k.strs.str(e.origin)}
+	if e.exp != 0 {
+		s.Expires = time.Unix(e.exp, 0)
+	}
+	return s
+}
+
+// cutter reports whether this keeper cuts list l's chunks: the record
+// names it. Another keeper of the list follows.
+func (k *Keeper) cutter(l *list) bool { return l.settled && l.rec.Keeper == k.o.Name }
+
+// manifest takes a live message on a list's manifest topic.
+func (k *Keeper) manifest(i int, payload []byte) {
+	l := k.lists[i]
+	k.mu.Lock()
+	if !l.settled || k.reading {
+		k.mu.Unlock()
+		k.readChunks(i, onManifest, "", payload)
+		return
+	}
+	if k.echoLocked(wire.ManifestTopic(l.root), payload) {
+		k.mu.Unlock()
+		return // our own coming back
+	}
+	var out []retain
+	m, err := wire.DecodeManifest(payload)
+	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) {
+		l.ch.foreign, l.ch.foreignCut = k.now(), m.Cut
+	}
+	switch {
+	case l.ch.man != nil && bytes.Equal(payload, l.ch.manBytes):
+		// the one adopted, again
+	case len(payload) == 0 || err != nil:
+		if k.cutter(l) && l.ch.man != nil {
+			k.quiet.warn("bad_manifest", "manifest deleted or broken: publishing it again", "list", l.root, "err", err)
+			out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		}
+	case m.Epoch != l.rec.Epoch:
+		// Another keeper's, before the records agree: the winner's stands.
+		if k.cutter(l) && l.ch.man != nil && l.rec.Epoch < m.Epoch {
+			out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		}
+	case l.ch.man != nil && m.Gen == l.ch.man.Gen && !k.cutter(l):
+		k.rewrittenLocked(i, m)
+	case l.ch.man != nil && k.cutter(l) && !m.Cut.After(l.ch.man.Cut):
+		// Another keeper's older cut: ours stands.
+		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+	default:
+		l.ch.next = &m
+		k.adoptNextLocked(i)
+	}
+	k.mu.Unlock()
+	_ = k.publish(out)
+}
+
+// chunk takes a live message on a chunk topic of a list.
+func (k *Keeper) chunk(i int, topic string, payload []byte) {
+	l := k.lists[i]
+	gen, n, _ := wire.ParseChunkTopic(l.root, topic)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(payload) == 0 {
+		return // a deleted chunk: the manifest says what counts
+	}
+	if c := &l.ch; c.man != nil && gen == c.man.Gen && n < len(c.data) && bytes.Equal(c.data[n], payload) {
+		return // our own coming back
+	}
+	l.ch.keep(gen, n, payload)
+	if l.settled && !k.reading {
+		k.adoptNextLocked(i)
+	}
+}
+
+// adoptNextLocked adopts the manifest of another generation that came
+// live, once all its chunks are there: another keeper cut.
+func (k *Keeper) adoptNextLocked(i int) {
+	l := k.lists[i]
+	m := l.ch.next
+	if m == nil || len(l.ch.other[m.Gen]) < len(m.CRC) {
+		return
+	}
+	l.ch.next = nil
+	cs, err := checkChunks(l.root, *m, l.ch.other[m.Gen])
+	if err != nil {
+		k.quiet.error("bad_chunk", "another keeper's chunks are damaged: not believed", "list", l.root, "err", err)
+		return
+	}
+	k.adoptLocked(i, *m, cs, false)
+	l.ch.changes, l.ch.dirty = 0, nil
+}
+
+// rewrittenLocked takes the cutter's manifest of the generation adopted,
+// with chunks rewritten: the entries a rewritten chunk no longer holds are
+// unbanned, unless the view holds a later state of theirs than the chunk.
+func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
+	l := k.lists[i]
+	if len(m.CRC) != len(l.ch.data) {
+		return
+	}
+	have := l.ch.other[m.Gen]
+	for j, crc := range m.CRC {
+		if crc == l.ch.man.CRC[j] {
+			continue
+		}
+		p, ok := have[j]
+		nc, err := wire.DecodeChunk(p)
+		if !ok || wire.ChunkCRC(p) != crc || err != nil || nc.Gen != m.Gen || nc.Index != j || nc.Root != l.root {
+			k.quiet.error("bad_chunk", "another keeper's rewritten chunk is damaged or missing: not believed", "list", l.root, "chunk", j)
+			continue
+		}
+		oc, _ := wire.DecodeChunk(l.ch.data[j])
+		kept := map[netip.Prefix]bool{}
+		for _, e := range nc.Entries {
+			kept[e.Prefix] = true
+		}
+		for _, e := range oc.Entries {
+			topic := wire.StateTopic(l.root, e.Prefix)
+			// As another keeper's state: the keeper's own recent decision
+			// on the ban's events stands (recentLocked).
+			if b, ok := k.bans[topic]; ok && !kept[e.Prefix] && b.at <= e.State.At.UnixMilli() && !k.recentLocked(topic) {
+				k.dropLocked(topic)
+			}
+		}
+		l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, crc, nil
+		delete(have, j)
+	}
+	l.ch.man.Entries = m.Entries
+	l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
+}
+
+// unbannedLocked notes that the ban of topic was lifted: the chunk that
+// holds it is rewritten (flush).
+func (k *Keeper) unbannedLocked(i int, topic string, e entry) {
+	l := k.lists[i]
+	l.ch.changes++
+	if e.flags&fChunk == 0 || !k.cutter(l) {
+		return
+	}
+	t, err := wire.ParseTopic(l.root, topic)
+	j := l.ch.chunkOf(t.Prefix)
+	if err != nil || j < 0 {
+		return
+	}
+	if l.ch.dirty == nil {
+		l.ch.dirty = map[int]bool{}
+	}
+	l.ch.dirty[j] = true
+	select { // wake Run: a rewrite is due
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// errNoChunks: a list without chunks has none to rewrite.
+var errNoChunks = errors.New("no chunks")
+
+// rewriteLocked rewrites chunk j of list i without the bans the view no
+// longer holds; ok false when it holds them all.
+func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
+	l := k.lists[i]
+	if l.ch.man == nil || j >= len(l.ch.data) {
+		return retain{}, false, errNoChunks
+	}
+	c, err := wire.DecodeChunk(l.ch.data[j])
+	if err != nil {
+		return retain{}, false, err
+	}
+	kept := c.Entries[:0]
+	for _, e := range c.Entries {
+		// Kept while the view holds the ban since the chunk did: a ban
+		// lifted and made again since is per-ban state now.
+		if b, ok := k.bans[wire.StateTopic(l.root, e.Prefix)]; ok && b.flags&fChunk != 0 {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) == len(c.Entries) {
+		return retain{}, false, nil
+	}
+	l.ch.man.Entries -= len(c.Entries) - len(kept)
+	c.Entries = kept
+	p := wire.EncodeChunk(c)
+	l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, wire.ChunkCRC(p), nil
+	return retain{wire.ChunkTopic(l.root, c.Gen, j), p}, true, nil
+}
+
+// flushLocked rewrites the dirty chunks of list i that were not written
+// within rewriteEvery, then the manifest. It returns the messages and the
+// time of the next rewrite due (zero: none).
+func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
+	l := k.lists[i]
+	var out []retain
+	var next time.Time
+	for j := range l.ch.dirty {
+		if !k.cutter(l) || l.ch.man == nil || j >= len(l.ch.wrote) {
+			delete(l.ch.dirty, j)
+			continue
+		}
+		if due := l.ch.wrote[j].Add(rewriteEvery); now.Before(due) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		delete(l.ch.dirty, j)
+		r, ok, err := k.rewriteLocked(i, j)
+		if err != nil {
+			k.quiet.error("rewrite", "keeper could not rewrite a chunk", "list", l.root, "chunk", j, "err", err)
+		}
+		if ok {
+			l.ch.wrote[j] = now
+			out = append(out, r)
+		}
+	}
+	if len(out) > 0 {
+		l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
+		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+	}
+	return out, next
+}
+
+// interned holds the reasons and origins of the bans once each: a few jail
+// and host names for a list of a million.
+type interned struct {
+	ids  map[string]uint32
+	strs []string
+}
+
+func newInterned() interned { return interned{ids: map[string]uint32{"": 0}, strs: []string{""}} }
+
+func (t *interned) id(s string) uint32 {
+	if id, ok := t.ids[s]; ok {
+		return id
+	}
+	id := uint32(len(t.strs))
+	t.ids[s] = id
+	t.strs = append(t.strs, s)
+	return id
+}
+
+func (t *interned) str(id uint32) string { return t.strs[id] }

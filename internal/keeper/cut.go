@@ -1,0 +1,168 @@
+package keeper
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+const (
+	// DefaultCutAfter: a cut once this many bans changed since the last,
+	// or 1 % of the list if more.
+	DefaultCutAfter = 10_000
+	// DefaultCutEvery: a cut at least this often while anything changed.
+	DefaultCutEvery = time.Hour
+	// rewriteEvery coalesces the rewrites of one chunk: an unban of a
+	// ban a chunk holds rewrites that chunk (about 94 KB) at most this
+	// often; a host that syncs meanwhile keeps the ban that long more.
+	rewriteEvery = time.Second
+)
+
+// cutDueLocked reports whether list i needs a cut now.
+func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
+	l := k.lists[i]
+	if !k.cutter(l) {
+		return false
+	}
+	size := 0
+	if l.ch.man != nil {
+		size = l.ch.man.Entries
+	}
+	return l.ch.man == nil || l.ch.changes > max(k.o.CutAfter, size/100) ||
+		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
+}
+
+// cutLocked publishes list i as a new generation of chunks: every live ban
+// of the view, sorted, at most wire.MaxChunkEntries a chunk; then the
+// manifest; then it deletes the chunks of the generations before, and,
+// unless the list keeps legacy state (an epoch not in the v2 spelling),
+// the per-ban states the chunks now hold.
+func (k *Keeper) cutLocked(i int, now time.Time) []retain {
+	l := k.lists[i]
+	var items []cutItem
+	nowUnix := now.Unix()
+	for topic, e := range k.bans {
+		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix {
+			continue
+		}
+		t, err := wire.ParseTopic(l.root, topic)
+		if err != nil {
+			continue
+		}
+		items = append(items, cutItem{wire.Entry{Prefix: t.Prefix, State: k.stateOf(e)}, topic})
+	}
+	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.e.Prefix, b.e.Prefix) })
+
+	gen := uint64(now.UnixMilli())
+	if old := l.ch.man; old != nil && gen <= old.Gen {
+		gen = old.Gen + 1
+	}
+	count := (len(items) + wire.MaxChunkEntries - 1) / wire.MaxChunkEntries
+	m := wire.Manifest{Epoch: l.rec.Epoch, Gen: gen, Cut: now, Entries: len(items), CRC: make([]uint32, count)}
+	var out []retain
+	data, first := make([][]byte, count), make([]netip.Prefix, count)
+	chunk := make([]wire.Entry, 0, min(len(items), wire.MaxChunkEntries))
+	for j := range count {
+		part := items[j*wire.MaxChunkEntries : min(len(items), (j+1)*wire.MaxChunkEntries)]
+		chunk = chunk[:0]
+		for _, it := range part {
+			chunk = append(chunk, it.e)
+		}
+		p := wire.EncodeChunk(wire.Chunk{Root: l.root, Gen: gen, Index: j, Count: count, Entries: chunk})
+		data[j], first[j], m.CRC[j] = p, part[0].e.Prefix, wire.ChunkCRC(p)
+		out = append(out, retain{wire.ChunkTopic(l.root, gen, j), p})
+	}
+	old := l.ch
+	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
+	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
+	l.ch.dirty, l.ch.changes, l.ch.cutAt = nil, 0, now
+	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+	// The generations before: the last one, and any other on the broker.
+	if old.man != nil && old.man.Gen != gen {
+		for j := range old.man.CRC {
+			out = append(out, retain{wire.ChunkTopic(l.root, old.man.Gen, j), nil})
+		}
+	}
+	for g, have := range old.other {
+		for j := range have {
+			out = append(out, retain{wire.ChunkTopic(l.root, g, j), nil})
+		}
+	}
+	l.ch.other, l.ch.next = nil, nil
+	return append(out, k.foldedLocked(items, wire.IsEpochV2(l.rec.Epoch))...)
+}
+
+// cutItem is one ban of a cut.
+type cutItem struct {
+	e     wire.Entry
+	topic string
+}
+
+// foldedLocked marks the bans of a cut as held by a chunk and, with
+// cleanup, deletes their per-ban state: its echo is no unban (cleaning).
+// A state made or touched within statedFor stays until the next cut: a
+// client that changes it again meanwhile (`vallum unban` after `vallum
+// ban`), whose messages the keeper may not have read yet, is not raced by
+// the deletion.
+func (k *Keeper) foldedLocked(items []cutItem, cleanup bool) []retain {
+	var out []retain
+	old := k.now().Add(-statedFor).UnixMilli()
+	for _, it := range items {
+		e := k.bans[it.topic]
+		e.flags |= fChunk
+		if cleanup && e.flags&fState != 0 && e.at < old && !k.touchedLocked(it.topic) {
+			e.flags &^= fState
+			k.cleaning[it.topic] = e.at
+			out = append(out, retain{it.topic, nil})
+		}
+		k.bans[it.topic] = e
+	}
+	return out
+}
+
+// cleanedLocked takes the echo of a deletion of foldedLocked. A state a
+// client published between the cut and the deletion was deleted with it:
+// the keeper publishes it again.
+func (k *Keeper) cleanedLocked(topic string) []retain {
+	at := k.cleaning[topic]
+	delete(k.cleaning, topic)
+	e, ok := k.bans[topic]
+	if !ok || e.at == at || e.flags&fState == 0 {
+		return nil
+	}
+	// Not sentLocked: no decision of the keeper's on the ban's events,
+	// which would make it doubt another keeper's next one (recentLocked).
+	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
+}
+
+// maintain cuts the lists due for a cut and rewrites the chunks due for a
+// rewrite; it returns when the next rewrite is due (zero: none).
+func (k *Keeper) maintain() time.Time {
+	now := k.now()
+	var out []retain
+	var next time.Time
+	k.mu.Lock()
+	for i := range k.lists {
+		if k.cutDueLocked(i, now) {
+			out = append(out, k.cutLocked(i, now)...)
+			continue
+		}
+		o, n := k.flushLocked(i, now)
+		out = append(out, o...)
+		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
+			next = n
+		}
+	}
+	k.mu.Unlock()
+	_ = k.publish(out)
+	return next
+}
+
+// touchedLocked reports whether a client or the keeper published topic's
+// state within statedFor.
+func (k *Keeper) touchedLocked(topic string) bool {
+	at, ok := k.stated[topic]
+	return ok && k.now().Sub(at) < statedFor || k.recentLocked(topic)
+}
