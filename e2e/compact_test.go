@@ -18,10 +18,11 @@ import (
 )
 
 // Issue 18, the hosts' side of the compact list: a bridge reads a list
-// published as chunks, a manifest and per-ban state (the deltas), from
-// mosquitto and from the embedded hub. The chunks are published by the
-// test standing in for the keeper, so that it can shape them (damaged,
-// missing, rewritten).
+// published as chunks, a manifest and per-ban state (the deltas). The
+// TestCompactKeeper tests run the real keeper, on mosquitto and the
+// embedded hub; the others run on mosquitto without a keeper, the test
+// standing in for it so that it can shape the chunks (damaged, missing,
+// rewritten, deltas older than their chunk entry).
 
 // compactHub is the broker of a compact-list test. On the embedded broker
 // only an admin may publish under vallum/, so the test publishes as one,
@@ -42,15 +43,36 @@ func (b *compactHub) name() string {
 	return "mosquitto"
 }
 
-// eachCompactBroker runs body against mosquitto and the embedded hub.
-func eachCompactBroker(t *testing.T, body func(t *testing.T, l *lab.Lab, b *compactHub, dir string)) {
-	for _, embedded := range []bool{false, true} {
+// eachCompactBroker runs body against mosquitto and the embedded hub, each
+// with the list's real keeper (the hub's own, `vallum keeper` beside
+// mosquitto), both without legacy state (the list is chunks and deltas);
+// keeper false: against mosquitto alone, with no keeper, where the test
+// stands in for it.
+func eachCompactBroker(t *testing.T, keeper bool, body func(t *testing.T, l *lab.Lab, b *compactHub, dir string)) {
+	kinds := []bool{false}
+	if keeper {
+		kinds = append(kinds, true)
+	}
+	for _, embedded := range kinds {
 		b := &compactHub{embedded: embedded}
 		t.Run(b.name(), func(t *testing.T) {
 			l, dir := newLab(t)
 			b.h, b.dir = addHost(t, l, "hub"), dir
 			if !embedded {
 				b.proc = must[*lab.Proc](t)(b.h.StartMosquitto(dir, hubPort, true))
+				if keeper {
+					k := must[*lab.Proc](t)(b.h.Start(dir, vallumBin, "keeper", "-h", "127.0.0.1", "-t", root, "--legacy-state=false",
+						"--data-dir", filepath.Join(dir, "keeper-data"), "--client-id", "keeper-hub"))
+					t.Cleanup(func() {
+						if t.Failed() {
+							t.Logf("keeper logged:\n%s", k.Output())
+						}
+						k.Stop()
+					})
+					if err := k.WaitLog("keeper read the lists", 30*time.Second); err != nil {
+						t.Fatal(err)
+					}
+				}
 			} else {
 				// Hosts read the list's manifest and chunks.
 				extra := fmt.Sprintf("    subscribe: ['%s', '%s#']\n", wire.ManifestTopic(root), wire.ChunkPrefix+root+"/")
@@ -58,14 +80,46 @@ func eachCompactBroker(t *testing.T, body func(t *testing.T, l *lab.Lab, b *comp
 				b.creds = []string{"-u", "edge", "--password-file", u["edge"].pwFile}
 				b.adminPW = "pw-of-admin"
 				b.proc = must[*lab.Proc](t)(b.h.Start(dir, vallumBin, "broker", "--listen", fmt.Sprintf("0.0.0.0:%d", hubPort),
-					"--users", users, "-t", root, "--data-dir", filepath.Join(dir, "hub-store")))
+					"--users", users, "-t", root, "--legacy-state=false", "--data-dir", filepath.Join(dir, "hub-store")))
 				if err := b.h.WaitPort(hubPort, 20*time.Second); err != nil {
 					t.Fatalf("%v\n%s", err, b.proc.Output())
 				}
 			}
-			t.Cleanup(func() { b.proc.Stop() })
+			t.Cleanup(func() {
+				if t.Failed() && embedded {
+					out := b.proc.Output()
+					t.Logf("hub logged:\n%s", out[max(0, len(out)-4000):])
+				}
+				b.proc.Stop()
+			})
 			body(t, l, b, dir)
 		})
+	}
+}
+
+// manifest returns the list's manifest as the broker holds it, waiting up
+// to wait for one.
+func (b *compactHub) manifest(t *testing.T, wait time.Duration) (wire.Manifest, bool) {
+	t.Helper()
+	got := make(chan []byte, 1)
+	o := mqtt.NewClientOptions().SetClientID(fmt.Sprintf("e2e-manifest-%d", time.Now().UnixNano()))
+	if b.embedded {
+		o.SetUsername("admin").SetPassword(b.adminPW)
+	}
+	c := must[mqtt.Client](t)(b.h.Connect(hubPort, o))
+	defer c.Disconnect(100)
+	c.Subscribe(wire.ManifestTopic(root), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	select {
+	case p := <-got:
+		m, err := wire.DecodeManifest(p)
+		return m, err == nil
+	case <-time.After(wait):
+		return wire.Manifest{}, false
 	}
 }
 
@@ -99,7 +153,7 @@ func (b *compactHub) epoch(t *testing.T) string {
 		return e
 	}
 	got := make(chan []byte, 1)
-	c := must[mqtt.Client](t)(b.h.Connect(hubPort, mqtt.NewClientOptions().SetUsername("admin").SetPassword(b.adminPW).SetClientID("e2e-record")))
+	c := must[mqtt.Client](t)(b.h.Connect(hubPort, mqtt.NewClientOptions().SetUsername("admin").SetPassword(b.adminPW).SetClientID(fmt.Sprintf("e2e-record-%d", time.Now().UnixNano()))))
 	defer c.Disconnect(100)
 	c.Subscribe(wire.RecordTopic(root), 1, func(_ mqtt.Client, m mqtt.Message) {
 		select {
@@ -176,7 +230,7 @@ func TestCompactLateJoin(t *testing.T) {
 		n = 1_000_000
 	}
 	const expired, fresh, deltas = 100, 1000, 500
-	eachCompactBroker(t, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+	eachCompactBroker(t, false, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
 		host := addHost(t, l, "host")
 		epoch := b.epoch(t)
 		cut := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
@@ -268,7 +322,7 @@ func rewrite(c lab.Compact, n, i int) lab.Compact {
 // late joiner after the rewrite never has it.
 func TestCompactUnbanRewrite(t *testing.T) {
 	const n, lifted = 10_000, 5_000
-	eachCompactBroker(t, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+	eachCompactBroker(t, false, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
 		early, late := addHost(t, l, "early"), addHost(t, l, "late")
 		c := smallList(t, b, n)
 		v := b.bridge(t, early, dir)
@@ -325,7 +379,7 @@ func damage(chunk []byte) []byte {
 // at once.
 func TestCompactDamagedChunk(t *testing.T) {
 	const n = 10_000
-	eachCompactBroker(t, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+	eachCompactBroker(t, false, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
 		host := addHost(t, l, "host")
 		c := smallList(t, b, n)
 		v := b.bridge(t, host, dir, "--sync-timeout", "3s")
@@ -368,7 +422,7 @@ func TestCompactDamagedChunk(t *testing.T) {
 // and says so at ERROR.
 func TestCompactMissingChunk(t *testing.T) {
 	const n = 10_000
-	eachCompactBroker(t, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+	eachCompactBroker(t, false, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
 		host := addHost(t, l, "host")
 		c := smallList(t, b, n)
 		v := b.bridge(t, host, dir, "--sync-timeout", "3s")
@@ -387,6 +441,89 @@ func TestCompactMissingChunk(t *testing.T) {
 		waitSet(t, host, 10*time.Second, bulkAddrs(0, n))
 		if strings.Contains(v.Output(), "removed=") && !strings.Contains(v.Output(), "removed=0") {
 			t.Errorf("a partial sync removed bans:\n%s", v.Output())
+		}
+	})
+}
+
+// TestCompactKeeper: the list's real keeper, without legacy state, turns
+// 100,000 bans made by events (1,000,000 with VALLUM_E2E_FULL=1) into
+// chunks and deltas; a late joiner gets every one. A ban then lifted by a
+// del event leaves the early host at once, and a host that joins after the
+// keeper rewrote its chunk never has it.
+func TestCompactKeeper(t *testing.T) {
+	n := 100_000
+	if os.Getenv("VALLUM_E2E_FULL") != "" {
+		n = 1_000_000
+	}
+	const per = 1000
+	eachCompactBroker(t, true, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+		early, late := addHost(t, l, "early"), addHost(t, l, "late")
+		start := time.Now()
+		b.publish(t, func(p *lab.Publisher) {
+			for k := 0; k < n; k += per {
+				var sb strings.Builder
+				for i := k; i < min(n, k+per); i++ {
+					sb.WriteString(bulk(i).Addr().String())
+					if i%10 != 0 {
+						sb.WriteString(" timeout 7200")
+					}
+					sb.WriteByte('\n')
+				}
+				p.Publish(root+"/add", false, []byte(sb.String()))
+			}
+		})
+		// The keeper cuts each time 10,000 bans changed: the rest are
+		// deltas, per-ban state.
+		var m wire.Manifest
+		err := lab.Eventually(300*time.Second, func() (bool, string) {
+			var ok bool
+			m, ok = b.manifest(t, 2*time.Second)
+			return ok && m.Entries >= n-10_000 && wire.IsEpochV2(m.Epoch), fmt.Sprintf("manifest %v: %d entries, epoch %s", ok, m.Entries, m.Epoch)
+		})
+		if err != nil {
+			t.Fatalf("the keeper's cut: %v", err)
+		}
+		t.Logf("%s: %d bans as events, cut by the keeper into %d chunks (%d entries) in %.1f s", b.name(), n, len(m.CRC), m.Entries, time.Since(start).Seconds())
+
+		start = time.Now()
+		v := b.bridge(t, early, dir)
+		err = lab.Eventually(180*time.Second, func() (bool, string) {
+			k, err := early.SetCount(root)
+			return k == n, fmt.Sprintf("%d entries (%v)", k, err)
+		})
+		if err != nil {
+			t.Fatalf("late join: %v", err)
+		}
+		t.Logf("%s: late join of %d from the keeper's chunks and deltas took %.2f s", b.name(), n, time.Since(start).Seconds())
+		if err := v.WaitLog(fmt.Sprintf("active=%d removed=0", n), 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitSet(t, early, 30*time.Second, bulkAddrs(0, n))
+
+		const lifted = 5 // in the first chunk
+		pub := b.publisher(t)
+		pub.Publish(root+"/del", false, []byte(bulk(lifted).Addr().String()))
+		if err := pub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		want := bulkAddrs(0, n, lifted)
+		waitSet(t, early, 30*time.Second, want)
+		err = lab.Eventually(30*time.Second, func() (bool, string) {
+			now, ok := b.manifest(t, 2*time.Second)
+			return ok && (now.Gen != m.Gen || now.CRC[0] != m.CRC[0]), "the keeper did not rewrite the chunk"
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lv := b.bridge(t, late, dir)
+		if err := lv.WaitLog(fmt.Sprintf("active=%d removed=0", n-1), 120*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitSet(t, late, 30*time.Second, want)
+		for name, p := range map[string]*lab.Proc{"early": v, "late": lv} {
+			if strings.Contains(p.Output(), "level=ERROR") {
+				t.Errorf("%s host logged errors:\n%s", name, p.Output())
+			}
 		}
 	})
 }
