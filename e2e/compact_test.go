@@ -527,3 +527,82 @@ func TestCompactKeeper(t *testing.T) {
 		}
 	})
 }
+
+// TestCompactKeeperTampered: the chunks the real keeper cut, then one
+// damaged on the broker (its trailer still the manifest's checksum) and,
+// in turn, one deleted: a host that had the list syncs again and removes
+// nothing, and says at ERROR that it read part of the list.
+func TestCompactKeeperTampered(t *testing.T) {
+	const n = 20_000
+	eachCompactBroker(t, true, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+		host := addHost(t, l, "host")
+		b.publish(t, func(p *lab.Publisher) {
+			for k := 0; k < n; k += 1000 {
+				var sb strings.Builder
+				for i := k; i < k+1000; i++ {
+					sb.WriteString(bulk(i).Addr().String() + "\n")
+				}
+				p.Publish(root+"/add", false, []byte(sb.String()))
+			}
+		})
+		var m wire.Manifest
+		err := lab.Eventually(120*time.Second, func() (bool, string) {
+			var ok bool
+			m, ok = b.manifest(t, 2*time.Second)
+			return ok && m.Entries >= 10_000, fmt.Sprintf("manifest %v: %d entries", ok, m.Entries)
+		})
+		if err != nil {
+			t.Fatalf("the keeper's cut: %v", err)
+		}
+		v := b.bridge(t, host, dir, "--sync-timeout", "3s")
+		if err := v.WaitLog(fmt.Sprintf("active=%d removed=0", n), 120*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		stopBridge(t, v)
+		chunk := wire.ChunkTopic(root, m.Gen, 1)
+		got, err := b.retained(t, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tamper := range []struct {
+			name    string
+			payload []byte
+			why     string
+		}{{"damaged", damage(got), "refused as damaged"}, {"deleted", nil, "chunks 1 missing"}} {
+			b.publish(t, func(p *lab.Publisher) { p.Publish(chunk, true, tamper.payload) })
+			v = b.bridge(t, host, dir, "--sync-timeout", "3s")
+			if err := v.WaitLog("the sync read only part of the list's chunks", 60*time.Second); err != nil {
+				t.Fatalf("%s chunk: %v", tamper.name, err)
+			}
+			if out := v.Output(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, tamper.why) {
+				t.Errorf("%s chunk: want an ERROR saying %q:\n%s", tamper.name, tamper.why, out)
+			}
+			waitSet(t, host, 10*time.Second, bulkAddrs(0, n))
+			stopBridge(t, v)
+		}
+	})
+}
+
+// retained returns the retained payload of topic.
+func (b *compactHub) retained(t *testing.T, topic string) ([]byte, error) {
+	t.Helper()
+	got := make(chan []byte, 1)
+	o := mqtt.NewClientOptions().SetClientID(fmt.Sprintf("e2e-retained-%d", time.Now().UnixNano()))
+	if b.embedded {
+		o.SetUsername("admin").SetPassword(b.adminPW)
+	}
+	c := must[mqtt.Client](t)(b.h.Connect(hubPort, o))
+	defer c.Disconnect(100)
+	c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	select {
+	case p := <-got:
+		return p, nil
+	case <-time.After(10 * time.Second):
+		return nil, fmt.Errorf("no retained message on %s", topic)
+	}
+}
