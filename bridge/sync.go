@@ -436,11 +436,12 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional 
 
 // later is the next sync the bridge asked itself for (see syncLater).
 type later struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	at    time.Time
-	live  time.Time // when a live record last started one
-	refs  chunkRefs // what the last sync took of the lists' chunks (window.go)
+	mu       sync.Mutex
+	timer    *time.Timer
+	at       time.Time
+	live     time.Time // when a live record last started one
+	refs     chunkRefs // what the last sync took of the lists' chunks (window.go)
+	manifest time.Time // when a live manifest last started one
 }
 
 // syncLater syncs again in d, unless a sync is due sooner already: to

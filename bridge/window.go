@@ -177,31 +177,45 @@ type chunkRefs struct {
 
 // raceWindow is how long after a sync a change of the chunks it read makes
 // the bridge sync again. An unban lifts the ban's state at once and the
-// keeper rewrites its chunk a moment later: a host that read the old chunk
-// in between holds the ban. A host that was already synced got the unban
-// itself.
-const raceWindow = time.Minute
+// keeper rewrites its chunk a moment later (at most a second, coalesced):
+// a host that read the old chunk before the rewrite and subscribed to the
+// state after the unban holds the ban. An unban while the sync reads wins
+// in the window (the state's deletion is newer than the chunk's entry),
+// and a host already synced gets the unban itself.
+const raceWindow = 10 * time.Second
 
 // manifestLive looks at a manifest that came outside a sync: a list read
 // partially syncs again at once, as does one whose chunks changed just
-// after the sync read them. Called with the syncer locked.
+// after the sync read them. Under a stream of unbans each sync would see a
+// rewrite after it: such syncs are at most one every 3 x raceWindow.
+// Called with the syncer locked.
 func (l *later) manifestLive(s *shared, root string, payload []byte) {
 	l.mu.Lock()
-	refs := l.refs
+	refs, last := l.refs, l.manifest
 	l.mu.Unlock()
 	if refs.partial[root] {
-		s.syncLater(0, "a new manifest came for a list read partially")
+		if time.Since(last) >= recentFor { // else the lost list's retry comes
+			l.noteManifestSync()
+			s.syncLater(0, "a new manifest came for a list read partially")
+		}
 		return
 	}
 	took, ok := refs.took[root]
-	if !ok || !took.Manifest || time.Since(refs.at) > raceWindow || len(payload) == 0 {
+	if !ok || !took.Manifest || time.Since(refs.at) > raceWindow || time.Since(last) < 3*raceWindow || len(payload) == 0 {
 		return
 	}
 	m, err := wire.DecodeManifest(payload)
 	if err != nil || (m.Gen == took.Gen && slices.Equal(m.CRC, took.CRC)) {
 		return
 	}
+	l.noteManifestSync()
 	s.syncLater(0, "the list's chunks changed just after the sync read them")
+}
+
+func (l *later) noteManifestSync() {
+	l.mu.Lock()
+	l.manifest = time.Now()
+	l.mu.Unlock()
 }
 
 // took notes what a closing window read of each list's chunks.

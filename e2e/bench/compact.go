@@ -14,17 +14,20 @@ import (
 )
 
 // compactJoin measures a real vallum bridge late-joining a list of n bans
-// published as the compact list (docs/compact-list.md: chunks of 4,096, a
-// manifest, and 1,000 per-ban states newer than the cut), from the
-// embedded hub (`vallum broker -t`, its keeper running) or from mosquitto,
-// into its kernel set: the time from vallum's start until the set holds
-// them all. For the hub it also returns the hub's resident memory holding
-// the list, after the late join.
+// kept as the compact list (docs/compact-list.md: chunks of 4,096, a
+// manifest, per-ban state for the changes since the cut), from the
+// embedded hub (`vallum broker -t`) or from mosquitto, into its kernel
+// set: the time from vallum's start until the set holds them all. For the
+// hub it also returns the hub's resident memory holding the list, after
+// the late join.
 //
-// The chunks are published by the benchmark standing in for the keeper
-// (as the prototype did): the hub's keeper tracks only the per-ban states,
-// so the hub's memory does not count a keeper's copy of the list.
-func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded bool, n int, timeout time.Duration) (time.Duration, int64, error) {
+// With keeper, the list's real keeper makes it (the hub's own; `vallum
+// keeper` beside mosquitto; both without legacy state) from n bans sent as
+// events, 1,000 a message, and vallum joins once it has cut them. Without,
+// the benchmark stands in for the keeper (as the prototype did) and
+// publishes n bans as chunks and compactDeltas as per-ban state: the hub's
+// memory then counts no keeper's copy of the list.
+func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper bool, n int, timeout time.Duration) (time.Duration, int64, error) {
 	name := "cjoin-mosquitto"
 	if embedded {
 		name = "cjoin-hub"
@@ -34,16 +37,21 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded bool, n int, ti
 		return 0, 0, err
 	}
 	var hub *lab.Proc
+	legacy := fmt.Sprintf("--legacy-state=%v", !keeper) // a stand-in list needs no more than the per-ban state it has
 	if embedded {
 		// On loopback only: anonymous clients are admins, as a router's
 		// local tools are.
-		hub, err = h.Start(dir, bin, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "-t", list,
+		hub, err = h.Start(dir, bin, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "-t", list, legacy,
 			"--data-dir", filepath.Join(dir, name+"-store"))
 		if err == nil {
 			err = h.WaitPort(port, 20*time.Second)
 		}
-	} else {
-		_, err = h.StartMosquitto(dir, port, false)
+	} else if _, err = h.StartMosquitto(dir, port, false); err == nil && keeper {
+		var k *lab.Proc
+		k, err = h.Start(dir, bin, "keeper", "-h", "127.0.0.1", "-t", list, legacy, "--data-dir", filepath.Join(dir, name+"-keeper"))
+		if err == nil {
+			err = k.WaitLog("keeper read the lists", 30*time.Second)
+		}
 	}
 	if err != nil {
 		return 0, 0, err
@@ -53,12 +61,20 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded bool, n int, ti
 		return 0, 0, err
 	}
 	defer pub.Disconnect(100)
-	deadline := time.Now().Add(timeout)
-	epoch, err := listEpoch(pub, embedded, deadline)
-	if err != nil {
-		return 0, 0, err
+	want := n
+	if keeper {
+		// Feeding a keeper a million events takes minutes: not the
+		// measurement, so not bound by its time limit.
+		err = feedKeeper(pub, a, n, time.Now().Add(15*time.Minute))
+	} else {
+		deadline := time.Now().Add(timeout)
+		var epoch string
+		if epoch, err = listEpoch(pub, embedded, deadline); err == nil {
+			err = publishCompact(pub, a, n, epoch, deadline)
+		}
+		want += compactDeltas
 	}
-	if err := publishCompact(pub, a, n, epoch, deadline); err != nil {
+	if err != nil {
 		return 0, 0, err
 	}
 	w, err := newWatcher(h)
@@ -71,7 +87,6 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded bool, n int, ti
 	if err != nil {
 		return 0, 0, err
 	}
-	want := n + compactDeltas
 	end, got, err := w.waitSize(list, want, start.Add(timeout), 5*time.Millisecond)
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact late join: %d of %d: %w\n%s", got, want, err, v.Output())
@@ -84,6 +99,40 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded bool, n int, ti
 		rss, err = hub.RSS()
 	}
 	return end.Sub(start), rss, err
+}
+
+// feedKeeper sends n bans as events, 1,000 a message, and waits until the
+// keeper has cut them into chunks: the changes since its last cut are
+// under its bound (10,000 or 1 % of the list).
+func feedKeeper(c mqtt.Client, a *addrs, n int, deadline time.Time) error {
+	const per = 1000
+	as := a.take(n)
+	err := publishAll(c, (n+per-1)/per, 100, deadline, func(k int) (string, []byte, bool) {
+		return list + "/add", lines(as[k*per : min(n, (k+1)*per)]), false
+	})
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	got := make(chan []byte, 16)
+	c.Subscribe(wire.ManifestTopic(list), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	defer c.Unsubscribe(wire.ManifestTopic(list))
+	entries := 0
+	for entries < n-max(10_000, n/100) {
+		select {
+		case p := <-got:
+			if m, err := wire.DecodeManifest(p); err == nil {
+				entries = m.Entries
+			}
+		case <-time.After(time.Until(deadline)):
+			return fmt.Errorf("the keeper cut %d of %d bans", entries, n)
+		}
+	}
+	return nil
 }
 
 // compactDeltas is how many bans the benchmark publishes as per-ban state

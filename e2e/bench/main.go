@@ -29,6 +29,7 @@ type config struct {
 	apply, nftApply, single, rounds, batch, perMsg int
 	lat, latRate, sync, naive, vallumdN            int
 	compact                                        int
+	compactKeeper                                  bool
 	vallumd                                        string
 	phase                                          time.Duration
 	soak                                           time.Duration
@@ -49,6 +50,7 @@ func parseFlags() config {
 	flag.IntVar(&c.latRate, "lat-rate", 1000, "bans per second for the latency measurement")
 	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
 	flag.IntVar(&c.compact, "compact", 1_000_000, "bans of the compact list (chunks) for the late join from the embedded hub and mosquitto, keys sync_1m_*; 0: skip (the -small default)")
+	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
