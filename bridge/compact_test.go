@@ -146,3 +146,27 @@ func BenchmarkCompactSync(b *testing.B) {
 		r.shutdown(b)
 	}
 }
+
+// TestCompactCleanupIsNoUnban: on a list kept as chunks, the keeper
+// deletes the per-ban states its chunks hold after a cut, and the broker
+// hands each deletion to the live hosts: a host keeps those bans. An
+// unban comes with its del event, which removes it.
+func TestCompactCleanupIsNoUnban(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	at := time.Now()
+	publishList(t, pub, []wire.Entry{entry("203.0.113.1/32", wire.State{At: at}), entry("203.0.113.2/32", wire.State{At: at})}, 2)
+	publish(t, pub, "bl/ban/203.0.113.3", true, string(wire.EncodeState(wire.State{At: at}))) // a delta
+	f := newFake()
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.2", "203.0.113.3")
+	publish(t, pub, "bl/del", false, "203.0.113.2") // an unban
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.3")
+	// A cut folds the delta in; the keeper deletes its state. An event
+	// after it tells when the host has read the deletion.
+	publishList(t, pub, []wire.Entry{entry("203.0.113.1/32", wire.State{At: at}), entry("203.0.113.3/32", wire.State{At: at})}, 2)
+	publish(t, pub, "bl/ban/203.0.113.3", true, "")
+	publish(t, pub, "bl/add", false, "203.0.113.4")
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.3", "203.0.113.4")
+}

@@ -231,3 +231,19 @@ func (l *later) took(chunks map[string]*chunked, p map[string]partial) {
 	l.refs = refs
 	l.mu.Unlock()
 }
+
+// compact reports whether list root is kept as chunks: the current
+// window read its manifest or chunks, or the last sync read a manifest.
+func (s *syncer) compact(root string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch := s.chunks[root]; s.open && ch != nil && ch.rd.Seen() {
+		return true
+	}
+	if s.refs == nil {
+		return false
+	}
+	s.refs.mu.Lock()
+	defer s.refs.mu.Unlock()
+	return s.refs.refs.took[root].Manifest
+}
