@@ -447,9 +447,12 @@ func TestCompactMissingChunk(t *testing.T) {
 
 // TestCompactKeeper: the list's real keeper, without legacy state, turns
 // 100,000 bans made by events (1,000,000 with VALLUM_E2E_FULL=1) into
-// chunks and deltas; a late joiner gets every one. A ban then lifted by a
-// del event leaves the early host at once, and a host that joins after the
-// keeper rewrote its chunk never has it.
+// chunks and deltas; a late joiner gets every one. 11,000 more make the
+// keeper cut again while the host is live (it deletes the per-ban states
+// the chunks now hold, which the broker hands to the host): the host keeps
+// them all. A ban then lifted by a del event leaves the early host at
+// once, and a host that joins after the keeper rewrote its chunk never has
+// it.
 func TestCompactKeeper(t *testing.T) {
 	n := 100_000
 	if os.Getenv("VALLUM_E2E_FULL") != "" {
@@ -457,6 +460,7 @@ func TestCompactKeeper(t *testing.T) {
 	}
 	const per = 1000
 	eachCompactBroker(t, true, func(t *testing.T, l *lab.Lab, b *compactHub, dir string) {
+		n := n // grows below, per broker
 		early, late := addHost(t, l, "early"), addHost(t, l, "late")
 		start := time.Now()
 		b.publish(t, func(p *lab.Publisher) {
@@ -498,6 +502,32 @@ func TestCompactKeeper(t *testing.T) {
 		if err := v.WaitLog(fmt.Sprintf("active=%d removed=0", n), 60*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		waitSet(t, early, 30*time.Second, bulkAddrs(0, n))
+
+		// 11,000 more bans while the host is live: the keeper cuts again
+		// and deletes the per-ban states the new chunks hold, which the
+		// broker hands to the host: it keeps every ban.
+		const more = 11_000
+		b.publish(t, func(p *lab.Publisher) {
+			for k := n; k < n+more; k += per {
+				var sb strings.Builder
+				for i := k; i < min(n+more, k+per); i++ {
+					sb.WriteString(bulk(i).Addr().String() + "\n")
+				}
+				p.Publish(root+"/add", false, []byte(sb.String()))
+			}
+		})
+		err = lab.Eventually(120*time.Second, func() (bool, string) {
+			now, ok := b.manifest(t, 2*time.Second)
+			if ok {
+				m = now
+			}
+			return ok && now.Entries >= n+more-max(10_000, n/100), fmt.Sprintf("manifest: %d entries", now.Entries)
+		})
+		if err != nil {
+			t.Fatalf("the keeper's cut with the host live: %v", err)
+		}
+		n += more
 		waitSet(t, early, 30*time.Second, bulkAddrs(0, n))
 
 		const lifted = 5 // in the first chunk
