@@ -22,8 +22,8 @@ import (
 // the late join.
 //
 // With keeper, the list's real keeper makes it (the hub's own; `vallum
-// keeper` beside mosquitto; both without legacy state) from n bans sent as
-// events, 1,000 a message, and vallum joins once it has cut them. Without,
+// keeper` beside mosquitto; both without legacy state) from n bans
+// published as per-ban state, and vallum joins once it has cut them. Without,
 // the benchmark stands in for the keeper (as the prototype did) and
 // publishes n bans as chunks and compactDeltas as per-ban state: the hub's
 // memory then counts no keeper's copy of the list.
@@ -101,17 +101,20 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper bool, n
 	return end.Sub(start), rss, err
 }
 
-// feedKeeper sends n bans as events, 1,000 a message, and waits until the
+// feedKeeper publishes n bans as per-ban state, as `vallum ban` does (the
+// keeper takes state as it takes events, and events through the hub's
+// keeper took over ten minutes for a million here), and waits until the
 // keeper has cut them into chunks: the changes since its last cut are
 // under its bound (10,000 or 1 % of the list).
 func feedKeeper(c mqtt.Client, a *addrs, n int, deadline time.Time) error {
-	const per = 1000
 	as := a.take(n)
-	err := publishAll(c, (n+per-1)/per, 100, deadline, func(k int) (string, []byte, bool) {
-		return list + "/add", lines(as[k*per : min(n, (k+1)*per)]), false
+	now := time.Now()
+	state := wire.EncodeState(wire.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench"})
+	err := publishAll(c, n, window, deadline, func(i int) (string, []byte, bool) {
+		return wire.StateTopic(list, netip.PrefixFrom(as[i], 32)), state, true
 	})
 	if err != nil {
-		return fmt.Errorf("events: %w", err)
+		return fmt.Errorf("states: %w", err)
 	}
 	got := make(chan []byte, 16)
 	c.Subscribe(wire.ManifestTopic(list), 1, func(_ mqtt.Client, m mqtt.Message) {
