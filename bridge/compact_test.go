@@ -147,16 +147,19 @@ func BenchmarkCompactSync(b *testing.B) {
 	}
 }
 
-// TestCompactCleanupIsNoUnban: on a list kept as chunks, the keeper
-// deletes the per-ban states its chunks hold after a cut, and the broker
-// hands each deletion to the live hosts: a host keeps those bans. An
-// unban comes with its del event, which removes it.
+// TestCompactCleanupIsNoUnban: on a list kept as chunks alone (a v2
+// epoch), the keeper deletes the per-ban states its chunks hold after a
+// cut, and the broker hands each deletion to the live hosts: a host keeps
+// those bans. An unban comes with its del event, which removes it. (With
+// legacy state an empty state is an unban, as before chunks.)
 func TestCompactCleanupIsNoUnban(t *testing.T) {
 	_, url := startBroker(t, nil)
 	pub := publisher(t, url)
 	at := time.Now()
 	publishList(t, pub, []wire.Entry{entry("203.0.113.1/32", wire.State{At: at}), entry("203.0.113.2/32", wire.State{At: at})}, 2)
 	publish(t, pub, "bl/ban/203.0.113.3", true, string(wire.EncodeState(wire.State{At: at}))) // a delta
+	// Its keeper keeps no per-ban state for every ban: the record says so.
+	publish(t, pub, wire.RecordTopic("bl"), true, string(wire.EncodeRecord(wire.Record{Epoch: wire.EpochV2(testEpoch), Since: at})))
 	f := newFake()
 	r := startBridge(t, url, f, nil)
 	r.waitSynced(t, 1)

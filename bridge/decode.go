@@ -141,12 +141,12 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 	}
 	d.recent.stateSeen = true
 	now := time.Now()
-	if len(payload) == 0 && d.sync.compact(l.Root) {
-		// On a list kept as chunks an empty state is not an unban: its
-		// keeper deletes the per-ban state its chunks now hold after each
-		// cut, and the broker hands every deletion to the subscribers. An
-		// unban comes with its del event (vallum unban, a legacy del),
-		// and a sync reads the rewritten chunk.
+	if len(payload) == 0 && d.chunksAlone(l.Root) {
+		// On a list kept as chunks alone an empty state is not an unban:
+		// its keeper deletes the per-ban state its chunks now hold after
+		// each cut, and the broker hands every deletion to the
+		// subscribers. An unban comes with its del event (vallum unban, a
+		// legacy del), and a sync reads the rewritten chunk.
 		return nil
 	}
 	if len(payload) == 0 {

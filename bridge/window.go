@@ -232,18 +232,18 @@ func (l *later) took(chunks map[string]*chunked, p map[string]partial) {
 	l.mu.Unlock()
 }
 
-// compact reports whether list root is kept as chunks: the current
-// window read its manifest or chunks, or the last sync read a manifest.
-func (s *syncer) compact(root string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ch := s.chunks[root]; s.open && ch != nil && ch.rd.Seen() {
-		return true
+// chunksAlone reports whether list root is kept as chunks without per-ban
+// state for every ban: its keeper record's epoch, in this window or at
+// the last trusted sync, is in the v2 spelling (wire.EpochV2). Its keeper
+// deletes the per-ban states a cut folded into chunks.
+func (d *decoder) chunksAlone(root string) bool {
+	d.sync.mu.Lock()
+	rec, ok := d.sync.records[root]
+	open := d.sync.open
+	d.sync.mu.Unlock()
+	if open && ok {
+		return rec.ok && wire.IsEpochV2(rec.rec.Epoch)
 	}
-	if s.refs == nil {
-		return false
-	}
-	s.refs.mu.Lock()
-	defer s.refs.mu.Unlock()
-	return s.refs.refs.took[root].Manifest
+	known, _ := d.epochs.epoch(root)
+	return wire.IsEpochV2(known)
 }

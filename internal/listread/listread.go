@@ -135,10 +135,6 @@ func (r *Reader) take(n int, payload []byte) error {
 	return nil
 }
 
-// Seen reports whether a manifest or a chunk came: the list is kept as
-// chunks.
-func (r *Reader) Seen() bool { return r.man != nil || len(r.pending) > 0 || r.stale }
-
 // Status is how far a Reader got.
 type Status struct {
 	Manifest bool      // a manifest came (and was not deleted)
