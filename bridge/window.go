@@ -182,7 +182,7 @@ type chunkRefs struct {
 // state after the unban holds the ban. An unban while the sync reads wins
 // in the window (the state's deletion is newer than the chunk's entry),
 // and a host already synced gets the unban itself.
-const raceWindow = 10 * time.Second
+var raceWindow = 10 * time.Second // a variable for the tests
 
 // manifestLive looks at a manifest that came outside a sync: a list read
 // partially syncs again at once, as does one whose chunks changed just
