@@ -76,6 +76,7 @@ func New(o Options, be Backend) (*Bridge, error) {
 	b := &Bridge{shared: sh, dec: &decoder{shared: sh}, app: newApplier(sh, be)}
 	b.dec.loadAllow()
 	sh.newSync = b.startSync
+	b.dec.sync.refs = &sh.later
 	return b, nil
 }
 

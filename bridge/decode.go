@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vallum/vallum/internal/guard"
+	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -31,6 +32,9 @@ func (d *decoder) decode(topic string, payload []byte, retained bool) item {
 		d.allowSettle()        // when that opened a sync's window
 		d.recent.seed(&d.sync) // likewise
 		return item{sync: res}
+	}
+	if it, ok := d.compact(topic, payload); ok {
+		return it // before the payload limit: chunks have their own (wire.MaxChunkPayload)
 	}
 	if len(payload) > d.opts.MaxPayload {
 		d.refuse.refuse("payload_too_large", topic, "topic", wire.Clip(topic), "bytes", len(payload), "limit", d.opts.MaxPayload)
@@ -75,6 +79,32 @@ func (d *decoder) decode(topic string, payload []byte, retained bool) item {
 	return item{}
 }
 
+// compact decodes the messages of the lists' compact form (window.go): a
+// manifest or a chunk of one of our lists. ok is false for other topics.
+func (d *decoder) compact(topic string, payload []byte) (it item, ok bool) {
+	root, man := strings.CutPrefix(topic, wire.ManifestPrefix)
+	chunk := strings.HasPrefix(topic, wire.ChunkPrefix)
+	if !man && !chunk {
+		return item{}, false
+	}
+	for _, l := range d.opts.Lists {
+		if man && root == l.Root || chunk && isChunkOf(l.Root, topic) {
+			it.ops = d.chunkOps(l, topic, payload, man)
+			d.sync.mu.Lock()
+			it.sync = d.sync.chunkDone()
+			d.sync.mu.Unlock()
+			return it, true
+		}
+	}
+	d.refuse.refuse("bad_topic", topic, "topic", wire.Clip(topic))
+	return item{}, true
+}
+
+func isChunkOf(root, topic string) bool {
+	_, _, ok := wire.ParseChunkTopic(root, topic)
+	return ok
+}
+
 // canonical reports whether s spells p as wire.FormatPrefix does, without
 // allocating: it runs for every retained ban of a late join.
 func canonical(s string, p netip.Prefix) bool {
@@ -114,11 +144,20 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 		return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Del, Prefix: t.Prefix, Timeout: wire.DefaultTimeout}}}
 	}
 	d.recent.stateSeen = true
-	if !retained { // a snapshot copy races no event: only live states are marked
-		d.recent.mark(l.Root, t.Prefix, time.Now(), len(payload) > 0)
+	now := time.Now()
+	if len(payload) == 0 && d.chunksAlone(l.Root) {
+		// On a list kept as chunks alone an empty state is not an unban:
+		// its keeper deletes the per-ban state its chunks now hold after
+		// each cut, and the broker hands every deletion to the
+		// subscribers. An unban comes with its del event (vallum unban, a
+		// legacy del), and a sync reads the rewritten chunk.
+		return nil
 	}
 	if len(payload) == 0 {
-		d.sync.record(l.Root, t.Prefix, false)
+		if !retained { // a snapshot copy races no event: only live states are marked
+			d.recent.mark(l.Root, t.Prefix, now, now.UnixMilli(), false)
+		}
+		d.sync.record(l.Root, t.Prefix, now.UnixMilli(), false) // an unban now: newer than any read
 		return del()
 	}
 	st, err := wire.DecodeState(payload)
@@ -126,10 +165,14 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 		d.refuse.refuse("bad_state", t.Prefix.String(), "topic", l.Root, "prefix", t.Prefix, "err", err)
 		return nil
 	}
-	now := time.Now()
+	if !retained {
+		d.recent.mark(l.Root, t.Prefix, now, st.At.UnixMilli(), true)
+	}
 	d.skew.check(st.At, now, d.log)
 	left, active := st.Remaining(now)
-	d.sync.record(l.Root, t.Prefix, active)
+	if !d.sync.record(l.Root, t.Prefix, st.At.UnixMilli(), active) {
+		return nil // the window read a later version (a chunk entry): it stands
+	}
 	if !active {
 		return del()
 	}
@@ -209,17 +252,18 @@ type recentState struct {
 
 type recent struct {
 	at   time.Time
+	ver  int64 // the state's At, Unix milliseconds
 	root string
 	ban  bool // a ban, not an unban
 }
 
 const recentFor = 10 * time.Second
 
-func (r *recentState) mark(root string, p netip.Prefix, now time.Time, ban bool) {
+func (r *recentState) mark(root string, p netip.Prefix, now time.Time, ver int64, ban bool) {
 	if r.at == nil {
 		r.at = map[netip.Prefix]recent{}
 	}
-	r.at[p] = recent{now, root, ban}
+	r.at[p] = recent{now, ver, root, ban}
 	if now.Sub(r.prune) > recentFor {
 		for q, e := range r.at {
 			if now.Sub(e.at) > recentFor {
@@ -244,7 +288,7 @@ func (r *recentState) seed(s *syncer) {
 	now := time.Now()
 	for p, e := range r.at {
 		if e.ban && now.Sub(e.at) < recentFor {
-			s.record(e.root, p, true)
+			s.record(e.root, p, e.ver, true)
 		}
 	}
 }
@@ -272,7 +316,7 @@ func (d *decoder) eventComment() string {
 func (d *decoder) recordLive(root string, payload []byte) {
 	rec, err := wire.DecodeRecord(payload)
 	known, ok := d.epochs.epoch(root)
-	if err != nil || !ok || rec.Epoch != known || !d.epochs.isLost(root) {
+	if err != nil || !ok || !listread.SameEpoch(rec.Epoch, known) || !d.epochs.isLost(root) {
 		return
 	}
 	d.syncLive()

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/vallum/vallum/internal/datadir"
+	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -98,8 +99,8 @@ func (e *epochs) judge(root string, seen recordSeen) (v verdict, adopted bool) {
 	adopt := e.adopt[root]
 	delete(e.adopt, root)
 	switch {
-	case seen.ok && (!had || seen.rec.Epoch == known):
-		if !had {
+	case seen.ok && (!had || listread.SameEpoch(seen.rec.Epoch, known)):
+		if !had || seen.rec.Epoch != known { // a keeper that turned to chunks alone writes it as v2
 			e.known[root] = seen.rec.Epoch
 			e.saveLocked()
 		}

@@ -390,6 +390,9 @@ func TestJudge(t *testing.T) {
 		{"the old epoch is now another", ok(epoch1), false, lost},
 		{"SIGHUP with no record forgets the epoch", recordSeen{}, true, untracked},
 		{"and the next record is adopted", ok(epoch1), false, trusted},
+		{"its keeper turns to chunks alone: the v2 spelling is the same list", ok(wire.EpochV2(epoch1)), false, trusted},
+		{"and back", ok(epoch1), false, trusted},
+		{"another epoch in the v2 spelling", ok(wire.EpochV2(epoch2)), false, lost},
 	}
 	for _, s := range steps {
 		if s.adopt {

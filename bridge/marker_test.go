@@ -11,8 +11,8 @@ import (
 // only the current sync's own markers do.
 func TestMarkerForgery(t *testing.T) {
 	var s syncer
-	old, _, _, _ := s.begin()
-	tag, aSeen, bSeen, _ := s.begin()
+	old, _, _, _, _ := s.begin([]string{"blacklist"})
+	tag, aSeen, bSeen, _, _ := s.begin([]string{"blacklist"})
 	if tag == old || !strings.HasPrefix(tag, "2-") {
 		t.Fatalf("tags %q then %q: want a new number and nonce per sync", old, tag)
 	}
@@ -25,14 +25,14 @@ func TestMarkerForgery(t *testing.T) {
 	if !closed(aSeen) {
 		t.Fatal("the sync's own A did not open the window")
 	}
-	s.record("blacklist", netip.MustParsePrefix("192.0.2.1/32"), true)
+	s.record("blacklist", netip.MustParsePrefix("192.0.2.1/32"), 1, true)
 	for _, forged := range []string{"B2", "B" + old, "B" + tag[:len(tag)-1]} {
 		if s.marker(forged) != nil || closed(bSeen) {
 			t.Fatalf("forged marker %q closed the window", forged)
 		}
 	}
 	res := s.marker("B" + tag)
-	if res == nil || len(res.present["blacklist"]) != 1 {
+	if res == nil || res.present["blacklist"].len() != 1 {
 		t.Fatalf("the sync's own B: result %+v, want the window with one ban", res)
 	}
 }

@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"runtime/debug"
 	"time"
 
@@ -15,17 +14,33 @@ import (
 // list the broker lost, nothing.
 func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 	var logs []func()
-	young, lostN := false, 0
+	young, again, lostN := false, false, 0
 	for _, l := range a.opts.Lists {
 		present := res.present[l.Root]
 		seen := res.records[l.Root]
 		v, adopted := a.epochs.judge(l.Root, seen)
+		part, isPartial := res.partial[l.Root]
+		remove := v
+		if isPartial {
+			remove = lost // partial state is never taken for the whole list
+		}
 		var sw sweep
 		for _, set := range []string{l.Set4, l.Set6} {
-			sw.add(a.removeStale(ctx, set, present, v, res.start))
+			sw.add(a.removeStale(ctx, set, present, remove, res.start))
 		}
 		young = young || sw.young > 0
 		a.stats.SetListLost(l.Root, "")
+		switch {
+		case v != lost && isPartial && part.stale:
+			again = true
+			logs = append(logs, func() {
+				a.log.Info("the list's chunks were rewritten while this sync read them; syncing again", "topic", l.Root, "kept", sw.stale)
+			})
+		case v != lost && isPartial:
+			lostN++
+			a.stats.SetListLost(l.Root, "partial: "+part.why)
+			logs = append(logs, func() { a.logPartial(l.Root, part.why, sw.stale) })
+		}
 		if v == lost {
 			lostN++
 			why := lostWhy(seen, a.epochs, l.Root)
@@ -41,7 +56,7 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 				a.log.Warn("list adopted on SIGHUP: the broker's list is taken as it is", "topic", l.Root, "epoch", epoch, "removed", sw.removed)
 			})
 		}
-		root, n := l.Root, len(present)
+		root, n := l.Root, present.len()
 		logs = append(logs, func() { a.log.Info("synced", "topic", root, "active", n, "removed", sw.removed) })
 	}
 	if presenceBuilt {
@@ -58,6 +73,9 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 	for _, f := range logs {
 		f()
 	}
+	if again {
+		a.syncLater(0, "the list's chunks changed during the last sync")
+	}
 	if young {
 		a.syncLater(a.opts.eventSettle+time.Second, "events applied just before the last sync are not in the list yet")
 	}
@@ -73,10 +91,10 @@ func (a *applier) reconcile(ctx context.Context, res *syncResult) {
 // bigSync is the number of bans above which a sync returns its memory.
 const bigSync = 10000
 
-func total(m map[string]map[netip.Prefix]struct{}) int {
+func total(m map[string]*seen) int {
 	n := 0
 	for _, s := range m {
-		n += len(s)
+		n += s.len()
 	}
 	return n
 }
@@ -106,7 +124,7 @@ func (s *sweep) add(o sweep) {
 // late or out of order (mochi redelivers a session's queue sorted by the
 // second, so a del may come before its add, and the add would stay for
 // good).
-func (a *applier) removeStale(ctx context.Context, set string, present map[netip.Prefix]struct{}, v verdict, start time.Time) sweep {
+func (a *applier) removeStale(ctx context.Context, set string, present *seen, v verdict, start time.Time) sweep {
 	var sw sweep
 	if !a.comments.get(set) {
 		a.log.Warn("set has no comment support: vallum cannot tell its own entries and removes none at sync", "set", set)
@@ -121,7 +139,7 @@ func (a *applier) removeStale(ctx context.Context, set string, present map[netip
 	var ops []Op
 	for _, e := range entries {
 		event := e.Comment == CommentEvent
-		if _, ok := present[e.Prefix]; ok || !event && e.Comment != CommentState || event && v == untracked {
+		if present.has(e.Prefix) || !event && e.Comment != CommentState || event && v == untracked {
 			continue // an untracked list's events may have no state
 		}
 		sw.stale++
@@ -153,6 +171,14 @@ func lostWhy(seen recordSeen, e *epochs, root string) string {
 		return "the broker has no keeper record (it lost its state?)"
 	}
 	return fmt.Sprintf("the broker's keeper record has epoch %s, not %s as at the last sync (a new list?)", seen.rec.Epoch, known)
+}
+
+// logPartial says that a sync read part of a list's chunks, and kept what
+// they may have held.
+func (a *applier) logPartial(root, why string, kept int) {
+	a.log.Error(fmt.Sprintf("list %s: the sync read only part of the list's chunks (%s); keeping %d bans it did not read, "+
+		"removing none; a new manifest from the list's keeper makes this host sync again", root, why, kept),
+		"topic", root, "kept", kept)
 }
 
 func (a *applier) logLost(root, why string, kept int) {

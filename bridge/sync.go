@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -44,55 +45,140 @@ const (
 type syncer struct {
 	mu      sync.Mutex
 	gen     int
-	tag     string                               // the current sync's number and nonce
-	open    bool                                 // between A and B
-	present map[string]map[netip.Prefix]struct{} // per list root, in the window
-	records map[string]recordSeen                // per list root, in the window
-	start   time.Time                            // when the current sync began
+	tag     string                // the current sync's number and nonce
+	open    bool                  // between A and B, or waiting for chunks after B
+	waiting bool                  // B came, and the window waits for the chunks of a list
+	present map[string]*seen      // per list root, in the window
+	records map[string]recordSeen // per list root, in the window
+	chunks  map[string]*chunked   // per list root, in the window
+	roots   []string              // the lists
+	start   time.Time             // when the current sync began
 	aSeen   chan struct{}
-	bSeen   chan struct{}
+	bSeen   chan struct{} // closed when the window closes with its result
+	bBack   chan struct{} // closed when B came back but the window waits for chunks
 	abandon chan struct{} // closed when a newer sync starts
+	refs    *later        // where a closing window notes the chunks it took
 }
 
 // syncResult is what the window held, for the worker to reconcile against.
 type syncResult struct {
-	present map[string]map[netip.Prefix]struct{}
+	present map[string]*seen
 	records map[string]recordSeen
+	partial map[string]partial // lists whose chunks the window did not read whole
 	start   time.Time
 }
 
-func (s *syncer) begin() (tag string, aSeen, bSeen, abandon chan struct{}) {
+// partial says why a sync did not read a list whole: it removes nothing.
+type partial struct {
+	why   string
+	stale bool // a chunk read was rewritten during the sync: sync again at once
+}
+
+func (s *syncer) begin(roots []string) (tag string, aSeen, bSeen, bBack, abandon chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
 	nonce := make([]byte, 12)
 	_, _ = rand.Read(nonce) // never fails (crypto/rand)
 	s.tag = strconv.Itoa(s.gen) + "-" + hex.EncodeToString(nonce)
-	s.open, s.present, s.records, s.start = false, nil, nil, time.Now()
+	s.open, s.waiting, s.present, s.records, s.chunks, s.start = false, false, nil, nil, nil, time.Now()
+	s.roots = roots
 	if s.abandon != nil {
 		close(s.abandon)
 	}
-	s.aSeen, s.bSeen, s.abandon = make(chan struct{}), make(chan struct{}), make(chan struct{})
-	return s.tag, s.aSeen, s.bSeen, s.abandon
+	s.aSeen, s.bSeen, s.bBack, s.abandon = make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	return s.tag, s.aSeen, s.bSeen, s.bBack, s.abandon
 }
 
 // marker handles a marker that came back, on the message goroutine. It
-// returns the window's result when the marker is the current B.
+// returns the window's result when the marker is the current B and the
+// window holds every chunk its lists' manifests name; otherwise the window
+// stays open for them (see chunkDone and expire).
 func (s *syncer) marker(payload string) *syncResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.tag == "":
 	case payload == "A"+s.tag && s.aSeen != nil && !s.open && s.present == nil:
-		s.open, s.present, s.records = true, map[string]map[netip.Prefix]struct{}{}, map[string]recordSeen{}
+		s.open, s.present, s.records, s.chunks = true, map[string]*seen{}, map[string]recordSeen{}, map[string]*chunked{}
 		close(s.aSeen)
-	case payload == "B"+s.tag && s.open:
-		res := &syncResult{present: s.present, records: s.records, start: s.start}
-		s.open, s.present, s.records = false, nil, nil
-		close(s.bSeen)
-		return res
+	case payload == "B"+s.tag && s.open && !s.waiting:
+		if p := s.partials(); waitFor(p) {
+			s.waiting = true
+			close(s.bBack)
+			return nil
+		}
+		return s.closeLocked()
 	}
 	return nil
+}
+
+// chunkDone returns the window's result once a window that waits after B
+// holds every chunk it waited for.
+func (s *syncer) chunkDone() *syncResult {
+	if !s.waiting || waitFor(s.partials()) {
+		return nil
+	}
+	return s.closeLocked()
+}
+
+// expire closes a window that still waits for chunks when the sync's time
+// is up, with the lists it could not read whole marked partial. It returns
+// nil when the window of sync tag is closed already.
+func (s *syncer) expire(tag string) *syncResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tag != tag || !s.open || !s.waiting {
+		return nil
+	}
+	return s.closeLocked()
+}
+
+// waitFor reports whether a list is partial for a reason the next manifest
+// may mend (a chunk rewritten during the sync will not be read again).
+func waitFor(p map[string]partial) bool {
+	for _, why := range p {
+		if !why.stale {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *syncer) closeLocked() *syncResult {
+	res := &syncResult{present: s.present, records: s.records, partial: s.partials(), start: s.start}
+	if s.refs != nil {
+		s.refs.took(s.chunks, res.partial)
+	}
+	s.open, s.waiting, s.present, s.records, s.chunks = false, false, nil, nil, nil
+	close(s.bSeen)
+	return res
+}
+
+// partials says which lists the window did not read whole: a manifest
+// (of the record's epoch) whose chunks did not all come, or a list whose
+// record says it is kept as chunks (a v2 epoch) and no manifest.
+func (s *syncer) partials() map[string]partial {
+	p := map[string]partial{}
+	for _, root := range s.roots {
+		var st listread.Status
+		if ch := s.chunks[root]; ch != nil {
+			st = ch.rd.Status()
+		}
+		rec := s.records[root]
+		if st.Manifest && rec.ok && !listread.SameEpoch(st.Epoch, rec.rec.Epoch) {
+			st = listread.Status{} // a manifest of another life of the list: not this one's
+		}
+		switch {
+		case st.Stale:
+			p[root] = partial{why: st.Why, stale: true}
+		case st.Manifest && !st.Complete:
+			p[root] = partial{why: st.Why}
+		case !st.Manifest && rec.ok && wire.IsEpochV2(rec.rec.Epoch):
+			p[root] = partial{why: "the keeper record says the list is kept as chunks (epoch " + rec.rec.Epoch + "), and no manifest came"}
+		}
+	}
+	return p
 }
 
 // justOpened reports whether the window is open and holds nothing yet: the
@@ -103,23 +189,22 @@ func (s *syncer) justOpened() bool {
 	return s.open && len(s.present) == 0
 }
 
-// record notes a state message seen in the window: present or gone.
-func (s *syncer) record(root string, p netip.Prefix, present bool) {
+// record notes a state message seen in the window, a ban or not, at
+// version at (Unix milliseconds): it reports false when the window read a
+// later version of p already, which must not be undone (last writer wins).
+// Outside the window it changes nothing and returns true.
+func (s *syncer) record(root string, p netip.Prefix, at int64, present bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.open {
-		return
+		return true
 	}
-	m := s.present[root]
-	if m == nil {
-		m = map[netip.Prefix]struct{}{}
-		s.present[root] = m
+	w := s.present[root]
+	if w == nil {
+		w = newSeen(0)
+		s.present[root] = w
 	}
-	if present {
-		m[p] = struct{}{}
-	} else {
-		delete(m, p)
-	}
+	return w.take(p, at, present)
 }
 
 // keeperRecord notes a keeper record seen in the window: the last one
@@ -155,16 +240,21 @@ func (s *syncer) recordRefused(root string) {
 
 // startSync runs steps 1 and 2 for one connection.
 func (b *Bridge) startSync(c mqtt.Client) {
-	tag, aSeen, bSeen, abandon := b.dec.sync.begin()
+	roots := make([]string, len(b.opts.Lists))
+	for i, l := range b.opts.Lists {
+		roots[i] = l.Root
+	}
+	tag, aSeen, bSeen, bBack, abandon := b.dec.sync.begin(roots)
 	marker := wire.MarkerTopic(b.opts.ClientID)
 	events := map[string]byte{marker: 1}
 	state := map[string]byte{}
-	records := map[string]string{} // record topic -> list root
+	optional := map[string]string{} // filter -> list root
+	var chunks []string
 	for _, l := range b.opts.Lists {
 		// The keeper record comes with the state, before marker B; QoS 1,
 		// as it is one message per list.
 		state[wire.RecordTopic(l.Root)] = 1
-		records[wire.RecordTopic(l.Root)] = l.Root
+		optional[wire.RecordTopic(l.Root)] = l.Root
 		for _, t := range wire.EventTopics(l.Root) {
 			events[t] = b.opts.QoS
 		}
@@ -173,13 +263,23 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		// rest. Nothing is lost by it: the state is read again in full on
 		// every connection, and the events carry live changes at QoS 1.
 		state[wire.StateFilter(l.Root)] = 0
+		// The compact list (window.go): its manifest and chunks in the
+		// same SUBSCRIBE, at QoS 1 (a few hundred messages). A broker
+		// whose ACL predates them may refuse them: the per-ban state is
+		// then read alone, as from a keeper that writes no chunks.
+		state[wire.ManifestTopic(l.Root)] = 1
+		state[wire.ChunksFilter(l.Root)] = 1
+		optional[wire.ManifestTopic(l.Root)] = l.Root
+		optional[wire.ChunksFilter(l.Root)] = l.Root
+		chunks = append(chunks, wire.ChunksFilter(l.Root))
 	}
 	steps := []struct {
 		subs     map[string]byte
 		optional map[string]string
 		mark     string
 		seen     chan struct{}
-	}{{events, nil, "A", aSeen}, {state, records, "B", bSeen}}
+		back     chan struct{}
+	}{{events, nil, "A", aSeen, nil}, {state, optional, "B", bSeen, bBack}}
 	_, conn := b.brokers.Current()
 	stalled, stop := b.stalled()
 	defer stop()
@@ -191,17 +291,17 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		if !ok {
 			return
 		}
-		for _, f := range refused {
-			b.dec.sync.recordRefused(st.optional[f])
-			b.log.Warn("the broker refused the subscription to the list's keeper record: vallum cannot tell a list the broker lost from an unban of everything; let hosts read it",
-				"topic", st.optional[f], "record", f, "broker", b.brokerName())
-		}
+		b.refusedOptional(st.optional, refused)
 		// The marker's PUBACK may come long after it was sent: while a
 		// flood of retained bans is applied, paho reads nothing else. What
 		// counts is the marker coming back, so only that is waited for.
 		pub := c.Publish(marker, 1, false, st.mark+tag)
 		select {
 		case <-st.seen:
+		case <-st.back: // B came; the window waits for the chunks of a list
+			if !b.awaitChunks(tag, bSeen, abandon) {
+				return
+			}
 		case <-stalled: // a stuck broker, or one that refuses the marker
 			b.giveUp(conn, st.mark, pub.Error())
 			return
@@ -211,8 +311,63 @@ func (b *Bridge) startSync(c mqtt.Client) {
 			return
 		}
 	}
+	b.unsubscribeChunks(c, tag, chunks)
 	b.stats.Subscribed.Store(true)
 	b.log.Info("subscribed and synced", "lists", len(b.opts.Lists))
+}
+
+// awaitChunks waits, after marker B, for the chunks of a list that were
+// missing or damaged at B: a keeper rewriting them publishes a manifest
+// naming the new ones in a moment. When the sync's time is up the window
+// closes without them, and removes nothing from those lists.
+func (b *Bridge) awaitChunks(tag string, done, abandon chan struct{}) bool {
+	b.log.Warn("sync: chunks of a list are missing or damaged; waiting for the next manifest", "within", b.opts.SyncTimeout)
+	t := time.NewTimer(b.opts.SyncTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		if res := b.dec.sync.expire(tag); res != nil {
+			b.app.enqueue(item{sync: res})
+		}
+		return true
+	case <-abandon:
+	case <-b.stop.ctx.Done():
+	}
+	return false
+}
+
+// unsubscribeChunks ends the subscription to the chunks once the sync has
+// read them: hosts stay subscribed to the manifest only, or every cut of
+// the list would reach every host (window.go). A newer sync subscribes
+// again; when the broker refuses, the chunks that come are not read.
+func (b *Bridge) unsubscribeChunks(c mqtt.Client, tag string, filters []string) {
+	b.dec.sync.mu.Lock()
+	current := b.dec.sync.tag == tag
+	b.dec.sync.mu.Unlock()
+	if !current || len(filters) == 0 {
+		return
+	}
+	tok := c.Unsubscribe(filters...)
+	if tok.WaitTimeout(b.opts.ConnectTimeout) && tok.Error() != nil {
+		b.log.Warn("cannot unsubscribe from the lists' chunks: the rewrites of the lists will keep coming", "err", tok.Error())
+	}
+}
+
+// refusedOptional logs the optional subscriptions the broker refused.
+func (b *Bridge) refusedOptional(optional map[string]string, refused []string) {
+	for _, f := range refused {
+		root := optional[f]
+		if f == wire.RecordTopic(root) {
+			b.dec.sync.recordRefused(root)
+			b.log.Warn("the broker refused the subscription to the list's keeper record: vallum cannot tell a list the broker lost from an unban of everything; let hosts read it",
+				"topic", root, "record", f, "broker", b.brokerName())
+			continue
+		}
+		b.log.Warn("the broker refused the subscription to the list's compact form: this host reads the per-ban state alone; let hosts read "+
+			wire.ManifestTopic(root)+" and "+wire.ChunkPrefix+root+"/#", "topic", root, "filter", f, "broker", b.brokerName())
+	}
 }
 
 // subscribe subscribes to every filter in one SUBSCRIBE. It tries again
@@ -284,10 +439,12 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional 
 
 // later is the next sync the bridge asked itself for (see syncLater).
 type later struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	at    time.Time
-	live  time.Time // when a live record last started one
+	mu       sync.Mutex
+	timer    *time.Timer
+	at       time.Time
+	live     time.Time // when a live record last started one
+	refs     chunkRefs // what the last sync took of the lists' chunks (window.go)
+	manifest time.Time // when a live manifest last started one
 }
 
 // syncLater syncs again in d, unless a sync is due sooner already: to

@@ -135,14 +135,14 @@ func TestCoalesce(t *testing.T) {
 func TestSyncer(t *testing.T) {
 	var s syncer
 	p1, p2 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
-	old, _, _, oldAbandon := s.begin()
-	tag, aSeen, bSeen, _ := s.begin()
+	old, _, _, _, oldAbandon := s.begin([]string{"bl"})
+	tag, aSeen, bSeen, _, _ := s.begin([]string{"bl"})
 	select {
 	case <-oldAbandon:
 	default:
 		t.Error("a new sync did not abandon the old one")
 	}
-	s.record("bl", p1, true) // before A: not in the window
+	s.record("bl", p1, 1, true) // before A: not in the window
 	for _, forged := range []string{"B" + tag, "A" + old, "A", "A" + tag + "x", ""} {
 		if s.marker(forged) != nil {
 			t.Errorf("marker(%q) closed a window", forged)
@@ -157,9 +157,9 @@ func TestSyncer(t *testing.T) {
 		t.Fatal("A returned a result")
 	}
 	<-aSeen
-	s.record("bl", p2, true)
-	s.record("bl", p1, true)
-	s.record("bl", p1, false) // unbanned within the window
+	s.record("bl", p2, 1, true)
+	s.record("bl", p1, 1, true)
+	s.record("bl", p1, 2, false) // unbanned within the window
 	if s.marker("B"+old) != nil {
 		t.Fatal("the old sync's B closed the window")
 	}
@@ -168,8 +168,8 @@ func TestSyncer(t *testing.T) {
 		t.Fatal("B did not close the window")
 	}
 	<-bSeen
-	if diff := cmp.Diff(map[string]map[netip.Prefix]struct{}{"bl": {p2: {}}}, res.present, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
-		t.Errorf("window (-want +got):\n%s", diff)
+	if w := res.present["bl"]; w.len() != 1 || !w.has(p2) || w.has(p1) {
+		t.Errorf("window holds %d bans (%s: %v, %s: %v), want %s alone", w.len(), p1, w.has(p1), p2, w.has(p2), p2)
 	}
 	if s.marker("B"+tag) != nil {
 		t.Error("a replayed B closed a window again")

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vallum/vallum/bridge"
+	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/retained"
 	"github.com/vallum/vallum/internal/wire"
 )
@@ -88,12 +90,16 @@ var listTimes = retained.Timing{Stall: time.Minute, Quiet: 2 * time.Second, Limi
 // empty list from a slow broker, and fails. A list that stalls or does not
 // end in time is an error, never a short list.
 func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, error) {
-	r := &stateReader{root: root, got: map[netip.Prefix]wire.State{}}
+	r := &stateReader{root: root, got: listread.List{}}
+	r.chunks = listread.New(root, func(e wire.Entry) { r.got.Put(e.Prefix, e.State) })
 	opts := cl.OptionsReader()
 	marker := wire.MarkerTopic(opts.ClientID())
 	// State at QoS 0, as the bridge reads it: at QoS 1 a broker holds back
-	// what exceeds its in-flight window.
-	rd, err := retained.Subscribe(cl, wire.StateFilter(root), 0, marker, r.onState)
+	// what exceeds its in-flight window. The compact list (manifest and
+	// chunks, docs/compact-list.md) and the keeper record in the same
+	// SUBSCRIBE, as the bridge reads them.
+	rd, err := retained.SubscribeAll(cl, map[string]byte{wire.StateFilter(root): 0, wire.ManifestTopic(root): 1,
+		wire.ChunksFilter(root): 1, wire.RecordTopic(root): 1}, marker, r.onState)
 	if err != nil {
 		return nil, err
 	}
@@ -103,29 +109,80 @@ func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timin
 	if err := rd.Wait(tm); err != nil {
 		return nil, r.failed(err, tm)
 	}
+	if err := r.whole(tm.Quiet * 5); err != nil {
+		return nil, err
+	}
 	return r.bans(), nil
 }
 
-// stateReader gathers the retained bans as paho delivers them.
+// stateReader gathers the list as paho delivers it: chunks and per-ban
+// state merged last writer wins (internal/listread, as the bridge reads).
 type stateReader struct {
 	root string
 
-	mu  sync.Mutex
-	got map[netip.Prefix]wire.State
+	mu     sync.Mutex
+	got    listread.List
+	chunks *listread.Reader
+	v2     bool  // the keeper record says the list is kept as chunks
+	bad    error // the first chunk refused
 }
 
 func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
-	t, err := wire.ParseTopic(r.root, m.Topic())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var err error
+	switch topic := m.Topic(); {
+	case topic == wire.ManifestTopic(r.root):
+		err = r.chunks.Manifest(m.Payload())
+	case strings.HasPrefix(topic, wire.ChunkPrefix):
+		err = r.chunks.Chunk(topic, m.Payload())
+	case topic == wire.RecordTopic(r.root):
+		rec, rerr := wire.DecodeRecord(m.Payload())
+		r.v2 = rerr == nil && wire.IsEpochV2(rec.Epoch)
+	default:
+		r.state(topic, m.Payload())
+	}
+	if err != nil && r.bad == nil {
+		r.bad = err
+	}
+}
+
+func (r *stateReader) state(topic string, payload []byte) {
+	t, err := wire.ParseTopic(r.root, topic)
 	if err != nil || t.Kind != wire.KindState {
 		return
 	}
-	st, err := wire.DecodeState(m.Payload())
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err == nil && len(m.Payload()) > 0 {
-		r.got[t.Prefix] = st
+	st, err := wire.DecodeState(payload)
+	if err == nil && len(payload) > 0 {
+		r.got.Put(t.Prefix, st)
 	} else {
 		delete(r.got, t.Prefix)
+	}
+}
+
+// whole waits up to d for the chunks the manifest names that have not
+// come (a keeper rewriting them names the new ones in a moment), and says
+// why the list is partial when they do not come: never a short list.
+func (r *stateReader) whole(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		r.mu.Lock()
+		st, v2, bad := r.chunks.Status(), r.v2, r.bad
+		r.mu.Unlock()
+		switch {
+		case st.Stale:
+			return fmt.Errorf("list %s: the list's chunks were rewritten while they were read: run again", r.root)
+		case st.Complete && (st.Manifest || !v2):
+			return nil
+		case time.Now().After(deadline) && !st.Manifest:
+			return fmt.Errorf("list %s: the keeper record says the list is kept as chunks, and the broker sent no manifest (may this login read %s?)", r.root, wire.ManifestTopic(r.root))
+		case time.Now().After(deadline):
+			if bad != nil {
+				return fmt.Errorf("list %s: %s; %v", r.root, st.Why, bad)
+			}
+			return fmt.Errorf("list %s: %s", r.root, st.Why)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -8,6 +8,7 @@
 //
 //	go run ./e2e/bench            # full sizes, a few minutes
 //	go run ./e2e/bench -small     # CI sizes, under a minute
+//	go run ./e2e/bench -small -compact 1000000   # CI sizes and the 1m late joins
 //
 // It prints a table, then as its last line one JSON object of the figures.
 package main
@@ -27,6 +28,8 @@ import (
 type config struct {
 	apply, nftApply, single, rounds, batch, perMsg int
 	lat, latRate, sync, naive, vallumdN            int
+	compact                                        int
+	compactKeeper                                  bool
 	vallumd                                        string
 	phase                                          time.Duration
 	soak                                           time.Duration
@@ -46,6 +49,8 @@ func parseFlags() config {
 	flag.IntVar(&c.lat, "lat", 5000, "bans for the latency measurement")
 	flag.IntVar(&c.latRate, "lat-rate", 1000, "bans per second for the latency measurement")
 	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
+	flag.IntVar(&c.compact, "compact", 1_000_000, "bans of the compact list (chunks) for the late join from the embedded hub and mosquitto, keys sync_1m_*; 0: skip (the -small default)")
+	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
@@ -68,6 +73,7 @@ func parseFlags() config {
 		def(&c.batch, "batch", 100_000)
 		def(&c.lat, "lat", 1000)
 		def(&c.sync, "sync", 10_000)
+		def(&c.compact, "compact", 0)
 		def(&c.naive, "naive", 300)
 		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {

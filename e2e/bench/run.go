@@ -26,6 +26,11 @@ type results struct {
 	LatencyMaxMs         *float64 `json:"latency_max_ms"`
 	Sync100kS            *float64 `json:"sync_100k_s"`
 	SyncN                int      `json:"sync_n"`
+	Sync1mEmbeddedS      *float64 `json:"sync_1m_embedded_s,omitempty"`
+	Sync1mMosquittoS     *float64 `json:"sync_1m_mosquitto_s,omitempty"`
+	HubRSS1mMB           *float64 `json:"hub_rss_1m_mb,omitempty"`
+	CompactN             int      `json:"compact_n,omitempty"`
+	CompactKeeper        bool     `json:"compact_keeper,omitempty"`
 	RSSMB                *float64 `json:"rss_mb"`
 	RSSEventsMB          *float64 `json:"rss_events_mb"`
 	BrokerSinglePerS     *float64 `json:"broker_single_per_s"`
@@ -94,6 +99,17 @@ func run(c config, l *lab.Lab, dir string) *results {
 	took, rss, err := lateJoin(l, dir, bin, a, c.sync, c.phase)
 	r.set(&r.Sync100kS, took.Seconds(), err, "late join")
 	r.set(&r.RSSMB, mb(rss), err, "rss after late join")
+
+	if c.compact > 0 {
+		r.CompactN, r.CompactKeeper = c.compact, c.compactKeeper
+		step("compact list late join, embedded hub")
+		took, rss, err := compactJoin(l, dir, bin, a, true, c.compactKeeper, c.compact, c.phase)
+		r.set(&r.Sync1mEmbeddedS, took.Seconds(), err, "compact late join, embedded hub")
+		r.set(&r.HubRSS1mMB, mb(rss), err, "hub rss holding the compact list")
+		step("compact list late join, mosquitto")
+		took, _, err = compactJoin(l, dir, bin, a, false, c.compactKeeper, c.compact, c.phase)
+		r.set(&r.Sync1mMosquittoS, took.Seconds(), err, "compact late join, mosquitto")
+	}
 
 	step("naive pipeline")
 	v, err = naive(l, dir, a, c.naive, c.phase)
@@ -225,17 +241,28 @@ func (r *results) print(w io.Writer, c config) {
 		{"latency max (ms)", f(r.LatencyMaxMs, "%.3f"), "", ""},
 		{fmt.Sprintf("late join, %d retained bans (s)", c.sync), f(r.Sync100kS, "%.2f"), "", ""},
 		{fmt.Sprintf("RSS after the late join of %d (MB)", c.sync), f(r.RSSMB, "%.1f"), "", ""},
+		{fmt.Sprintf("late join, compact list of %d (%s), embedded hub (s)", c.compact, maker(c)), f(r.Sync1mEmbeddedS, "%.2f"), "", ""},
+		{fmt.Sprintf("late join, compact list of %d (%s), mosquitto (s)", c.compact, maker(c)), f(r.Sync1mMosquittoS, "%.2f"), "", ""},
+		{fmt.Sprintf("hub RSS holding the compact list of %d (MB)", c.compact), f(r.HubRSS1mMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS after %d events (MB)", c.single*c.rounds), f(r.RSSEventsMB, "%.1f"), "", ""},
 		{"RSS at start, synced, empty (MB)", f(r.RSSIdleMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS over a %v soak at %d msg/s: first fifth (MB)", c.soak, c.soakRate), f(r.RSSSoakStartMB, "%.1f"), "", ""},
 		{"  last fifth (MB)", f(r.RSSSoakEndMB, "%.1f"), "", ""},
 		{"  peak (MB)", f(r.RSSSoakMaxMB, "%.1f"), "", ""},
 	}
-	fmt.Fprintf(w, "sizes: apply %d, nft %d, single %d, batch %d, latency %d, sync %d, naive %d, vallumd %d\n",
-		c.apply, c.nftApply, c.single, c.batch, c.lat, c.sync, c.naive, c.vallumdN)
+	fmt.Fprintf(w, "sizes: apply %d, nft %d, single %d, batch %d, latency %d, sync %d, compact %d, naive %d, vallumd %d\n",
+		c.apply, c.nftApply, c.single, c.batch, c.lat, c.sync, c.compact, c.naive, c.vallumdN)
 	for _, row := range rows {
 		fmt.Fprintf(w, "%-66s %12s %10s %10s\n", row[0], row[1], row[2], row[3])
 	}
 	b, _ := json.Marshal(r)
 	fmt.Fprintln(w, string(b))
+}
+
+// maker says who cut the compact list.
+func maker(c config) string {
+	if c.compactKeeper {
+		return "the keeper's"
+	}
+	return fmt.Sprintf("+ %d, stand-in", compactDeltas)
 }

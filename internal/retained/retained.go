@@ -49,6 +49,12 @@ type Reader struct {
 // before the marker has arrived when it does. Where marker is "" or the
 // broker refuses it, Wait ends at the first pause instead (Marked false).
 func Subscribe(cl mqtt.Client, filter string, qos byte, marker string, got mqtt.MessageHandler) (*Reader, error) {
+	return SubscribeAll(cl, map[string]byte{filter: qos}, marker, got)
+}
+
+// SubscribeAll is Subscribe to several filters in one SUBSCRIBE, each at
+// its QoS (a list's per-ban state, manifest and chunks).
+func SubscribeAll(cl mqtt.Client, filters map[string]byte, marker string, got mqtt.MessageHandler) (*Reader, error) {
 	r := &Reader{cl: cl, got: got}
 	if marker != "" {
 		back := make(chan struct{}, 1)
@@ -61,7 +67,7 @@ func Subscribe(cl mqtt.Client, filter string, qos byte, marker string, got mqtt.
 			r.back, r.Marked = back, true
 		}
 	}
-	if err := wait(cl.Subscribe(filter, qos, r.onMessage)); err != nil {
+	if err := wait(cl.SubscribeMultiple(filters, r.onMessage)); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	r.mu.Lock()

@@ -1,0 +1,180 @@
+package bridge
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/wire"
+)
+
+const testEpoch = "0123456789abcdef"
+
+// publishList publishes a keeper record and list bl as chunks of per
+// (entries sorted) with their manifest; skip leaves chunks out (missing on
+// the broker). It returns the manifest.
+func publishList(t testing.TB, pub mqtt.Client, entries []wire.Entry, per int, skip ...int) wire.Manifest {
+	t.Helper()
+	cut := time.Now().Truncate(time.Millisecond)
+	gen := uint64(cut.UnixMilli())
+	count := (len(entries) + per - 1) / per
+	m := wire.Manifest{Epoch: testEpoch, Gen: gen, Cut: cut, Entries: len(entries)}
+	send := func(topic string, b []byte) {
+		if tok := pub.Publish(topic, 1, true, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", topic, tok.Error())
+		}
+	}
+	send(wire.RecordTopic("bl"), wire.EncodeRecord(wire.Record{Epoch: testEpoch, Since: cut}))
+	for k := range count {
+		b := wire.EncodeChunk(wire.Chunk{Root: "bl", Gen: gen, Index: k, Count: count, Entries: entries[k*per : min(len(entries), (k+1)*per)]})
+		m.CRC = append(m.CRC, wire.ChunkCRC(b))
+		skipped := false
+		for _, s := range skip {
+			skipped = skipped || s == k
+		}
+		if !skipped {
+			send(wire.ChunkTopic("bl", gen, k), b)
+		}
+	}
+	send(wire.ManifestTopic("bl"), wire.EncodeManifest(m))
+	return m
+}
+
+func entry(p string, s wire.State) wire.Entry {
+	return wire.Entry{Prefix: netip.MustParsePrefix(p), State: s}
+}
+
+// TestCompactSyncMerges: a late joiner reads a list as chunks and per-ban
+// state: chunk entries are applied, an expired one is not, a state newer
+// than its chunk entry wins (its timeout), an older one loses (even
+// expired), and what vallum had applied that the list no longer holds is
+// removed.
+func TestCompactSyncMerges(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	now := time.Now()
+	at := now.Add(-time.Minute)
+	hour := time.Unix(now.Add(time.Hour).Unix(), 0)
+	publishList(t, pub, []wire.Entry{
+		entry("203.0.113.1/32", wire.State{At: at, Expires: hour}),
+		entry("203.0.113.2/32", wire.State{At: at, Expires: hour}),
+		entry("203.0.113.3/32", wire.State{At: at, Expires: hour}),
+		entry("203.0.113.4/32", wire.State{At: at.Add(-time.Hour), Expires: now.Add(-time.Second)}), // expired
+		entry("203.0.113.5/32", wire.State{At: at}),                                                 // permanent
+		entry("2001:db8::/48", wire.State{At: at, Expires: hour}),
+	}, 2)
+	publish(t, pub, "bl/ban/203.0.113.2", true, string(wire.EncodeState(wire.State{At: now, Expires: now.Add(5 * time.Hour)})))
+	publish(t, pub, "bl/ban/203.0.113.3", true, string(wire.EncodeState(wire.State{At: at.Add(-time.Hour), Expires: now.Add(-time.Minute)})))
+	publish(t, pub, "bl/ban/203.0.113.9", true, string(wire.EncodeState(wire.State{At: now})))
+
+	f := newFake()
+	f.put("bl", IPv4, "192.0.2.200/32", CommentState) // applied earlier, no longer listed
+	f.put("bl", IPv4, "203.0.113.4/32", CommentState) // expired meanwhile
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.5", "203.0.113.9")
+	wantMembers(t, f, "bl6", "2001:db8::/48")
+	if e, _ := f.entry("bl", "203.0.113.2/32"); e.Timeout < 5*3600-10 {
+		t.Errorf("203.0.113.2: timeout %d, want its newer state's 5 h", e.Timeout)
+	}
+	if e, _ := f.entry("bl", "203.0.113.3/32"); e.Timeout < 3500 || e.Timeout > 3600 {
+		t.Errorf("203.0.113.3: timeout %d, want its chunk entry's hour (its state is older)", e.Timeout)
+	}
+	if e, _ := f.entry("bl", "203.0.113.5/32"); e.Timeout != 0 || e.Comment != CommentState {
+		t.Errorf("203.0.113.5: %+v, want permanent, marked as state", e)
+	}
+	if r.b.stats.ListsLost()["bl"] != "" {
+		t.Errorf("list reported lost: %s", r.b.stats.ListsLost()["bl"])
+	}
+}
+
+// TestCompactPartialRemovesNothing: a manifest naming a chunk the broker
+// does not hold: the sync applies what it read, removes nothing, and says
+// the list is partial (/healthz).
+func TestCompactPartialRemovesNothing(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	at := time.Now()
+	publishList(t, pub, []wire.Entry{
+		entry("203.0.113.1/32", wire.State{At: at}), entry("203.0.113.2/32", wire.State{At: at}),
+		entry("203.0.113.3/32", wire.State{At: at}), entry("203.0.113.4/32", wire.State{At: at}),
+	}, 2, 1)
+	f := newFake()
+	f.put("bl", IPv4, "203.0.113.3/32", CommentState) // in the missing chunk
+	f.put("bl", IPv4, "192.0.2.200/32", CommentState) // in no chunk: still, the list is not whole
+	r := startBridge(t, url, f, func(o *Options) { o.SyncTimeout = 500 * time.Millisecond })
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "192.0.2.200", "203.0.113.1", "203.0.113.2", "203.0.113.3")
+	if why := r.b.stats.ListsLost()["bl"]; why == "" {
+		t.Error("a partial list is not reported")
+	}
+}
+
+// BenchmarkCompactSync: the bridge's own cost of a late join of 1,000,000
+// bans as chunks, through mochi and paho into the recording backend (no
+// kernel).
+func BenchmarkCompactSync(b *testing.B) {
+	const n = 1_000_000
+	at := time.Now()
+	es := make([]wire.Entry, n)
+	for i := range es {
+		a := netip.AddrFrom4([4]byte{20, byte(i >> 16), byte(i >> 8), byte(i)})
+		es[i] = wire.Entry{Prefix: netip.PrefixFrom(a, 32), State: wire.State{At: at, Expires: at.Add(time.Hour)}}
+	}
+	_, url := startBroker(b, nil)
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("bench-pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		b.Fatal(tok.Error())
+	}
+	publishList(b, pub, es, wire.MaxChunkEntries)
+	es = nil
+	b.ResetTimer()
+	for i := range b.N {
+		f := newFake()
+		start := time.Now()
+		r := startBridge(b, url, f, func(o *Options) { o.ClientID = fmt.Sprintf("bench-%d-%d", i, time.Now().UnixNano()) })
+		for r.b.stats.Syncs.Load() < 1 && time.Since(start) < time.Minute {
+			time.Sleep(time.Millisecond)
+		}
+		if got := f.count("bl"); got != n {
+			b.Fatalf("run %d: %d of %d", i, got, n)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s/sync")
+		r.shutdown(b)
+	}
+}
+
+// TestCompactCleanupIsNoUnban: on a list kept as chunks alone (a v2
+// epoch), the keeper deletes the per-ban states its chunks hold after a
+// cut, and the broker hands each deletion to the live hosts: a host keeps
+// those bans. An unban comes with its del event, which removes it. (With
+// legacy state an empty state is an unban, as before chunks.)
+func TestCompactCleanupIsNoUnban(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	at := time.Now()
+	publishList(t, pub, []wire.Entry{entry("203.0.113.1/32", wire.State{At: at}), entry("203.0.113.2/32", wire.State{At: at})}, 2)
+	publish(t, pub, "bl/ban/203.0.113.3", true, string(wire.EncodeState(wire.State{At: at}))) // a delta
+	// Its keeper keeps no per-ban state for every ban: the record says so.
+	publish(t, pub, wire.RecordTopic("bl"), true, string(wire.EncodeRecord(wire.Record{Epoch: wire.EpochV2(testEpoch), Since: at})))
+	// No sync again for the cut just after this one: the host keeps its
+	// bans by itself.
+	w := raceWindow
+	raceWindow = 0
+	t.Cleanup(func() { raceWindow = w })
+	f := newFake()
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.2", "203.0.113.3")
+	publish(t, pub, "bl/del", false, "203.0.113.2") // an unban
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.3")
+	// A cut folds the delta in; the keeper deletes its state. An event
+	// after it tells when the host has read the deletion.
+	publishList(t, pub, []wire.Entry{entry("203.0.113.1/32", wire.State{At: at}), entry("203.0.113.3/32", wire.State{At: at})}, 2)
+	publish(t, pub, "bl/ban/203.0.113.3", true, "")
+	publish(t, pub, "bl/add", false, "203.0.113.4")
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.3", "203.0.113.4")
+}

@@ -1,0 +1,249 @@
+package bridge
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vallum/vallum/internal/listread"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// seen is what a sync's window read of one list: per prefix, the version
+// (the state's At, Unix milliseconds) of the newest state or chunk entry,
+// negative when that newest one is no ban (expired, or lifted). Chunks and
+// per-ban state (the changes since the chunks were cut) are merged by it,
+// last writer wins: of two reads of one prefix the later version is
+// applied and the older one skipped, in whatever order they come.
+//
+// Memory: as ownership keys its entries, about 12 bytes per IPv4 address
+// (a million: tens of MB less than a map of netip.Prefix).
+type seen struct {
+	v4    map[[4]byte]int64
+	other map[netip.Prefix]int64
+}
+
+// newSeen returns an empty seen sized for about n IPv4 bans: a late join
+// of a million fills it without growing it twenty times.
+func newSeen(n int) *seen {
+	return &seen{v4: make(map[[4]byte]int64, n), other: map[netip.Prefix]int64{}}
+}
+
+// peekEntries is how many bans a manifest says its chunks hold, at most
+// limit (the sets' capacity), for sizing the window; 0 when it does not
+// parse.
+func peekEntries(payload []byte, limit int) int {
+	m, err := wire.DecodeManifest(payload)
+	if err != nil {
+		return 0
+	}
+	return min(m.Entries, limit)
+}
+
+func (s *seen) get(p netip.Prefix) (int64, bool) {
+	if s == nil {
+		return 0, false
+	}
+	if p.Addr().Is4() && p.Bits() == 32 {
+		v, ok := s.v4[p.Addr().As4()]
+		return v, ok
+	}
+	v, ok := s.other[p]
+	return v, ok
+}
+
+// has reports whether the newest read of p is a ban.
+func (s *seen) has(p netip.Prefix) bool {
+	v, ok := s.get(p)
+	return ok && v > 0
+}
+
+// take notes a read of p at version at (ban or not), and reports whether
+// it is the newest read of p so far: false, it is older than one already
+// applied, and must not be.
+func (s *seen) take(p netip.Prefix, at int64, ban bool) bool {
+	if old, ok := s.get(p); ok && abs(old) > at {
+		return false
+	}
+	v := max(at, 1)
+	if !ban {
+		v = -v
+	}
+	if p.Addr().Is4() && p.Bits() == 32 {
+		s.v4[p.Addr().As4()] = v
+	} else {
+		s.other[p] = v
+	}
+	return true
+}
+
+// len is the number of bans read.
+func (s *seen) len() int {
+	n := 0
+	if s == nil {
+		return 0
+	}
+	for _, v := range s.v4 {
+		if v > 0 {
+			n++
+		}
+	}
+	for _, v := range s.other {
+		if v > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// chunked is a list's compact form as a sync read it: the chunks its
+// manifest named, read with listread.
+type chunked struct {
+	rd  *listread.Reader
+	ops []setOp // the ops of the message being decoded
+}
+
+// chunkOps turns a manifest or chunk message into the ops of the chunk
+// entries it lets the window take: an add for each ban newer than what the
+// window read of its prefix. Outside a window they are not read (the
+// bridge is subscribed to the chunks only during a sync); a live manifest
+// goes to manifestLive.
+func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) []setOp {
+	s := &d.sync
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.open {
+		if manifest {
+			d.later.manifestLive(d.shared, l.Root, payload)
+		}
+		return nil
+	}
+	ch := s.chunks[l.Root]
+	if ch == nil {
+		ch = &chunked{}
+		ch.rd = listread.New(l.Root, func(e wire.Entry) { ch.ops = d.entryOp(s, l, e, ch.ops) })
+		s.chunks[l.Root] = ch
+	}
+	var err error
+	if manifest {
+		if _, ok := s.present[l.Root]; !ok && len(payload) > 0 {
+			s.present[l.Root] = newSeen(peekEntries(payload, int(d.opts.MaxElem)))
+		}
+		err = ch.rd.Manifest(payload)
+	} else {
+		err = ch.rd.Chunk(topic, payload)
+	}
+	if errors.Is(err, wire.ErrBadPayload) {
+		d.refuse.refuse("bad_manifest", topic, "topic", wire.Clip(topic), "err", err)
+	} else if err != nil {
+		d.refuse.refuse("bad_chunk", topic, "topic", wire.Clip(topic), "err", err)
+	}
+	ops := ch.ops
+	ch.ops = nil
+	return ops
+}
+
+// entryOp appends the add of a chunk entry to ops, when it is the newest
+// read of its prefix and a ban still; the window notes it either way.
+// Called with s.mu held.
+func (d *decoder) entryOp(s *syncer, l List, e wire.Entry, ops []setOp) []setOp {
+	left, active := e.State.Remaining(time.Now())
+	w := s.present[l.Root]
+	if w == nil {
+		w = newSeen(0)
+		s.present[l.Root] = w
+	}
+	if !w.take(e.Prefix, e.State.At.UnixMilli(), active) || !active || !d.allowed(l, e.Prefix) {
+		return ops
+	}
+	return append(ops, setOp{set: l.setFor(e.Prefix), op: Op{Action: Add, Prefix: e.Prefix, Timeout: left, Comment: CommentState}})
+}
+
+// chunkRefs is what the last sync of each list took of its chunks, to
+// notice a rewrite that came just after it.
+type chunkRefs struct {
+	took    map[string]listread.Status // by list root
+	at      time.Time                  // when the last sync ended
+	partial map[string]bool            // lists the last sync read partially
+}
+
+// raceWindow is how long after a sync a change of the chunks it read makes
+// the bridge sync again. An unban lifts the ban's state at once and the
+// keeper rewrites its chunk a moment later (at most a second, coalesced):
+// a host that read the old chunk before the rewrite and subscribed to the
+// state after the unban holds the ban. An unban while the sync reads wins
+// in the window (the state's deletion is newer than the chunk's entry),
+// and a host already synced gets the unban itself.
+var raceWindow = 10 * time.Second // a variable for the tests
+
+// manifestLive looks at a manifest that came outside a sync: a list read
+// partially syncs again at once, as does one whose chunks changed just
+// after the sync read them. Under a stream of unbans each sync would see a
+// rewrite after it: such syncs are at most one every 3 x raceWindow.
+// Called with the syncer locked.
+func (l *later) manifestLive(s *shared, root string, payload []byte) {
+	l.mu.Lock()
+	refs, last := l.refs, l.manifest
+	l.mu.Unlock()
+	if refs.partial[root] {
+		if time.Since(last) >= recentFor { // else the lost list's retry comes
+			l.noteManifestSync()
+			s.syncLater(0, "a new manifest came for a list read partially")
+		}
+		return
+	}
+	took, ok := refs.took[root]
+	if !ok || !took.Manifest || time.Since(refs.at) > raceWindow || time.Since(last) < 3*raceWindow || len(payload) == 0 {
+		return
+	}
+	m, err := wire.DecodeManifest(payload)
+	if err != nil || (m.Gen == took.Gen && slices.Equal(m.CRC, took.CRC)) {
+		return
+	}
+	l.noteManifestSync()
+	s.syncLater(0, "the list's chunks changed just after the sync read them")
+}
+
+func (l *later) noteManifestSync() {
+	l.mu.Lock()
+	l.manifest = time.Now()
+	l.mu.Unlock()
+}
+
+// took notes what a closing window read of each list's chunks.
+func (l *later) took(chunks map[string]*chunked, p map[string]partial) {
+	refs := chunkRefs{took: map[string]listread.Status{}, at: time.Now(), partial: map[string]bool{}}
+	for root, ch := range chunks {
+		refs.took[root] = ch.rd.Status()
+	}
+	for root, why := range p {
+		refs.partial[root] = !why.stale
+	}
+	l.mu.Lock()
+	l.refs = refs
+	l.mu.Unlock()
+}
+
+// chunksAlone reports whether list root is kept as chunks without per-ban
+// state for every ban: its keeper record's epoch, in this window or at
+// the last trusted sync, is in the v2 spelling (wire.EpochV2). Its keeper
+// deletes the per-ban states a cut folded into chunks.
+func (d *decoder) chunksAlone(root string) bool {
+	d.sync.mu.Lock()
+	rec, ok := d.sync.records[root]
+	open := d.sync.open
+	d.sync.mu.Unlock()
+	if open && ok {
+		return rec.ok && wire.IsEpochV2(rec.rec.Epoch)
+	}
+	known, _ := d.epochs.epoch(root)
+	return wire.IsEpochV2(known)
+}

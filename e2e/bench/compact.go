@@ -1,0 +1,206 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// compactJoin measures a real vallum bridge late-joining a list of n bans
+// kept as the compact list (docs/compact-list.md: chunks of 4,096, a
+// manifest, per-ban state for the changes since the cut), from the
+// embedded hub (`vallum broker -t`) or from mosquitto, into its kernel
+// set: the time from vallum's start until the set holds them all. For the
+// hub it also returns the hub's resident memory holding the list, after
+// the late join.
+//
+// With keeper, the list's real keeper makes it (the hub's own; `vallum
+// keeper` beside mosquitto; both without legacy state) from n bans
+// published as per-ban state, and vallum joins once it has cut them. Without,
+// the benchmark stands in for the keeper (as the prototype did) and
+// publishes n bans as chunks and compactDeltas as per-ban state: the hub's
+// memory then counts no keeper's copy of the list.
+func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper bool, n int, timeout time.Duration) (time.Duration, int64, error) {
+	name := "cjoin-mosquitto"
+	if embedded {
+		name = "cjoin-hub"
+	}
+	h, err := l.AddHost(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	var hub *lab.Proc
+	legacy := fmt.Sprintf("--legacy-state=%v", !keeper) // a stand-in list needs no more than the per-ban state it has
+	if embedded {
+		// On loopback only: anonymous clients are admins, as a router's
+		// local tools are.
+		hub, err = h.Start(dir, bin, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "-t", list, legacy,
+			"--data-dir", filepath.Join(dir, name+"-store"))
+		if err == nil {
+			err = h.WaitPort(port, 20*time.Second)
+		}
+	} else if _, err = h.StartMosquitto(dir, port, false); err == nil && keeper {
+		var k *lab.Proc
+		k, err = h.Start(dir, bin, "keeper", "-h", "127.0.0.1", "-t", list, legacy, "--data-dir", filepath.Join(dir, name+"-keeper"))
+		if err == nil {
+			err = k.WaitLog("keeper read the lists", 30*time.Second)
+		}
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	pub, err := connect(h, port, "bench-compact")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer pub.Disconnect(100)
+	want := n
+	if keeper {
+		// Feeding a keeper a million events takes minutes: not the
+		// measurement, so not bound by its time limit.
+		err = feedKeeper(pub, a, n, time.Now().Add(15*time.Minute))
+	} else {
+		deadline := time.Now().Add(timeout)
+		var epoch string
+		if epoch, err = listEpoch(pub, embedded, deadline); err == nil {
+			err = publishCompact(pub, a, n, epoch, deadline)
+		}
+		want += compactDeltas
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	w, err := newWatcher(h)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.close()
+	start := time.Now()
+	v, err := h.StartVallumNoWait(dir, bin, "-h", "127.0.0.1", "-t", list, "--data-dir", filepath.Join(dir, name+"-vallum"))
+	if err != nil {
+		return 0, 0, err
+	}
+	end, got, err := w.waitSize(list, want, start.Add(timeout), 5*time.Millisecond)
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact late join: %d of %d: %w\n%s", got, want, err, v.Output())
+	}
+	if err := v.WaitLog("msg=synced", timeout); err != nil {
+		return 0, 0, err
+	}
+	var rss int64
+	if hub != nil {
+		rss, err = hub.RSS()
+	}
+	return end.Sub(start), rss, err
+}
+
+// feedKeeper publishes n bans as per-ban state, as `vallum ban` does (the
+// keeper takes state as it takes events, and events through the hub's
+// keeper took over ten minutes for a million here), and waits until the
+// keeper has cut them into chunks: the changes since its last cut are
+// under its bound (10,000 or 1 % of the list).
+func feedKeeper(c mqtt.Client, a *addrs, n int, deadline time.Time) error {
+	as := a.take(n)
+	now := time.Now()
+	state := wire.EncodeState(wire.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench"})
+	err := publishAll(c, n, window, deadline, func(i int) (string, []byte, bool) {
+		return wire.StateTopic(list, netip.PrefixFrom(as[i], 32)), state, true
+	})
+	if err != nil {
+		return fmt.Errorf("states: %w", err)
+	}
+	got := make(chan []byte, 16)
+	c.Subscribe(wire.ManifestTopic(list), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	defer c.Unsubscribe(wire.ManifestTopic(list))
+	entries := 0
+	for entries < n-max(10_000, n/100) {
+		select {
+		case p := <-got:
+			if m, err := wire.DecodeManifest(p); err == nil {
+				entries = m.Entries
+			}
+		case <-time.After(time.Until(deadline)):
+			return fmt.Errorf("the keeper cut %d of %d bans", entries, n)
+		}
+	}
+	return nil
+}
+
+// compactDeltas is how many bans the benchmark publishes as per-ban state
+// after the cut, as a keeper leaves the changes since its last cut.
+const compactDeltas = 1000
+
+// listEpoch returns the epoch the manifest must carry: the hub's keeper's
+// (read from its record); on mosquitto, which runs no keeper here, one the
+// benchmark writes as a keeper would.
+func listEpoch(c mqtt.Client, embedded bool, deadline time.Time) (string, error) {
+	if !embedded {
+		e := wire.NewEpoch()
+		rec := wire.EncodeRecord(wire.Record{Epoch: e, Since: time.Now(), Keeper: "bench"})
+		t := c.Publish(wire.RecordTopic(list), 1, true, rec)
+		if !t.WaitTimeout(time.Until(deadline)) || t.Error() != nil {
+			return "", fmt.Errorf("keeper record: %v", t.Error())
+		}
+		return e, nil
+	}
+	got := make(chan []byte, 1)
+	c.Subscribe(wire.RecordTopic(list), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	defer c.Unsubscribe(wire.RecordTopic(list))
+	select {
+	case p := <-got:
+		rec, err := wire.DecodeRecord(p)
+		return rec.Epoch, err
+	case <-time.After(time.Until(deadline)):
+		return "", fmt.Errorf("the hub's keeper wrote no record")
+	}
+}
+
+// publishCompact publishes n bans as chunks and a manifest, then
+// compactDeltas more as per-ban state.
+func publishCompact(c mqtt.Client, a *addrs, n int, epoch string, deadline time.Time) error {
+	as := a.take(n + compactDeltas)
+	now := time.Now().Truncate(time.Millisecond)
+	st := wire.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench", Origin: "keeper"}
+	entries := make([]wire.Entry, n)
+	for i := range entries {
+		entries[i] = wire.Entry{Prefix: netip.PrefixFrom(as[i], 32), State: st}
+	}
+	cp := lab.MakeCompact(list, epoch, uint64(now.UnixMilli()), now, entries, wire.MaxChunkEntries)
+	entries = nil
+	runtime.GC()
+	manifest := wire.EncodeManifest(cp.Manifest)
+	err := publishAll(c, len(cp.Chunks)+1, 64, deadline, func(i int) (string, []byte, bool) {
+		if i == len(cp.Chunks) {
+			return wire.ManifestTopic(list), manifest, true
+		}
+		return cp.Topic(i), cp.Chunks[i], true
+	})
+	if err != nil {
+		return fmt.Errorf("chunks: %w", err)
+	}
+	delta := wire.EncodeState(wire.State{At: now.Add(time.Second), Expires: now.Add(24 * time.Hour), Reason: "bench"})
+	err = publishAll(c, compactDeltas, window, deadline, func(i int) (string, []byte, bool) {
+		return wire.StateTopic(list, netip.PrefixFrom(as[n+i], 32)), delta, true
+	})
+	if err != nil {
+		return fmt.Errorf("deltas: %w", err)
+	}
+	return nil
+}
