@@ -31,10 +31,6 @@ func TestMain(m *testing.M) {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	// Until the bridge reads the list's chunks (docs/compact-list.md), its
-	// hosts converge on per-ban state: every hub and keeper here keeps it
-	// for every ban. The tests of the chunks turn it off (--legacy-state=false).
-	os.Setenv("VALLUM_LEGACY_STATE", "true")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

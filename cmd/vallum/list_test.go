@@ -35,8 +35,7 @@ func listBroker(t *testing.T) string {
 		users = append(users, u)
 	}
 	b, err := broker.New(broker.Options{Listeners: []broker.Listener{{Kind: broker.KindTCP, Addr: "127.0.0.1:0"}},
-		ExtraUsers: users, Lists: []string{"blacklist"},
-		LegacyState: true}) // vallum list reads per-ban state only, not the chunks (yet)
+		ExtraUsers: users, Lists: []string{"blacklist"}})
 	if err != nil {
 		t.Fatal(err)
 	}
