@@ -40,14 +40,15 @@ COPY . .
 # and build without inlining and a few other code-growing compiler features,
 # on Go's previous GC; MIPS and 32-bit ARM with 4 KB segment alignment,
 # bcrypt-only broker passwords (vallum_small) and trimmed copies of four
-# modules (contrib/trim-modules.sh), to stay under 10 MB (see
-# build-static.sh).
+# modules (contrib/trim-modules.sh), and MIPS without the web view
+# (vallum_noweb), to stay under 10 MB (see build-static.sh).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
 	gcflags= ldround= tags=nethttpomithttp2 goexp= modfile=; case "$TARGETARCH" in \
 		mips | mipsle) gcflags="all=-l -d=noopendefer,variablemakethreshold=0,wrapglobalmapctl=2" goexp=nogreenteagc ;; esac; \
 	case "$TARGETARCH" in mips | mipsle | arm) ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small \
 		modfile=-modfile=$(contrib/trim-modules.sh /tmp/trim) ;; esac; \
+	case "$TARGETARCH" in mips | mipsle) tags=$tags,vallum_noweb ;; esac; \
 	CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOMIPS=softfloat GOEXPERIMENT=$goexp \
 		go build $modfile -trimpath -tags "$tags" -gcflags="$gcflags" -gcflags=runtime= -ldflags "-s -w $ldround -X main.version=$VERSION" -o /out/vallum ./cmd/vallum \
 	&& setcap cap_net_admin=ep /out/vallum \

@@ -1,4 +1,4 @@
-//go:build vallum_small
+//go:build vallum_lean
 
 package bridge
 

@@ -1,4 +1,4 @@
-//go:build vallum_small || vallum_noweb
+//go:build vallum_noweb
 
 package broker
 

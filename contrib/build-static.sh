@@ -103,12 +103,14 @@ for t in $TARGETS; do
 	esac
 	case $t in
 	amd64) ;;
-	# arm64 is a router target too: no web view, no vallum import.
-	arm64) tags=nethttpomithttp2,vallum_noweb,vallum_noimport ;;
+	# arm64 is a router target too: no vallum import (a hub imports feeds,
+	# not a router). The MIPS builds have no web view either (151 KB there):
+	# a MIPS hub keeps its lists as chunks instead.
+	arm64) tags=nethttpomithttp2,vallum_noimport ;;
 	armv7) goarch=arm goarm=7 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	armv6) goarch=arm goarm=6 tags=nethttpomithttp2,vallum_small ldround="-R 0x1000" ;;
 	mips | mipsle)
-		gomips=softfloat ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small
+		gomips=softfloat ldround="-R 0x1000" tags=nethttpomithttp2,vallum_small,vallum_noweb
 		gcflags="all=-l -d=noopendefer,variablemakethreshold=0,wrapglobalmapctl=2"
 		goexp=nogreenteagc
 		;;

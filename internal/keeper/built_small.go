@@ -1,4 +1,4 @@
-//go:build vallum_small && (mips || mipsle)
+//go:build vallum_lean
 
 package keeper
 
