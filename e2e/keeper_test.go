@@ -467,6 +467,9 @@ func TestKeeperOnNATS(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("keeper logged:\n%s", lastLines(k.Output(), 60))
+			for _, n := range nodes {
+				t.Logf("%s logged:\n%s", n.Name, lastLines(n.Proc.Output(), 30))
+			}
 		}
 	})
 	if err := k.WaitLog("keeper read the lists", 90*time.Second); err != nil {
