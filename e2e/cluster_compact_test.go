@@ -147,11 +147,12 @@ func TestNATSCompactLateJoin(t *testing.T) {
 	waitSet(t, h, 30*time.Second, bulkAddrs(0, n))
 }
 
-// resync stops the host's vallum and starts it again with args, waiting
-// until its first sync has ended (as "synced" or otherwise).
-func resync(t *testing.T, h *lab.Host, dir string, old *lab.Proc, args ...string) *lab.Proc {
+// resync stops the host's vallum, runs meanwhile, and starts vallum again
+// with args, waiting until its first sync has ended.
+func resync(t *testing.T, h *lab.Host, dir string, old *lab.Proc, meanwhile func(), args ...string) *lab.Proc {
 	t.Helper()
 	stopBridge(t, old)
+	meanwhile()
 	p := must[*lab.Proc](t)(h.StartVallumNoWait(dir, vallumBin, args...))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -171,8 +172,8 @@ func resync(t *testing.T, h *lab.Host, dir string, old *lab.Proc, args ...string
 // here, the keeper stopped so that it does not repair anything, by
 // deleting from the cluster a chunk the manifest names: a host that had
 // the list syncs through it, removes no ban, and says so at ERROR and in
-// /healthz. The same for a delta (a ban made after the last cut, kept as
-// per-ban state) that the node does not serve: see deltaMissing.
+// /healthz; with the chunk back, it reads the list whole again. Not so a
+// delta the node does not serve: see deltaMissing.
 func TestNATSCompactPartial(t *testing.T) {
 	const n, after = 12_000, 100
 	l, dir, nodes := natsCluster(t)
@@ -182,12 +183,14 @@ func TestNATSCompactPartial(t *testing.T) {
 	err := lab.Eventually(120*time.Second, func() (bool, string) {
 		var ok bool
 		m, ok = natsManifest(t, nodes[1], 2*time.Second)
-		return ok && m.Entries >= n-100 && len(m.CRC) > 1, fmt.Sprintf("manifest %v: %d entries", ok, m.Entries)
+		return ok && m.Entries >= 10_000, fmt.Sprintf("manifest %v: %d entries", ok, m.Entries)
 	})
 	if err != nil {
 		t.Fatalf("the keeper's cut: %v", err)
 	}
-	publishEvents(t, nodes[0], n, n+after) // deltas: per-ban state until the next cut
+	// The cut came after 10,000 changes: the rest, and these, are deltas
+	// (per-ban state) until the next one.
+	publishEvents(t, nodes[0], n, n+after)
 	h := addHost(t, l, "host")
 	const metrics = 9103
 	args := []string{"-h", nodesFrom(nodes, 1), "-t", root, "--client-id", "host", "--sync-timeout", "10s",
@@ -205,12 +208,7 @@ func TestNATSCompactPartial(t *testing.T) {
 	if !ok {
 		t.Fatalf("n2 serves no %s", chunk)
 	}
-	pub := must[*lab.Publisher](t)(nodes[1].Host.NewPublisher(lab.NATSMQTTPort))
-	pub.Publish(chunk, true, nil)
-	if err := pub.Close(); err != nil {
-		t.Fatal(err)
-	}
-	v = resync(t, h, dir, v, args...)
+	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], chunk, nil) }, args...)
 	out := v.Output()
 	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "the sync read only part of the list's chunks") ||
 		!strings.Contains(out, "chunks 1 missing") {
@@ -225,33 +223,38 @@ func TestNATSCompactPartial(t *testing.T) {
 	}
 	// The chunk back: the host reads the list whole again (the partial
 	// ERROR is not for good).
-	pub = must[*lab.Publisher](t)(nodes[1].Host.NewPublisher(lab.NATSMQTTPort))
-	pub.Publish(chunk, true, payload)
-	if err := pub.Close(); err != nil {
-		t.Fatal(err)
-	}
-	v = resync(t, h, dir, v, args...)
+	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], chunk, payload) }, args...)
 	if out := v.Output(); strings.Contains(out, "level=ERROR") {
 		t.Errorf("the whole list again, still an ERROR:\n%s", lastLines(out, 20))
 	}
 	waitSet(t, h, 10*time.Second, want)
-	if os.Getenv("VALLUM_E2E_DELTA") != "" {
+	// A known hole, not in CI: VALLUM_E2E_MISSING_DELTA=1 runs it (fails).
+	if os.Getenv("VALLUM_E2E_MISSING_DELTA") != "" {
 		deltaMissing(t, h, dir, v, nodes, args, bulk(n+5).Addr().String())
 	}
 }
 
 // deltaMissing: the node serves every chunk but not the per-ban state of
-// ban a, made after the last cut (simulated by deleting it, the keeper
-// stopped): a host that syncs through it must keep a.
+// ban a, made after the last cut (simulated by deleting it while the host
+// and the keeper are stopped): a host that syncs through it should keep
+// a. It does not today (measured: "synced active=12099 removed=1", no
+// ERROR): nothing tells a missing delta from a delta lifted while the host
+// was away, so the per-ban state since the last cut (up to 10,000 bans, or
+// 1 % of the list) is as exposed to a partial node as per-ban state was.
 func deltaMissing(t *testing.T, h *lab.Host, dir string, v *lab.Proc, nodes []*lab.NATSNode, args []string, a string) {
 	t.Helper()
-	pub := must[*lab.Publisher](t)(nodes[1].Host.NewPublisher(lab.NATSMQTTPort))
-	pub.Publish(root+"/ban/"+a, true, nil)
-	if err := pub.Close(); err != nil {
-		t.Fatal(err)
-	}
-	v = resync(t, h, dir, v, args...)
+	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], root+"/ban/"+a, nil) }, args...)
 	if p, err := h.Prefixes(root); err != nil || !slices.Contains(p, a) {
 		t.Errorf("a delta the node did not serve: %s removed from the kernel set (%v)\n%s", a, err, lastLines(v.Output(), 10))
+	}
+}
+
+// natsPublish publishes one retained message through node n.
+func natsPublish(t *testing.T, n *lab.NATSNode, topic string, payload []byte) {
+	t.Helper()
+	pub := must[*lab.Publisher](t)(n.Host.NewPublisher(lab.NATSMQTTPort))
+	pub.Publish(topic, true, payload)
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
