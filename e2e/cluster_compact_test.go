@@ -227,6 +227,9 @@ func TestNATSCompactPartial(t *testing.T) {
 	if out := v.Output(); strings.Contains(out, "level=ERROR") {
 		t.Errorf("the whole list again, still an ERROR:\n%s", lastLines(out, 20))
 	}
+	if body, err := h.HTTPGet(metrics, "/healthz"); err != nil {
+		t.Errorf("the whole list again: /healthz %v %q", err, body)
+	}
 	waitSet(t, h, 10*time.Second, want)
 	// A known hole, not in CI: VALLUM_E2E_MISSING_DELTA=1 runs it (fails).
 	if os.Getenv("VALLUM_E2E_MISSING_DELTA") != "" {
