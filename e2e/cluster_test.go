@@ -209,9 +209,10 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// natsLateJoin is the size of the late join through the cluster: 20,000
-// to keep CI short (about 15 s to publish); VALLUM_E2E_FULL=1 makes it the
-// issue's 100,000 (measured: 62 s to publish, 79 s to join).
+// natsLateJoin is the size of the late join through the cluster as per-ban
+// state, a list without a keeper: 20,000 to keep CI short (about 15 s to
+// publish); VALLUM_E2E_FULL=1 makes it 100,000 (measured: 62 s to publish,
+// 79 s to join). TestNATSCompactLateJoin joins 100,000 kept as chunks.
 func natsLateJoin() int {
 	if os.Getenv("VALLUM_E2E_FULL") != "" {
 		return 100_000

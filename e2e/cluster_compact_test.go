@@ -1,0 +1,263 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
+)
+
+// Issue 15 with the compact list (docs/compact-list.md): `vallum keeper`
+// on the NATS cluster cuts the list into chunks, which is what lets a late
+// join of 100,000 through the cluster run in CI (per-ban retained state
+// goes through NATS at about 600 messages a second).
+
+// natsKeeper runs `vallum keeper` in a host of its own against every node,
+// node 0 first, and waits until it has read the lists.
+func natsKeeper(t *testing.T, l *lab.Lab, dir string, nodes []*lab.NATSNode) *lab.Proc {
+	t.Helper()
+	kh := addHost(t, l, "k")
+	k := must[*lab.Proc](t)(kh.Start(dir, vallumBin, "keeper", "-h", nodesFrom(nodes, 0), "-t", root,
+		"--data-dir", filepath.Join(dir, "k-keeper-data"), "--client-id", "keeper-k"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("keeper logged:\n%s", lastLines(k.Output(), 60))
+		}
+	})
+	if err := k.WaitLog("keeper read the lists", 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// natsManifest returns the list's manifest as node n serves it to a new
+// subscriber, waiting up to wait for one.
+func natsManifest(t *testing.T, n *lab.NATSNode, wait time.Duration) (wire.Manifest, bool) {
+	t.Helper()
+	p, ok := natsRetained(t, n, wire.ManifestTopic(root), wait)
+	if !ok {
+		return wire.Manifest{}, false
+	}
+	m, err := wire.DecodeManifest(p)
+	return m, err == nil
+}
+
+// natsRetained returns the retained payload node n serves on topic.
+func natsRetained(t *testing.T, n *lab.NATSNode, topic string, wait time.Duration) ([]byte, bool) {
+	t.Helper()
+	got := make(chan []byte, 1)
+	o := mqtt.NewClientOptions().SetClientID(fmt.Sprintf("e2e-retained-%d", time.Now().UnixNano()))
+	c, err := n.Host.Connect(lab.NATSMQTTPort, o)
+	if err != nil {
+		return nil, false
+	}
+	defer c.Disconnect(100)
+	c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	select {
+	case p := <-got:
+		return p, true
+	case <-time.After(wait):
+		return nil, false
+	}
+}
+
+// publishEvents bans bulk(from..to-1) through node n as `vallum import`
+// does: add events of 1,000 lines each, every tenth ban permanent.
+func publishEvents(t *testing.T, n *lab.NATSNode, from, to int) {
+	t.Helper()
+	pub := must[*lab.Publisher](t)(n.Host.NewPublisher(lab.NATSMQTTPort))
+	for k := from; k < to; k += 1000 {
+		var sb strings.Builder
+		for i := k; i < min(to, k+1000); i++ {
+			sb.WriteString(bulk(i).Addr().String())
+			if i%10 != 0 {
+				sb.WriteString(" timeout 7200")
+			}
+			sb.WriteByte('\n')
+		}
+		pub.Publish(root+"/add", false, []byte(sb.String()))
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// natsCompactN is the late join's size through the cluster as chunks.
+const natsCompactN = 100_000
+
+// TestNATSCompactLateJoin: 100,000 bans published through node 1 as
+// events of 1,000 lines; the keeper cuts them into chunks. Node 3 is
+// killed and restarted, and a host joins late through it first: within
+// its sync timeout it moves on if node 3 does not answer, and it ends with
+// all 100,000 in its kernel set.
+func TestNATSCompactLateJoin(t *testing.T) {
+	const n = natsCompactN
+	l, dir, nodes := natsCluster(t)
+	natsKeeper(t, l, dir, nodes)
+	start := time.Now()
+	publishEvents(t, nodes[0], 0, n)
+	t.Logf("%d bans as %d events published through n1 in %.1f s", n, n/1000, time.Since(start).Seconds())
+	var m wire.Manifest
+	err := lab.Eventually(240*time.Second, func() (bool, string) {
+		var ok bool
+		m, ok = natsManifest(t, nodes[1], 2*time.Second)
+		return ok && m.Entries >= n-10_000, fmt.Sprintf("manifest %v: %d entries", ok, m.Entries)
+	})
+	if err != nil {
+		t.Fatalf("the keeper's cut, as n2 serves it: %v", err)
+	}
+	t.Logf("cut by the keeper into %d chunks (%d entries) %.1f s after the first event", len(m.CRC), m.Entries, time.Since(start).Seconds())
+
+	nodes[2].Proc.Kill()
+	if err := nodes[2].Start(); err != nil { // waits for the port only: no MQTT client before the host's
+		t.Fatal(err)
+	}
+	h := addHost(t, l, "late")
+	start = time.Now()
+	p := must[*lab.Proc](t)(h.StartVallumNoWait(dir, vallumBin, "-h", nodesFrom(nodes, 2), "-t", root,
+		"--client-id", "late", "--sync-timeout", "10s"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("late host logged:\n%s", lastLines(p.Output(), 30))
+		}
+	})
+	err = lab.Eventually(180*time.Second, func() (bool, string) {
+		k, err := h.SetCount(root)
+		return k == n, fmt.Sprintf("%d entries (%v)", k, err)
+	})
+	if err != nil {
+		t.Fatalf("late join: %v", err)
+	}
+	t.Logf("late join of %d through restarted n3: %.1f s\n%s", n, time.Since(start).Seconds(), lastLines(p.Output(), 12))
+	waitSet(t, h, 30*time.Second, bulkAddrs(0, n))
+}
+
+// resync stops the host's vallum, runs meanwhile, and starts vallum again
+// with args, waiting until its first sync has ended.
+func resync(t *testing.T, h *lab.Host, dir string, old *lab.Proc, meanwhile func(), args ...string) *lab.Proc {
+	t.Helper()
+	stopBridge(t, old)
+	meanwhile()
+	p := must[*lab.Proc](t)(h.StartVallumNoWait(dir, vallumBin, args...))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("host logged:\n%s", lastLines(p.Output(), 20))
+		}
+		p.Stop()
+	})
+	if err := p.WaitLog("msg=synced", 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestNATSCompactPartial: a node that serves the list partially, as a NATS
+// node does while the cluster is short of a node (TestNATSNodeKilledMidStream
+// measured one serving 903 of 3,000 retained bans for a minute). Simulated
+// here, the keeper stopped so that it does not repair anything, by
+// deleting from the cluster a chunk the manifest names: a host that had
+// the list syncs through it, removes no ban, and says so at ERROR and in
+// /healthz; with the chunk back, it reads the list whole again. Not so a
+// delta the node does not serve: see deltaMissing.
+func TestNATSCompactPartial(t *testing.T) {
+	const n, after = 12_000, 100
+	l, dir, nodes := natsCluster(t)
+	k := natsKeeper(t, l, dir, nodes)
+	publishEvents(t, nodes[0], 0, n)
+	var m wire.Manifest
+	err := lab.Eventually(120*time.Second, func() (bool, string) {
+		var ok bool
+		m, ok = natsManifest(t, nodes[1], 2*time.Second)
+		return ok && m.Entries >= 10_000, fmt.Sprintf("manifest %v: %d entries", ok, m.Entries)
+	})
+	if err != nil {
+		t.Fatalf("the keeper's cut: %v", err)
+	}
+	// The cut came after 10,000 changes: the rest, and these, are deltas
+	// (per-ban state) until the next one.
+	publishEvents(t, nodes[0], n, n+after)
+	h := addHost(t, l, "host")
+	const metrics = 9103
+	args := []string{"-h", nodesFrom(nodes, 1), "-t", root, "--client-id", "host", "--sync-timeout", "10s",
+		"--metrics", fmt.Sprintf("127.0.0.1:%d", metrics)}
+	v := must[*lab.Proc](t)(h.StartVallumNoWait(dir, vallumBin, args...))
+	want := bulkAddrs(0, n+after)
+	waitSet(t, h, 120*time.Second, want)
+	if now, ok := natsManifest(t, nodes[1], 2*time.Second); !ok || now.Gen != m.Gen {
+		t.Fatalf("the keeper cut again (%v): the test's chunk would be stale", now.Gen)
+	}
+	k.Stop()
+
+	chunk := wire.ChunkTopic(root, m.Gen, 1)
+	payload, ok := natsRetained(t, nodes[1], chunk, 5*time.Second)
+	if !ok {
+		t.Fatalf("n2 serves no %s", chunk)
+	}
+	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], chunk, nil) }, args...)
+	out := v.Output()
+	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "the sync read only part of the list's chunks") ||
+		!strings.Contains(out, "chunks 1 missing") {
+		t.Errorf("chunk 1 missing: want an ERROR naming it:\n%s", lastLines(out, 20))
+	}
+	if body, err := h.HTTPGet(metrics, "/healthz"); err == nil || !strings.Contains(body, "partial") {
+		t.Errorf("/healthz = %v %q, want 503 naming the partial list", err, body)
+	}
+	waitSet(t, h, 10*time.Second, want)
+	if !strings.Contains(out, "removed=0") {
+		t.Errorf("a partial sync removed bans:\n%s", lastLines(out, 20))
+	}
+	// The chunk back: the host reads the list whole again (the partial
+	// ERROR is not for good).
+	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], chunk, payload) }, args...)
+	if out := v.Output(); strings.Contains(out, "level=ERROR") {
+		t.Errorf("the whole list again, still an ERROR:\n%s", lastLines(out, 20))
+	}
+	if body, err := h.HTTPGet(metrics, "/healthz"); err != nil {
+		t.Errorf("the whole list again: /healthz %v %q", err, body)
+	}
+	waitSet(t, h, 10*time.Second, want)
+	// A known hole, not in CI: VALLUM_E2E_MISSING_DELTA=1 runs it (fails).
+	if os.Getenv("VALLUM_E2E_MISSING_DELTA") != "" {
+		deltaMissing(t, h, dir, v, nodes, args, bulk(n+5).Addr().String())
+	}
+}
+
+// deltaMissing: the node serves every chunk but not the per-ban state of
+// ban a, made after the last cut (simulated by deleting it while the host
+// and the keeper are stopped): a host that syncs through it should keep
+// a. It does not today (measured: "synced active=12099 removed=1", no
+// ERROR): nothing tells a missing delta from a delta lifted while the host
+// was away, so the per-ban state since the last cut (up to 10,000 bans, or
+// 1 % of the list) is as exposed to a partial node as per-ban state was.
+func deltaMissing(t *testing.T, h *lab.Host, dir string, v *lab.Proc, nodes []*lab.NATSNode, args []string, a string) {
+	t.Helper()
+	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], root+"/ban/"+a, nil) }, args...)
+	if p, err := h.Prefixes(root); err != nil || !slices.Contains(p, a) {
+		t.Errorf("a delta the node did not serve: %s removed from the kernel set (%v)\n%s", a, err, lastLines(v.Output(), 10))
+	}
+}
+
+// natsPublish publishes one retained message through node n.
+func natsPublish(t *testing.T, n *lab.NATSNode, topic string, payload []byte) {
+	t.Helper()
+	pub := must[*lab.Publisher](t)(n.Host.NewPublisher(lab.NATSMQTTPort))
+	pub.Publish(topic, true, payload)
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
