@@ -178,3 +178,24 @@ func TestCompactCleanupIsNoUnban(t *testing.T) {
 	publish(t, pub, "bl/add", false, "203.0.113.4")
 	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.3", "203.0.113.4")
 }
+
+// TestCompactUnbanRightAfterBan: on a list kept as chunks alone, `vallum
+// ban` then `vallum unban` a moment later (state then event, each): the
+// unban's del event lifts the ban. It was taken for the echo of the ban's
+// own live state, and the ban stayed.
+func TestCompactUnbanRightAfterBan(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	at := time.Now()
+	publishList(t, pub, []wire.Entry{entry("203.0.113.1/32", wire.State{At: at})}, 1)
+	publish(t, pub, wire.RecordTopic("bl"), true, string(wire.EncodeRecord(wire.Record{Epoch: wire.EpochV2(testEpoch), Since: at})))
+	f := newFake()
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	publish(t, pub, "bl/ban/203.0.113.9", true, string(wire.EncodeState(wire.State{At: time.Now()})))
+	publish(t, pub, "bl/add", false, "203.0.113.9")
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.9")
+	publish(t, pub, "bl/ban/203.0.113.9", true, "")
+	publish(t, pub, "bl/del", false, "203.0.113.9")
+	wantMembers(t, f, "bl", "203.0.113.1")
+}

@@ -150,7 +150,11 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 		// its keeper deletes the per-ban state its chunks now hold after
 		// each cut, and the broker hands every deletion to the
 		// subscribers. An unban comes with its del event (vallum unban, a
-		// legacy del), and a sync reads the rewritten chunk.
+		// legacy del), and a sync reads the rewritten chunk. That del
+		// event must not be taken for the echo of the ban's own state
+		// (recentState): forget the ban's state, or an unban within 10 s
+		// of its ban was dropped (TestHUPResync).
+		delete(d.recent.at, t.Prefix)
 		return nil
 	}
 	if len(payload) == 0 {
