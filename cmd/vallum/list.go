@@ -123,8 +123,10 @@ type stateReader struct {
 	mu     sync.Mutex
 	got    listread.List
 	chunks *listread.Reader
-	v2     bool  // the keeper record says the list is kept as chunks
-	bad    error // the first chunk refused
+	v2     bool // the keeper record says the list is kept as chunks
+	// deleted: empty states read, applied by bans unless v2
+	deleted map[netip.Prefix]bool
+	bad     error // the first chunk refused
 }
 
 func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
@@ -153,17 +155,22 @@ func (r *stateReader) state(topic string, payload []byte) {
 		return
 	}
 	st, err := wire.DecodeState(payload)
-	switch {
-	case err == nil && len(payload) > 0:
+	if err == nil && len(payload) > 0 {
 		r.got.Put(t.Prefix, st)
-	case !r.v2:
-		delete(r.got, t.Prefix)
+		delete(r.deleted, t.Prefix)
+		return
 	}
-	// On a list kept as chunks (a v2 record, which comes in the same
-	// SUBSCRIBE, before any live message), an empty state is the keeper
-	// deleting a state its new cut folded in, not an unban, as the bridge
-	// reads it: taken as one, a list read during a cut lost those bans
-	// (95,902 of 100,000 printed). An unban there rewrites its chunk.
+	// Decided at the end (bans): on a list kept as chunks (a v2 record)
+	// an empty state is the keeper deleting a state its new cut folded
+	// in, not an unban, as the bridge reads it. The record may come after
+	// such a live deletion (paho orders a SUBSCRIBE's filters at random),
+	// so none is applied before the whole list is read: taken as unbans,
+	// a list read during a cut printed 81,538 of 100,000. An unban there
+	// rewrites its chunk.
+	if r.deleted == nil {
+		r.deleted = map[netip.Prefix]bool{}
+	}
+	r.deleted[t.Prefix] = true
 }
 
 // whole waits up to d for the chunks the manifest names that have not
@@ -215,6 +222,11 @@ func (r *stateReader) failed(stop error, tm retained.Timing) error {
 func (r *stateReader) bans() []ban {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for p := range r.deleted {
+		if !r.v2 {
+			delete(r.got, p)
+		}
+	}
 	bans := make([]ban, 0, len(r.got))
 	for p, s := range r.got {
 		bans = append(bans, ban{p, s})
