@@ -173,9 +173,8 @@ func TestKeeperChunks(t *testing.T) {
 
 // TestKeeperChunksExpire: 100,000 bans with 2 s timeouts, made by legacy
 // events, expire: within a bounded time the broker holds for the list no
-// live ban and at most 1 % as per-ban states (those a cut found touched
-// lately wait for the next), its record, its manifest and the chunks it
-// names (at most 25: an expired ban needs no rewrite, readers
+// per-ban state and no live ban, only its record, its manifest and the
+// chunks it names (at most 25: an expired ban needs no rewrite, readers
 // drop it, and the next cut sheds it).
 func TestKeeperChunksExpire(t *testing.T) {
 	const n = 100000
@@ -192,14 +191,11 @@ func TestKeeperChunksExpire(t *testing.T) {
 			var c compact
 			err := lab.Eventually(120*time.Second, func() (bool, string) {
 				c = readCompact(t, b)
-				// Per-ban states touched within 10 s of a cut wait for the
-				// next cut (internal/keeper cut.go, cleanLaterLocked): once,
-				// under load, 226 of them were still there after 2 min.
-				return len(c.bad) == 0 && c.man != nil && len(c.list) == 0 && c.states <= n/100 && c.other == 0 &&
+				return len(c.bad) == 0 && c.man != nil && len(c.list) == 0 && c.states == 0 && c.other == 0 &&
 					c.chunks == len(c.man.CRC) && c.chunks <= (n+wire.MaxChunkEntries-1)/wire.MaxChunkEntries, c.String()
 			})
 			if err != nil {
-				t.Fatalf("after %d bans expired, want no live ban, at most %d per-ban states, the chunks of one generation: %v", n, n/100, err)
+				t.Fatalf("after %d bans expired, want no live ban, no per-ban state, the chunks of one generation: %v", n, err)
 			}
 			t.Logf("%s", c)
 		})
