@@ -55,25 +55,29 @@ func chunkHub(t *testing.T, embedded bool) (b *hub, restart func()) {
 // compact is a list as a third-party client reads it from the broker.
 type compact struct {
 	man    *wire.Manifest
-	chunks int            // retained chunks, of any generation
-	states int            // retained per-ban states
-	other  int            // other retained messages of the list (events are not retained)
-	list   map[string]int // ban -> how many times it is read: chunks of the manifest, then states
-	bad    []string       // what does not read
+	chunks int             // retained chunks, of any generation
+	states int             // retained per-ban states
+	other  int             // other retained messages of the list (events are not retained)
+	list   map[string]int  // ban -> how many times it is read: chunks of the manifest, then states
+	held   map[string]bool // bans with a retained per-ban state, live or not
+	bad    []string        // what does not read
 }
 
-func readCompact(t *testing.T, b *hub) compact {
+func readCompact(t *testing.T, b *hub) compact { return readCompactAt(t, b, hubPort) }
+
+// readCompactAt is readCompact through the broker's port port.
+func readCompactAt(t *testing.T, b *hub, port int) compact {
 	t.Helper()
 	got := map[string]string{}
 	// As a host may read them (not #: the embedded broker refuses it).
 	for _, f := range []string{wire.RecordTopic(root), wire.ManifestTopic(root), wire.ChunksFilter(root), root + "/#"} {
-		m, err := b.h.RetainedState(hubPort, f, time.Second)
+		m, err := b.h.RetainedState(port, f, time.Second)
 		if err != nil {
 			t.Fatalf("broker's retained %s: %v", f, err)
 		}
 		maps.Copy(got, m)
 	}
-	c := compact{list: map[string]int{}}
+	c := compact{list: map[string]int{}, held: map[string]bool{}}
 	if p, ok := got[wire.ManifestTopic(root)]; ok {
 		m, err := wire.DecodeManifest([]byte(p))
 		if err != nil {
@@ -105,9 +109,10 @@ func readCompact(t *testing.T, b *hub) compact {
 			}
 		case strings.HasPrefix(topic, root+"/ban/"):
 			c.states++
+			ban := strings.TrimPrefix(topic, root+"/ban/")
+			c.held[ban] = true
 			st, err := wire.DecodeState([]byte(p))
 			if _, live := st.Remaining(now); err == nil && live {
-				ban := strings.TrimPrefix(topic, root+"/ban/")
 				c.list[ban] = max(1, c.list[ban]) // the later of chunk and state: one ban
 			}
 		case topic != wire.RecordTopic(root) && topic != wire.ManifestTopic(root) && strings.Contains(topic, root):

@@ -53,23 +53,24 @@ func startKeeper(t *testing.T, h *lab.Host, b *hub, dir, name string, extra ...s
 	return p
 }
 
-// retainedBanTopics is every retained message the broker holds under
-// ROOT/ban/#, as a new subscriber sees them: the addresses, sorted.
-func retainedBanTopics(t *testing.T, b *hub) []string {
+// retainedBanTopics is every ban the broker holds for the list, as a new
+// host reads it: the live entries of the keeper's chunks (a cut folds
+// per-ban states into them at any time), and every retained per-ban
+// state, expired or not (an expired state must leave the broker). Sorted;
+// with what the read found wrong (a record or chunk that does not read).
+func retainedBanTopics(t *testing.T, b *hub) ([]string, []string) {
 	t.Helper()
-	got, err := b.h.RetainedState(b.observer(), root+"/ban/#", time.Second)
-	if err != nil {
-		t.Fatalf("broker state: %v", err)
-	}
-	out := make([]string, 0, len(got))
-	for topic := range got {
-		out = append(out, strings.TrimPrefix(topic, root+"/ban/"))
+	c := readCompactAt(t, b, b.observer())
+	out := slices.Collect(maps.Keys(c.list))
+	for ban := range c.held {
+		if c.list[ban] == 0 {
+			out = append(out, ban)
+		}
 	}
 	slices.Sort(out)
-	return out
+	return out, c.bad
 }
 
-// observer is the port the test reads the broker on: hubPort, or the
 // anonymous loopback listener of a broker whose main one asks for logins.
 func (b *hub) observer() int {
 	if b.h.Name == aclHubName {
@@ -78,16 +79,16 @@ func (b *hub) observer() int {
 	return hubPort
 }
 
-// waitBrokerHolds polls until the broker holds exactly want under
-// ROOT/ban/#: every retained message counts, expired or not.
+// waitBrokerHolds polls until the broker holds exactly want for the list
+// (retainedBanTopics: chunks and per-ban states, an expired state counts).
 func waitBrokerHolds(t *testing.T, b *hub, timeout time.Duration, want []string) {
 	t.Helper()
 	want = slices.Clone(want)
 	slices.Sort(want)
-	var got []string
+	var got, bad []string
 	err := lab.Eventually(timeout, func() (bool, string) {
-		got = retainedBanTopics(t, b)
-		return slices.Equal(got, want), ""
+		got, bad = retainedBanTopics(t, b)
+		return len(bad) == 0 && slices.Equal(got, want), fmt.Sprint(bad)
 	})
 	if err != nil {
 		t.Fatalf("broker's retained %s/ban/#: %s (%v)", root, setDiff(got, want), err)

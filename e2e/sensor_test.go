@@ -163,14 +163,8 @@ func TestSensorPortScan(t *testing.T) {
 		}
 	}
 	waitNft(t, sens, "blacklist", att.Addr4)
-	state := must[map[string]string](t)(hub.RetainedState(1883, "blacklist/ban/#", 500*time.Millisecond))
-	if len(state) != 1 {
-		t.Fatalf("retained bans on the hub: %v, want the scanner's only", state)
-	}
-	for topic, payload := range state {
-		if !strings.Contains(topic, att.Addr4) || !strings.Contains(payload, `"portscan"`) {
-			t.Errorf("retained ban %s = %s, want the scanner with reason portscan", topic, payload)
-		}
+	if got := listed(t, hub, "127.0.0.1", 1883); len(got) != 1 || got[att.Addr4] != "portscan" {
+		t.Fatalf("the hub's list: %v, want the scanner %s only, with reason portscan", got, att.Addr4)
 	}
 	scanPorts(t, att, sens.Addr4, 4000, 20) // dropped now: neither logged nor banned again
 	m = must[map[string]float64](t)(sens.Metrics(9101))

@@ -21,7 +21,9 @@ import (
 	"github.com/vallum/vallum/internal/wire"
 )
 
-func storeBan(i int) string { return fmt.Sprintf("blacklist/ban/198.18.%d.%d", i>>8&255, i&255) }
+func storeBan(i int) string { return "blacklist/ban/" + storeAddr(i) }
+
+func storeAddr(i int) string { return fmt.Sprintf("198.18.%d.%d", i>>8&255, i&255) }
 
 // TestDataDirLocked: while vallum runs, a second vallum on its data dir (a
 // whole daemon, a broker alone, a bridge alone) exits 1 at once and names
@@ -68,7 +70,7 @@ func TestDataDirLocked(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, "-t", "blacklist", "--listen", "127.0.0.1:1883"))
-	got := must[map[string]string](t)(h.RetainedState(1883, "blacklist/ban/#", 500*time.Millisecond))
+	got := listed(t, h, "127.0.0.1", 1883)
 	if len(got) != 200 {
 		t.Errorf("after a restart %d bans retained, want 200", len(got))
 	}
@@ -128,9 +130,9 @@ func TestStoreFullDiskHealthz(t *testing.T) {
 	if err := hub.WaitLog("subscribed and synced", 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	got := must[map[string]string](t)(h.RetainedState(1883, "blacklist/ban/#", 500*time.Millisecond))
+	got := listed(t, h, "127.0.0.1", 1883)
 	for i := range acked {
-		if _, ok := got[storeBan(i)]; !ok {
+		if _, ok := got[storeAddr(i)]; !ok {
 			t.Errorf("acknowledged %s lost after the restart", storeBan(i))
 			break
 		}
@@ -202,10 +204,10 @@ func TestStoreSIGKILL(t *testing.T) {
 		t.Fatalf("%d acknowledged, hub exited %v", len(acked), hub.Exited())
 	}
 	must[*lab.Proc](t)(h.StartVallum(dir, vallumBin, args...))
-	got := must[map[string]string](t)(h.RetainedState(1883, "blacklist/ban/#", 500*time.Millisecond))
+	got := listed(t, h, "127.0.0.1", 1883)
 	lost := 0
 	for _, i := range acked {
-		if _, ok := got[storeBan(i)]; !ok {
+		if _, ok := got[storeAddr(i)]; !ok {
 			lost++
 		}
 	}

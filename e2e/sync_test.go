@@ -4,11 +4,11 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,26 +78,11 @@ func (b *hub) publisher(t *testing.T) *lab.Publisher {
 	return must[*lab.Publisher](t)(b.h.NewPublisher(hubPort))
 }
 
-// state returns the bans the broker holds, as a fresh subscriber sees them.
+// state returns the active bans of the list, as `vallum list` reads
+// them from the broker (per-ban states, and the keeper's chunks).
 func (b *hub) state(t *testing.T) []string {
 	t.Helper()
-	got, err := b.h.RetainedState(hubPort, root+"/ban/#", time.Second)
-	if err != nil {
-		t.Fatalf("broker state: %v", err)
-	}
-	var out []string
-	now := time.Now()
-	for topic, payload := range got {
-		st, err := wire.DecodeState([]byte(payload))
-		if err != nil {
-			t.Fatalf("broker holds %s = %q: %v", topic, payload, err)
-		}
-		if _, active := st.Remaining(now); active {
-			out = append(out, strings.TrimPrefix(topic, root+"/ban/"))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(listed(t, b.h, b.h.Addr4, hubPort)))
 }
 
 // eachBroker runs body once against mosquitto and once against the
