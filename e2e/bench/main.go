@@ -9,6 +9,7 @@
 //	go run ./e2e/bench            # full sizes, a few minutes
 //	go run ./e2e/bench -small     # CI sizes, under a minute
 //	go run ./e2e/bench -small -compact 1000000   # CI sizes and the 1m late joins
+//	go run ./e2e/bench -only compact             # the 1m late joins alone
 //
 // It prints a table, then as its last line one JSON object of the figures.
 package main
@@ -30,6 +31,7 @@ type config struct {
 	lat, latRate, sync, naive, vallumdN            int
 	compact                                        int
 	compactKeeper                                  bool
+	only                                           string
 	vallumd                                        string
 	phase                                          time.Duration
 	soak                                           time.Duration
@@ -51,6 +53,7 @@ func parseFlags() config {
 	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
 	flag.IntVar(&c.compact, "compact", 1_000_000, "bans of the compact list (chunks) for the late join from the embedded hub and mosquitto, keys sync_1m_*; 0: skip (the -small default)")
 	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
+	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small)")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
@@ -59,6 +62,10 @@ func parseFlags() config {
 	flag.IntVar(&c.soakRate, "soak-rate", 2000, "messages per second during the soak")
 	flag.BoolVar(&c.keep, "keep", false, "keep the log folder")
 	flag.Parse()
+	if c.only != "" && c.only != "compact" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: the only part that runs alone is compact\n", c.only)
+		os.Exit(2)
+	}
 	if *small {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -73,7 +80,9 @@ func parseFlags() config {
 		def(&c.batch, "batch", 100_000)
 		def(&c.lat, "lat", 1000)
 		def(&c.sync, "sync", 10_000)
-		def(&c.compact, "compact", 0)
+		if c.only != "compact" {
+			def(&c.compact, "compact", 0)
+		}
 		def(&c.naive, "naive", 300)
 		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {

@@ -72,6 +72,16 @@ func run(c config, l *lab.Lab, dir string) *results {
 	r := &results{SyncN: c.sync}
 	a := &addrs{}
 	step := func(s string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", s, time.Now().Format("15:04:05")) }
+	if c.only == "compact" {
+		step("building vallum")
+		bin, err := lab.BuildVallum(dir)
+		if err != nil {
+			r.set(&r.Sync1mEmbeddedS, 0, err, "build")
+			return r
+		}
+		compactJoins(c, l, dir, bin, a, r, step)
+		return r
+	}
 
 	step("kernel apply rates")
 	k, err := l.AddHost("kernel")
@@ -100,16 +110,7 @@ func run(c config, l *lab.Lab, dir string) *results {
 	r.set(&r.Sync100kS, took.Seconds(), err, "late join")
 	r.set(&r.RSSMB, mb(rss), err, "rss after late join")
 
-	if c.compact > 0 {
-		r.CompactN, r.CompactKeeper = c.compact, c.compactKeeper
-		step("compact list late join, embedded hub")
-		took, rss, err := compactJoin(l, dir, bin, a, true, c.compactKeeper, c.compact, c.phase)
-		r.set(&r.Sync1mEmbeddedS, took.Seconds(), err, "compact late join, embedded hub")
-		r.set(&r.HubRSS1mMB, mb(rss), err, "hub rss holding the compact list")
-		step("compact list late join, mosquitto")
-		took, _, err = compactJoin(l, dir, bin, a, false, c.compactKeeper, c.compact, c.phase)
-		r.set(&r.Sync1mMosquittoS, took.Seconds(), err, "compact late join, mosquitto")
-	}
+	compactJoins(c, l, dir, bin, a, r, step)
 
 	step("naive pipeline")
 	v, err = naive(l, dir, a, c.naive, c.phase)
@@ -121,6 +122,21 @@ func run(c config, l *lab.Lab, dir string) *results {
 		r.SingleVsVallumd = ratio(r.E2ESinglePerS, r.VallumdSingle)
 	}
 	return r
+}
+
+// compactJoins measures the late joins of the compact list, when asked.
+func compactJoins(c config, l *lab.Lab, dir, bin string, a *addrs, r *results, step func(string)) {
+	if c.compact <= 0 {
+		return
+	}
+	r.CompactN, r.CompactKeeper = c.compact, c.compactKeeper
+	step("compact list late join, embedded hub")
+	took, rss, err := compactJoin(l, dir, bin, a, true, c.compactKeeper, c.compact, c.phase)
+	r.set(&r.Sync1mEmbeddedS, took.Seconds(), err, "compact late join, embedded hub")
+	r.set(&r.HubRSS1mMB, mb(rss), err, "hub rss holding the compact list")
+	step("compact list late join, mosquitto")
+	took, _, err = compactJoin(l, dir, bin, a, false, c.compactKeeper, c.compact, c.phase)
+	r.set(&r.Sync1mMosquittoS, took.Seconds(), err, "compact late join, mosquitto")
 }
 
 // ratio is a/b, nil unless both were measured.
