@@ -292,7 +292,7 @@ func (r *recentState) seed(s *syncer) {
 	now := time.Now()
 	for p, e := range r.at {
 		if e.ban && now.Sub(e.at) < recentFor {
-			s.record(e.root, p, e.ver, true)
+			s.seed(e.root, p, e.ver)
 		}
 	}
 }

@@ -207,6 +207,23 @@ func (s *syncer) record(root string, p netip.Prefix, at int64, present bool) boo
 	return w.take(p, at, present)
 }
 
+// seed notes in the window a ban whose state came live moments ago, at
+// version at: as record, except that a read of the same version in the
+// window applies it again (take).
+func (s *syncer) seed(root string, p netip.Prefix, at int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.open {
+		return
+	}
+	w := s.present[root]
+	if w == nil {
+		w = newSeen(0)
+		s.present[root] = w
+	}
+	w.seed(p, at)
+}
+
 // keeperRecord notes a keeper record seen in the window: the last one
 // counts, and an empty one (deleted) is none. Outside the window a record
 // changes nothing (it is read again at the next sync): it returns false.

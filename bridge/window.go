@@ -20,8 +20,9 @@ import (
 // Memory: as ownership keys its entries, about 12 bytes per IPv4 address
 // (a million: tens of MB less than a map of netip.Prefix).
 type seen struct {
-	v4    map[[4]byte]int64
-	other map[netip.Prefix]int64
+	v4     map[[4]byte]int64
+	other  map[netip.Prefix]int64
+	seeded map[netip.Prefix]struct{} // seed's, until read in the window
 }
 
 // newSeen returns an empty seen sized for about n IPv4 bans: a late join
@@ -61,14 +62,22 @@ func (s *seen) has(p netip.Prefix) bool {
 
 // take notes a read of p at version at (ban or not), and reports whether
 // it is the newest read of p so far: false, it is older than one already
-// applied, and must not be.
+// applied, and must not be, or it is a ban read again at the version
+// already applied (a chunk entry and the per-ban state it was cut from:
+// the keeper deletes that state some seconds after its cut, and a host
+// that joins meanwhile reads both). A seeded ban was applied before the
+// window opened, perhaps to a set destroyed since: read again, it is
+// applied again.
 func (s *seen) take(p netip.Prefix, at int64, ban bool) bool {
-	if old, ok := s.get(p); ok && abs(old) > at {
-		return false
-	}
 	v := max(at, 1)
 	if !ban {
 		v = -v
+	}
+	if old, ok := s.get(p); ok && (abs(old) > at || ban && old == v && !s.isSeeded(p)) {
+		return false
+	}
+	if s.seeded != nil {
+		delete(s.seeded, p)
 	}
 	if p.Addr().Is4() && p.Bits() == 32 {
 		s.v4[p.Addr().As4()] = v
@@ -76,6 +85,22 @@ func (s *seen) take(p netip.Prefix, at int64, ban bool) bool {
 		s.other[p] = v
 	}
 	return true
+}
+
+// seed notes a ban whose state came live just before the window opened
+// (see recentState.seed).
+func (s *seen) seed(p netip.Prefix, at int64) {
+	if s.take(p, at, true) {
+		if s.seeded == nil {
+			s.seeded = map[netip.Prefix]struct{}{}
+		}
+		s.seeded[p] = struct{}{}
+	}
+}
+
+func (s *seen) isSeeded(p netip.Prefix) bool {
+	_, ok := s.seeded[p]
+	return ok
 }
 
 // len is the number of bans read.

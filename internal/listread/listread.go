@@ -34,6 +34,7 @@ type Reader struct {
 	taken   map[int]uint32            // index -> checksum taken
 	damaged map[int]string            // index -> why the last copy was refused
 	stale   bool                      // a chunk taken was replaced since
+	buf     []wire.Entry              // the entries of the chunk being taken
 }
 
 // New returns a Reader of list root.
@@ -118,7 +119,7 @@ func (r *Reader) matches(n int, payload []byte) bool {
 // entries; a chunk that does not parse or whose header does not match
 // its topic and manifest is refused whole.
 func (r *Reader) take(n int, payload []byte) error {
-	c, err := wire.DecodeChunk(payload)
+	c, err := wire.DecodeChunkInto(payload, r.buf)
 	if err == nil && (c.Root != r.Root || c.Gen != r.man.Gen || c.Index != n || c.Count != len(r.man.CRC)) {
 		err = fmt.Errorf("%w: header says list %q generation %s chunk %d of %d", wire.ErrBadChunk,
 			wire.Clip(c.Root), wire.GenString(c.Gen), c.Index, c.Count)
@@ -128,6 +129,7 @@ func (r *Reader) take(n int, payload []byte) error {
 		return fmt.Errorf("list %s chunk %d of generation %s: %w", r.Root, n, wire.GenString(r.man.Gen), err)
 	}
 	delete(r.damaged, n)
+	r.buf = c.Entries
 	for _, e := range c.Entries {
 		r.Take(e)
 	}
