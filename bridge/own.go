@@ -150,7 +150,7 @@ func (w *ownership) plan(set string, ops []Op) []Op {
 		return ops
 	}
 	now := unixNow()
-	out := ops[:0:0]
+	out := make([]Op, 0, len(ops))
 	for _, op := range ops {
 		mine := o.has(op.Prefix, now)
 		switch {

@@ -132,8 +132,9 @@ func abs(v int64) int64 {
 // chunked is a list's compact form as a sync read it: the chunks its
 // manifest named, read with listread.
 type chunked struct {
-	rd  *listread.Reader
-	ops []setOp // the ops of the message being decoded
+	rd   *listread.Reader
+	ops  []setOp // the ops of the message being decoded
+	room int     // how many it makes room for at once
 }
 
 // chunkOps turns a manifest or chunk message into the ops of the chunk
@@ -154,16 +155,23 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 	ch := s.chunks[l.Root]
 	if ch == nil {
 		ch = &chunked{}
-		ch.rd = listread.New(l.Root, func(e wire.Entry) { ch.ops = d.entryOp(s, l, e, ch.ops) })
+		ch.rd = listread.New(l.Root, func(e wire.Entry) {
+			if ch.ops == nil {
+				ch.ops = make([]setOp, 0, ch.room)
+			}
+			ch.ops = d.entryOp(s, l, e, ch.ops)
+		})
 		s.chunks[l.Root] = ch
 	}
 	var err error
 	if manifest {
+		ch.room = wire.MaxChunkEntries // the chunks that came before it
 		if _, ok := s.present[l.Root]; !ok && len(payload) > 0 {
 			s.present[l.Root] = newSeen(peekEntries(payload, int(d.opts.MaxElem)))
 		}
 		err = ch.rd.Manifest(payload)
 	} else {
+		ch.room = min(len(payload)/14, wire.MaxChunkEntries) // an entry is at least 14 bytes
 		err = ch.rd.Chunk(topic, payload)
 	}
 	if errors.Is(err, wire.ErrBadPayload) {
