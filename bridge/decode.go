@@ -89,7 +89,11 @@ func (d *decoder) compact(topic string, payload []byte) (it item, ok bool) {
 	}
 	for _, l := range d.opts.Lists {
 		if man && root == l.Root || chunk && isChunkOf(l.Root, topic) {
-			it.ops = d.chunkOps(l, topic, payload, man)
+			var room int
+			it.ops, room = d.chunkOps(l, topic, payload, man)
+			if room > 0 {
+				it.room = map[string]int{l.Set4: room}
+			}
 			d.sync.mu.Lock()
 			it.sync = d.sync.chunkDone()
 			d.sync.mu.Unlock()

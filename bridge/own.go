@@ -136,6 +136,23 @@ func (w *ownership) load(set string, entries []Entry) {
 	o.swept = o.len()
 }
 
+// reserve makes room for about n IPv4 entries in what vallum owns of set,
+// before a late join of that many: grown one batch at a time, the map was
+// rebuilt some twenty times on the way to a million, on the worker.
+func (w *ownership) reserve(set string, n int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o := w.sets[set]
+	if o == nil || len(o.v4) >= n/2 {
+		return
+	}
+	v4 := make(map[[4]byte]uint32, n)
+	for k, v := range o.v4 {
+		v4[k] = v
+	}
+	o.v4 = v4
+}
+
 // reset records that set is new and empty.
 func (w *ownership) reset(set string) { w.load(set, nil) }
 

@@ -24,8 +24,9 @@ type item struct {
 	ack    func() // nil for internal items
 	ops    []setOp
 	sync   *syncResult
-	lift   *netip.Prefix // an allow entry
-	weight int64         // ops held in the pending bound until applied
+	lift   *netip.Prefix  // an allow entry
+	weight int64          // ops held in the pending bound until applied
+	room   map[string]int // sets to make room in for a late join (ownership.reserve)
 }
 
 // applier is the applying worker's side: the worker goroutine (work) owns
@@ -125,6 +126,11 @@ func (a *applier) fill(batch []item) []item {
 }
 
 func (a *applier) applyBatch(ctx context.Context, batch []item) {
+	for _, it := range batch {
+		for set, n := range it.room {
+			a.own.reserve(set, n)
+		}
+	}
 	sets, bySet := bySet(batch)
 	start := time.Now()
 	var banned []netip.Prefix

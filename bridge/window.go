@@ -142,7 +142,10 @@ type chunked struct {
 // window read of its prefix. Outside a window they are not read (the
 // bridge is subscribed to the chunks only during a sync); a live manifest
 // goes to manifestLive.
-func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) []setOp {
+//
+// room is, for the first manifest of the window, how many bans it says the
+// list holds: the worker makes room for them (ownership.reserve).
+func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) (ops []setOp, room int) {
 	s := &d.sync
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -150,7 +153,7 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 		if manifest {
 			d.later.manifestLive(d.shared, l.Root, payload)
 		}
-		return nil
+		return nil, 0
 	}
 	ch := s.chunks[l.Root]
 	if ch == nil {
@@ -167,7 +170,8 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 	if manifest {
 		ch.room = wire.MaxChunkEntries // the chunks that came before it
 		if _, ok := s.present[l.Root]; !ok && len(payload) > 0 {
-			s.present[l.Root] = newSeen(peekEntries(payload, int(d.opts.MaxElem)))
+			room = peekEntries(payload, int(d.opts.MaxElem))
+			s.present[l.Root] = newSeen(room)
 		}
 		err = ch.rd.Manifest(payload)
 	} else {
@@ -179,9 +183,9 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 	} else if err != nil {
 		d.refuse.refuse("bad_chunk", topic, "topic", wire.Clip(topic), "err", err)
 	}
-	ops := ch.ops
+	ops = ch.ops
 	ch.ops = nil
-	return ops
+	return ops, room
 }
 
 // entryOp appends the add of a chunk entry to ops, when it is the newest
