@@ -199,3 +199,38 @@ func TestCompactUnbanRightAfterBan(t *testing.T) {
 	publish(t, pub, "bl/del", false, "203.0.113.9")
 	wantMembers(t, f, "bl", "203.0.113.1")
 }
+
+// TestCompactChunkAndItsStateApplyOnce: a host that joins in the seconds
+// after a cut reads each ban twice, in its chunk and in the per-ban state
+// it was cut from (the keeper deletes that state a little later): each is
+// one add to the kernel (vallum_adds_total counts the list once), while a
+// newer state of a ban still wins over its chunk entry.
+func TestCompactChunkAndItsStateApplyOnce(t *testing.T) {
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	hour := time.Unix(time.Now().Add(time.Hour).Unix(), 0)
+	st := wire.State{At: at, Expires: hour}
+	publishList(t, pub, []wire.Entry{
+		entry("203.0.113.1/32", st), entry("203.0.113.2/32", st), entry("203.0.113.3/32", st), entry("2001:db8::/48", st),
+	}, 2)
+	for _, a := range []string{"203.0.113.1", "203.0.113.2", "2001:db8::/48"} {
+		publish(t, pub, "bl/ban/"+a, true, string(wire.EncodeState(st)))
+	}
+	newer := wire.State{At: at.Add(time.Second), Expires: hour.Add(time.Hour)}
+	publish(t, pub, "bl/ban/203.0.113.3", true, string(wire.EncodeState(newer)))
+	f := newFake()
+	r := startBridge(t, url, f, nil)
+	r.waitSynced(t, 1)
+	wantMembers(t, f, "bl", "203.0.113.1", "203.0.113.2", "203.0.113.3")
+	wantMembers(t, f, "bl6", "2001:db8::/48")
+	adds := r.b.stats.Snapshot().Adds
+	// 203.0.113.3 is two versions: its chunk entry, then its newer state
+	// (or the state alone, when it comes first).
+	if adds["bl"] < 3 || adds["bl"] > 4 || adds["bl6"] != 1 {
+		t.Errorf("adds %v, want 3 or 4 on bl (each ban once, 203.0.113.3 at most twice) and 1 on bl6", adds)
+	}
+	if e, _ := f.entry("bl", "203.0.113.3/32"); e.Timeout < 2*3600-10 {
+		t.Errorf("203.0.113.3: timeout %d, want its newer state's 2 h", e.Timeout)
+	}
+}
