@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -27,7 +28,12 @@ import (
 // the benchmark stands in for the keeper (as the prototype did) and
 // publishes n bans as chunks and compactDeltas as per-ban state: the hub's
 // memory then counts no keeper's copy of the list.
-func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper bool, n int, timeout time.Duration) (time.Duration, int64, error) {
+//
+// With settle, vallum joins once the keeper is done with the burst (see
+// keeperQuiet); without, as soon as it has cut 99 % of it, while it still
+// deletes the per-ban states it folded in and publishes again those a
+// deletion raced.
+func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle bool, n int, timeout time.Duration) (time.Duration, int64, error) {
 	name := "cjoin-mosquitto"
 	if embedded {
 		name = "cjoin-hub"
@@ -66,6 +72,9 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper bool, n
 		// Feeding a keeper a million events takes minutes: not the
 		// measurement, so not bound by its time limit.
 		err = feedKeeper(pub, a, n, time.Now().Add(15*time.Minute))
+		if err == nil && settle {
+			err = keeperQuiet(pub, time.Now().Add(5*time.Minute))
+		}
 	} else {
 		deadline := time.Now().Add(timeout)
 		var epoch string
@@ -134,6 +143,28 @@ func feedKeeper(c mqtt.Client, a *addrs, n int, deadline time.Time) error {
 		case <-time.After(time.Until(deadline)):
 			return fmt.Errorf("the keeper cut %d of %d bans", entries, n)
 		}
+	}
+	return nil
+}
+
+// keeperQuiet waits until the list's per-ban state and manifest have
+// been still for quietFor: the keeper has taken the burst, and deleted
+// the per-ban states its cuts folded in (statedFor, 10 s, after each cut).
+func keeperQuiet(c mqtt.Client, deadline time.Time) error {
+	const quietFor = 12 * time.Second
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	note := func(mqtt.Client, mqtt.Message) { last.Store(time.Now().UnixNano()) }
+	filters := map[string]byte{wire.StateFilter(list): 0, wire.ManifestTopic(list): 0}
+	if t := c.SubscribeMultiple(filters, note); !t.WaitTimeout(time.Until(deadline)) || t.Error() != nil {
+		return fmt.Errorf("subscribe: %v", t.Error())
+	}
+	defer c.Unsubscribe(wire.StateFilter(list), wire.ManifestTopic(list))
+	for time.Since(time.Unix(0, last.Load())) < quietFor {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the keeper's list did not settle: a change every %v or less", quietFor)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	return nil
 }

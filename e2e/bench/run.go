@@ -31,6 +31,7 @@ type results struct {
 	HubRSS1mMB           *float64 `json:"hub_rss_1m_mb,omitempty"`
 	CompactN             int      `json:"compact_n,omitempty"`
 	CompactKeeper        bool     `json:"compact_keeper,omitempty"`
+	CompactSettled       bool     `json:"compact_settled,omitempty"`
 	RSSMB                *float64 `json:"rss_mb"`
 	RSSEventsMB          *float64 `json:"rss_events_mb"`
 	BrokerSinglePerS     *float64 `json:"broker_single_per_s"`
@@ -129,13 +130,13 @@ func compactJoins(c config, l *lab.Lab, dir, bin string, a *addrs, r *results, s
 	if c.compact <= 0 {
 		return
 	}
-	r.CompactN, r.CompactKeeper = c.compact, c.compactKeeper
+	r.CompactN, r.CompactKeeper, r.CompactSettled = c.compact, c.compactKeeper, c.compactKeeper && c.compactSettle
 	step("compact list late join, embedded hub")
-	took, rss, err := compactJoin(l, dir, bin, a, true, c.compactKeeper, c.compact, c.phase)
+	took, rss, err := compactJoin(l, dir, bin, a, true, c.compactKeeper, c.compactSettle, c.compact, c.phase)
 	r.set(&r.Sync1mEmbeddedS, took.Seconds(), err, "compact late join, embedded hub")
 	r.set(&r.HubRSS1mMB, mb(rss), err, "hub rss holding the compact list")
 	step("compact list late join, mosquitto")
-	took, _, err = compactJoin(l, dir, bin, a, false, c.compactKeeper, c.compact, c.phase)
+	took, _, err = compactJoin(l, dir, bin, a, false, c.compactKeeper, c.compactSettle, c.compact, c.phase)
 	r.set(&r.Sync1mMosquittoS, took.Seconds(), err, "compact late join, mosquitto")
 }
 
@@ -277,8 +278,11 @@ func (r *results) print(w io.Writer, c config) {
 
 // maker says who cut the compact list.
 func maker(c config) string {
+	if c.compactKeeper && c.compactSettle {
+		return "the keeper's, settled"
+	}
 	if c.compactKeeper {
-		return "the keeper's"
+		return "the keeper's, joined mid-burst"
 	}
 	return fmt.Sprintf("+ %d, stand-in", compactDeltas)
 }
