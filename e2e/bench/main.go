@@ -31,7 +31,7 @@ type config struct {
 	lat, latRate, sync, naive, vallumdN            int
 	compact                                        int
 	compactKeeper, compactSettle                   bool
-	only                                           string
+	only, compactOn                                string
 	vallumd                                        string
 	phase                                          time.Duration
 	soak                                           time.Duration
@@ -54,6 +54,7 @@ func parseFlags() config {
 	flag.IntVar(&c.compact, "compact", 1_000_000, "bans of the compact list (chunks) for the late join from the embedded hub and mosquitto, keys sync_1m_*; 0: skip (the -small default)")
 	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.BoolVar(&c.compactSettle, "compact-settle", true, "with -compact-keeper, vallum joins once the keeper is done with the million (its list still for 12 s); false: once it has cut 99 %, while it still deletes the per-ban states it folded in")
+	flag.StringVar(&c.compactOn, "compact-on", "embedded,mosquitto", "the brokers of the compact late joins, comma separated")
 	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small)")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
