@@ -30,6 +30,10 @@ type chunkSet struct {
 	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
 	changes  int          // bans changed, lifted or expired since the last cut
 	cutAt    time.Time    // the last cut, or when the keeper settled
+	// burst: bans of bursts since the last cut, held by the view alone
+	// (fBurst), from burstFirst to burstLast (burst.go).
+	burst                 int
+	burstFirst, burstLast time.Time
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
 	laterAt time.Time

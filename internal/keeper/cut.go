@@ -31,6 +31,9 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if l.ch.man != nil {
 		size = l.ch.man.Entries
 	}
+	if due := l.ch.burstDue(); !due.IsZero() && !now.Before(due) {
+		return true
+	}
 	return l.ch.man == nil || l.ch.changes > max(k.o.CutAfter, size/100) ||
 		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
 }
@@ -48,7 +51,7 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		// A ban the view holds but neither a state nor a chunk on the
 		// broker does is left out: another keeper deleted it, in doubt
 		// (foreignLocked), and the events have yet to say it again.
-		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk) == 0 {
+		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk|fBurst) == 0 {
 			continue
 		}
 		t, err := wire.ParseTopic(l.root, topic)
@@ -81,7 +84,7 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
-	l.ch.dirty, l.ch.changes, l.ch.cutAt = nil, 0, now
+	l.ch.dirty, l.ch.changes, l.ch.cutAt, l.ch.burst = nil, 0, now, 0
 	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != gen {
@@ -122,7 +125,7 @@ func (k *Keeper) foldedLocked(l *list, items []cutItem, cleanup bool) []retain {
 	l.ch.later = l.ch.later[:0]
 	for _, it := range items {
 		e := k.bans[it.topic]
-		e.flags |= fChunk
+		e.flags = e.flags&^fBurst | fChunk
 		k.bans[it.topic] = e
 		if cleanup && e.flags&fState != 0 {
 			if r, ok := k.cleanLocked(it.topic, e.at); ok {
@@ -202,6 +205,8 @@ func (k *Keeper) maintain() time.Time {
 	if !chunksBuilt {
 		return time.Time{}
 	}
+	k.cutMu.Lock()
+	defer k.cutMu.Unlock()
 	now := k.now()
 	var out []retain
 	var next time.Time
@@ -214,6 +219,12 @@ func (k *Keeper) maintain() time.Time {
 		if k.cutDueLocked(i, now) {
 			out = append(out, k.cutLocked(i, now)...)
 			continue
+		}
+		if l := k.lists[i]; l.ch.burst > 0 && !k.cutter(l) {
+			out = append(out, k.unburstLocked(i)...)
+		}
+		if due := k.lists[i].ch.burstDue(); !due.IsZero() && (next.IsZero() || due.Before(next)) {
+			next = due
 		}
 		if l := k.lists[i]; len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
 			out = append(out, k.cleanLaterLocked(l)...)

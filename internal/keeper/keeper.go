@@ -62,6 +62,10 @@ type Options struct {
 	// passed with any change. 0: DefaultCutAfter, DefaultCutEvery.
 	CutAfter int
 	CutEvery time.Duration
+	// BurstLines: an event message of at least this many add lines is a
+	// burst (burst.go): its bans go to the next cut without a per-ban
+	// state each. 0: DefaultBurstLines.
+	BurstLines int
 	Policy   Policy           // escalation, quorum and reporter limits per list
 	Logger   *slog.Logger     // nil: discard
 	Now      func() time.Time // nil: time.Now
@@ -83,6 +87,11 @@ type Keeper struct {
 	lists []*list
 	copy  *copyLog // nil without Options.Copy
 	pol   polState // escalation, quorum, limits (policy.go), under mu
+
+	// cutMu is held across a cut and its publishing (maintain, Flush),
+	// outside mu: Flush returns only once a cut of Run is handed to the
+	// Sink too.
+	cutMu sync.Mutex
 
 	mu      sync.Mutex
 	bans    map[string]entry     // canonical state topic -> what the broker holds
@@ -125,7 +134,7 @@ type entry struct {
 	exp    int64  // when it expires, Unix seconds; 0: never
 	gen    uint32 // the read of the retained messages that last saw it
 	list   uint16 // index in Keeper.lists
-	flags  uint16 // fState, fChunk (no padding: no equal function to link)
+	flags  uint16 // fState, fChunk, fBurst (no padding: no equal function to link)
 	reason uint32 // the state's Reason and Origin, interned (Keeper.strs)
 	origin uint32
 }
@@ -152,6 +161,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	o.LegacyState = o.LegacyState || !chunksBuilt
 	o.CutAfter = cmp.Or(o.CutAfter, DefaultCutAfter)
 	o.CutEvery = cmp.Or(o.CutEvery, DefaultCutEvery)
+	o.BurstLines = cmp.Or(o.BurstLines, DefaultBurstLines)
 	k := &Keeper{o: o, sink: sink, log: o.Logger, now: o.Now,
 		guard: guard.New(o.Limits.Allow, o.Limits.MinBitsV4, o.Limits.MinBitsV6),
 		bans:  map[string]entry{}, stated: map[string]time.Time{}, pubs: map[string]*pub{},
