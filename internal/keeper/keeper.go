@@ -66,9 +66,9 @@ type Options struct {
 	// burst (burst.go): its bans go to the next cut without a per-ban
 	// state each. 0: DefaultBurstLines.
 	BurstLines int
-	Policy   Policy           // escalation, quorum and reporter limits per list
-	Logger   *slog.Logger     // nil: discard
-	Now      func() time.Time // nil: time.Now
+	Policy     Policy           // escalation, quorum and reporter limits per list
+	Logger     *slog.Logger     // nil: discard
+	Now        func() time.Time // nil: time.Now
 }
 
 // Origin is the origin of the states the keeper makes from events.

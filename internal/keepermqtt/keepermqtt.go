@@ -39,7 +39,7 @@ type Keeper interface {
 	// acknowledged only after Flush, which publishes them.
 	Unflushed() bool
 	Flush()
-	Run(ctx context.Context) error         // expires bans until ctx is done
+	Run(ctx context.Context) error // expires bans until ctx is done
 }
 
 // Options configure the connection.
