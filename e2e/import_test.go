@@ -17,6 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // importFrom runs `vallum import` (or any CLI command) in h against the hub
@@ -164,7 +165,8 @@ func TestImportFeeds(t *testing.T) {
 		seen := watchList(t, b)
 		write("203.0.113.1\n203.0.113.2\n203.0.113.4\n")
 		out = importFrom(t, e2, b, dir, "import", root, netset, "--timeout", "1d", "--sync")
-		want = []string{root + "/add 203.0.113.4 timeout 86400", root + "/ban/203.0.113.3 (empty)", root + "/ban/203.0.113.4", root + "/del 203.0.113.3"}
+		meta := strings.TrimSpace(wire.MetaLine(wire.Meta{Reason: "level1.netset", Origin: "import:level1.netset"}))
+		want = []string{root + "/add " + meta + "\n203.0.113.4 timeout 86400", root + "/ban/203.0.113.3 (empty)", root + "/ban/203.0.113.4", root + "/del 203.0.113.3"}
 		if got := seen(); !slices.Equal(got, want) {
 			t.Errorf("the broker carried, for the second import:\n%s\nwant only the difference:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}

@@ -319,10 +319,11 @@ func (b *cancelBody) Close() error { b.cancel(); return b.ReadCloser.Close() }
 // lines (a burst, internal/keeper burst.go) straight into its next cut,
 // with the feed's reason and origin, and makes no retained state per ban:
 // one retained message per ban costs the broker more than the ban (NATS
-// took 89 to 185 s to a host for 1,000,000). Unbans go as `vallum unban`
-// sends them: the ban's empty retained state, then the event. With
-// states (a list whose record is not v2: no keeper of this release), each
-// ban's retained state goes first, as `vallum ban` sends it.
+// took 89 to 185 s to a host for 1,000,000). Unbans go as events too: the
+// keeper deletes a per-ban state and rewrites the chunk that holds the ban.
+// With states (a list whose record is not v2: no keeper of this release),
+// each ban's retained state (empty for an unban) goes first, as `vallum
+// ban` and `vallum unban` send it.
 type publisher struct {
 	cl     mqtt.Client
 	root   string
@@ -351,7 +352,7 @@ func (p *publisher) send(prefixes []netip.Prefix, action bridge.Action, imp *imp
 	var ev strings.Builder
 	ev.WriteString(head)
 	for _, pre := range prefixes {
-		if action == bridge.Del || p.states {
+		if p.states {
 			if err := w.add(p.cl.Publish(wire.StateTopic(p.root, pre), 1, true, state)); err != nil {
 				w.close()
 				return err
