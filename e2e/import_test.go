@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,6 +227,17 @@ func TestImportMillion(t *testing.T) {
 				t.Fatal(err)
 			}
 			rss := sampleRSS(t, b.proc) // the hub, or mosquitto
+			t.Cleanup(func() {
+				if os.Getenv("DUMP") != "" && t.Failed() {
+					b.proc.Signal(syscall.SIGQUIT)
+					<-b.proc.Done()
+					out := b.proc.Output()
+					os.WriteFile("/tmp/burst-dump.txt", []byte(out), 0o644)
+				}
+				if out := b.proc.Output(); t.Failed() {
+					t.Logf("%s logged:\n%s", b.name(), out[max(0, len(out)-6000):])
+				}
+			})
 			start := time.Now()
 			out := importFrom(t, host, b, dir, "import", root, feed, "--timeout", "1d")
 			published := time.Since(start)

@@ -32,8 +32,16 @@ const (
 	// so that the messages of one import make one cut, not one each.
 	burstQuiet = 200 * time.Millisecond
 	// burstWait bounds how long a burst waits for its cut while more
-	// keep coming.
+	// keep coming, unless the cuts cost more (burstRest).
 	burstWait = time.Second
+	// burstRest: while a burst goes on, the keeper rests this many times
+	// its last cut's cost (building and publishing it) before the next,
+	// so that cuts of a growing list take at most a fifth of its time.
+	// Each cut holds the keeper's lock, which the hub's event path waits
+	// for: cut every second, a 1,000,000-ban import stalled the hub
+	// (each cut of the growing list longer than the last, a publish not
+	// acknowledged within 15 s).
+	burstRest = 4
 )
 
 const fBurst = fChunk << 1 // the view holds it for the next cut only (a burst)
@@ -67,14 +75,18 @@ func (k *Keeper) burstLocked(i int, topic string, s wire.State, now time.Time) {
 	}
 }
 
-// burstDue returns when list i's burst is to be cut; zero: no burst.
-func (c *chunkSet) burstDue() time.Time {
+// burstDue returns when the list's burst is to be cut, after a cut that
+// cost cost; zero: no burst.
+func (c *chunkSet) burstDue(cost time.Duration) time.Time {
 	if c.burst == 0 {
 		return time.Time{}
 	}
 	due := c.burstLast.Add(burstQuiet)
 	if w := c.burstFirst.Add(burstWait); w.Before(due) {
 		due = w
+	}
+	if rest := c.cutAt.Add(cost * (1 + burstRest)); rest.After(due) {
+		due = rest
 	}
 	return due
 }
@@ -117,14 +129,16 @@ func (k *Keeper) Unflushed() bool {
 func (k *Keeper) Flush() {
 	k.cutMu.Lock()
 	defer k.cutMu.Unlock()
-	now := k.now()
+	began, now := time.Now(), k.now()
 	var out []retain
+	cut := false
 	k.mu.Lock()
 	for i, l := range k.lists {
 		switch {
 		case l.ch.burst == 0:
 		case k.cutter(l):
 			out = append(out, k.cutLocked(i, now)...)
+			cut = true
 		default:
 			out = append(out, k.unburstLocked(i)...)
 		}
@@ -132,6 +146,16 @@ func (k *Keeper) Flush() {
 	k.mu.Unlock()
 	_ = k.publish(out)
 	freeAfter(out)
+	if cut {
+		k.costed(began)
+	}
+}
+
+// costed notes the cost of the cuts made since began, published.
+func (k *Keeper) costed(began time.Time) {
+	k.mu.Lock()
+	k.cutCost = time.Since(began)
+	k.mu.Unlock()
 }
 
 // woken wakes Run: a burst is to be cut.

@@ -31,7 +31,7 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if l.ch.man != nil {
 		size = l.ch.man.Entries
 	}
-	if due := l.ch.burstDue(); !due.IsZero() && !now.Before(due) {
+	if due := l.ch.burstDue(k.cutCost); !due.IsZero() && !now.Before(due) {
 		return true
 	}
 	return l.ch.man == nil || l.ch.changes > max(k.o.CutAfter, size/100) ||
@@ -45,6 +45,10 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 // the per-ban states the chunks now hold.
 func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	l := k.lists[i]
+	began := time.Now()
+	defer func() {
+		k.log.Info("cut", "list", l.root, "entries", l.ch.man.Entries, "chunks", len(l.ch.man.CRC), "took", time.Since(began).Round(time.Millisecond))
+	}()
 	var items []cutItem
 	nowUnix := now.Unix()
 	for topic, e := range k.bans {
@@ -207,9 +211,10 @@ func (k *Keeper) maintain() time.Time {
 	}
 	k.cutMu.Lock()
 	defer k.cutMu.Unlock()
-	now := k.now()
+	began, now := time.Now(), k.now()
 	var out []retain
 	var next time.Time
+	cut := false
 	k.mu.Lock()
 	if now.Sub(k.swept) >= pubsKeep {
 		k.sweepLocked(now)
@@ -218,12 +223,13 @@ func (k *Keeper) maintain() time.Time {
 	for i := range k.lists {
 		if k.cutDueLocked(i, now) {
 			out = append(out, k.cutLocked(i, now)...)
+			cut = true
 			continue
 		}
 		if l := k.lists[i]; l.ch.burst > 0 && !k.cutter(l) {
 			out = append(out, k.unburstLocked(i)...)
 		}
-		if due := k.lists[i].ch.burstDue(); !due.IsZero() && (next.IsZero() || due.Before(next)) {
+		if due := k.lists[i].ch.burstDue(k.cutCost); !due.IsZero() && (next.IsZero() || due.Before(next)) {
 			next = due
 		}
 		if l := k.lists[i]; len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
@@ -238,6 +244,9 @@ func (k *Keeper) maintain() time.Time {
 	k.mu.Unlock()
 	_ = k.publish(out)
 	freeAfter(out)
+	if cut {
+		k.costed(began)
+	}
 	return next
 }
 

@@ -108,7 +108,8 @@ type Keeper struct {
 	fixes   []fix                 // misspelt or refused states read, fixed at Settle
 	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
 	strs    interned
-	swept   time.Time // the last sweepLocked of Run
+	swept   time.Time     // the last sweepLocked of Run
+	cutCost time.Duration // the last cut's, built and published (burst.go)
 	// cleaning: per-ban states the keeper deleted after a cut (their
 	// chunk holds them), by topic, with the at deleted: their echo is
 	// no unban.

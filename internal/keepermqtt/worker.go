@@ -31,6 +31,7 @@ type worker struct {
 	// burst), since firstHeld; lastHeld: the last message held.
 	unacked             []func()
 	firstHeld, lastHeld time.Time
+	flushCost           time.Duration // the last Flush's
 }
 
 // read is one read of the retained messages, ended by the marker that
@@ -254,11 +255,14 @@ func (w *worker) checkStall() {
 // that cut, or a keeper killed meanwhile would lose them. The worker
 // holds their acknowledgements, and those of every message after them (in
 // order), until the messages pause for flushQuiet (one cut for the
-// messages of one import, not one each) or flushWait passed, or the
-// broker's window of unacknowledged messages may be full (maxUnacked).
+// messages of one import, not one each) or flushWait passed (or flushRest
+// times the last Flush's cost, if more: the cuts of a growing list then
+// take at most a fifth of the time), or the broker's window of
+// unacknowledged messages may be full (maxUnacked).
 const (
 	flushQuiet = 50 * time.Millisecond
 	flushWait  = time.Second
+	flushRest  = 4
 	maxUnacked = 1000
 )
 
@@ -285,7 +289,7 @@ func (w *worker) flushDue() time.Time {
 		return time.Now()
 	}
 	due := w.lastHeld.Add(flushQuiet)
-	if last := w.firstHeld.Add(flushWait); last.Before(due) {
+	if last := w.firstHeld.Add(max(flushWait, flushRest*w.flushCost)); last.Before(due) {
 		return last
 	}
 	return due
@@ -300,7 +304,9 @@ func (w *worker) flush() {
 	if time.Now().Before(w.flushDue()) {
 		return // a stale timer; the loop arms it again
 	}
+	began := time.Now()
 	w.k.Flush()
+	w.flushCost = time.Since(began)
 	for _, ack := range w.unacked {
 		w.a.ackAfter(ack)
 	}
