@@ -131,22 +131,24 @@ func (k *Keeper) Flush() {
 	defer k.cutMu.Unlock()
 	began, now := time.Now(), k.now()
 	var out []retain
-	cut := false
+	var due []int
 	k.mu.Lock()
 	for i, l := range k.lists {
 		switch {
 		case l.ch.burst == 0:
 		case k.cutter(l):
-			out = append(out, k.cutLocked(i, now)...)
-			cut = true
+			due = append(due, i)
 		default:
 			out = append(out, k.unburstLocked(i)...)
 		}
 	}
 	k.mu.Unlock()
+	for _, i := range due {
+		out = append(out, k.cutOutside(i, now)...)
+	}
 	_ = k.publish(out)
 	freeAfter(out)
-	if cut {
+	if len(due) > 0 {
 		k.costed(began)
 	}
 }

@@ -140,3 +140,35 @@ func TestBurstLegacyState(t *testing.T) {
 		t.Errorf("%d per-ban states (unflushed %v), want 500", n, s.k.Unflushed())
 	}
 }
+
+// TestCutBuiltOutside: a ban lifted, and one banned again, while a cut is
+// built outside the lock (cutOutside): the new chunks hold what was read,
+// so the lifted ban's chunk is rewritten at once (a host never reads it
+// after that), and the ban made again stays the view's, for the next cut.
+func TestCutBuiltOutside(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{Name: "hub", BurstLines: 256})
+	s.k.cut(t)
+	s.b.client("blacklist/add", burstMessage(nil, 0, 5000, ""), false)
+	s.k.mu.Lock()
+	c := s.k.collectLocked(0, s.k.now())
+	s.k.mu.Unlock()
+	s.clk.add(time.Second)
+	s.b.client("blacklist/del", "10.0.0.7", false)
+	s.b.client("blacklist/add", "10.0.0.8 timeout 60", false)
+	c.build()
+	s.k.mu.Lock()
+	out := s.k.commitLocked(c)
+	s.k.mu.Unlock()
+	if err := s.k.publish(out); err != nil {
+		t.Fatal(err)
+	}
+	s.k.maintain() // the rewrite of the lifted ban's chunk
+	got := s.b.states("blacklist")
+	if _, ok := got["blacklist/ban/10.0.0.7"]; ok {
+		t.Error("10.0.0.7, lifted while the cut was built, is still read")
+	}
+	if st := got["blacklist/ban/10.0.0.8"]; st.Expires.IsZero() || len(got) != 4999 {
+		t.Errorf("10.0.0.8: %+v of %d bans; want the later ban, of 60 s, among 4,999", st, len(got))
+	}
+}

@@ -415,14 +415,16 @@ func (k *Keeper) unbannedLocked(i int, topic string, e entry) {
 	if err != nil || j < 0 {
 		return
 	}
+	k.dirtyLocked(l, j)
+}
+
+// dirtyLocked marks chunk j of list l for a rewrite, and wakes Run.
+func (k *Keeper) dirtyLocked(l *list, j int) {
 	if l.ch.dirty == nil {
 		l.ch.dirty = map[int]bool{}
 	}
 	l.ch.dirty[j] = true
-	select { // wake Run: a rewrite is due
-	case k.wake <- struct{}{}:
-	default:
-	}
+	k.woken()
 }
 
 // errNoChunks: a list without chunks has none to rewrite.

@@ -42,14 +42,52 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 // of the view, sorted, at most wire.MaxChunkEntries a chunk; then the
 // manifest; then it deletes the chunks of the generations before, and,
 // unless the list keeps legacy state (an epoch not in the v2 spelling),
-// the per-ban states the chunks now hold.
+// the per-ban states the chunks now hold. cutOutside does the same with
+// the sorting and encoding outside the lock.
 func (k *Keeper) cutLocked(i int, now time.Time) []retain {
+	c := k.collectLocked(i, now)
+	c.build()
+	return k.commitLocked(c)
+}
+
+// cutOutside cuts list i as cutLocked does, holding the lock only to read
+// the view and to commit: a cut of 1,000,000 bans took seconds, and the
+// hub's event path, which waits for the lock, stalled a publisher that
+// long. It returns nil if the chunks changed meanwhile (Settle adopted
+// others): what was due stays due.
+func (k *Keeper) cutOutside(i int, now time.Time) []retain {
+	k.mu.Lock()
+	c := k.collectLocked(i, now)
+	k.mu.Unlock()
+	c.build()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.lists[i].ch.man != c.old || !k.cutter(k.lists[i]) {
+		return nil
+	}
+	return k.commitLocked(c)
+}
+
+// cutting is one cut in the making.
+type cutting struct {
+	i, list        int
+	root, epoch    string
+	now, began     time.Time
+	old            *wire.Manifest // the list's manifest when the cut began
+	items          []cutItem
+	burst, changes int // the list's counts when the cut began
+
+	m     wire.Manifest
+	data  [][]byte
+	first []netip.Prefix
+	out   []retain // the chunks
+}
+
+// collectLocked reads the bans of list i for a cut.
+func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 	l := k.lists[i]
-	began := time.Now()
-	defer func() {
-		k.log.Info("cut", "list", l.root, "entries", l.ch.man.Entries, "chunks", len(l.ch.man.CRC), "took", time.Since(began).Round(time.Millisecond))
-	}()
-	var items []cutItem
+	c := &cutting{i: i, root: l.root, epoch: l.rec.Epoch, now: now, began: time.Now(), old: l.ch.man,
+		burst: l.ch.burst, changes: l.ch.changes}
 	nowUnix := now.Unix()
 	for topic, e := range k.bans {
 		// A ban the view holds but neither a state nor a chunk on the
@@ -62,18 +100,23 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		if err != nil {
 			continue
 		}
-		items = append(items, cutItem{wire.Entry{Prefix: t.Prefix, State: k.stateOf(e)}, topic})
+		c.items = append(c.items, cutItem{wire.Entry{Prefix: t.Prefix, State: k.stateOf(e)}, topic})
 	}
-	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.e.Prefix, b.e.Prefix) })
+	return c
+}
 
-	gen := uint64(now.UnixMilli())
-	if old := l.ch.man; old != nil && gen <= old.Gen {
-		gen = old.Gen + 1
+// build sorts the cut's bans and encodes its chunks; it touches nothing
+// of the keeper's.
+func (c *cutting) build() {
+	items := c.items
+	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.e.Prefix, b.e.Prefix) })
+	gen := uint64(c.now.UnixMilli())
+	if c.old != nil && gen <= c.old.Gen {
+		gen = c.old.Gen + 1
 	}
 	count := (len(items) + wire.MaxChunkEntries - 1) / wire.MaxChunkEntries
-	m := wire.Manifest{Epoch: l.rec.Epoch, Gen: gen, Cut: now, Entries: len(items), CRC: make([]uint32, count)}
-	var out []retain
-	data, first := make([][]byte, count), make([]netip.Prefix, count)
+	c.m = wire.Manifest{Epoch: c.epoch, Gen: gen, Cut: c.now, Entries: len(items), CRC: make([]uint32, count)}
+	c.data, c.first = make([][]byte, count), make([]netip.Prefix, count)
 	chunk := make([]wire.Entry, 0, min(len(items), wire.MaxChunkEntries))
 	for j := range count {
 		part := items[j*wire.MaxChunkEntries : min(len(items), (j+1)*wire.MaxChunkEntries)]
@@ -81,17 +124,30 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		for _, it := range part {
 			chunk = append(chunk, it.e)
 		}
-		p := wire.EncodeChunk(wire.Chunk{Root: l.root, Gen: gen, Index: j, Count: count, Entries: chunk})
-		data[j], first[j], m.CRC[j] = p, part[0].e.Prefix, wire.ChunkCRC(p)
-		out = append(out, retain{wire.ChunkTopic(l.root, gen, j), p})
+		p := wire.EncodeChunk(wire.Chunk{Root: c.root, Gen: gen, Index: j, Count: count, Entries: chunk})
+		c.data[j], c.first[j], c.m.CRC[j] = p, part[0].e.Prefix, wire.ChunkCRC(p)
+		c.out = append(c.out, retain{wire.ChunkTopic(c.root, gen, j), p})
 	}
+}
+
+// commitLocked makes the cut c the list's and returns what to publish:
+// its chunks, its manifest, the deletions of the generations before and of
+// the per-ban states the chunks now hold.
+func (k *Keeper) commitLocked(c *cutting) []retain {
+	l := k.lists[c.i]
+	m := c.m
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
-	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
-	l.ch.dirty, l.ch.changes, l.ch.cutAt, l.ch.burst = nil, 0, now, 0
-	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = c.data, c.first, make([]time.Time, len(c.data)), nil
+	l.ch.dirty, l.ch.cutAt = nil, c.now
+	// What came while the cut was built is for the next one.
+	l.ch.changes, l.ch.burst = max(0, l.ch.changes-c.changes), max(0, l.ch.burst-c.burst)
+	if l.ch.burst > 0 {
+		l.ch.burstFirst = l.ch.burstLast
+	}
+	out := append(c.out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
-	if old.man != nil && old.man.Gen != gen {
+	if old.man != nil && old.man.Gen != m.Gen {
 		for j := range old.man.CRC {
 			out = append(out, retain{wire.ChunkTopic(l.root, old.man.Gen, j), nil})
 		}
@@ -102,7 +158,9 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		}
 	}
 	l.ch.other, l.ch.next = nil, nil
-	return append(out, k.foldedLocked(l, items, wire.IsEpochV2(l.rec.Epoch))...)
+	out = append(out, k.foldedLocked(l, c.items, wire.IsEpochV2(l.rec.Epoch))...)
+	k.log.Info("cut", "list", l.root, "entries", m.Entries, "chunks", len(m.CRC), "took", time.Since(c.began).Round(time.Millisecond))
+	return out
 }
 
 // cleaned is what the keeper deleted of one topic after cuts: the version
@@ -127,8 +185,16 @@ type cutItem struct {
 func (k *Keeper) foldedLocked(l *list, items []cutItem, cleanup bool) []retain {
 	var out []retain
 	l.ch.later = l.ch.later[:0]
-	for _, it := range items {
-		e := k.bans[it.topic]
+	for n, it := range items {
+		e, ok := k.bans[it.topic]
+		if !ok || e.at != it.e.State.At.UnixMilli() {
+			// Lifted, or banned again, while the cut was built: the
+			// chunk holds what was; a lifted ban's chunk is rewritten.
+			if !ok {
+				k.dirtyLocked(l, n/wire.MaxChunkEntries)
+			}
+			continue
+		}
 		e.flags = e.flags&^fBurst | fChunk
 		k.bans[it.topic] = e
 		if cleanup && e.flags&fState != 0 {
@@ -214,16 +280,15 @@ func (k *Keeper) maintain() time.Time {
 	began, now := time.Now(), k.now()
 	var out []retain
 	var next time.Time
-	cut := false
 	k.mu.Lock()
 	if now.Sub(k.swept) >= pubsKeep {
 		k.sweepLocked(now)
 		k.swept = now
 	}
+	var due []int
 	for i := range k.lists {
 		if k.cutDueLocked(i, now) {
-			out = append(out, k.cutLocked(i, now)...)
-			cut = true
+			due = append(due, i)
 			continue
 		}
 		if l := k.lists[i]; l.ch.burst > 0 && !k.cutter(l) {
@@ -242,9 +307,12 @@ func (k *Keeper) maintain() time.Time {
 		}
 	}
 	k.mu.Unlock()
+	for _, i := range due {
+		out = append(out, k.cutOutside(i, now)...)
+	}
 	_ = k.publish(out)
 	freeAfter(out)
-	if cut {
+	if len(due) > 0 {
 		k.costed(began)
 	}
 	return next

@@ -307,6 +307,10 @@ func (w *worker) flush() {
 	began := time.Now()
 	w.k.Flush()
 	w.flushCost = time.Since(began)
+	if w.k.Unflushed() { // not cut (the list's chunks changed meanwhile): later
+		w.firstHeld = time.Now()
+		return
+	}
 	for _, ack := range w.unacked {
 		w.a.ackAfter(ack)
 	}
