@@ -271,8 +271,11 @@ func (k *Keeper) entryLocked(i int, s wire.State) entry {
 }
 
 // stateOf returns the state an entry of the view stands for.
-func (k *Keeper) stateOf(e entry) wire.State {
-	s := wire.State{At: time.UnixMilli(e.at), Reason: k.strs.str(e.reason), Origin: k.strs.str(e.origin)}
+func (k *Keeper) stateOf(e entry) wire.State { return stateOfWith(&k.strs, e) }
+
+// stateOfWith is stateOf with the interned strings strs.
+func stateOfWith(strs *interned, e entry) wire.State {
+	s := wire.State{At: time.UnixMilli(e.at), Reason: strs.str(e.reason), Origin: strs.str(e.origin)}
 	if e.exp != 0 {
 		s.Expires = time.Unix(e.exp, 0)
 	}

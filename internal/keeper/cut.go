@@ -74,6 +74,8 @@ type cutting struct {
 	root, epoch    string
 	now, began     time.Time
 	old            *wire.Manifest // the list's manifest when the cut began
+	raw            []rawItem      // the bans read, for build
+	strs           []string       // the interned reasons and origins they name
 	items          []cutItem
 	burst, changes int // the list's counts when the cut began
 
@@ -83,11 +85,19 @@ type cutting struct {
 	out   []retain // the chunks
 }
 
-// collectLocked reads the bans of list i for a cut.
+// rawItem is a ban as the view holds it, read for a cut.
+type rawItem struct {
+	topic string
+	e     entry
+}
+
+// collectLocked reads the bans of list i for a cut; build parses them.
+// The interned strings are taken as they are now: they are only ever
+// appended to, so the entries read name none beyond.
 func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 	l := k.lists[i]
 	c := &cutting{i: i, root: l.root, epoch: l.rec.Epoch, now: now, began: time.Now(), old: l.ch.man,
-		burst: l.ch.burst, changes: l.ch.changes}
+		burst: l.ch.burst, changes: l.ch.changes, strs: k.strs.strs}
 	nowUnix := now.Unix()
 	for topic, e := range k.bans {
 		// A ban the view holds but neither a state nor a chunk on the
@@ -96,11 +106,7 @@ func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk|fBurst) == 0 {
 			continue
 		}
-		t, err := wire.ParseTopic(l.root, topic)
-		if err != nil {
-			continue
-		}
-		c.items = append(c.items, cutItem{wire.Entry{Prefix: t.Prefix, State: k.stateOf(e)}, topic})
+		c.raw = append(c.raw, rawItem{topic, e})
 	}
 	return c
 }
@@ -108,6 +114,15 @@ func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 // build sorts the cut's bans and encodes its chunks; it touches nothing
 // of the keeper's.
 func (c *cutting) build() {
+	strs := interned{strs: c.strs}
+	for _, r := range c.raw {
+		t, err := wire.ParseTopic(c.root, r.topic)
+		if err != nil {
+			continue
+		}
+		c.items = append(c.items, cutItem{wire.Entry{Prefix: t.Prefix, State: stateOfWith(&strs, r.e)}, r.topic})
+	}
+	c.raw = nil
 	items := c.items
 	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.e.Prefix, b.e.Prefix) })
 	gen := uint64(c.now.UnixMilli())
