@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -229,10 +228,7 @@ func TestImportMillion(t *testing.T) {
 			rss := sampleRSS(t, b.proc) // the hub, or mosquitto
 			t.Cleanup(func() {
 				if os.Getenv("DUMP") != "" && t.Failed() {
-					b.proc.Signal(syscall.SIGQUIT)
-					<-b.proc.Done()
-					out := b.proc.Output()
-					os.WriteFile("/tmp/burst-dump.txt", []byte(out), 0o644)
+					os.WriteFile("/tmp/burst-dump-"+b.name()+".txt", []byte(b.proc.Output()), 0o644)
 				}
 				if out := b.proc.Output(); t.Failed() {
 					t.Logf("%s logged:\n%s", b.name(), out[max(0, len(out)-6000):])
@@ -260,6 +256,9 @@ func TestImportMillion(t *testing.T) {
 				b.name(), published.Round(time.Millisecond), online.Round(time.Millisecond), onBroker.Round(time.Millisecond), c,
 				lateJoin.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), out)
 			t.Logf("%s: broker RSS peak %d MB", b.name(), rss()>>20)
+			if os.Getenv("DUMP") != "" {
+				t.Error("DUMP")
+			}
 			if lateJoin > 5*time.Second {
 				t.Logf("NOTE: the late join took %s, over the 5 s target", lateJoin.Round(time.Millisecond))
 			}

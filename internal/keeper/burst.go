@@ -69,7 +69,9 @@ func (k *Keeper) burstLocked(i int, topic string, s wire.State, now time.Time) {
 	l.burst++
 	l.burstLast = now
 	l.changes++
-	k.copy.set(copyBan+topic, wire.EncodeState(s))
+	if k.copy != nil { // the hub has none: no JSON per ban for nothing
+		k.copy.set(copyBan+topic, wire.EncodeState(s))
+	}
 	if e.exp != 0 && (!known || old.exp != e.exp) {
 		k.scheduleLocked(topic, e.exp)
 	}
