@@ -377,6 +377,23 @@ func (p *publisher) send(prefixes []netip.Prefix, action bridge.Action, imp *imp
 	return w.close()
 }
 
+// ackWait bounds the wait for one publish's acknowledgement. An embedded
+// hub acknowledges the next message of a client only once its keeper took
+// the last one, which waits while the keeper reads its list for a cut: a
+// 1,000,000-ban import into a hub on two busy cores (load average 15 to
+// 22) waited over wait's 15 s for one.
+const ackWait = 2 * time.Minute
+
+func waitAck(t mqtt.Token) error {
+	if !t.WaitTimeout(ackWait) {
+		return errors.New("publish: not acknowledged within " + ackWait.String())
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
+}
+
 // window keeps at most inFlight publishes unacknowledged: a goroutine
 // waits for them in order while the next ones go out (waiting for a whole
 // batch at a time halved the rate).
@@ -395,7 +412,7 @@ func newWindow() *window {
 			if w.failed() != nil {
 				continue // drain: the sender stops at its next add
 			}
-			if err := wait(t, "publish"); err != nil {
+			if err := waitAck(t); err != nil {
 				w.mu.Lock()
 				w.err = err
 				w.mu.Unlock()
