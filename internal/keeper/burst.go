@@ -78,19 +78,23 @@ func (k *Keeper) burstLocked(i int, topic string, s wire.State, now time.Time) {
 }
 
 // burstDue returns when the list's burst is to be cut, after a cut that
-// cost cost; zero: no burst.
+// cost cost; zero: no burst. A burst that paused (for burstQuiet, or the
+// last cut's cost if more) is cut then; one that goes on, burstWait after
+// its first ban, but no sooner than burstRest times the last cut's cost
+// after it.
 func (c *chunkSet) burstDue(cost time.Duration) time.Time {
 	if c.burst == 0 {
 		return time.Time{}
 	}
-	due := c.burstLast.Add(burstQuiet)
-	if w := c.burstFirst.Add(burstWait); w.Before(due) {
-		due = w
+	paused := c.burstLast.Add(max(burstQuiet, cost))
+	going := c.burstFirst.Add(burstWait)
+	if rest := c.cutAt.Add(cost * (1 + burstRest)); rest.After(going) {
+		going = rest
 	}
-	if rest := c.cutAt.Add(cost * (1 + burstRest)); rest.After(due) {
-		due = rest
+	if going.Before(paused) {
+		return going
 	}
-	return due
+	return paused
 }
 
 // unburstLocked publishes a per-ban state for each ban of list i's burst:

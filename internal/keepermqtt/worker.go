@@ -254,8 +254,9 @@ func (w *worker) checkStall() {
 // keeper's cut is: the messages that brought it are acknowledged after
 // that cut, or a keeper killed meanwhile would lose them. The worker
 // holds their acknowledgements, and those of every message after them (in
-// order), until the messages pause for flushQuiet (one cut for the
-// messages of one import, not one each) or flushWait passed (or flushRest
+// order), until the messages pause for flushQuiet or the last Flush's cost
+// (one cut for the messages of one import, not one each) or flushWait
+// passed (or flushRest
 // times the last Flush's cost, if more: the cuts of a growing list then
 // take at most a fifth of the time), or the broker's window of
 // unacknowledged messages may be full (maxUnacked).
@@ -288,7 +289,7 @@ func (w *worker) flushDue() time.Time {
 	if len(w.unacked) >= maxUnacked {
 		return time.Now()
 	}
-	due := w.lastHeld.Add(flushQuiet)
+	due := w.lastHeld.Add(max(flushQuiet, w.flushCost))
 	if last := w.firstHeld.Add(max(flushWait, flushRest*w.flushCost)); last.Before(due) {
 		return last
 	}
