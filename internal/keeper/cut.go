@@ -78,10 +78,14 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		data[j], first[j], m.CRC[j] = p, part[0].e.Prefix, wire.ChunkCRC(p)
 		out = append(out, retain{wire.ChunkTopic(l.root, gen, j), p})
 	}
+	// No state is newer than the cut yet (deltas.go): as they come, the
+	// manifest announces them.
+	m.Deltas = &wire.Deltas{Upto: now}
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
 	l.ch.dirty, l.ch.changes, l.ch.cutAt = nil, 0, now
+	l.ch.rescan, l.ch.deltasAt = true, now
 	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != gen {
@@ -215,10 +219,16 @@ func (k *Keeper) maintain() time.Time {
 			out = append(out, k.cutLocked(i, now)...)
 			continue
 		}
-		if l := k.lists[i]; len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
+		l := k.lists[i]
+		if len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
 			out = append(out, k.cleanLaterLocked(l)...)
 		}
+		announced := k.announceLocked(i, now) // deltas.go
 		o, n := k.flushLocked(i, now)
+		if announced && len(o) == 0 { // else flushLocked wrote the manifest
+			l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
+			o = append(o, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		}
 		out = append(out, o...)
 		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
 			next = n

@@ -209,6 +209,7 @@ func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
 		return // the same state read again, or our own coming back
 	}
 	k.lists[i].ch.changes++
+	k.noteDeltaLocked(i, topic, e.at) // the manifest announces it (deltas.go)
 	if k.copy != nil { // the hub has none: no JSON per ban for nothing
 		k.copy.set(copyBan+topic, wire.EncodeState(s))
 	}
