@@ -47,7 +47,7 @@ func TestCompactMissingDelta(t *testing.T) {
 	announce(t, pub, m, m.Cut.Add(time.Second), d1, d2)
 
 	f := newFake()
-	f.put("bl6", IPv6, "2001:db8::/64", CommentState)  // the delta the broker does not serve
+	f.put("bl6", IPv6, "2001:db8::/64", CommentState) // the delta the broker does not serve
 	f.put("bl", IPv4, "192.0.2.200/32", CommentState) // lifted: in no chunk and no state
 	r := startBridge(t, url, f, func(o *Options) { o.SyncTimeout = 500 * time.Millisecond })
 	r.waitSynced(t, 1)
