@@ -39,10 +39,10 @@ type chunkSet struct {
 	// (movedLocked).
 	foreign     time.Time
 	foreignBans map[netip.Prefix]int64
-	// deltas: topics that may hold a state newer than the cut, to
-	// announce in the manifest (deltas.go); rescan: make them anew from
-	// the view; deltasAt: when they were last announced.
-	deltas   map[string]struct{}
+	// deltas: the per-ban states on the broker newer than the cut, by
+	// topic, to announce in the manifest (deltas.go); rescan: make them
+	// anew from the view; deltasAt: when they were last announced.
+	deltas   map[string]int64
 	rescan   bool
 	deltasAt time.Time
 
@@ -226,7 +226,7 @@ func (k *Keeper) adoptLocked(i int, m wire.Manifest, cs []wire.Chunk, fold bool)
 	now := k.now()
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote = make([][]byte, len(cs)), make([]netip.Prefix, len(cs)), make([]time.Time, len(cs))
-	l.ch.dec, l.ch.rescan = nil, true
+	l.ch.dec = nil
 	delete(l.ch.other, m.Gen)
 	for j, c := range cs {
 		l.ch.data[j] = wire.EncodeChunk(c)

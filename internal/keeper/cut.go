@@ -85,7 +85,7 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
 	l.ch.dirty, l.ch.changes, l.ch.cutAt = nil, 0, now
-	l.ch.rescan, l.ch.deltasAt = true, now
+	l.ch.deltasAt = now
 	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != gen {

@@ -24,49 +24,56 @@ const (
 	deltasEvery = time.Second
 )
 
-// noteDeltaLocked notes that list i holds a state of topic at version at
-// (Unix milliseconds) now: one to announce once it is deltaMargin old, if
-// it is newer than the cut. Before the keeper settled, or the list's
-// first cut, the candidates are made at once from the view (rescan).
-func (k *Keeper) noteDeltaLocked(i int, topic string, at int64) {
+// brokerStateLocked notes a state message of topic read from the broker
+// (anyone's, the keeper's own coming back too): what the broker holds
+// there now, as the hosts read it, whatever the keeper's view makes of
+// it (another keeper's state of the same event, in doubt, is not the
+// view's but is the broker's). A state newer than the cut is a delta to
+// announce; a deletion, or an older state, is none.
+func (k *Keeper) brokerStateLocked(i int, topic string, p parsed) {
 	c := &k.lists[i].ch
-	if !k.lists[i].settled || c.man == nil || at <= c.man.Cut.UnixMilli() {
+	if !k.lists[i].settled || c.man == nil || p.canon != topic {
+		return // the deltas are made from the view at Settle (rescan)
+	}
+	at := p.state.At.UnixMilli()
+	if p.del || at <= c.man.Cut.UnixMilli() {
+		delete(c.deltas, topic)
 		return
 	}
 	if c.deltas == nil {
-		c.deltas = map[string]struct{}{}
+		c.deltas = map[string]int64{}
 	}
-	c.deltas[topic] = struct{}{}
+	c.deltas[topic] = at
 }
 
-// deltasLocked returns the states of list i the broker holds, as the view
-// knows them, with cut < at <= upto. It looks at the candidates only (a
-// few thousand at most: a cut comes after 10,000 changes), after a
-// rescan of the view when the cut, an adoption or a read changed them.
+// deltasLocked returns the per-ban states of list i on the broker with
+// cut < at <= upto. After a (re)read of the broker (Settle) they are made
+// from the view, which then holds what was read; then state messages keep
+// them (brokerStateLocked): a few thousand at most, as a cut comes after
+// 10,000 changes.
 func (k *Keeper) deltasLocked(i int, upto time.Time) wire.Deltas {
 	l := k.lists[i]
 	cut := l.ch.man.Cut.UnixMilli()
 	if l.ch.rescan {
-		l.ch.deltas = map[string]struct{}{}
+		l.ch.deltas = map[string]int64{}
 		for topic, e := range k.bans {
-			if int(e.list) == i && e.at > cut {
-				l.ch.deltas[topic] = struct{}{}
+			if int(e.list) == i && e.at > cut && e.flags&fState != 0 {
+				l.ch.deltas[topic] = e.at
 			}
 		}
 		l.ch.rescan = false
 	}
 	d := wire.Deltas{Upto: upto}
-	for topic := range l.ch.deltas {
-		e, ok := k.bans[topic]
-		if !ok || e.at <= cut { // gone: a new state of it is noted again
+	for topic, at := range l.ch.deltas {
+		if at <= cut { // folded into the chunks of a cut since
 			delete(l.ch.deltas, topic)
 			continue
 		}
-		if e.flags&fState == 0 || e.at > upto.UnixMilli() {
-			continue // no state on the broker (it may come back), or too young
+		if at > upto.UnixMilli() {
+			continue // too young to announce
 		}
 		if t, err := wire.ParseTopic(l.root, topic); err == nil {
-			d.Add(t.Prefix, e.at)
+			d.Add(t.Prefix, at)
 		}
 	}
 	return d

@@ -64,6 +64,7 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 	}
 	var out []retain
 	k.mu.Lock()
+	k.brokerStateLocked(i, topic, p) // what the manifest announces (deltas.go)
 	switch {
 	case !live && p.canon != topic:
 		k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state})
@@ -209,7 +210,6 @@ func (k *Keeper) trackLocked(i int, topic string, s wire.State) {
 		return // the same state read again, or our own coming back
 	}
 	k.lists[i].ch.changes++
-	k.noteDeltaLocked(i, topic, e.at) // the manifest announces it (deltas.go)
 	if k.copy != nil { // the hub has none: no JSON per ban for nothing
 		k.copy.set(copyBan+topic, wire.EncodeState(s))
 	}
