@@ -337,7 +337,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 // naming the new ones in a moment. When the sync's time is up the window
 // closes without them, and removes nothing from those lists.
 func (b *Bridge) awaitChunks(tag string, done, abandon chan struct{}) bool {
-	b.log.Warn("sync: chunks of a list are missing or damaged; waiting for the next manifest", "within", b.opts.SyncTimeout)
+	b.log.Warn("sync: chunks of a list are missing or damaged, or its per-ban states are not those its manifest announces; waiting for the next manifest", "within", b.opts.SyncTimeout)
 	t := time.NewTimer(b.opts.SyncTimeout)
 	defer t.Stop()
 	select {

@@ -84,7 +84,7 @@ func (k *Keeper) deltasLocked(i int, upto time.Time) wire.Deltas {
 // the list's cutter announces, as only it writes the manifest.
 func (k *Keeper) announceLocked(i int, now time.Time) bool {
 	l := k.lists[i]
-	if !k.cutter(l) || l.ch.man == nil || now.Sub(l.ch.deltasAt) < deltasEvery {
+	if !k.cutter(l) || l.ch.man == nil || k.reading || now.Sub(l.ch.deltasAt) < deltasEvery {
 		return false
 	}
 	d := k.deltasLocked(i, now.Add(-deltaMargin))
