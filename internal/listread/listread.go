@@ -67,8 +67,14 @@ func (r *Reader) Manifest(payload []byte) error {
 			delete(r.taken, n)
 		}
 	}
+	// A chunk refused as damaged stays so while the manifest names it as
+	// it was: a manifest rewritten for its deltas alone leaves it damaged.
+	for n := range r.damaged {
+		if r.man == nil || r.man.Gen != m.Gen || n >= len(m.CRC) || m.CRC[n] != r.man.CRC[n] {
+			delete(r.damaged, n)
+		}
+	}
 	r.man = &m
-	r.damaged = map[int]string{}
 	for gen := range r.pending {
 		if gen < m.Gen {
 			delete(r.pending, gen) // an older cut: never to be named again
