@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -30,6 +31,10 @@ type chunkSet struct {
 	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
 	changes  int          // bans changed, lifted or expired since the last cut
 	cutAt    time.Time    // the last cut, or when the keeper settled
+	// burst: bans of bursts since the last cut, held by the view alone
+	// (fBurst), from burstFirst to burstLast (burst.go).
+	burst                 int
+	burstFirst, burstLast time.Time
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
 	laterAt time.Time
@@ -38,6 +43,12 @@ type chunkSet struct {
 	// (movedLocked).
 	foreign     time.Time
 	foreignBans map[netip.Prefix]int64
+	// deltas: the per-ban states on the broker newer than the cut, by
+	// topic, to announce in the manifest (deltas.go); rescan: make them
+	// anew from the view; deltasAt: when they were last announced.
+	deltas   map[string]int64
+	rescan   bool
+	deltasAt time.Time
 
 	// Read before Settle and live: manifests and chunks not adopted yet.
 	readMan *wire.Manifest            // the manifest read before Settle
@@ -267,8 +278,11 @@ func (k *Keeper) entryLocked(i int, s wire.State) entry {
 }
 
 // stateOf returns the state an entry of the view stands for.
-func (k *Keeper) stateOf(e entry) wire.State {
-	s := wire.State{At: time.UnixMilli(e.at), Reason: k.strs.str(e.reason), Origin: k.strs.str(e.origin)}
+func (k *Keeper) stateOf(e entry) wire.State { return stateOfWith(&k.strs, e) }
+
+// stateOfWith is stateOf with the interned strings strs.
+func stateOfWith(strs *interned, e entry) wire.State {
+	s := wire.State{At: time.UnixMilli(e.at), Reason: strs.str(e.reason), Origin: strs.str(e.origin)}
 	if e.exp != 0 {
 		s.Expires = time.Unix(e.exp, 0)
 	}
@@ -294,7 +308,7 @@ func (k *Keeper) manifest(i int, payload []byte) {
 	}
 	var out []retain
 	m, err := wire.DecodeManifest(payload)
-	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) {
+	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) && !sameChunks(l.ch.man, m) {
 		l.ch.foreignLocked(l.root, m, k.now())
 	}
 	switch {
@@ -394,8 +408,14 @@ func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 		l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, crc, nil
 		delete(have, j)
 	}
-	l.ch.man.Entries = m.Entries
+	l.ch.man.Entries, l.ch.man.Deltas = m.Entries, m.Deltas
 	l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
+}
+
+// sameChunks reports whether m names the chunks a names, as they are:
+// a manifest rewritten for its deltas alone (deltas.go) is no cut.
+func sameChunks(a *wire.Manifest, m wire.Manifest) bool {
+	return a != nil && a.Epoch == m.Epoch && a.Gen == m.Gen && a.Cut.Equal(m.Cut) && a.Entries == m.Entries && slices.Equal(a.CRC, m.CRC)
 }
 
 // unbannedLocked notes that the ban of topic was lifted: the chunk that
@@ -411,14 +431,16 @@ func (k *Keeper) unbannedLocked(i int, topic string, e entry) {
 	if err != nil || j < 0 {
 		return
 	}
+	k.dirtyLocked(l, j)
+}
+
+// dirtyLocked marks chunk j of list l for a rewrite, and wakes Run.
+func (k *Keeper) dirtyLocked(l *list, j int) {
 	if l.ch.dirty == nil {
 		l.ch.dirty = map[int]bool{}
 	}
 	l.ch.dirty[j] = true
-	select { // wake Run: a rewrite is due
-	case k.wake <- struct{}{}:
-	default:
-	}
+	k.woken()
 }
 
 // errNoChunks: a list without chunks has none to rewrite.
