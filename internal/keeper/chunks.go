@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sort"
 	"time"
@@ -263,12 +264,13 @@ func (k *Keeper) foldLocked(i int, e wire.Entry, now time.Time) {
 // entryLocked returns the view's entry for state s of list i.
 func (k *Keeper) entryLocked(i int, s wire.State) entry {
 	return entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint16(i),
-		reason: k.strs.id(s.Reason), origin: k.strs.id(s.Origin)}
+		meta: k.strs.id(meta{s.Reason, s.Origin}), count: uint32(min(max(s.Count, 0), math.MaxInt32))}
 }
 
 // stateOf returns the state an entry of the view stands for.
 func (k *Keeper) stateOf(e entry) wire.State {
-	s := wire.State{At: time.UnixMilli(e.at), Reason: k.strs.str(e.reason), Origin: k.strs.str(e.origin)}
+	m := k.strs.str(e.meta)
+	s := wire.State{At: time.UnixMilli(e.at), Reason: m.reason, Origin: m.origin, Count: int(e.count)}
 	if e.exp != 0 {
 		s.Expires = time.Unix(e.exp, 0)
 	}
@@ -488,23 +490,26 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 	return out, next
 }
 
-// interned holds the reasons and origins of the bans once each: a few jail
-// and host names for a list of a million.
+// interned holds the reasons and origins of the bans once each, as
+// pairs: a few jail and host names for a list of a million.
 type interned struct {
-	ids  map[string]uint32
-	strs []string
+	ids  map[meta]uint32
+	strs []meta
 }
 
-func newInterned() interned { return interned{ids: map[string]uint32{"": 0}, strs: []string{""}} }
+// meta is a state's reason and origin.
+type meta struct{ reason, origin string }
 
-func (t *interned) id(s string) uint32 {
-	if id, ok := t.ids[s]; ok {
+func newInterned() interned { return interned{ids: map[meta]uint32{{}: 0}, strs: []meta{{}}} }
+
+func (t *interned) id(m meta) uint32 {
+	if id, ok := t.ids[m]; ok {
 		return id
 	}
 	id := uint32(len(t.strs))
-	t.ids[s] = id
-	t.strs = append(t.strs, s)
+	t.ids[m] = id
+	t.strs = append(t.strs, m)
 	return id
 }
 
-func (t *interned) str(id uint32) string { return t.strs[id] }
+func (t *interned) str(id uint32) meta { return t.strs[id] }

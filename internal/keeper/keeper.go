@@ -121,13 +121,13 @@ type list struct {
 // entry is what the keeper knows of one ban of a list: its per-ban state
 // on the broker, its entry in a chunk (chunks.go), or both.
 type entry struct {
-	at     int64  // the state's At, Unix milliseconds: its version
-	exp    int64  // when it expires, Unix seconds; 0: never
-	gen    uint32 // the read of the retained messages that last saw it
-	list   uint16 // index in Keeper.lists
-	flags  uint16 // fState, fChunk (no padding: no equal function to link)
-	reason uint32 // the state's Reason and Origin, interned (Keeper.strs)
-	origin uint32
+	at    int64  // the state's At, Unix milliseconds: its version
+	exp   int64  // when it expires, Unix seconds; 0: never
+	gen   uint32 // the read of the retained messages that last saw it
+	list  uint16 // index in Keeper.lists
+	flags uint16 // fState, fChunk (no padding: no equal function to link)
+	meta  uint32 // the state's Reason and Origin, interned together (Keeper.strs)
+	count uint32 // the state's Count: the escalation's, kept into the chunks
 }
 
 const (

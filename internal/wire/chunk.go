@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -70,11 +71,18 @@ type Chunk struct {
 }
 
 const (
-	chunkMagic = "VLC1"
-	flagV6     = 1 << 0
-	flagExp    = 1 << 1
-	flagReason = 1 << 2
-	flagOrigin = 1 << 3
+	// chunkMagic and chunkMagicCount: a chunk in which an entry carries
+	// the escalation count (flagCount) says VLC2, so that a reader of VLC1
+	// chunks, which knows no count, refuses it whole instead of misreading
+	// its entries; a chunk without counts stays VLC1, as it was.
+	chunkMagic      = "VLC1"
+	chunkMagicCount = "VLC2"
+	flagV6          = 1 << 0
+	flagExp         = 1 << 1
+	flagReason      = 1 << 2
+	flagOrigin      = 1 << 3
+	flagCount       = 1 << 4 // VLC2 only
+	flagsV1         = flagV6 | flagExp | flagReason | flagOrigin
 	// MaxChunkPayload stays under NATS's default max_payload (1 MB).
 	MaxChunkPayload = 1 << 20
 	// MaxChunkEntries bounds a chunk: 4,096 IPv6 entries with full
@@ -90,7 +98,14 @@ var ErrBadChunk = errors.New("bad chunk")
 // EncodeChunk returns the payload of c (format: docs/compact-list.md).
 func EncodeChunk(c Chunk) []byte {
 	b := make([]byte, 0, 32+len(c.Root)+len(c.Entries)*24)
-	b = append(b, chunkMagic...)
+	magic := chunkMagic
+	for _, e := range c.Entries {
+		if e.State.Count > 0 {
+			magic = chunkMagicCount
+			break
+		}
+	}
+	b = append(b, magic...)
 	b = binary.BigEndian.AppendUint64(b, c.Gen)
 	b = binary.BigEndian.AppendUint32(b, uint32(c.Index))
 	b = binary.BigEndian.AppendUint32(b, uint32(c.Count))
@@ -118,6 +133,9 @@ func appendEntry(b []byte, e Entry) []byte {
 	if e.State.Origin != "" {
 		f |= flagOrigin
 	}
+	if e.State.Count > 0 {
+		f |= flagCount
+	}
 	b = append(b, f, byte(e.Prefix.Bits()))
 	b = append(b, a.AsSlice()...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.State.At.UnixMilli()))
@@ -134,13 +152,16 @@ func appendEntry(b []byte, e Entry) []byte {
 			b = append(b, v...)
 		}
 	}
+	if f&flagCount != 0 {
+		b = binary.BigEndian.AppendUint32(b, uint32(min(e.State.Count, math.MaxInt32)))
+	}
 	return b
 }
 
 // DecodeChunk parses a chunk payload and checks its checksum.
 func DecodeChunk(b []byte) (Chunk, error) {
-	if len(b) > MaxChunkPayload || len(b) < 29 || string(b[:4]) != chunkMagic {
-		return Chunk{}, fmt.Errorf("%w: %d bytes, no %s header", ErrBadChunk, len(b), chunkMagic)
+	if len(b) > MaxChunkPayload || len(b) < 29 || string(b[:4]) != chunkMagic && string(b[:4]) != chunkMagicCount {
+		return Chunk{}, fmt.Errorf("%w: %d bytes, no %s or %s header", ErrBadChunk, len(b), chunkMagic, chunkMagicCount)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
@@ -152,7 +173,10 @@ func DecodeChunk(b []byte) (Chunk, error) {
 	if n > MaxChunkEntries {
 		return Chunk{}, fmt.Errorf("%w: %d entries, over %d", ErrBadChunk, n, MaxChunkEntries)
 	}
-	r := reader{b: body[24:]}
+	r := reader{b: body[24:], flags: flagsV1}
+	if string(b[:4]) == chunkMagicCount {
+		r.flags |= flagCount
+	}
 	c.Root = string(r.bytes(int(r.byte())))
 	if n > len(r.b)/14 { // an entry is at least 14 bytes
 		return Chunk{}, fmt.Errorf("%w: %d entries in %d bytes", ErrBadChunk, n, len(r.b))
@@ -173,8 +197,9 @@ func DecodeChunk(b []byte) (Chunk, error) {
 
 // reader walks a chunk; a read past the end sets err and returns zeros.
 type reader struct {
-	b   []byte
-	err bool
+	b     []byte
+	err   bool
+	flags byte // the entry flags the chunk's version knows
 }
 
 func (r *reader) bytes(n int) []byte {
@@ -191,6 +216,9 @@ func (r *reader) byte() byte { return r.bytes(1)[0] }
 
 func (r *reader) entry() (Entry, error) {
 	f, bits := r.byte(), int(r.byte())
+	if f&^r.flags != 0 {
+		return Entry{}, fmt.Errorf("%w: entry flags %#x", ErrBadChunk, f)
+	}
 	size := 4
 	if f&flagV6 != 0 {
 		size = 16
@@ -211,6 +239,13 @@ func (r *reader) entry() (Entry, error) {
 	}
 	if f&flagOrigin != 0 {
 		e.State.Origin = Clip(string(r.bytes(int(r.byte()))))
+	}
+	if f&flagCount != 0 {
+		n := binary.BigEndian.Uint32(r.bytes(4))
+		if n == 0 || n > math.MaxInt32 {
+			return Entry{}, fmt.Errorf("%w: count %d", ErrBadChunk, n)
+		}
+		e.State.Count = int(n)
 	}
 	return e, nil
 }
