@@ -29,7 +29,7 @@ type hubKeeper struct {
 func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
 	h := &hubKeeper{srv: srv, roots: roots, log: log}
 	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, Policy: o.Policy,
-		LegacyState: o.LegacyState, Logger: log}, h)
+		LegacyState: o.LegacyState, LegacyAuto: o.LegacyAuto, Logger: log}, h)
 	if err != nil {
 		return nil, err
 	}

@@ -213,6 +213,40 @@ func TestLegacyState(t *testing.T) {
 	}
 }
 
+// TestLegacyAuto: the daemon's default. A list whose record is in the
+// old spelling (the previous release's, or kept with legacy state) keeps
+// it and per-ban state for every ban through cuts, and says so; a new list
+// begins v2 and its cut deletes the per-ban states its chunks hold.
+func TestLegacyAuto(t *testing.T) {
+	needChunks(t)
+	b := newFakeBroker(true)
+	s := newKeeper(t, b, Options{LegacyState: true})
+	banN(b, 0, 50, "")
+	old := s.k.Epoch("blacklist")
+	_ = s.k.Close()
+
+	s2 := newKeeper(t, b, Options{LegacyAuto: true})
+	s2.clk.add(statedFor + time.Second)
+	s2.k.cut(t)
+	s2.clk.add(statedFor + time.Second)
+	s2.k.maintain()
+	if e := b.record(t, "blacklist").Epoch; e != old || len(b.rawStates("blacklist")) != 50 {
+		t.Errorf("an existing list in the old spelling: epoch %s, %d per-ban states; want %s and 50", e, len(b.rawStates("blacklist")), old)
+	}
+	if len(s2.logs.lines("--legacy-state=false")) == 0 {
+		t.Error("no warning that the list keeps legacy state")
+	}
+	_ = s2.k.Close()
+
+	fresh := newKeeper(t, nil, Options{LegacyAuto: true})
+	banN(fresh.b, 0, 50, "")
+	fresh.clk.add(statedFor + time.Second)
+	fresh.k.cut(t)
+	if e := fresh.b.record(t, "blacklist").Epoch; !wire.IsEpochV2(e) || len(fresh.b.rawStates("blacklist")) != 0 || len(fresh.b.states("blacklist")) != 50 {
+		t.Errorf("a new list: epoch %s, %d per-ban states, %d bans read; want v2, none, 50", e, len(fresh.b.rawStates("blacklist")), len(fresh.b.states("blacklist")))
+	}
+}
+
 // TestDamagedChunk: a chunk on the broker whose byte was changed is not
 // believed: the keeper says so at ERROR and publishes the list again as
 // chunks from what it holds (its copy), not one message per ban.

@@ -57,6 +57,15 @@ type Options struct {
 	// the v2 spelling (wire.EpochV2), which those hosts refuse: they keep
 	// their bans and log an ERROR at every sync.
 	LegacyState bool
+	// LegacyAuto, with LegacyState off: a list whose record is in the old
+	// spelling already (a list of the previous release, or one kept with
+	// LegacyState) keeps it, and per-ban state for every ban, rather than
+	// being respelt v2; a new list begins v2. The hosts of the previous
+	// release take the keeper's deletions after a cut for unbans: measured
+	// with that release's binary, a host lost every ban to the first cut
+	// of its upgraded hub (e2e TestPreviousReleaseHostV2). The default of
+	// the daemon and `vallum keeper`; --legacy-state=false turns it off.
+	LegacyAuto bool
 	// CutAfter and CutEvery: a cut (cut.go) when more bans changed since
 	// the last one than max(CutAfter, 1 % of the list), or CutEvery
 	// passed with any change. 0: DefaultCutAfter, DefaultCutEvery.
