@@ -198,8 +198,10 @@ func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, restored, ke
 			k.dropLocked(topic)
 			continue
 		}
-		e.gen, e.flags = k.gen, fChunk // the cut after Settle publishes it, in a chunk
-		if !wire.IsEpochV2(k.spell(k.lists[i].rec.Epoch, true)) { // legacy state
+		// The cut after Settle publishes it, in a chunk; a list that
+		// keeps legacy state has its per-ban state too.
+		e.gen, e.flags = k.gen, fChunk
+		if !wire.IsEpochV2(k.spell(k.lists[i].rec.Epoch, true)) {
 			e.flags = fState
 			out = append(out, k.sentLocked(topic, wire.EncodeState(s)))
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -155,4 +156,32 @@ func FuzzDecodeChunk(f *testing.F) {
 			}
 		}
 	})
+}
+
+// EncodeChunk sizes its buffer exactly: the keeper holds every chunk of a
+// list, and append's growth would leave up to twice their size allocated.
+func TestChunkExactSize(t *testing.T) {
+	var es []Entry
+	for i := range 300 {
+		s := State{At: time.UnixMilli(int64(i) + 1), Origin: "keeper"}
+		switch i % 4 {
+		case 1:
+			s.Expires, s.Reason = time.Unix(int64(i)+9, 0), "sshd"
+		case 2:
+			s.Count, s.Reason = i, string(make([]byte, 100)) // clipped to 67
+		}
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 32)
+		if i%3 == 0 {
+			p = netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: byte(i)}), 128)
+		}
+		es = append(es, Entry{p, s})
+	}
+	slices.SortFunc(es, func(a, b Entry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	b := EncodeChunk(Chunk{Root: "blacklist", Gen: 1, Count: 1, Entries: es})
+	if len(b) != cap(b) {
+		t.Errorf("payload of %d bytes in a buffer of %d", len(b), cap(b))
+	}
+	if _, err := DecodeChunk(b); err != nil {
+		t.Fatal(err)
+	}
 }
