@@ -43,6 +43,14 @@ func (h *hubKeeper) Retain(topic string, payload []byte) error {
 	return h.srv.Publish(topic, payload, true, 1)
 }
 
+// RetainedPayload hands the keeper what mochi retains on topic, so that
+// it holds no second copy of its chunks (keeper.RetainedReader). mochi
+// replaces a retained packet whole, never its payload in place.
+func (h *hubKeeper) RetainedPayload(topic string) ([]byte, bool) {
+	pk, ok := h.srv.Topics.Retained.Get(topic)
+	return pk.Payload, ok && len(pk.Payload) > 0
+}
+
 // subscribe registers the keeper's inline subscriptions. They see every
 // message in the publisher's own goroutine, which is fine: the keeper
 // never blocks on the network.

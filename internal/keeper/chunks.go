@@ -23,13 +23,14 @@ import (
 type chunkSet struct {
 	man      *wire.Manifest // adopted or published; nil: none yet
 	manBytes []byte         // man as published, to know its echo
-	data     [][]byte       // the payload of each chunk of man.Gen
+	data     [][]byte       // the payload of each chunk of man.Gen; nil: on the broker (chunkLocked)
 	first    []netip.Prefix // the first entry of each chunk at its cut: chunk j holds first[j] <= p < first[j+1]
 	wrote    []time.Time    // when each chunk was last written
 	dec      []wire.Entry   // chunk decIdx decoded, for inChunksLocked
 	decIdx   int
 	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
 	changes  int          // bans changed, lifted or expired since the last cut
+	recut    bool         // a chunk could not be rewritten: the next maintain cuts
 	cutAt    time.Time    // the last cut, or when the keeper settled
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
@@ -119,8 +120,9 @@ func (k *Keeper) inChunksLocked(i int, topic string, at int64) bool {
 		return false
 	}
 	if l.ch.decIdx != j || l.ch.dec == nil {
-		c, err := wire.DecodeChunk(l.ch.data[j])
-		if err != nil {
+		p, err := k.chunkLocked(l, j)
+		c, err2 := wire.DecodeChunk(p)
+		if err != nil || err2 != nil {
 			return false
 		}
 		l.ch.dec, l.ch.decIdx = c.Entries, j
@@ -334,8 +336,9 @@ func (k *Keeper) chunk(i int, topic string, payload []byte) {
 	if len(payload) == 0 {
 		return // a deleted chunk: the manifest says what counts
 	}
-	if c := &l.ch; c.man != nil && gen == c.man.Gen && n < len(c.data) && bytes.Equal(c.data[n], payload) {
-		return // our own coming back
+	if c := &l.ch; c.man != nil && gen == c.man.Gen && n < len(c.data) &&
+		(c.data[n] != nil && bytes.Equal(c.data[n], payload) || c.data[n] == nil && wire.ChunkCRC(payload) == c.man.CRC[n]) {
+		return // our own coming back, or the one the broker holds
 	}
 	l.ch.keep(gen, n, payload)
 	if l.settled && !k.reading {
@@ -380,7 +383,8 @@ func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 			k.quiet.error("bad_chunk", "another keeper's rewritten chunk is damaged or missing: not believed", "list", l.root, "chunk", j)
 			continue
 		}
-		oc, _ := wire.DecodeChunk(l.ch.data[j])
+		op, _ := k.chunkLocked(l, j)
+		oc, _ := wire.DecodeChunk(op)
 		kept := map[netip.Prefix]bool{}
 		for _, e := range nc.Entries {
 			kept[e.Prefix] = true
@@ -433,7 +437,11 @@ func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
 	if l.ch.man == nil || j >= len(l.ch.data) {
 		return retain{}, false, errNoChunks
 	}
-	c, err := wire.DecodeChunk(l.ch.data[j])
+	p, err := k.chunkLocked(l, j)
+	if err != nil {
+		return retain{}, false, err
+	}
+	c, err := wire.DecodeChunk(p)
 	if err != nil {
 		return retain{}, false, err
 	}
@@ -450,7 +458,7 @@ func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
 	}
 	l.ch.man.Entries -= len(c.Entries) - len(kept)
 	c.Entries = kept
-	p := wire.EncodeChunk(c)
+	p = wire.EncodeChunk(c)
 	l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, wire.ChunkCRC(p), nil
 	return retain{wire.ChunkTopic(l.root, c.Gen, j), p}, true, nil
 }
@@ -476,7 +484,8 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 		delete(l.ch.dirty, j)
 		r, ok, err := k.rewriteLocked(i, j)
 		if err != nil {
-			k.quiet.error("rewrite", "keeper could not rewrite a chunk", "list", l.root, "chunk", j, "err", err)
+			k.quiet.error("rewrite", "keeper could not rewrite a chunk: cutting the list again", "list", l.root, "chunk", j, "err", err)
+			l.ch.recut = true // from the view, as at start (the broker's chunk is not the manifest's)
 		}
 		if ok {
 			l.ch.wrote[j] = now
@@ -488,6 +497,42 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	}
 	return out, next
+}
+
+// chunkLocked returns the payload of chunk j of list l: the keeper's
+// copy, or once released the broker's, if it is still the one the
+// manifest names.
+func (k *Keeper) chunkLocked(l *list, j int) ([]byte, error) {
+	if l.ch.man == nil || j >= len(l.ch.data) {
+		return nil, errNoChunks
+	}
+	if p := l.ch.data[j]; p != nil || k.held == nil {
+		return p, nil
+	}
+	p, ok := k.held.RetainedPayload(wire.ChunkTopic(l.root, l.ch.man.Gen, j))
+	if !ok || wire.ChunkCRC(p) != l.ch.man.CRC[j] {
+		return nil, fmt.Errorf("%w: chunk %d of generation %s is no longer on the broker as the manifest says", wire.ErrBadChunk, j, wire.GenString(l.ch.man.Gen))
+	}
+	return p, nil
+}
+
+// releaseChunksLocked drops the keeper's copy of each chunk the broker
+// holds byte for byte (a Sink that is a RetainedReader): after a cut or a
+// rewrite was published, or chunks adopted.
+func (k *Keeper) releaseChunksLocked() {
+	if k.held == nil {
+		return
+	}
+	for _, l := range k.lists {
+		for j, p := range l.ch.data {
+			if p == nil || l.ch.man == nil {
+				continue
+			}
+			if q, ok := k.held.RetainedPayload(wire.ChunkTopic(l.root, l.ch.man.Gen, j)); ok && bytes.Equal(p, q) {
+				l.ch.data[j] = nil
+			}
+		}
+	}
 }
 
 // interned holds the reasons and origins of the bans once each, as

@@ -151,6 +151,79 @@ func TestRewriteOnUnban(t *testing.T) {
 	}
 }
 
+// heldChunks returns how many chunks of list 0 the keeper holds a copy of.
+func (k *Keeper) heldChunks(t *testing.T) int {
+	t.Helper()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, p := range k.lists[0].ch.data {
+		if p != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// TestChunksHeldOnce: on a broker that hands back its retained messages
+// (the embedded one), the keeper drops its copy of each chunk once the
+// broker holds it, and an unban still rewrites the chunk from the
+// broker's; a chunk the broker no longer holds as the manifest says is not
+// rewritten from a guess: the keeper says so and cuts the list again from
+// its view. Over the network it keeps its copies.
+func TestChunksHeldOnce(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	banN(s.b, 0, 5000, "")
+	s.clk.add(statedFor + time.Second)
+	s.k.cut(t)
+	if n := s.k.heldChunks(t); n != 2 {
+		t.Fatalf("right after the cut the keeper holds %d of 2 chunks, want both (not yet released)", n)
+	}
+	s.k.maintain()
+	if n := s.k.heldChunks(t); n != 0 {
+		t.Fatalf("the keeper holds %d chunks the broker holds too, want none", n)
+	}
+	s.b.client("blacklist/del", "10.0.0.1", false)
+	s.b.client("blacklist/del", "10.0.19.135", false) // in chunk 1
+	s.k.maintain()
+	got := s.b.states("blacklist")
+	if _, ok := got["blacklist/ban/10.0.0.1"]; ok || len(got) != 4998 {
+		t.Errorf("after two unbans a host reads %d bans (10.0.0.1: %v), want 4,998 without it", len(got), ok)
+	}
+	if n := s.k.heldChunks(t); n != 0 {
+		t.Errorf("the keeper holds %d rewritten chunks after the next maintain, want none", n)
+	}
+
+	// Chunk 0 overwritten behind the keeper's back (its manifest's checksum
+	// no longer matches): an unban in it is not rewritten from a guess.
+	m := s.b.manifest(t, "blacklist")
+	s.b.mu.Lock()
+	s.b.retained[wire.ChunkTopic("blacklist", m.Gen, 0)] = []byte("junk")
+	s.b.mu.Unlock()
+	s.clk.add(rewriteEvery)
+	s.b.client("blacklist/del", "10.0.0.2", false)
+	s.k.maintain()
+	if len(s.logs.lines("could not rewrite")) == 0 {
+		t.Error("no error for a chunk the broker no longer holds")
+	}
+	s.k.maintain() // cuts the list again from its view
+	if got := s.b.states("blacklist"); len(got) != 4997 {
+		t.Errorf("after the list was cut again a host reads %d bans, want 4,997", len(got))
+	}
+
+	net := newKeeper(t, newFakeBroker(false), Options{})
+	banN(net.b, 0, 5000, "")
+	net.b.deliver()
+	net.clk.add(statedFor + time.Second)
+	net.k.cut(t)
+	net.b.deliver()
+	net.k.maintain()
+	if n := net.k.heldChunks(t); n != 2 || len(net.k.lists[0].ch.data) != 2 {
+		t.Errorf("over the network the keeper holds %d of %d chunks, want both of 2", n, len(net.k.lists[0].ch.data))
+	}
+}
+
 // cut makes the keeper cut its lists now, as Settle does.
 func (k *Keeper) cut(t *testing.T) {
 	t.Helper()

@@ -31,7 +31,7 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if l.ch.man != nil {
 		size = l.ch.man.Entries
 	}
-	return l.ch.man == nil || l.ch.changes > max(k.o.CutAfter, size/100) ||
+	return l.ch.man == nil || l.ch.recut || l.ch.changes > max(k.o.CutAfter, size/100) ||
 		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
 }
 
@@ -81,7 +81,7 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
-	l.ch.dirty, l.ch.changes, l.ch.cutAt = nil, 0, now
+	l.ch.dirty, l.ch.changes, l.ch.cutAt, l.ch.recut = nil, 0, now, false
 	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != gen {
@@ -228,6 +228,9 @@ func (k *Keeper) maintain() time.Time {
 	}
 	k.mu.Unlock()
 	_ = k.publish(out)
+	k.mu.Lock()
+	k.releaseChunksLocked() // what was published, and chunks adopted meanwhile
+	k.mu.Unlock()
 	freeAfter(out)
 	return next
 }

@@ -29,6 +29,15 @@ type Sink interface {
 	Retain(topic string, payload []byte) error
 }
 
+// RetainedReader is a Sink that hands back what the broker retains on a
+// topic (the embedded broker: its own store, in memory). The keeper then
+// holds no copy of a chunk once the broker holds it as the keeper wrote
+// it, and reads it there when it needs it: a million bans are 23 MB of
+// chunks, held once instead of twice.
+type RetainedReader interface {
+	RetainedPayload(topic string) ([]byte, bool)
+}
+
 // Limits are what the bridges refuse; the keeper refuses the same, so that
 // nothing a bridge would refuse becomes state (which every host re-reads).
 type Limits struct {
@@ -90,8 +99,9 @@ type Keeper struct {
 	guard *guard.Guard
 	quiet *logQuiet
 	lists []*list
-	copy  *copyLog // nil without Options.Copy
-	pol   polState // escalation, quorum, limits (policy.go), under mu
+	copy  *copyLog       // nil without Options.Copy
+	held  RetainedReader // the sink, if it is one: chunks are read there (releaseChunksLocked)
+	pol   polState       // escalation, quorum, limits (policy.go), under mu
 
 	mu      sync.Mutex
 	bans    map[string]entry     // canonical state topic -> what the broker holds
@@ -167,6 +177,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024,
 		strs: newInterned(), cleaning: map[string]cleaned{}, touched: map[string]time.Time{}}
 	k.quiet = newQuiet(k.log, o.Now)
+	k.held, _ = sink.(RetainedReader)
 	for _, root := range o.Roots {
 		if err := wire.ValidRoot(root); err != nil {
 			return nil, fmt.Errorf("keeper: list %q: %w", root, err)
