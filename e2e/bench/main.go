@@ -29,6 +29,7 @@ type config struct {
 	apply, nftApply, single, rounds, batch, perMsg int
 	lat, latRate, sync, naive, vallumdN            int
 	compact                                        int
+	hubJoin, hubJoiners                            int
 	compactKeeper                                  bool
 	vallumd                                        string
 	phase                                          time.Duration
@@ -50,6 +51,8 @@ func parseFlags() config {
 	flag.IntVar(&c.latRate, "lat-rate", 1000, "bans per second for the latency measurement")
 	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
 	flag.IntVar(&c.compact, "compact", 1_000_000, "bans of the compact list (chunks) for the late join from the embedded hub and mosquitto, keys sync_1m_*; 0: skip (the -small default)")
+	flag.IntVar(&c.hubJoin, "hub-join", 100_000, "bans the hub holds while -hub-joiners hosts late-join, one after the other, for its peak RSS (key hub_rss_100k_join_mb); 0: skip (the -small default)")
+	flag.IntVar(&c.hubJoiners, "hub-joiners", 3, "hosts that late-join the hub's list for -hub-join")
 	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
@@ -74,6 +77,7 @@ func parseFlags() config {
 		def(&c.lat, "lat", 1000)
 		def(&c.sync, "sync", 10_000)
 		def(&c.compact, "compact", 0)
+		def(&c.hubJoin, "hub-join", 0)
 		def(&c.naive, "naive", 300)
 		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/vallum/vallum/internal/lab"
+)
+
+// hubJoinRSS measures the hub's resident memory while hosts join a list of
+// n bans (key hub_rss_100k_join_mb): the hub (`vallum broker -t`, its
+// keeper cutting the list, without legacy state, its default memory
+// settings) is fed n bans as per-ban state (feedKeeper), then joiners real
+// vallum hosts late-join the list one after the other, each into kernel
+// sets of its own (one namespace: loopback clients are the hub's admins),
+// and stay connected. The hub's RSS is sampled every 50 ms from the first
+// join to the end of the last; it returns the peak, and the RSS holding
+// the list before the joins.
+func hubJoinRSS(l *lab.Lab, dir, bin string, a *addrs, n, joiners int, timeout time.Duration) (peak, before int64, err error) {
+	h, err := l.AddHost("hubjoin")
+	if err != nil {
+		return 0, 0, err
+	}
+	hub, err := h.Start(dir, bin, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "-t", list,
+		"--legacy-state=false", "--data-dir", filepath.Join(dir, "hubjoin-store"))
+	if err == nil {
+		err = h.WaitPort(port, 20*time.Second)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	pub, err := connect(h, port, "bench-hubjoin")
+	if err != nil {
+		return 0, 0, err
+	}
+	err = feedKeeper(pub, a, n, time.Now().Add(15*time.Minute))
+	pub.Disconnect(100)
+	if err != nil {
+		return 0, 0, err
+	}
+	if before, err = hub.RSS(); err != nil {
+		return 0, 0, err
+	}
+	w, err := newWatcher(h)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.close()
+	top := before
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if rss, err := hub.RSS(); err == nil {
+					top = max(top, rss) // read once this goroutine ended
+				}
+			}
+		}
+	}()
+	stop := sync.OnceFunc(func() { close(done); <-sampled })
+	defer stop()
+	for i := range joiners {
+		set := fmt.Sprintf("join%d", i)
+		v, err := h.Start(dir, bin, "--data-dir", filepath.Join(dir, "hubjoin-"+set), "-h", "127.0.0.1",
+			"-t", fmt.Sprintf("%s=%s,%s6", list, set, set))
+		if err != nil {
+			return 0, 0, err
+		}
+		if _, got, err := w.waitSize(set, n, time.Now().Add(timeout), 5*time.Millisecond); err != nil {
+			return 0, 0, fmt.Errorf("joiner %d: %d of %d: %w\n%s", i, got, n, err, v.Output())
+		}
+		if err := v.WaitLog("msg=synced", timeout); err != nil {
+			return 0, 0, err
+		}
+	}
+	stop()
+	return top, before, nil
+}
