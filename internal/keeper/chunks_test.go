@@ -224,6 +224,26 @@ func TestChunksHeldOnce(t *testing.T) {
 	}
 }
 
+// TestCleanupLeavesNoTrace: the keeper's deletions of the per-ban states
+// its cut holds, coming back, are no client's touch, and once all came back
+// the keeper keeps no memory of them (a million after a cut of a million).
+func TestCleanupLeavesNoTrace(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	banN(s.b, 0, 5000, "")
+	s.clk.add(statedFor + time.Second)
+	s.k.cut(t)
+	if n := len(s.b.rawStates("blacklist")); n != 0 {
+		t.Fatalf("%d per-ban states after the cut, want none", n)
+	}
+	s.k.mu.Lock()
+	touched, cleaning := len(s.k.touched), len(s.k.cleaning)
+	s.k.mu.Unlock()
+	if touched != 0 || cleaning != 0 {
+		t.Errorf("after the cut's deletions came back: %d topics touched, %d awaited; want none", touched, cleaning)
+	}
+}
+
 // cut makes the keeper cut its lists now, as Settle does.
 func (k *Keeper) cut(t *testing.T) {
 	t.Helper()
