@@ -265,14 +265,14 @@ func (k *Keeper) foldLocked(i int, e wire.Entry, now time.Time) {
 
 // entryLocked returns the view's entry for state s of list i.
 func (k *Keeper) entryLocked(i int, s wire.State) entry {
-	return entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint16(i),
-		meta: k.strs.id(meta{s.Reason, s.Origin}), count: uint32(min(max(s.Count, 0), math.MaxInt32))}
+	return entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint8(i),
+		meta: k.strs.id(meta{s.Reason, s.Origin, min(max(s.Count, 0), math.MaxInt32)})}
 }
 
 // stateOf returns the state an entry of the view stands for.
 func (k *Keeper) stateOf(e entry) wire.State {
 	m := k.strs.str(e.meta)
-	s := wire.State{At: time.UnixMilli(e.at), Reason: m.reason, Origin: m.origin, Count: int(e.count)}
+	s := wire.State{At: time.UnixMilli(e.at), Reason: m.reason, Origin: m.origin, Count: m.count}
 	if e.exp != 0 {
 		s.Expires = time.Unix(e.exp, 0)
 	}
@@ -535,15 +535,18 @@ func (k *Keeper) releaseChunksLocked() {
 	}
 }
 
-// interned holds the reasons and origins of the bans once each, as
-// pairs: a few jail and host names for a list of a million.
+// interned holds the reasons, origins and escalation counts of the bans
+// once each: a few jail and host names and counts for a list of a million.
 type interned struct {
 	ids  map[meta]uint32
 	strs []meta
 }
 
-// meta is a state's reason and origin.
-type meta struct{ reason, origin string }
+// meta is a state's reason, origin and count.
+type meta struct {
+	reason, origin string
+	count          int
+}
 
 func newInterned() interned { return interned{ids: map[meta]uint32{{}: 0}, strs: []meta{{}}} }
 

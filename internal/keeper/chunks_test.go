@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vallum/vallum/internal/wire"
 )
@@ -376,5 +377,13 @@ func TestDamagedChunk(t *testing.T) {
 	}
 	if states != 0 {
 		t.Errorf("republished as %d per-ban states, want chunks only", states)
+	}
+}
+
+// The view holds one entry per ban: 24 bytes without a pointer, so that a
+// million cost the map's slots and nothing for the collector to scan.
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n != 24 {
+		t.Errorf("entry is %d bytes, want 24", n)
 	}
 }

@@ -113,7 +113,7 @@ type Keeper struct {
 	statCap int             // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
-	gen     uint32                // the current read of the retained messages
+	gen     uint16                // the current read of the retained messages, never 0 (nextGen)
 	reading bool                  // Retained was called since the last Settle
 	fixes   []fix                 // misspelt or refused states read, fixed at Settle
 	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
@@ -138,15 +138,15 @@ type list struct {
 }
 
 // entry is what the keeper knows of one ban of a list: its per-ban state
-// on the broker, its entry in a chunk (chunks.go), or both.
+// on the broker, its entry in a chunk (chunks.go), or both. 24 bytes, no
+// pointer: the view of a million bans is a map of a million of them.
 type entry struct {
 	at    int64  // the state's At, Unix milliseconds: its version
 	exp   int64  // when it expires, Unix seconds; 0: never
-	gen   uint32 // the read of the retained messages that last saw it
-	list  uint16 // index in Keeper.lists
-	flags uint16 // fState, fChunk (no padding: no equal function to link)
-	meta  uint32 // the state's Reason and Origin, interned together (Keeper.strs)
-	count uint32 // the state's Count: the escalation's, kept into the chunks
+	meta  uint32 // the state's Reason, Origin and Count, interned together (Keeper.strs)
+	gen   uint16 // the read of the retained messages that last saw it (Keeper.gen)
+	list  uint8  // index in Keeper.lists
+	flags uint8  // fState, fChunk (no padding: no equal function to link)
 }
 
 const (
@@ -156,8 +156,8 @@ const (
 
 // New returns a Keeper publishing through sink, with its copy loaded.
 func New(o Options, sink Sink) (*Keeper, error) {
-	if len(o.Roots) == 0 || len(o.Roots) > math.MaxUint16 {
-		return nil, fmt.Errorf("keeper: %d lists to keep, want 1 to %d", len(o.Roots), math.MaxUint16)
+	if len(o.Roots) == 0 || len(o.Roots) > math.MaxUint8 {
+		return nil, fmt.Errorf("keeper: %d lists to keep, want 1 to %d", len(o.Roots), math.MaxUint8)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -274,7 +274,7 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 	k.mu.Lock()
 	if !k.reading { // a new read of the retained messages begins
 		k.reading = true
-		k.gen++
+		k.nextGen()
 	}
 	k.mu.Unlock()
 	switch what {
@@ -290,6 +290,16 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		k.readPending(i, topic, payload)
 	case onAllow:
 		k.allowMessage(topic, payload)
+	}
+}
+
+// nextGen begins a read of the retained messages. 0 is a ban the copy
+// holds but no read saw (copy.go); a view entry last seen 65,536 reads
+// ago would be taken as seen by this one (forgetLocked), which no keeper
+// lives to see.
+func (k *Keeper) nextGen() {
+	if k.gen++; k.gen == 0 {
+		k.gen = 1
 	}
 }
 
