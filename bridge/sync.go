@@ -350,7 +350,7 @@ func (b *Bridge) unsubscribeChunks(c mqtt.Client, tag string, filters []string) 
 		return
 	}
 	tok := c.Unsubscribe(filters...)
-	if tok.WaitTimeout(b.opts.ConnectTimeout) && tok.Error() != nil {
+	if b.await(tok) && tok.Error() != nil {
 		b.log.Warn("cannot unsubscribe from the lists' chunks: the rewrites of the lists will keep coming", "err", tok.Error())
 	}
 }
@@ -411,9 +411,24 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, optional map[
 
 var errSubackLate = errors.New("subscribe not acknowledged in time")
 
+// await waits for tok for at most Options.ConnectTimeout, and not at all
+// once the bridge stops: the broker's answer never comes on a connection
+// being closed, and Run must return at once (seen under qemu: 10 s).
+func (b *Bridge) await(tok mqtt.Token) bool {
+	t := time.NewTimer(b.opts.ConnectTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return true
+	case <-t.C:
+	case <-b.stop.ctx.Done():
+	}
+	return false
+}
+
 func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional map[string]string) ([]string, error) {
 	tok := c.SubscribeMultiple(filters, nil)
-	if !tok.WaitTimeout(b.opts.ConnectTimeout) {
+	if !b.await(tok) {
 		return nil, errSubackLate
 	}
 	if err := tok.Error(); err != nil {

@@ -82,7 +82,14 @@ func TestFetch(t *testing.T) {
 		{"not http", "ftp://example.org/x", nil, "", nil, "want http"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			// A second is the hanging server's test; the others have time
+			// for a TLS handshake under qemu on a loaded machine (over 1 s
+			// for mips in CI).
+			wait := 30 * time.Second
+			if tc.errText == "timeout" {
+				wait = time.Second
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			defer cancel()
 			b, err := Fetch(ctx, tc.url, 50000, tc.roots)
 			var got []byte
