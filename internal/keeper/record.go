@@ -50,7 +50,7 @@ func (k *Keeper) Settle() error {
 		out = append(out, k.settledLocked(i, now)...)
 	}
 	k.mu.Unlock()
-	defer freeAfter(out)
+	defer freeAfter(out, false)
 	return k.publish(out)
 }
 
