@@ -155,13 +155,14 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 		// (recentState): forget the ban's state, or an unban within 10 s
 		// of its ban was dropped (TestHUPResync).
 		delete(d.recent.at, t.Prefix)
+		d.sync.stateGone(l.Root, t.Prefix) // not a per-ban state read any more (deltaCheck)
 		return nil
 	}
 	if len(payload) == 0 {
 		if !retained { // a snapshot copy races no event: only live states are marked
 			d.recent.mark(l.Root, t.Prefix, now, now.UnixMilli(), false)
 		}
-		d.sync.record(l.Root, t.Prefix, now.UnixMilli(), false) // an unban now: newer than any read
+		d.sync.record(l.Root, t.Prefix, now.UnixMilli(), false, false) // an unban now: newer than any read
 		return del()
 	}
 	st, err := wire.DecodeState(payload)
@@ -174,7 +175,7 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 	}
 	d.skew.check(st.At, now, d.log)
 	left, active := st.Remaining(now)
-	if !d.sync.record(l.Root, t.Prefix, st.At.UnixMilli(), active) {
+	if !d.sync.record(l.Root, t.Prefix, st.At.UnixMilli(), active, true) {
 		return nil // the window read a later version (a chunk entry): it stands
 	}
 	if !active {
@@ -292,7 +293,7 @@ func (r *recentState) seed(s *syncer) {
 	now := time.Now()
 	for p, e := range r.at {
 		if e.ban && now.Sub(e.at) < recentFor {
-			s.record(e.root, p, e.ver, true)
+			s.record(e.root, p, e.ver, true, true)
 		}
 	}
 }

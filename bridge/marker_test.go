@@ -25,7 +25,7 @@ func TestMarkerForgery(t *testing.T) {
 	if !closed(aSeen) {
 		t.Fatal("the sync's own A did not open the window")
 	}
-	s.record("blacklist", netip.MustParsePrefix("192.0.2.1/32"), 1, true)
+	s.record("blacklist", netip.MustParsePrefix("192.0.2.1/32"), 1, true, true)
 	for _, forged := range []string{"B2", "B" + old, "B" + tag[:len(tag)-1]} {
 		if s.marker(forged) != nil || closed(bSeen) {
 			t.Fatalf("forged marker %q closed the window", forged)

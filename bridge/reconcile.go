@@ -176,7 +176,7 @@ func lostWhy(seen recordSeen, e *epochs, root string) string {
 // logPartial says that a sync read part of a list's chunks, and kept what
 // they may have held.
 func (a *applier) logPartial(root, why string, kept int) {
-	a.log.Error(fmt.Sprintf("list %s: the sync read only part of the list's chunks (%s); keeping %d bans it did not read, "+
+	a.log.Error(fmt.Sprintf("list %s: the sync read only part of the list's chunks or per-ban states (%s); keeping %d bans it did not read, "+
 		"removing none; a new manifest from the list's keeper makes this host sync again", root, why, kept),
 		"topic", root, "kept", kept)
 }

@@ -54,10 +54,11 @@ type syncer struct {
 	roots   []string              // the lists
 	start   time.Time             // when the current sync began
 	aSeen   chan struct{}
-	bSeen   chan struct{} // closed when the window closes with its result
-	bBack   chan struct{} // closed when B came back but the window waits for chunks
-	abandon chan struct{} // closed when a newer sync starts
-	refs    *later        // where a closing window notes the chunks it took
+	bSeen   chan struct{}        // closed when the window closes with its result
+	bBack   chan struct{}        // closed when B came back but the window waits for chunks
+	abandon chan struct{}        // closed when a newer sync starts
+	refs    *later               // where a closing window notes the chunks it took
+	memo    map[string]deltaMemo // per list root, the last deltaCheck (window.go)
 }
 
 // syncResult is what the window held, for the worker to reconcile against.
@@ -82,6 +83,7 @@ func (s *syncer) begin(roots []string) (tag string, aSeen, bSeen, bBack, abandon
 	_, _ = rand.Read(nonce) // never fails (crypto/rand)
 	s.tag = strconv.Itoa(s.gen) + "-" + hex.EncodeToString(nonce)
 	s.open, s.waiting, s.present, s.records, s.chunks, s.start = false, false, nil, nil, nil, time.Now()
+	s.memo = nil
 	s.roots = roots
 	if s.abandon != nil {
 		close(s.abandon)
@@ -176,6 +178,10 @@ func (s *syncer) partials() map[string]partial {
 			p[root] = partial{why: st.Why}
 		case !st.Manifest && rec.ok && wire.IsEpochV2(rec.rec.Epoch):
 			p[root] = partial{why: "the keeper record says the list is kept as chunks (epoch " + rec.rec.Epoch + "), and no manifest came"}
+		case st.Manifest:
+			if why := s.deltaCheck(root, st); why != "" {
+				p[root] = partial{why: why}
+			}
 		}
 	}
 	return p
@@ -193,7 +199,7 @@ func (s *syncer) justOpened() bool {
 // version at (Unix milliseconds): it reports false when the window read a
 // later version of p already, which must not be undone (last writer wins).
 // Outside the window it changes nothing and returns true.
-func (s *syncer) record(root string, p netip.Prefix, at int64, present bool) bool {
+func (s *syncer) record(root string, p netip.Prefix, at int64, present, state bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.open {
@@ -204,7 +210,17 @@ func (s *syncer) record(root string, p netip.Prefix, at int64, present bool) boo
 		w = newSeen(0)
 		s.present[root] = w
 	}
-	return w.take(p, at, present)
+	return w.take(p, at, present, state)
+}
+
+// stateGone notes in the window that the per-ban state of p was deleted,
+// on a list where that is no unban (see decoder.stateOps).
+func (s *syncer) stateGone(root string, p netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open && s.present[root] != nil {
+		s.present[root].stateGone(p)
+	}
 }
 
 // keeperRecord notes a keeper record seen in the window: the last one
@@ -321,7 +337,7 @@ func (b *Bridge) startSync(c mqtt.Client) {
 // naming the new ones in a moment. When the sync's time is up the window
 // closes without them, and removes nothing from those lists.
 func (b *Bridge) awaitChunks(tag string, done, abandon chan struct{}) bool {
-	b.log.Warn("sync: chunks of a list are missing or damaged; waiting for the next manifest", "within", b.opts.SyncTimeout)
+	b.log.Warn("sync: chunks of a list are missing or damaged, or its per-ban states are not those its manifest announces; waiting for the next manifest", "within", b.opts.SyncTimeout)
 	t := time.NewTimer(b.opts.SyncTimeout)
 	defer t.Stop()
 	select {

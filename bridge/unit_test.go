@@ -142,7 +142,7 @@ func TestSyncer(t *testing.T) {
 	default:
 		t.Error("a new sync did not abandon the old one")
 	}
-	s.record("bl", p1, 1, true) // before A: not in the window
+	s.record("bl", p1, 1, true, true) // before A: not in the window
 	for _, forged := range []string{"B" + tag, "A" + old, "A", "A" + tag + "x", ""} {
 		if s.marker(forged) != nil {
 			t.Errorf("marker(%q) closed a window", forged)
@@ -157,9 +157,9 @@ func TestSyncer(t *testing.T) {
 		t.Fatal("A returned a result")
 	}
 	<-aSeen
-	s.record("bl", p2, 1, true)
-	s.record("bl", p1, 1, true)
-	s.record("bl", p1, 2, false) // unbanned within the window
+	s.record("bl", p2, 1, true, true)
+	s.record("bl", p1, 1, true, true)
+	s.record("bl", p1, 2, false, true) // unbanned within the window
 	if s.marker("B"+old) != nil {
 		t.Fatal("the old sync's B closed the window")
 	}

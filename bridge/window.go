@@ -22,7 +22,16 @@ import (
 type seen struct {
 	v4    map[[4]byte]int64
 	other map[netip.Prefix]int64
+	muts  int // changes, for deltaCheck's memo
 }
+
+// stateBit marks a version a per-ban state was read at (not a chunk
+// entry alone): the per-ban states the manifest announces (wire.Deltas)
+// are counted from these. Versions are Unix milliseconds, far below it.
+const stateBit = 1 << 62
+
+// ver is the version a value of seen stands for.
+func ver(v int64) int64 { return abs(v) &^ stateBit }
 
 // newSeen returns an empty seen sized for about n IPv4 bans: a late join
 // of a million fills it without growing it twenty times.
@@ -59,14 +68,26 @@ func (s *seen) has(p netip.Prefix) bool {
 	return ok && v > 0
 }
 
-// take notes a read of p at version at (ban or not), and reports whether
-// it is the newest read of p so far: false, it is older than one already
-// applied, and must not be.
-func (s *seen) take(p netip.Prefix, at int64, ban bool) bool {
-	if old, ok := s.get(p); ok && abs(old) > at {
+// take notes a read of p at version at (ban or not; a per-ban state or
+// not), and reports whether it is the newest read of p so far: false, it
+// is older than one already applied, and must not be.
+func (s *seen) take(p netip.Prefix, at int64, ban, state bool) bool {
+	old, ok := s.get(p)
+	if ok && ver(old) > at {
 		return false
 	}
-	v := max(at, 1)
+	// A chunk entry and a per-ban state of one version: the state is read.
+	state = state || ok && ver(old) == at && abs(old)&stateBit != 0
+	s.set(p, max(at, 1), ban, state)
+	return true
+}
+
+func (s *seen) set(p netip.Prefix, at int64, ban, state bool) {
+	s.muts++
+	v := at
+	if state {
+		v |= stateBit
+	}
 	if !ban {
 		v = -v
 	}
@@ -75,7 +96,33 @@ func (s *seen) take(p netip.Prefix, at int64, ban bool) bool {
 	} else {
 		s.other[p] = v
 	}
-	return true
+}
+
+// stateGone notes that the per-ban state of p was deleted, on a list
+// where a deletion is no unban (its keeper deleted what a cut folded in).
+func (s *seen) stateGone(p netip.Prefix) {
+	if v, ok := s.get(p); ok && abs(v)&stateBit != 0 {
+		s.set(p, ver(v), v > 0, false)
+	}
+}
+
+// deltas returns the per-ban states read whose versions covers takes.
+func (s *seen) deltas(covers func(int64) bool) wire.DeltaSum {
+	var d wire.DeltaSum
+	if s == nil {
+		return d
+	}
+	for a, v := range s.v4 {
+		if abs(v)&stateBit != 0 && covers(ver(v)) {
+			d.Add(netip.PrefixFrom(netip.AddrFrom4(a), 32), ver(v))
+		}
+	}
+	for p, v := range s.other {
+		if abs(v)&stateBit != 0 && covers(ver(v)) {
+			d.Add(p, ver(v))
+		}
+	}
+	return d
 }
 
 // len is the number of bans read.
@@ -161,7 +208,7 @@ func (d *decoder) entryOp(s *syncer, l List, e wire.Entry, ops []setOp) []setOp 
 		w = newSeen(0)
 		s.present[l.Root] = w
 	}
-	if !w.take(e.Prefix, e.State.At.UnixMilli(), active) || !active || !d.allowed(l, e.Prefix) {
+	if !w.take(e.Prefix, e.State.At.UnixMilli(), active, false) || !active || !d.allowed(l, e.Prefix) {
 		return ops
 	}
 	return append(ops, setOp{set: l.setFor(e.Prefix), op: Op{Action: Add, Prefix: e.Prefix, Timeout: left, Comment: CommentState}})
@@ -246,4 +293,37 @@ func (d *decoder) chunksAlone(root string) bool {
 	}
 	known, _ := d.epochs.epoch(root)
 	return wire.IsEpochV2(known)
+}
+
+// deltaMemo is the last deltaCheck of a list: its result, for a window
+// and manifest unchanged since (every chunk message asks again).
+type deltaMemo struct {
+	muts int
+	gen  uint64
+	d    wire.Deltas
+	why  string
+}
+
+// deltaCheck says why the per-ban states the window read of list root are
+// not those its manifest announces (see listread.Status.DeltasWhy); ""
+// when they are. Its chunks must be read whole first: they are checked
+// first. Called with s.mu held.
+func (s *syncer) deltaCheck(root string, st listread.Status) string {
+	if st.Deltas == nil || !st.Complete {
+		return ""
+	}
+	w := s.present[root]
+	muts := 0
+	if w != nil {
+		muts = w.muts
+	}
+	if m, ok := s.memo[root]; ok && m.muts == muts && m.gen == st.Gen && m.d == *st.Deltas {
+		return m.why
+	}
+	why := st.DeltasWhy(w.deltas(st.Covers))
+	if s.memo == nil {
+		s.memo = map[string]deltaMemo{}
+	}
+	s.memo[root] = deltaMemo{muts, st.Gen, *st.Deltas, why}
+	return why
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -40,6 +41,12 @@ type chunkSet struct {
 	// (movedLocked).
 	foreign     time.Time
 	foreignBans map[netip.Prefix]int64
+	// deltas: the per-ban states on the broker newer than the cut, by
+	// topic, to announce in the manifest (deltas.go); rescan: make them
+	// anew from the view; deltasAt: when they were last announced.
+	deltas   map[string]int64
+	rescan   bool
+	deltasAt time.Time
 
 	// Read before Settle and live: manifests and chunks not adopted yet.
 	readMan *wire.Manifest            // the manifest read before Settle
@@ -298,7 +305,7 @@ func (k *Keeper) manifest(i int, payload []byte) {
 	}
 	var out []retain
 	m, err := wire.DecodeManifest(payload)
-	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) {
+	if err == nil && (l.ch.man == nil || !bytes.Equal(payload, l.ch.manBytes)) && !sameChunks(l.ch.man, m) {
 		l.ch.foreignLocked(l.root, m, k.now())
 	}
 	switch {
@@ -400,8 +407,14 @@ func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 		l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, crc, nil
 		delete(have, j)
 	}
-	l.ch.man.Entries = m.Entries
+	l.ch.man.Entries, l.ch.man.Deltas = m.Entries, m.Deltas
 	l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
+}
+
+// sameChunks reports whether m names the chunks a names, as they are:
+// a manifest rewritten for its deltas alone (deltas.go) is no cut.
+func sameChunks(a *wire.Manifest, m wire.Manifest) bool {
+	return a != nil && a.Epoch == m.Epoch && a.Gen == m.Gen && a.Cut.Equal(m.Cut) && a.Entries == m.Entries && slices.Equal(a.CRC, m.CRC)
 }
 
 // unbannedLocked notes that the ban of topic was lifted: the chunk that

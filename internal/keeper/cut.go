@@ -78,10 +78,14 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		data[j], first[j], m.CRC[j] = p, part[0].p, wire.ChunkCRC(p)
 		out = append(out, retain{wire.ChunkTopic(l.root, gen, j), p})
 	}
+	// No state is newer than the cut yet (deltas.go): as they come, the
+	// manifest announces them.
+	m.Deltas = &wire.Deltas{Upto: now}
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
 	l.ch.dirty, l.ch.changes, l.ch.cutAt, l.ch.recut = nil, 0, now, false
+	l.ch.deltasAt = now
 	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != gen {
@@ -195,9 +199,49 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 	if !ok || e.at == c.at || e.flags&fState == 0 {
 		return nil
 	}
+	if k.revived == nil {
+		k.revived = map[string]revived{}
+	}
+	k.revived[topic] = revived{at: e.at}
 	// Not sentLocked: no decision of the keeper's on the ban's events,
 	// which would make it doubt another keeper's next one (recentLocked).
 	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
+}
+
+// revived is a state cleanedLocked published again, on the word of a
+// deletion it took for its cleanup's echo. That deletion may have been a
+// client's unban, with the cleanup's own still on the way to the broker:
+// then the copy lands over whatever the broker took meanwhile. Seen in
+// TestTwoKeepersClients (a keeper far behind its broker): a lifted ban
+// came back for good.
+type revived struct {
+	at   int64
+	seen bool   // a message of the topic came before the copy came back
+	last []byte // the last of them: what the broker held under the copy
+}
+
+// revivedLocked takes a live state message of topic. When it is the copy
+// cleanedLocked published, come back after other messages of the topic,
+// the broker held the last of those before the copy landed: the keeper
+// publishes it again (again true), and the copy is not taken.
+func (k *Keeper) revivedLocked(topic string, p parsed) (out []retain, again bool) {
+	r, ok := k.revived[topic]
+	if !ok {
+		return nil, false
+	}
+	if !p.del && p.state.At.UnixMilli() == r.at { // the copy, back
+		delete(k.revived, topic)
+		if r.seen {
+			return []retain{{topic, r.last}}, true
+		}
+		return nil, false
+	}
+	r.seen, r.last = true, nil
+	if !p.del {
+		r.last = wire.EncodeState(p.state)
+	}
+	k.revived[topic] = r
+	return nil, false
 }
 
 // maintain cuts the lists due for a cut and rewrites the chunks due for a
@@ -221,10 +265,16 @@ func (k *Keeper) maintain() time.Time {
 			cut = cut || k.lists[i].ch.man.Entries >= freeAtDeleted
 			continue
 		}
-		if l := k.lists[i]; len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
+		l := k.lists[i]
+		if len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
 			out = append(out, k.cleanLaterLocked(l)...)
 		}
+		announced := k.announceLocked(i, now) // deltas.go
 		o, n := k.flushLocked(i, now)
+		if announced && len(o) == 0 { // else flushLocked wrote the manifest
+			l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
+			o = append(o, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		}
 		out = append(out, o...)
 		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
 			next = n

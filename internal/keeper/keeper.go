@@ -123,6 +123,7 @@ type Keeper struct {
 	// chunk holds them), by topic, with the at deleted: their echo is
 	// no unban.
 	cleaning map[string]cleaned
+	revived  map[string]revived // states cleanedLocked published again (cut.go)
 }
 
 // list is one kept list.

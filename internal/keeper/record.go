@@ -48,6 +48,7 @@ func (k *Keeper) Settle() error {
 	k.fixes = nil
 	for i := range k.lists {
 		out = append(out, k.settledLocked(i, now)...)
+		k.lists[i].ch.rescan = true // the deltas to announce, from the view read (deltas.go)
 	}
 	k.mu.Unlock()
 	defer freeAfter(out, false)

@@ -64,7 +64,13 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 	}
 	var out []retain
 	k.mu.Lock()
+	k.brokerStateLocked(i, topic, p) // what the manifest announces (deltas.go)
+	var again bool
+	if live && p.canon == topic {
+		out, again = k.revivedLocked(topic, p) // cut.go
+	}
 	switch {
+	case again: // a copy of the keeper's that landed over later messages
 	case !live && p.canon != topic:
 		k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state})
 	case !live:

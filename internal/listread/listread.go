@@ -67,8 +67,14 @@ func (r *Reader) Manifest(payload []byte) error {
 			delete(r.taken, n)
 		}
 	}
+	// A chunk refused as damaged stays so while the manifest names it as
+	// it was: a manifest rewritten for its deltas alone leaves it damaged.
+	for n := range r.damaged {
+		if r.man == nil || r.man.Gen != m.Gen || n >= len(m.CRC) || m.CRC[n] != r.man.CRC[n] {
+			delete(r.damaged, n)
+		}
+	}
 	r.man = &m
-	r.damaged = map[int]string{}
 	for gen := range r.pending {
 		if gen < m.Gen {
 			delete(r.pending, gen) // an older cut: never to be named again
@@ -146,6 +152,30 @@ type Status struct {
 	Complete bool      // every chunk it names was taken, and none replaced since
 	Stale    bool      // a chunk taken was replaced (rewritten, or another generation) after it was taken
 	Why      string    // what is missing, when not Complete
+	// Deltas are the per-ban states the manifest announces; nil: none
+	// (a keeper of an earlier release). See DeltasWhy.
+	Deltas *wire.Deltas
+}
+
+// Covers reports whether a per-ban state of version at (Unix
+// milliseconds) is one the manifest announces: newer than the cut, not
+// newer than its Upto.
+func (s Status) Covers(at int64) bool {
+	return s.Deltas != nil && at > s.Cut.UnixMilli() && at <= s.Deltas.Upto.UnixMilli()
+}
+
+// DeltasWhy says why the per-ban states a reader read (read: those Covers
+// takes) are not those the manifest announces; "" when they are, or when
+// it announces none. A reader that reads a different set read the list
+// partially, unless a state changed meanwhile: the list's keeper
+// announces again within a second or two, and a read that matches it is
+// whole.
+func (s Status) DeltasWhy(read wire.DeltaSum) string {
+	if s.Deltas == nil || read == s.Deltas.DeltaSum {
+		return ""
+	}
+	return fmt.Sprintf("per-ban states made since the cut: read %d, the manifest of generation %s announces %d up to %s (digest %016x, read %016x)",
+		read.Count, wire.GenString(s.Gen), s.Deltas.Count, s.Deltas.Upto.UTC().Format(time.RFC3339Nano), s.Deltas.Sum, read.Sum)
 }
 
 // Status says whether the chunks read so far are the whole list. Without
@@ -158,7 +188,8 @@ func (r *Reader) Status() Status {
 		}
 		return s
 	}
-	s := Status{Manifest: true, Gen: r.man.Gen, Cut: r.man.Cut, Epoch: r.man.Epoch, CRC: r.man.CRC, Entries: r.man.Entries, Stale: r.stale}
+	s := Status{Manifest: true, Gen: r.man.Gen, Cut: r.man.Cut, Epoch: r.man.Epoch, CRC: r.man.CRC, Entries: r.man.Entries, Stale: r.stale,
+		Deltas: r.man.Deltas}
 	var missing, damaged []int
 	for n := range r.man.CRC {
 		if _, ok := r.taken[n]; ok {

@@ -179,6 +179,14 @@ func TestDamagedChunkRefused(t *testing.T) {
 	if st.Complete || !strings.Contains(st.Why, "refused as damaged") || len(tk.got) != 4 {
 		t.Fatalf("status %+v, %d taken: want not complete, damaged named, chunk 0 alone", st, len(tk.got))
 	}
+	// The manifest rewritten for its deltas alone: still damaged.
+	m, err := wire.DecodeManifest(c.manifest)
+	mustNil(t, err)
+	m.Deltas = &wire.Deltas{Upto: time.UnixMilli(2000), DeltaSum: wire.DeltaSum{Count: 1, Sum: 7}}
+	mustNil(t, r.Manifest(wire.EncodeManifest(m)))
+	if st := r.Status(); !strings.Contains(st.Why, "refused as damaged") {
+		t.Fatalf("after a manifest of the same chunks: %q, want the damaged chunk named", st.Why)
+	}
 	// A chunk whose header says another chunk (copied to the wrong topic)
 	// is refused as well.
 	err = r.Chunk(c.topic(1), c.chunks[0])

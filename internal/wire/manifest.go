@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -39,16 +41,70 @@ type Manifest struct {
 	Cut     time.Time // when the chunks were cut, to the millisecond
 	Entries int       // bans in all the chunks
 	CRC     []uint32  // CRC-32C of each chunk's payload, in chunk order
+	// Deltas announces the per-ban states made since the cut, so that a
+	// reader can tell one its broker did not serve from a lifted ban;
+	// nil from a keeper of an earlier release.
+	Deltas *Deltas
+}
+
+// Deltas are the per-ban states (ROOT/ban/PREFIX) a list's broker holds
+// with Cut < at <= Upto, as the keeper knows them: how many and the XOR
+// of their DeltaHash. A reader that read a different set read the list
+// partially (a clustered broker's node may lag or lose a retained
+// message), unless a state changed since: the keeper announces again
+// within a second. States made after Upto are not announced (a cut
+// leaves none, and the keeper names them once they are a moment old).
+type Deltas struct {
+	Upto time.Time // to the millisecond
+	DeltaSum
+}
+
+// DeltaSum is an order-independent digest of a set of per-ban states.
+type DeltaSum struct {
+	Count int
+	Sum   uint64 // XOR of DeltaHash
+}
+
+// Add counts the state of p at version at (Unix milliseconds).
+func (d *DeltaSum) Add(p netip.Prefix, at int64) {
+	d.Count++
+	d.Sum ^= DeltaHash(p, at)
+}
+
+// Covers reports whether a state at version at is one m.Deltas counts.
+func (m Manifest) Covers(at int64) bool {
+	return m.Deltas != nil && at > m.Cut.UnixMilli() && at <= m.Deltas.Upto.UnixMilli()
+}
+
+// DeltaHash is FNV-1a (64 bits) of the prefix's address (4 or 16 bytes,
+// network order, IPv4 as IPv4), its length (1 byte) and at (8 bytes,
+// big-endian Unix milliseconds).
+func DeltaHash(p netip.Prefix, at int64) uint64 {
+	var b [25]byte
+	a := p.Addr().Unmap().AsSlice()
+	n := copy(b[:], a)
+	b[n] = byte(p.Bits())
+	binary.BigEndian.PutUint64(b[n+1:], uint64(at))
+	h := fnv.New64a()
+	h.Write(b[:n+9])
+	return h.Sum64()
 }
 
 type manifestJSON struct {
-	V       int      `json:"v"`
-	Epoch   string   `json:"epoch"`
-	Gen     string   `json:"gen"`
-	Cut     int64    `json:"cut"` // Unix milliseconds
-	Chunks  int      `json:"chunks"`
-	Entries int      `json:"entries"`
-	CRC     []string `json:"crc"`
+	V       int         `json:"v"`
+	Epoch   string      `json:"epoch"`
+	Gen     string      `json:"gen"`
+	Cut     int64       `json:"cut"` // Unix milliseconds
+	Chunks  int         `json:"chunks"`
+	Entries int         `json:"entries"`
+	CRC     []string    `json:"crc"`
+	Deltas  *deltasJSON `json:"deltas,omitempty"`
+}
+
+type deltasJSON struct {
+	Upto  int64  `json:"upto"` // Unix milliseconds
+	Count int    `json:"n"`
+	Sum   string `json:"xor"` // 16 hex digits
 }
 
 // EncodeManifest returns the retained payload for m.
@@ -57,8 +113,12 @@ func EncodeManifest(m Manifest) []byte {
 	for i, c := range m.CRC {
 		crc[i] = fmt.Sprintf("%08x", c)
 	}
-	b, _ := json.Marshal(manifestJSON{V: ManifestVersion, Epoch: m.Epoch, Gen: GenString(m.Gen),
-		Cut: m.Cut.UnixMilli(), Chunks: len(m.CRC), Entries: m.Entries, CRC: crc})
+	j := manifestJSON{V: ManifestVersion, Epoch: m.Epoch, Gen: GenString(m.Gen),
+		Cut: m.Cut.UnixMilli(), Chunks: len(m.CRC), Entries: m.Entries, CRC: crc}
+	if d := m.Deltas; d != nil {
+		j.Deltas = &deltasJSON{Upto: d.Upto.UnixMilli(), Count: d.Count, Sum: fmt.Sprintf("%016x", d.Sum)}
+	}
+	b, _ := json.Marshal(j)
 	return b
 }
 
@@ -93,6 +153,13 @@ func DecodeManifest(b []byte) (Manifest, error) {
 			return Manifest{}, fmt.Errorf("%w: manifest checksum %d %q is not 8 hex digits", ErrBadPayload, i, s)
 		}
 		m.CRC[i] = uint32(c)
+	}
+	if d := j.Deltas; d != nil {
+		sum, err := strconv.ParseUint(d.Sum, 16, 64)
+		if err != nil || len(d.Sum) != 16 || d.Count < 0 || d.Upto <= 0 {
+			return Manifest{}, fmt.Errorf("%w: manifest \"deltas\" with a bad \"upto\", \"n\" or \"xor\"", ErrBadPayload)
+		}
+		m.Deltas = &Deltas{Upto: time.UnixMilli(d.Upto), DeltaSum: DeltaSum{Count: d.Count, Sum: sum}}
 	}
 	return m, nil
 }

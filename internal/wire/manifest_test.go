@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -94,4 +95,68 @@ func FuzzDecodeManifest(f *testing.F) {
 			t.Fatalf("round trip: %v %+v %+v", err, m, again)
 		}
 	})
+}
+
+// The deltas announced round-trip, and a manifest of a keeper of an
+// earlier release (no "deltas") still reads, announcing none.
+func TestManifestDeltas(t *testing.T) {
+	m := Manifest{Epoch: EpochV2("0123456789abcdef"), Gen: 7, Cut: time.UnixMilli(1764500000000), CRC: []uint32{1},
+		Deltas: &Deltas{Upto: time.UnixMilli(1764500009000), DeltaSum: DeltaSum{Count: 3, Sum: 0xfedcba9876543210}}}
+	b := EncodeManifest(m)
+	if !strings.Contains(string(b), `"deltas":{"upto":1764500009000,"n":3,"xor":"fedcba9876543210"}`) {
+		t.Errorf("deltas spelt %s", b)
+	}
+	got, err := DecodeManifest(b)
+	if err != nil || got.Deltas == nil || *got.Deltas != *m.Deltas {
+		t.Fatalf("round trip: %v %+v", err, got.Deltas)
+	}
+	old := `{"v":1,"epoch":"0123456789abcdef","gen":"0000019ad6f3c2a1","cut":1764500000123,"chunks":0,"entries":0,"crc":[]}`
+	if got, err := DecodeManifest([]byte(old)); err != nil || got.Deltas != nil || got.Covers(1764500000124) {
+		t.Errorf("a manifest without deltas: %v %+v", err, got.Deltas)
+	}
+	for _, bad := range []string{`{"upto":1,"n":-1,"xor":"0000000000000000"}`, `{"upto":0,"n":0,"xor":"0000000000000000"}`,
+		`{"upto":1,"n":0,"xor":"00"}`, `{"upto":1,"n":0,"xor":"zz00000000000000"}`, `"x"`} {
+		if _, err := DecodeManifest([]byte(old[:len(old)-1] + `,"deltas":` + bad + `}`)); !errors.Is(err, ErrBadPayload) {
+			t.Errorf("deltas %s: err %v, want ErrBadPayload", bad, err)
+		}
+	}
+}
+
+// The digest is of a set: the order of the states does not count; a
+// state missing, one more, or one of another version does.
+func TestDeltaSum(t *testing.T) {
+	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	states := []struct {
+		p  netip.Prefix
+		at int64
+	}{{p("203.0.113.7/32"), 1000}, {p("2001:db8::/64"), 1001}, {p("198.51.100.0/24"), 1002}, {p("203.0.113.8/32"), 1000}}
+	var fwd, back DeltaSum
+	for i := range states {
+		fwd.Add(states[i].p, states[i].at)
+		back.Add(states[len(states)-1-i].p, states[len(states)-1-i].at)
+	}
+	if fwd != back || fwd.Count != 4 {
+		t.Fatalf("order counts: %+v %+v", fwd, back)
+	}
+	var short, other DeltaSum
+	for i, s := range states {
+		if i != 2 {
+			short.Add(s.p, s.at)
+		}
+		at := s.at
+		if i == 0 {
+			at++
+		}
+		other.Add(s.p, at)
+	}
+	if short.Sum == fwd.Sum || short.Count == fwd.Count || other.Sum == fwd.Sum {
+		t.Errorf("a missing state or another version went unseen: %+v %+v %+v", fwd, short, other)
+	}
+	if DeltaHash(p("203.0.113.7/32"), 1) == DeltaHash(p("203.0.113.0/24"), 1) {
+		t.Error("the prefix length is not in the hash")
+	}
+	m := Manifest{Cut: time.UnixMilli(1000), Deltas: &Deltas{Upto: time.UnixMilli(2000)}}
+	if m.Covers(1000) || !m.Covers(1001) || !m.Covers(2000) || m.Covers(2001) {
+		t.Error("Covers: want cut < at <= upto")
+	}
 }
