@@ -387,3 +387,24 @@ func TestEntrySize(t *testing.T) {
 		t.Errorf("entry is %d bytes, want 24", n)
 	}
 }
+
+// TestRecentStatesSwept: the keeper's maps of client states published
+// lately are rebuilt statedFor after a burst, not a minute after.
+func TestRecentStatesSwept(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	now := s.clk.now()
+	for i := range 20_000 {
+		topic := wire.StateTopic("blacklist", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32))
+		s.b.client(topic, state(now, now.Add(time.Hour), "", "web1"), true)
+	}
+	s.k.maintain() // sweeps what a minute made; nothing is that old yet
+	s.clk.add(statedFor + time.Second)
+	s.k.maintain()
+	s.k.mu.Lock()
+	stated, touched := len(s.k.stated), len(s.k.touched)
+	s.k.mu.Unlock()
+	if stated != 0 || touched != 0 {
+		t.Errorf("%d stated and %d touched topics kept %v after the burst, want none", stated, touched, statedFor+time.Second)
+	}
+}
