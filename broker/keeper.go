@@ -51,22 +51,57 @@ func (h *hubKeeper) RetainedPayload(topic string) ([]byte, bool) {
 	return pk.Payload, ok && len(pk.Payload) > 0
 }
 
-// subscribe registers the keeper's inline subscriptions. They see every
-// message in the publisher's own goroutine, which is fine: the keeper
-// never blocks on the network.
+// subscribe adds the hook that feeds the keeper (keeperHook), the last
+// hook: after the store's, so that what it sees is stored.
 func (h *hubKeeper) subscribe() error {
-	for i, f := range h.k.Filters() {
-		err := h.srv.Subscribe(f, i+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-			h.k.Message(pk.TopicName, pk.Payload)
-			if webBuilt && h.tap != nil {
-				h.tap(pk.TopicName, pk.Payload, true)
-			}
-		})
-		if err != nil {
-			return err
-		}
+	return h.srv.AddHook(&keeperHook{hk: h}, nil)
+}
+
+// take gives the keeper one message, and the web view's index after it.
+func (h *hubKeeper) take(pk packets.Packet) {
+	if !h.k.Reads(pk.TopicName) {
+		return
 	}
-	return nil
+	h.k.Message(pk.TopicName, pk.Payload)
+	if webBuilt && h.tap != nil {
+		h.tap(pk.TopicName, pk.Payload, true)
+	}
+}
+
+// keeperHook feeds the keeper every message of its lists before mochi
+// acknowledges it, in the publisher's own goroutine: a retained message
+// once mochi holds it (OnRetainMessage), any other as it is taken
+// (OnPublish), a will as it is sent. An inline subscription saw a message
+// after its PUBACK (mochi v2.7.9 processPublish), so a publish acknowledged
+// to one client could reach the keeper after a later one of another
+// client: an allow entry deleted, then a ban of its address from another
+// process, left the ban refused as allowlisted (TestImportSharedAllowlist,
+// 1 run in 10). The keeper's own publishes come back the same way, in its
+// goroutine: it knows its echoes.
+type keeperHook struct {
+	mqtt.HookBase
+	hk *hubKeeper
+}
+
+func (*keeperHook) ID() string { return "vallum-keeper" }
+
+func (*keeperHook) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnRetainMessage || b == mqtt.OnWillSent
+}
+
+func (h *keeperHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !pk.FixedHeader.Retain {
+		h.hk.take(pk)
+	}
+	return pk, nil
+}
+
+func (h *keeperHook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, _ int64) { h.hk.take(pk) }
+
+func (h *keeperHook) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
+	if !pk.FixedHeader.Retain { // a retained will went through OnRetainMessage
+		h.hk.take(pk)
+	}
 }
 
 // load gives the keeper the retained messages the store loaded before the

@@ -26,6 +26,12 @@ import (
 func chunkHub(t *testing.T, embedded bool) (b *hub, restart func()) {
 	t.Helper()
 	l, dir := newLab(t)
+	return chunkHubIn(t, l, dir, embedded)
+}
+
+// chunkHubIn is chunkHub in lab l.
+func chunkHubIn(t *testing.T, l *lab.Lab, dir string, embedded bool) (b *hub, restart func()) {
+	t.Helper()
 	b = &hub{embedded: embedded, h: addHost(t, l, "hub"), dir: dir}
 	if embedded {
 		data := filepath.Join(dir, "hub-store")

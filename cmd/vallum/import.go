@@ -92,7 +92,7 @@ func importCmd(cmd *cobra.Command, args []string) error {
 	defer cl.Disconnect(250)
 	imp.guard.SetDynamic(sharedAllow(cl, cmd.ErrOrStderr()))
 	refused := imp.check(&res)
-	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
+	bans, kept, err := readState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
 	if err != nil {
 		return err
 	}
@@ -113,11 +113,14 @@ func importCmd(cmd *cobra.Command, args []string) error {
 	if dry, _ := cmd.Flags().GetBool("dry-run"); dry {
 		return imp.report(out, res)
 	}
-	p := &publisher{cl: cl, root: l.Root, max: c.MaxPayload}
-	if err := p.send(pl.Add, bridge.Add, imp.state(), imp.ttl); err != nil {
+	p := &publisher{cl: cl, root: l.Root, max: c.MaxPayload, states: !kept}
+	if !kept {
+		fmt.Fprintf(cmd.ErrOrStderr(), "vallum import: no keeper record of %s in the v2 spelling (no keeper, or one of the previous release, or --legacy-state): one retained state per ban, as vallum ban sends\n", l.Root)
+	}
+	if err := p.send(pl.Add, bridge.Add, imp, imp.ttl); err != nil {
 		return publishHint(err, cl, l.Root)
 	}
-	if err := p.send(pl.Del, bridge.Del, nil, 0); err != nil {
+	if err := p.send(pl.Del, bridge.Del, imp, 0); err != nil {
 		return publishHint(err, cl, l.Root)
 	}
 	fmt.Fprintf(out, "published %d bans and %d unbans in %d event messages\n", len(pl.Add), len(pl.Del), p.events)
@@ -164,8 +167,8 @@ func newImporter(cmd *cobra.Command, c config, src string) (*importer, error) {
 			allow = append(allow, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 		}
 	}
-	if c.MaxPayload < 64 {
-		return nil, fmt.Errorf("--max-payload %d: too small for one line", c.MaxPayload)
+	if c.MaxPayload < minPayload {
+		return nil, fmt.Errorf("--max-payload %d: too small for the meta line and one line (%d bytes)", c.MaxPayload, minPayload)
 	}
 	imp := &importer{origin: wire.Clip("import:" + name), reason: flagString(cmd, "reason"), ttl: ttl,
 		guard: guard.New(allow, c.WidestV4, c.WidestV6)}
@@ -195,7 +198,12 @@ func (imp *importer) check(res *feed.Result) int {
 	return n
 }
 
-// state is the retained state of each ban of this import, made now.
+// meta is the meta line's content of this import's events: the keeper
+// marks each of their bans so.
+func (imp *importer) meta() wire.Meta { return wire.Meta{Reason: imp.reason, Origin: imp.origin} }
+
+// state is the retained state of each ban of this import, made now, for
+// a list without a keeper of this release.
 func (imp *importer) state() []byte {
 	st := wire.State{At: time.Now(), Reason: imp.reason, Origin: imp.origin}
 	if imp.ttl > 0 {
@@ -305,46 +313,85 @@ type cancelBody struct {
 
 func (b *cancelBody) Close() error { b.cancel(); return b.ReadCloser.Close() }
 
-// publisher sends bans as `vallum ban` does, many at a time: each ban's
-// retained state (the list's record, which the keeper and late joiners
-// read), then one event message for many lines (for vallumd-style
-// subscribers), in messages of at most max bytes.
+// publisher sends bans as event messages of many lines, of at most max
+// bytes, each opening with the feed's meta line (wire.MetaLine). Hosts
+// online apply the events; the list's keeper takes a message of many
+// lines (a burst, internal/keeper burst.go) straight into its next cut,
+// with the feed's reason and origin, and makes no retained state per ban:
+// one retained message per ban costs the broker more than the ban (NATS
+// took 89 to 185 s to a host for 1,000,000). Unbans go as events too: the
+// keeper deletes a per-ban state and rewrites the chunk that holds the ban.
+// With states (a list whose record is not v2: no keeper of this release),
+// each ban's retained state (empty for an unban) goes first, as `vallum
+// ban` and `vallum unban` send it.
 type publisher struct {
 	cl     mqtt.Client
 	root   string
 	max    int
+	states bool
 	events int
 }
+
+// minPayload fits a meta line of the longest reason and origin (clipped
+// to 67 bytes each, about 840 bytes escaped) and a line.
+const minPayload = 1024
 
 // inFlight bounds the QoS 1 publishes not yet acknowledged.
 const inFlight = 1000
 
-// send publishes prefixes with state (nil: unbans, empty retained state).
-func (p *publisher) send(prefixes []netip.Prefix, action bridge.Action, state []byte, ttl wire.Timeout) error {
-	tail := ""
+// send publishes prefixes: bans with the import's meta line, or unbans.
+func (p *publisher) send(prefixes []netip.Prefix, action bridge.Action, imp *importer, ttl wire.Timeout) error {
+	tail, head, state := "", "", []byte(nil)
 	if action == bridge.Add {
-		tail = " timeout " + strconv.FormatInt(int64(ttl), 10)
+		tail, head = " timeout "+strconv.FormatInt(int64(ttl), 10), wire.MetaLine(imp.meta())
+	}
+	if action == bridge.Add && p.states {
+		state = imp.state()
 	}
 	w := newWindow()
 	var ev strings.Builder
+	ev.WriteString(head)
 	for _, pre := range prefixes {
-		if err := w.add(p.cl.Publish(wire.StateTopic(p.root, pre), 1, true, state)); err != nil {
-			w.close()
-			return err
+		if p.states {
+			if err := w.add(p.cl.Publish(wire.StateTopic(p.root, pre), 1, true, state)); err != nil {
+				w.close()
+				return err
+			}
 		}
 		line := wire.FormatPrefix(pre) + tail + "\n"
-		if ev.Len()+len(line) > p.max {
-			w.add(p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String()))
+		if ev.Len() > len(head) && ev.Len()+len(line) > p.max {
+			if err := w.add(p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String())); err != nil {
+				w.close()
+				return err
+			}
 			p.events++
 			ev.Reset()
+			ev.WriteString(head)
 		}
 		ev.WriteString(line)
 	}
-	if ev.Len() > 0 {
+	if ev.Len() > len(head) {
 		w.add(p.cl.Publish(wire.EventTopic(p.root, action.Kind()), 1, false, ev.String()))
 		p.events++
 	}
 	return w.close()
+}
+
+// ackWait bounds the wait for one publish's acknowledgement. An embedded
+// hub acknowledges the next message of a client only once its keeper took
+// the last one, which waits while the keeper reads its list for a cut: a
+// 1,000,000-ban import into a hub on two busy cores (load average 15 to
+// 22) waited over wait's 15 s for one.
+const ackWait = 2 * time.Minute
+
+func waitAck(t mqtt.Token) error {
+	if !t.WaitTimeout(ackWait) {
+		return errors.New("publish: not acknowledged within " + ackWait.String())
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
 }
 
 // window keeps at most inFlight publishes unacknowledged: a goroutine
@@ -365,7 +412,7 @@ func newWindow() *window {
 			if w.failed() != nil {
 				continue // drain: the sender stops at its next add
 			}
-			if err := wait(t, "publish"); err != nil {
+			if err := waitAck(t); err != nil {
 				w.mu.Lock()
 				w.err = err
 				w.mu.Unlock()

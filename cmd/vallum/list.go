@@ -90,6 +90,13 @@ var listTimes = retained.Timing{Stall: time.Minute, Quiet: 2 * time.Second, Limi
 // empty list from a slow broker, and fails. A list that stalls or does not
 // end in time is an error, never a short list.
 func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, error) {
+	bans, _, err := readState(cl, root, warn, tm)
+	return bans, err
+}
+
+// readState is collectState, and whether the keeper record says the list
+// is kept as chunks (a keeper of this release keeps it).
+func readState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, bool, error) {
 	r := &stateReader{root: root, got: listread.List{}}
 	r.chunks = listread.New(root, func(e wire.Entry) { r.got.Put(e.Prefix, e.State) })
 	opts := cl.OptionsReader()
@@ -101,18 +108,21 @@ func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timin
 	rd, err := retained.SubscribeAll(cl, map[string]byte{wire.StateFilter(root): 0, wire.ManifestTopic(root): 1,
 		wire.ChunksFilter(root): 1, wire.RecordTopic(root): 1}, marker, r.onState)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !rd.Marked {
 		fmt.Fprintf(warn, "vallum list: this login may not use %s, so the list ends at the first pause of %s (a slow broker could make it early)\n", marker, tm.Quiet)
 	}
 	if err := rd.Wait(tm); err != nil {
-		return nil, r.failed(err, tm)
+		return nil, false, r.failed(err, tm)
 	}
 	if err := r.whole(tm.Quiet * 5); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return r.bans(), nil
+	bans := r.bans()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bans, r.v2, nil
 }
 
 // stateReader gathers the list as paho delivers it: chunks and per-ban

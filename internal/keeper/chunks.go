@@ -33,6 +33,10 @@ type chunkSet struct {
 	changes  int          // bans changed, lifted or expired since the last cut
 	recut    bool         // a chunk could not be rewritten: the next maintain cuts
 	cutAt    time.Time    // the last cut, or when the keeper settled
+	// burst: bans of bursts since the last cut, held by the view alone
+	// (fBurst), from burstFirst to burstLast (burst.go).
+	burst                 int
+	burstFirst, burstLast time.Time
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
 	laterAt time.Time
@@ -277,8 +281,11 @@ func (k *Keeper) entryLocked(i int, s wire.State) entry {
 }
 
 // stateOf returns the state an entry of the view stands for.
-func (k *Keeper) stateOf(e entry) wire.State {
-	m := k.strs.str(e.meta)
+func (k *Keeper) stateOf(e entry) wire.State { return stateOfWith(&k.strs, e) }
+
+// stateOfWith is stateOf with the interned strings strs.
+func stateOfWith(strs *interned, e entry) wire.State {
+	m := strs.str(e.meta)
 	s := wire.State{At: time.UnixMilli(e.at), Reason: m.reason, Origin: m.origin, Count: m.count}
 	if e.exp != 0 {
 		s.Expires = time.Unix(e.exp, 0)
@@ -430,14 +437,16 @@ func (k *Keeper) unbannedLocked(i int, topic string, e entry) {
 	if err != nil || j < 0 {
 		return
 	}
+	k.dirtyLocked(l, j)
+}
+
+// dirtyLocked marks chunk j of list l for a rewrite, and wakes Run.
+func (k *Keeper) dirtyLocked(l *list, j int) {
 	if l.ch.dirty == nil {
 		l.ch.dirty = map[int]bool{}
 	}
 	l.ch.dirty[j] = true
-	select { // wake Run: a rewrite is due
-	case k.wake <- struct{}{}:
-	default:
-	}
+	k.woken()
 }
 
 // errNoChunks: a list without chunks has none to rewrite.

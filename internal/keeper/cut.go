@@ -31,6 +31,9 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if l.ch.man != nil {
 		size = l.ch.man.Entries
 	}
+	if due := l.ch.burstDue(k.cutCost); !due.IsZero() && !now.Before(due) {
+		return true
+	}
 	return l.ch.man == nil || l.ch.recut || l.ch.changes > max(k.o.CutAfter, size/100) ||
 		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
 }
@@ -39,56 +42,131 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 // of the view, sorted, at most wire.MaxChunkEntries a chunk; then the
 // manifest; then it deletes the chunks of the generations before, and,
 // unless the list keeps legacy state (an epoch not in the v2 spelling),
-// the per-ban states the chunks now hold.
+// the per-ban states the chunks now hold. cutOutside does the same with
+// the sorting and encoding outside the lock.
 func (k *Keeper) cutLocked(i int, now time.Time) []retain {
+	c := k.collectLocked(i, now)
+	c.build()
+	return k.commitLocked(c)
+}
+
+// cutOutside cuts list i as cutLocked does, holding the lock only to read
+// the view and to commit: a cut of 1,000,000 bans took seconds, and the
+// hub's event path, which waits for the lock, stalled a publisher that
+// long. It returns nil if the chunks changed meanwhile (Settle adopted
+// others): what was due stays due.
+func (k *Keeper) cutOutside(i int, now time.Time) []retain {
+	k.mu.Lock()
+	c := k.collectLocked(i, now)
+	k.mu.Unlock()
+	c.build()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.lists[i].ch.man != c.old || !k.cutter(k.lists[i]) {
+		return nil
+	}
+	return k.commitLocked(c)
+}
+
+// cutting is one cut in the making.
+type cutting struct {
+	i, list        int
+	root, epoch    string
+	now, began     time.Time
+	old            *wire.Manifest // the list's manifest when the cut began
+	raw            []rawItem      // the bans read, for build
+	strs           []meta         // the interned reasons, origins and counts they name
+	items          []cutItem
+	burst, changes int // the list's counts when the cut began
+
+	m     wire.Manifest
+	data  [][]byte
+	first []netip.Prefix
+	out   []retain // the chunks
+}
+
+// rawItem is a ban as the view holds it, read for a cut.
+type rawItem struct {
+	topic string
+	e     entry
+}
+
+// collectLocked reads the bans of list i for a cut; build parses them.
+// The interned strings are taken as they are now: they are only ever
+// appended to, so the entries read name none beyond.
+func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 	l := k.lists[i]
-	var items []cutItem
+	c := &cutting{i: i, root: l.root, epoch: l.rec.Epoch, now: now, began: time.Now(), old: l.ch.man,
+		burst: l.ch.burst, changes: l.ch.changes, strs: k.strs.strs}
 	nowUnix := now.Unix()
 	for topic, e := range k.bans {
 		// A ban the view holds but neither a state nor a chunk on the
 		// broker does is left out: another keeper deleted it, in doubt
 		// (foreignLocked), and the events have yet to say it again.
-		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk) == 0 {
+		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk|fBurst) == 0 {
 			continue
 		}
-		t, err := wire.ParseTopic(l.root, topic)
+		c.raw = append(c.raw, rawItem{topic, e})
+	}
+	return c
+}
+
+// build sorts the cut's bans and encodes its chunks; it touches nothing
+// of the keeper's.
+func (c *cutting) build() {
+	strs := interned{strs: c.strs}
+	for _, r := range c.raw {
+		t, err := wire.ParseTopic(c.root, r.topic)
 		if err != nil {
 			continue
 		}
-		items = append(items, cutItem{t.Prefix, topic, e})
+		c.items = append(c.items, cutItem{wire.Entry{Prefix: t.Prefix, State: stateOfWith(&strs, r.e)}, r.topic})
 	}
-	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.p, b.p) })
-
-	gen := uint64(now.UnixMilli())
-	if old := l.ch.man; old != nil && gen <= old.Gen {
-		gen = old.Gen + 1
+	c.raw = nil
+	items := c.items
+	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.e.Prefix, b.e.Prefix) })
+	gen := uint64(c.now.UnixMilli())
+	if c.old != nil && gen <= c.old.Gen {
+		gen = c.old.Gen + 1
 	}
 	count := (len(items) + wire.MaxChunkEntries - 1) / wire.MaxChunkEntries
-	m := wire.Manifest{Epoch: l.rec.Epoch, Gen: gen, Cut: now, Entries: len(items), CRC: make([]uint32, count)}
-	var out []retain
-	data, first := make([][]byte, count), make([]netip.Prefix, count)
+	c.m = wire.Manifest{Epoch: c.epoch, Gen: gen, Cut: c.now, Entries: len(items), CRC: make([]uint32, count)}
+	c.data, c.first = make([][]byte, count), make([]netip.Prefix, count)
 	chunk := make([]wire.Entry, 0, min(len(items), wire.MaxChunkEntries))
 	for j := range count {
 		part := items[j*wire.MaxChunkEntries : min(len(items), (j+1)*wire.MaxChunkEntries)]
 		chunk = chunk[:0]
 		for _, it := range part {
-			chunk = append(chunk, wire.Entry{Prefix: it.p, State: k.stateOf(it.e)})
+			chunk = append(chunk, it.e)
 		}
-		p := wire.EncodeChunk(wire.Chunk{Root: l.root, Gen: gen, Index: j, Count: count, Entries: chunk})
-		data[j], first[j], m.CRC[j] = p, part[0].p, wire.ChunkCRC(p)
-		out = append(out, retain{wire.ChunkTopic(l.root, gen, j), p})
+		p := wire.EncodeChunk(wire.Chunk{Root: c.root, Gen: gen, Index: j, Count: count, Entries: chunk})
+		c.data[j], c.first[j], c.m.CRC[j] = p, part[0].e.Prefix, wire.ChunkCRC(p)
+		c.out = append(c.out, retain{wire.ChunkTopic(c.root, gen, j), p})
 	}
+}
+
+// commitLocked makes the cut c the list's and returns what to publish:
+// its chunks, its manifest, the deletions of the generations before and of
+// the per-ban states the chunks now hold.
+func (k *Keeper) commitLocked(c *cutting) []retain {
+	l := k.lists[c.i]
+	m := c.m
 	// No state is newer than the cut yet (deltas.go): as they come, the
 	// manifest announces them.
-	m.Deltas = &wire.Deltas{Upto: now}
+	m.Deltas = &wire.Deltas{Upto: c.now}
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
-	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = data, first, make([]time.Time, count), nil
-	l.ch.dirty, l.ch.changes, l.ch.cutAt, l.ch.recut = nil, 0, now, false
-	l.ch.deltasAt = now
-	out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = c.data, c.first, make([]time.Time, len(c.data)), nil
+	l.ch.dirty, l.ch.cutAt, l.ch.recut = nil, c.now, false
+	l.ch.deltasAt = c.now
+	// What came while the cut was built is for the next one.
+	l.ch.changes, l.ch.burst = max(0, l.ch.changes-c.changes), max(0, l.ch.burst-c.burst)
+	if l.ch.burst > 0 {
+		l.ch.burstFirst = l.ch.burstLast
+	}
+	out := append(c.out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
 	// The generations before: the last one, and any other on the broker.
-	if old.man != nil && old.man.Gen != gen {
+	if old.man != nil && old.man.Gen != m.Gen {
 		for j := range old.man.CRC {
 			out = append(out, retain{wire.ChunkTopic(l.root, old.man.Gen, j), nil})
 		}
@@ -99,7 +177,9 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 		}
 	}
 	l.ch.other, l.ch.next = nil, nil
-	return append(out, k.foldedLocked(l, items, wire.IsEpochV2(l.rec.Epoch))...)
+	out = append(out, k.foldedLocked(l, c.items, wire.IsEpochV2(l.rec.Epoch))...)
+	k.log.Info("cut", "list", l.root, "entries", m.Entries, "chunks", len(m.CRC), "took", time.Since(c.began).Round(time.Millisecond))
+	return out
 }
 
 // cleaned is what the keeper deleted of one topic after cuts: the version
@@ -109,12 +189,10 @@ type cleaned struct {
 	n  int
 }
 
-// cutItem is one ban of a cut: 72 bytes, its wire.Entry made a chunk at
-// a time (a million of those, 136 MB more at the cut's peak).
+// cutItem is one ban of a cut.
 type cutItem struct {
-	p     netip.Prefix
+	e     wire.Entry
 	topic string
-	e     entry
 }
 
 // foldedLocked marks the bans of a cut as held by a chunk and, with
@@ -126,9 +204,17 @@ type cutItem struct {
 func (k *Keeper) foldedLocked(l *list, items []cutItem, cleanup bool) []retain {
 	var out []retain
 	l.ch.later = l.ch.later[:0]
-	for _, it := range items {
-		e := k.bans[it.topic]
-		e.flags |= fChunk
+	for n, it := range items {
+		e, ok := k.bans[it.topic]
+		if !ok || e.at != it.e.State.At.UnixMilli() {
+			// Lifted, or banned again, while the cut was built: the
+			// chunk holds what was; a lifted ban's chunk is rewritten.
+			if !ok {
+				k.dirtyLocked(l, n/wire.MaxChunkEntries)
+			}
+			continue
+		}
+		e.flags = e.flags&^fBurst | fChunk
 		k.bans[it.topic] = e
 		if cleanup && e.flags&fState != 0 {
 			if r, ok := k.cleanLocked(it.topic, e.at); ok {
@@ -250,10 +336,11 @@ func (k *Keeper) maintain() time.Time {
 	if !chunksBuilt {
 		return time.Time{}
 	}
-	now := k.now()
+	k.cutMu.Lock()
+	defer k.cutMu.Unlock()
+	began, now := time.Now(), k.now()
 	var out []retain
 	var next time.Time
-	cut := false
 	k.mu.Lock()
 	// Every pubsKeep, and every statedFor while the maps of recent client
 	// states are big: 100,000 states published in a burst held about
@@ -262,13 +349,19 @@ func (k *Keeper) maintain() time.Time {
 		k.sweepLocked(now)
 		k.swept = now
 	}
+	var due []int
 	for i := range k.lists {
 		if k.cutDueLocked(i, now) {
-			out = append(out, k.cutLocked(i, now)...)
-			cut = cut || k.lists[i].ch.man.Entries >= freeAtDeleted
+			due = append(due, i)
 			continue
 		}
 		l := k.lists[i]
+		if l.ch.burst > 0 && !k.cutter(l) {
+			out = append(out, k.unburstLocked(i)...)
+		}
+		if due := l.ch.burstDue(k.cutCost); !due.IsZero() && (next.IsZero() || due.Before(next)) {
+			next = due
+		}
 		if len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
 			out = append(out, k.cleanLaterLocked(l)...)
 		}
@@ -284,35 +377,37 @@ func (k *Keeper) maintain() time.Time {
 		}
 	}
 	k.mu.Unlock()
+	for _, i := range due {
+		out = append(out, k.cutOutside(i, now)...)
+	}
 	_ = k.publish(out)
 	k.mu.Lock()
 	k.releaseChunksLocked() // what was published, and chunks adopted meanwhile
 	k.mu.Unlock()
-	freeAfter(out, cut)
+	freeAfter(out)
+	if len(due) > 0 {
+		k.costed(began)
+	}
 	return next
 }
 
 // freeAfter returns the memory of many per-ban states the keeper just
 // deleted to the system: on the hub, mochi held each in about 1.4 KB, and
 // the Go runtime would keep the pages for minutes (a hub that took 100,000
-// bans stayed at 123 MB holding them as chunks, instead of about 50). So
-// does a cut of 10,000 bans or more, which follows 10,000 changes (or an
-// hour): a hub fed 100,000 bans as events stayed at 133 MB in a run whose
-// last cut left 10,000 per-ban states, 76 MB in one that left none.
-func freeAfter(out []retain, cut bool) {
+// bans stayed at 123 MB holding them as chunks, instead of about 50).
+func freeAfter(out []retain) {
 	deleted := 0
 	for _, r := range out {
 		if len(r.payload) == 0 {
 			deleted++
 		}
 	}
-	if cut || deleted >= freeAtDeleted {
+	if deleted >= freeAtDeleted {
 		debug.FreeOSMemory()
 	}
 }
 
-// freeAtDeleted: deletions in one go, or bans cut, that make the keeper
-// free memory.
+// freeAtDeleted: deletions in one go that make the keeper free memory.
 const freeAtDeleted = 10_000
 
 // touchedLocked reports whether anyone (a client, another keeper, this

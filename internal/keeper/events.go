@@ -15,6 +15,8 @@ const sameWithin = 2 // seconds
 // event turns one event message into state. What every bridge refuses
 // never becomes state: a message over the payload limit (refused whole, as
 // the bridges do), a prefix too broad or covering an allowlisted address.
+// The bans of a message of many lines (burst.go) go straight to the next
+// cut, without a per-ban state each.
 func (k *Keeper) event(i int, topic string, payload []byte) {
 	root := k.lists[i].root
 	if len(payload) > k.o.Limits.MaxPayload {
@@ -27,9 +29,14 @@ func (k *Keeper) event(i int, topic string, payload []byte) {
 		return
 	}
 	lines, _ := wire.ParsePayload(payload) // the bridges log refused lines
+	meta, _ := wire.ParseMeta(payload)
+	if meta.Origin == Origin {
+		meta = wire.Meta{} // the keeper's own mark is not a client's to give
+	}
 	now := k.now()
 	var out []retain
 	k.mu.Lock()
+	burst := t.Kind != wire.KindDel && len(lines) >= k.o.BurstLines && k.burstableLocked(i)
 	for _, l := range lines {
 		if t.Kind != wire.KindDel {
 			if err := k.guard.Check(l.Prefix); err != nil {
@@ -37,17 +44,21 @@ func (k *Keeper) event(i int, topic string, payload []byte) {
 				continue
 			}
 		}
-		if r, ok := k.applyLocked(i, t.Kind, l, now); ok {
+		if r, ok := k.applyLocked(i, t.Kind, l, meta, burst, now); ok {
 			out = append(out, r)
 		}
 	}
 	k.mu.Unlock()
+	if burst {
+		k.woken()
+	}
 	k.publish(out)
 }
 
 // applyLocked records one event line as state, unless the state already
-// says so or a client stated the prefix a moment ago (statedFor).
-func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) (retain, bool) {
+// says so or a client stated the prefix a moment ago (statedFor). With
+// burst, the ban waits for the next cut (burst.go): nothing to publish.
+func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, meta wire.Meta, burst bool, now time.Time) (retain, bool) {
 	topic := wire.StateTopic(k.lists[i].root, l.Prefix)
 	if at, ok := k.stated[topic]; ok && now.Sub(at) < statedFor {
 		return retain{}, false
@@ -58,6 +69,10 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 		h, t = k.escalateLocked(i, topic, l.Timeout, now)
 	}
 	st := stateFor(now, t, h)
+	if meta.Origin != "" {
+		st.Origin = meta.Origin
+	}
+	st.Reason = meta.Reason
 	exp := unixOrZero(st.Expires)
 	old, known := k.bans[topic]
 	// In doubt, what the event says is published whatever the view says.
@@ -69,6 +84,10 @@ func (k *Keeper) applyLocked(i int, kind wire.Kind, l wire.Line, now time.Time) 
 		return k.sentLocked(topic, nil), true
 	}
 	k.rememberLocked(topic, h)
+	if burst {
+		k.burstLocked(i, topic, st, now)
+		return retain{}, false
+	}
 	k.trackLocked(i, topic, st)
 	return k.sentLocked(topic, wire.EncodeState(st)), true
 }

@@ -288,6 +288,9 @@ func newKeeper(t *testing.T, b *fakeBroker, o Options) *setup {
 	if len(s.o.Roots) == 0 {
 		s.o.Roots = []string{"blacklist"}
 	}
+	if s.o.BurstLines == 0 {
+		s.o.BurstLines = 1 << 30 // the per-ban path; burst_test.go sets it
+	}
 	s.o.Now, s.o.Logger = s.clk.now, s.logs.logger()
 	k, err := New(s.o, s.b)
 	if err != nil {

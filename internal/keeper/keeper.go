@@ -80,9 +80,13 @@ type Options struct {
 	// passed with any change. 0: DefaultCutAfter, DefaultCutEvery.
 	CutAfter int
 	CutEvery time.Duration
-	Policy   Policy           // escalation, quorum and reporter limits per list
-	Logger   *slog.Logger     // nil: discard
-	Now      func() time.Time // nil: time.Now
+	// BurstLines: an event message of at least this many add lines is a
+	// burst (burst.go): its bans go to the next cut without a per-ban
+	// state each. 0: DefaultBurstLines.
+	BurstLines int
+	Policy     Policy           // escalation, quorum and reporter limits per list
+	Logger     *slog.Logger     // nil: discard
+	Now        func() time.Time // nil: time.Now
 }
 
 // Origin is the origin of the states the keeper makes from events.
@@ -103,6 +107,11 @@ type Keeper struct {
 	held  RetainedReader // the sink, if it is one: chunks are read there (releaseChunksLocked)
 	pol   polState       // escalation, quorum, limits (policy.go), under mu
 
+	// cutMu is held across a cut and its publishing (maintain, Flush),
+	// outside mu: Flush returns only once a cut of Run is handed to the
+	// Sink too.
+	cutMu sync.Mutex
+
 	mu      sync.Mutex
 	bans    map[string]entry     // canonical state topic -> what the broker holds
 	stated  map[string]time.Time // canonical state topic -> when a client last published it
@@ -118,7 +127,8 @@ type Keeper struct {
 	fixes   []fix                 // misspelt or refused states read, fixed at Settle
 	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
 	strs    interned
-	swept   time.Time // the last sweepLocked of Run
+	swept   time.Time     // the last sweepLocked of Run
+	cutCost time.Duration // the last cut's, built and published (burst.go)
 	// cleaning: per-ban states the keeper deleted after a cut (their
 	// chunk holds them), by topic, with the at deleted: their echo is
 	// no unban.
@@ -147,7 +157,7 @@ type entry struct {
 	meta  uint32 // the state's Reason, Origin and Count, interned together (Keeper.strs)
 	gen   uint16 // the read of the retained messages that last saw it (Keeper.gen)
 	list  uint8  // index in Keeper.lists
-	flags uint8  // fState, fChunk (no padding: no equal function to link)
+	flags uint8  // fState, fChunk, fBurst (no padding: no equal function to link)
 }
 
 const (
@@ -172,6 +182,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 	o.LegacyState = o.LegacyState || !chunksBuilt
 	o.CutAfter = cmp.Or(o.CutAfter, DefaultCutAfter)
 	o.CutEvery = cmp.Or(o.CutEvery, DefaultCutEvery)
+	o.BurstLines = cmp.Or(o.BurstLines, DefaultBurstLines)
 	k := &Keeper{o: o, sink: sink, log: o.Logger, now: o.Now,
 		guard: guard.New(o.Limits.Allow, o.Limits.MinBitsV4, o.Limits.MinBitsV6),
 		bans:  map[string]entry{}, stated: map[string]time.Time{}, pubs: map[string]*pub{},
@@ -266,6 +277,12 @@ func (k *Keeper) route(topic string) (int, int) {
 		}
 	}
 	return 0, 0
+}
+
+// Reads says whether topic is one the keeper reads: a topic of Filters().
+func (k *Keeper) Reads(topic string) bool {
+	_, what := k.route(topic)
+	return what != 0
 }
 
 // Retained takes one retained message read on a Filters() topic, at start

@@ -79,6 +79,10 @@ func (k *fakeKeeper) Message(topic string, payload []byte) {
 	k.calls = append(k.calls, "M")
 }
 
+func (k *fakeKeeper) Unflushed() bool { return false }
+
+func (k *fakeKeeper) Flush() {}
+
 func (k *fakeKeeper) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 
 func (k *fakeKeeper) snapshot() (retained []string, settles int, live []string, calls []string) {

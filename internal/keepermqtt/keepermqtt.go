@@ -34,7 +34,12 @@ type Keeper interface {
 	Retained(topic string, payload []byte) // a retained message of the read before Settle
 	Settle() error                         // every retained message has been read
 	Message(topic string, payload []byte)  // a live message, after Settle
-	Run(ctx context.Context) error         // expires bans until ctx is done
+	// Unflushed reports that the keeper holds bans no retained message
+	// carries yet (a burst waiting for its cut): the messages it took are
+	// acknowledged only after Flush, which publishes them.
+	Unflushed() bool
+	Flush()
+	Run(ctx context.Context) error // expires bans until ctx is done
 }
 
 // Options configure the connection.

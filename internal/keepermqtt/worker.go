@@ -26,6 +26,12 @@ type worker struct {
 	begun   bool            // the read's first retained message or marker came
 	held    []held          // live messages that came during a read
 	events  map[string]bool // the filters without wildcards outside vallum/: event topics
+
+	// unacked: the acknowledgements held for the keeper's Flush (a
+	// burst), since firstHeld; lastHeld: the last message held.
+	unacked             []func()
+	firstHeld, lastHeld time.Time
+	flushCost           time.Duration // the last Flush's
 }
 
 // read is one read of the retained messages, ended by the marker that
@@ -58,6 +64,8 @@ func newWorker(a *Adapter, k Keeper) *worker {
 func (w *worker) run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	flush := time.NewTimer(time.Hour)
+	defer flush.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -66,12 +74,17 @@ func (w *worker) run(ctx context.Context) error {
 			return err
 		case <-tick.C:
 			w.checkStall()
+		case <-flush.C:
+			w.flush()
 		case <-w.a.in.ready:
 			for _, e := range w.a.in.take() {
 				if err := w.handle(e); err != nil {
 					return err
 				}
 			}
+		}
+		if len(w.unacked) > 0 {
+			flush.Reset(max(0, time.Until(w.flushDue())))
 		}
 	}
 }
@@ -91,7 +104,7 @@ func (w *worker) handle(e event) error {
 		}
 	case w.settled:
 		w.k.Message(m.Topic(), m.Payload())
-		w.a.ackAfter(m.Ack)
+		w.ackLive(m.Ack)
 	case m.Retained():
 		w.k.Retained(m.Topic(), m.Payload())
 		if w.rd != nil {
@@ -235,4 +248,72 @@ func (w *worker) checkStall() {
 		"hint", "the broker must let this client publish and subscribe to "+w.marker)
 	w.a.lastIn.Store(time.Now().UnixNano())
 	w.a.brokers.Drop(w.rd.conn)
+}
+
+// A burst (internal/keeper burst.go) is on the broker only once the
+// keeper's cut is: the messages that brought it are acknowledged after
+// that cut, or a keeper killed meanwhile would lose them. The worker
+// holds their acknowledgements, and those of every message after them (in
+// order), until the messages pause for flushQuiet or the last Flush's cost
+// (one cut for the messages of one import, not one each) or flushWait
+// passed (or flushRest
+// times the last Flush's cost, if more: the cuts of a growing list then
+// take at most a fifth of the time), or the broker's window of
+// unacknowledged messages may be full (maxUnacked).
+const (
+	flushQuiet = 50 * time.Millisecond
+	flushWait  = time.Second
+	flushRest  = 4
+	maxUnacked = 1000
+)
+
+// ackLive acknowledges a live message once the broker has what the
+// keeper made of it.
+func (w *worker) ackLive(ack func()) {
+	if len(w.unacked) == 0 && !w.k.Unflushed() {
+		w.a.ackAfter(ack)
+		return
+	}
+	now := time.Now()
+	if len(w.unacked) == 0 {
+		w.firstHeld = now
+	}
+	w.unacked, w.lastHeld = append(w.unacked, ack), now
+	if len(w.unacked) >= maxUnacked {
+		w.flush()
+	}
+}
+
+// flushDue is when the held acknowledgements are to be sent.
+func (w *worker) flushDue() time.Time {
+	if len(w.unacked) >= maxUnacked {
+		return time.Now()
+	}
+	due := w.lastHeld.Add(max(flushQuiet, w.flushCost))
+	if last := w.firstHeld.Add(max(flushWait, flushRest*w.flushCost)); last.Before(due) {
+		return last
+	}
+	return due
+}
+
+// flush has the keeper publish its bursts, then acknowledges the messages
+// held, after the cut's publishes (the acker keeps their order).
+func (w *worker) flush() {
+	if len(w.unacked) == 0 {
+		return
+	}
+	if time.Now().Before(w.flushDue()) {
+		return // a stale timer; the loop arms it again
+	}
+	began := time.Now()
+	w.k.Flush()
+	w.flushCost = time.Since(began)
+	if w.k.Unflushed() { // not cut (the list's chunks changed meanwhile): later
+		w.firstHeld = time.Now()
+		return
+	}
+	for _, ack := range w.unacked {
+		w.a.ackAfter(ack)
+	}
+	w.unacked = nil
 }

@@ -185,7 +185,8 @@ func (e *LineError) Unwrap() error { return e.Err }
 
 // ParsePayload parses an event payload. Every line is parsed on its own: a
 // line that does not parse is returned as a *LineError and the others are
-// still returned. Blank lines and surrounding white space are ignored.
+// still returned. Blank lines, surrounding white space and meta lines
+// (meta.go) are ignored.
 func ParsePayload(b []byte) ([]Line, []error) {
 	var lines []Line
 	var errs []error
@@ -193,7 +194,7 @@ func ParsePayload(b []byte) ([]Line, []error) {
 		var raw []byte
 		raw, b, _ = bytes.Cut(b, []byte{'\n'})
 		text := bytes.TrimSpace(raw)
-		if len(text) == 0 {
+		if len(text) == 0 || isMeta(text) {
 			continue
 		}
 		l, err := parseLine(text)
