@@ -29,7 +29,7 @@ type hubKeeper struct {
 func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
 	h := &hubKeeper{srv: srv, roots: roots, log: log}
 	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, Policy: o.Policy,
-		LegacyState: o.LegacyState, Logger: log}, h)
+		LegacyState: o.LegacyState, LegacyAuto: o.LegacyAuto, Logger: log}, h)
 	if err != nil {
 		return nil, err
 	}
@@ -41,6 +41,14 @@ func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger)
 // this goroutine, the keeper's own included: it knows its echoes.
 func (h *hubKeeper) Retain(topic string, payload []byte) error {
 	return h.srv.Publish(topic, payload, true, 1)
+}
+
+// RetainedPayload hands the keeper what mochi retains on topic, so that
+// it holds no second copy of its chunks (keeper.RetainedReader). mochi
+// replaces a retained packet whole, never its payload in place.
+func (h *hubKeeper) RetainedPayload(topic string) ([]byte, bool) {
+	pk, ok := h.srv.Topics.Retained.Get(topic)
+	return pk.Payload, ok && len(pk.Payload) > 0
 }
 
 // subscribe adds the hook that feeds the keeper (keeperHook), the last

@@ -140,6 +140,9 @@ type Options struct {
 	// LegacyState makes the keeper keep per-ban state for every ban besides
 	// the chunks, for hosts of the previous release (keeper.Options).
 	LegacyState bool
+	// LegacyAuto, without LegacyState: a list already in the old spelling
+	// keeps legacy state (keeper.Options).
+	LegacyAuto bool
 	// Policy is the keeper's escalation, quorum and reporter limits per
 	// list (internal/policy); its history file is in DataDir/broker.
 	Policy keeper.Policy

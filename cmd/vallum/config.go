@@ -82,6 +82,9 @@ type config struct {
 	SensorReport      bool          `mapstructure:"sensor_report" yaml:"sensor_report"`
 
 	file string // the config file read, if any
+	// legacySet: legacy_state was given (flag, environment or file);
+	// unset, a list already in the old spelling keeps it (keeper.Options).
+	legacySet bool
 }
 
 // connFlags are the settings of every command that talks to a broker: the
@@ -189,6 +192,7 @@ func loadConfig(cmd *cobra.Command) (config, error) {
 		return c, fmt.Errorf("config %s: %w", orFlags(file), err)
 	}
 	c.file = file
+	c.legacySet = v.IsSet("legacy_state")
 	return c, nil
 }
 

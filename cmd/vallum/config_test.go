@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,5 +229,42 @@ func TestPasswordOnCommandLineWarns(t *testing.T) {
 	}
 	if strings.Contains(out, secret) {
 		t.Errorf("password printed:\n%s", out)
+	}
+}
+
+// --legacy-state unset leaves a list already in the old spelling as it is
+// (keeper LegacyAuto); given, on or off, in any of its spellings, it
+// decides alone.
+func TestLegacyStateAuto(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "vallum.yaml")
+	if err := os.WriteFile(cfg, []byte("legacy_state: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args       []string
+		env        string
+		legacy, ok bool // LegacyState, LegacyAuto
+	}{
+		{nil, "", false, true},
+		{[]string{"--legacy-state"}, "", true, false},
+		{[]string{"--legacy-state=false"}, "", false, false},
+		{nil, "false", false, false},
+		{[]string{"--config", cfg}, "", false, false},
+	} {
+		t.Run(strings.Join(tc.args, " ")+" env="+tc.env, func(t *testing.T) {
+			t.Setenv("VALLUM_LEGACY_STATE", tc.env)
+			if tc.env == "" {
+				os.Unsetenv("VALLUM_LEGACY_STATE") // t.Setenv restores it after
+			}
+			c := loaded(t, append([]string{"-t", "blacklist"}, tc.args...)...)
+			o, err := c.brokerOptions(nil, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.LegacyState != tc.legacy || o.LegacyAuto != tc.ok {
+				t.Errorf("LegacyState %v, LegacyAuto %v; want %v, %v", o.LegacyState, o.LegacyAuto, tc.legacy, tc.ok)
+			}
+		})
 	}
 }

@@ -165,7 +165,7 @@ func (c config) prepareKeeper(ko keeper.Options, ao keepermqtt.Options, log *slo
 // problem at once.
 func (c config) keeperOptions(log *slog.Logger) (keeper.Options, keepermqtt.Options, error) {
 	var errs []error
-	ko := keeper.Options{LegacyState: c.LegacyState, Logger: log.With("component", "keeper")}
+	ko := keeper.Options{LegacyState: c.LegacyState, LegacyAuto: !c.legacySet, Logger: log.With("component", "keeper")}
 	ao := keepermqtt.Options{Username: c.User, SyncTimeout: c.SyncTimeout, Logger: log.With("component", "keeper")}
 	if c.embedded() {
 		errs = append(errs, errors.New("vallum keeper needs a broker: -h HOST or --broker URL (the embedded broker keeps its lists itself)"))

@@ -161,3 +161,64 @@ func TestListFailureMessages(t *testing.T) {
 		}
 	}
 }
+
+// vallum list shows a ban's escalation count once the keeper's cut has
+// folded its per-ban state into a chunk: the count travels in the chunk.
+func TestListCountFromChunks(t *testing.T) {
+	port := listBroker(t)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://127.0.0.1:" + port).
+		SetClientID("list-test-count").SetUsername("admin").SetPassword("pw-admin"))
+	if err := wait(c.Connect(), "connect"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(250)
+	now := time.Now()
+	topic := wire.StateTopic("blacklist", netip.MustParsePrefix("192.0.2.7/32"))
+	st := wire.EncodeState(wire.State{At: now, Expires: now.Add(time.Hour), Reason: "sshd", Count: 3})
+	if err := wait(c.Publish(topic, 1, true, st), "publish"); err != nil {
+		t.Fatal(err)
+	}
+	retainBans(t, port, 10_500) // more than the keeper's 10,000 changes: it cuts
+	gone := make(chan struct{}, 1)
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		// A fresh subscription gets the retained state, if the broker
+		// still holds it; the keeper deletes it 10 s after the cut.
+		held := make(chan bool, 1)
+		tok := c.Subscribe(topic, 0, func(_ mqtt.Client, m mqtt.Message) {
+			select {
+			case held <- len(m.Payload()) > 0:
+			default:
+			}
+		})
+		if err := wait(tok, "subscribe"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-held:
+		case <-time.After(time.Second): // a retained message comes in milliseconds
+			gone <- struct{}{}
+		}
+		wait(c.Unsubscribe(topic), "unsubscribe")
+		if len(gone) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the per-ban state is still retained 40 s after the cut")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	out, errOut, err := runList(t, port, broker.RoleAdmin)
+	if err != nil {
+		t.Fatalf("vallum list: %v\n%s", err, errOut)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "192.0.2.7 ") {
+			if f := strings.Fields(line); f[len(f)-1] != "3" {
+				t.Errorf("vallum list: %q, want count 3", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("192.0.2.7 not listed:\n%s", out[:min(len(out), 500)])
+}

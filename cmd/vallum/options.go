@@ -116,7 +116,7 @@ func (c config) brokerOptions(lists []bridge.List, log *slog.Logger) (broker.Opt
 		o.Lists = append(o.Lists, l.Root)
 	}
 	o.Keeper = c.keeperLimits()
-	o.LegacyState = c.LegacyState
+	o.LegacyState, o.LegacyAuto = c.LegacyState, !c.legacySet
 	pol, err := c.hubPolicy()
 	o.Policy = pol
 	_, sizeErr := parseSize(c.MemoryLimit)

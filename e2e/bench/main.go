@@ -30,6 +30,7 @@ type config struct {
 	apply, nftApply, single, rounds, batch, perMsg int
 	lat, latRate, sync, naive, vallumdN            int
 	compact                                        int
+	hubJoin, hubJoiners                            int
 	compactKeeper, compactSettle                   bool
 	only, compactOn                                string
 	vallumd                                        string
@@ -52,6 +53,8 @@ func parseFlags() config {
 	flag.IntVar(&c.latRate, "lat-rate", 1000, "bans per second for the latency measurement")
 	flag.IntVar(&c.sync, "sync", 100_000, "retained bans for the late-join measurement")
 	flag.IntVar(&c.compact, "compact", 1_000_000, "bans of the compact list (chunks) for the late join from the embedded hub and mosquitto, keys sync_1m_*; 0: skip (the -small default)")
+	flag.IntVar(&c.hubJoin, "hub-join", 100_000, "bans the hub holds while -hub-joiners hosts late-join, one after the other, for its peak RSS (key hub_rss_100k_join_mb); 0: skip (the -small default)")
+	flag.IntVar(&c.hubJoiners, "hub-joiners", 3, "hosts that late-join the hub's list for -hub-join")
 	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.BoolVar(&c.compactSettle, "compact-settle", true, "with -compact-keeper, vallum joins once the keeper is done with the million (its list still for 12 s); false: once it has cut 99 %, while it still deletes the per-ban states it folded in")
 	flag.StringVar(&c.compactOn, "compact-on", "embedded,mosquitto", "the brokers of the compact late joins, comma separated")
@@ -85,6 +88,7 @@ func parseFlags() config {
 		if c.only != "compact" {
 			def(&c.compact, "compact", 0)
 		}
+		def(&c.hubJoin, "hub-join", 0)
 		def(&c.naive, "naive", 300)
 		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {

@@ -29,6 +29,9 @@ type results struct {
 	Sync1mEmbeddedS      *float64 `json:"sync_1m_embedded_s,omitempty"`
 	Sync1mMosquittoS     *float64 `json:"sync_1m_mosquitto_s,omitempty"`
 	HubRSS1mMB           *float64 `json:"hub_rss_1m_mb,omitempty"`
+	HubRSS100kJoinMB     *float64 `json:"hub_rss_100k_join_mb,omitempty"`
+	HubRSS100kMB         *float64 `json:"hub_rss_100k_mb,omitempty"`
+	HubJoinN             int      `json:"hub_join_n,omitempty"`
 	CompactN             int      `json:"compact_n,omitempty"`
 	CompactKeeper        bool     `json:"compact_keeper,omitempty"`
 	CompactSettled       bool     `json:"compact_settled,omitempty"`
@@ -112,6 +115,14 @@ func run(c config, l *lab.Lab, dir string) *results {
 	r.set(&r.RSSMB, mb(rss), err, "rss after late join")
 
 	compactJoins(c, l, dir, bin, a, r, step)
+
+	if c.hubJoin > 0 {
+		r.HubJoinN = c.hubJoin
+		step("hub memory while hosts join")
+		peak, before, err := hubJoinRSS(l, dir, bin, a, c.hubJoin, c.hubJoiners, c.phase)
+		r.set(&r.HubRSS100kJoinMB, mb(peak), err, "hub rss while hosts join")
+		r.set(&r.HubRSS100kMB, mb(before), err, "hub rss holding the list before the joins")
+	}
 
 	step("naive pipeline")
 	v, err = naive(l, dir, a, c.naive, c.phase)
@@ -265,6 +276,8 @@ func (r *results) print(w io.Writer, c config) {
 		{fmt.Sprintf("late join, compact list of %d (%s), embedded hub (s)", c.compact, maker(c)), f(r.Sync1mEmbeddedS, "%.2f"), "", ""},
 		{fmt.Sprintf("late join, compact list of %d (%s), mosquitto (s)", c.compact, maker(c)), f(r.Sync1mMosquittoS, "%.2f"), "", ""},
 		{fmt.Sprintf("hub RSS holding the compact list of %d (MB)", c.compact), f(r.HubRSS1mMB, "%.1f"), "", ""},
+		{fmt.Sprintf("hub RSS holding %d, before hosts join (MB)", c.hubJoin), f(r.HubRSS100kMB, "%.1f"), "", ""},
+		{fmt.Sprintf("hub RSS peak while %d hosts join %d, in turn (MB)", c.hubJoiners, c.hubJoin), f(r.HubRSS100kJoinMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS after %d events (MB)", c.single*c.rounds), f(r.RSSEventsMB, "%.1f"), "", ""},
 		{"RSS at start, synced, empty (MB)", f(r.RSSIdleMB, "%.1f"), "", ""},
 		{fmt.Sprintf("RSS over a %v soak at %d msg/s: first fifth (MB)", c.soak, c.soakRate), f(r.RSSSoakStartMB, "%.1f"), "", ""},

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -23,13 +24,14 @@ import (
 type chunkSet struct {
 	man      *wire.Manifest // adopted or published; nil: none yet
 	manBytes []byte         // man as published, to know its echo
-	data     [][]byte       // the payload of each chunk of man.Gen
+	data     [][]byte       // the payload of each chunk of man.Gen; nil: on the broker (chunkLocked)
 	first    []netip.Prefix // the first entry of each chunk at its cut: chunk j holds first[j] <= p < first[j+1]
 	wrote    []time.Time    // when each chunk was last written
 	dec      []wire.Entry   // chunk decIdx decoded, for inChunksLocked
 	decIdx   int
 	dirty    map[int]bool // chunks holding an unbanned entry: to rewrite
 	changes  int          // bans changed, lifted or expired since the last cut
+	recut    bool         // a chunk could not be rewritten: the next maintain cuts
 	cutAt    time.Time    // the last cut, or when the keeper settled
 	// burst: bans of bursts since the last cut, held by the view alone
 	// (fBurst), from burstFirst to burstLast (burst.go).
@@ -129,8 +131,9 @@ func (k *Keeper) inChunksLocked(i int, topic string, at int64) bool {
 		return false
 	}
 	if l.ch.decIdx != j || l.ch.dec == nil {
-		c, err := wire.DecodeChunk(l.ch.data[j])
-		if err != nil {
+		p, err := k.chunkLocked(l, j)
+		c, err2 := wire.DecodeChunk(p)
+		if err != nil || err2 != nil {
 			return false
 		}
 		l.ch.dec, l.ch.decIdx = c.Entries, j
@@ -273,8 +276,8 @@ func (k *Keeper) foldLocked(i int, e wire.Entry, now time.Time) {
 
 // entryLocked returns the view's entry for state s of list i.
 func (k *Keeper) entryLocked(i int, s wire.State) entry {
-	return entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint16(i),
-		reason: k.strs.id(s.Reason), origin: k.strs.id(s.Origin)}
+	return entry{at: s.At.UnixMilli(), exp: unixOrZero(s.Expires), gen: k.gen, list: uint8(i),
+		meta: k.strs.id(meta{s.Reason, s.Origin, min(max(s.Count, 0), math.MaxInt32)})}
 }
 
 // stateOf returns the state an entry of the view stands for.
@@ -282,7 +285,8 @@ func (k *Keeper) stateOf(e entry) wire.State { return stateOfWith(&k.strs, e) }
 
 // stateOfWith is stateOf with the interned strings strs.
 func stateOfWith(strs *interned, e entry) wire.State {
-	s := wire.State{At: time.UnixMilli(e.at), Reason: strs.str(e.reason), Origin: strs.str(e.origin)}
+	m := strs.str(e.meta)
+	s := wire.State{At: time.UnixMilli(e.at), Reason: m.reason, Origin: m.origin, Count: m.count}
 	if e.exp != 0 {
 		s.Expires = time.Unix(e.exp, 0)
 	}
@@ -346,8 +350,9 @@ func (k *Keeper) chunk(i int, topic string, payload []byte) {
 	if len(payload) == 0 {
 		return // a deleted chunk: the manifest says what counts
 	}
-	if c := &l.ch; c.man != nil && gen == c.man.Gen && n < len(c.data) && bytes.Equal(c.data[n], payload) {
-		return // our own coming back
+	if c := &l.ch; c.man != nil && gen == c.man.Gen && n < len(c.data) &&
+		(c.data[n] != nil && bytes.Equal(c.data[n], payload) || c.data[n] == nil && wire.ChunkCRC(payload) == c.man.CRC[n]) {
+		return // our own coming back, or the one the broker holds
 	}
 	l.ch.keep(gen, n, payload)
 	if l.settled && !k.reading {
@@ -392,7 +397,8 @@ func (k *Keeper) rewrittenLocked(i int, m wire.Manifest) {
 			k.quiet.error("bad_chunk", "another keeper's rewritten chunk is damaged or missing: not believed", "list", l.root, "chunk", j)
 			continue
 		}
-		oc, _ := wire.DecodeChunk(l.ch.data[j])
+		op, _ := k.chunkLocked(l, j)
+		oc, _ := wire.DecodeChunk(op)
 		kept := map[netip.Prefix]bool{}
 		for _, e := range nc.Entries {
 			kept[e.Prefix] = true
@@ -453,7 +459,11 @@ func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
 	if l.ch.man == nil || j >= len(l.ch.data) {
 		return retain{}, false, errNoChunks
 	}
-	c, err := wire.DecodeChunk(l.ch.data[j])
+	p, err := k.chunkLocked(l, j)
+	if err != nil {
+		return retain{}, false, err
+	}
+	c, err := wire.DecodeChunk(p)
 	if err != nil {
 		return retain{}, false, err
 	}
@@ -470,7 +480,7 @@ func (k *Keeper) rewriteLocked(i, j int) (retain, bool, error) {
 	}
 	l.ch.man.Entries -= len(c.Entries) - len(kept)
 	c.Entries = kept
-	p := wire.EncodeChunk(c)
+	p = wire.EncodeChunk(c)
 	l.ch.data[j], l.ch.man.CRC[j], l.ch.dec = p, wire.ChunkCRC(p), nil
 	return retain{wire.ChunkTopic(l.root, c.Gen, j), p}, true, nil
 }
@@ -496,7 +506,8 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 		delete(l.ch.dirty, j)
 		r, ok, err := k.rewriteLocked(i, j)
 		if err != nil {
-			k.quiet.error("rewrite", "keeper could not rewrite a chunk", "list", l.root, "chunk", j, "err", err)
+			k.quiet.error("rewrite", "keeper could not rewrite a chunk: cutting the list again", "list", l.root, "chunk", j, "err", err)
+			l.ch.recut = true // from the view, as at start (the broker's chunk is not the manifest's)
 		}
 		if ok {
 			l.ch.wrote[j] = now
@@ -510,23 +521,65 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 	return out, next
 }
 
-// interned holds the reasons and origins of the bans once each: a few jail
-// and host names for a list of a million.
-type interned struct {
-	ids  map[string]uint32
-	strs []string
+// chunkLocked returns the payload of chunk j of list l: the keeper's
+// copy, or once released the broker's, if it is still the one the
+// manifest names.
+func (k *Keeper) chunkLocked(l *list, j int) ([]byte, error) {
+	if l.ch.man == nil || j >= len(l.ch.data) {
+		return nil, errNoChunks
+	}
+	if p := l.ch.data[j]; p != nil || k.held == nil {
+		return p, nil
+	}
+	p, ok := k.held.RetainedPayload(wire.ChunkTopic(l.root, l.ch.man.Gen, j))
+	if !ok || wire.ChunkCRC(p) != l.ch.man.CRC[j] {
+		return nil, fmt.Errorf("%w: chunk %d of generation %s is no longer on the broker as the manifest says", wire.ErrBadChunk, j, wire.GenString(l.ch.man.Gen))
+	}
+	return p, nil
 }
 
-func newInterned() interned { return interned{ids: map[string]uint32{"": 0}, strs: []string{""}} }
+// releaseChunksLocked drops the keeper's copy of each chunk the broker
+// holds byte for byte (a Sink that is a RetainedReader): after a cut or a
+// rewrite was published, or chunks adopted.
+func (k *Keeper) releaseChunksLocked() {
+	if k.held == nil {
+		return
+	}
+	for _, l := range k.lists {
+		for j, p := range l.ch.data {
+			if p == nil || l.ch.man == nil {
+				continue
+			}
+			if q, ok := k.held.RetainedPayload(wire.ChunkTopic(l.root, l.ch.man.Gen, j)); ok && bytes.Equal(p, q) {
+				l.ch.data[j] = nil
+			}
+		}
+	}
+}
 
-func (t *interned) id(s string) uint32 {
-	if id, ok := t.ids[s]; ok {
+// interned holds the reasons, origins and escalation counts of the bans
+// once each: a few jail and host names and counts for a list of a million.
+type interned struct {
+	ids  map[meta]uint32
+	strs []meta
+}
+
+// meta is a state's reason, origin and count.
+type meta struct {
+	reason, origin string
+	count          int
+}
+
+func newInterned() interned { return interned{ids: map[meta]uint32{{}: 0}, strs: []meta{{}}} }
+
+func (t *interned) id(m meta) uint32 {
+	if id, ok := t.ids[m]; ok {
 		return id
 	}
 	id := uint32(len(t.strs))
-	t.ids[s] = id
-	t.strs = append(t.strs, s)
+	t.ids[m] = id
+	t.strs = append(t.strs, m)
 	return id
 }
 
-func (t *interned) str(id uint32) string { return t.strs[id] }
+func (t *interned) str(id uint32) meta { return t.strs[id] }

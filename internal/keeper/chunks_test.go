@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vallum/vallum/internal/wire"
 )
@@ -151,6 +152,99 @@ func TestRewriteOnUnban(t *testing.T) {
 	}
 }
 
+// heldChunks returns how many chunks of list 0 the keeper holds a copy of.
+func (k *Keeper) heldChunks(t *testing.T) int {
+	t.Helper()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, p := range k.lists[0].ch.data {
+		if p != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// TestChunksHeldOnce: on a broker that hands back its retained messages
+// (the embedded one), the keeper drops its copy of each chunk once the
+// broker holds it, and an unban still rewrites the chunk from the
+// broker's; a chunk the broker no longer holds as the manifest says is not
+// rewritten from a guess: the keeper says so and cuts the list again from
+// its view. Over the network it keeps its copies.
+func TestChunksHeldOnce(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	banN(s.b, 0, 5000, "")
+	s.clk.add(statedFor + time.Second)
+	s.k.cut(t)
+	if n := s.k.heldChunks(t); n != 2 {
+		t.Fatalf("right after the cut the keeper holds %d of 2 chunks, want both (not yet released)", n)
+	}
+	s.k.maintain()
+	if n := s.k.heldChunks(t); n != 0 {
+		t.Fatalf("the keeper holds %d chunks the broker holds too, want none", n)
+	}
+	s.b.client("blacklist/del", "10.0.0.1", false)
+	s.b.client("blacklist/del", "10.0.19.135", false) // in chunk 1
+	s.k.maintain()
+	got := s.b.states("blacklist")
+	if _, ok := got["blacklist/ban/10.0.0.1"]; ok || len(got) != 4998 {
+		t.Errorf("after two unbans a host reads %d bans (10.0.0.1: %v), want 4,998 without it", len(got), ok)
+	}
+	if n := s.k.heldChunks(t); n != 0 {
+		t.Errorf("the keeper holds %d rewritten chunks after the next maintain, want none", n)
+	}
+
+	// Chunk 0 overwritten behind the keeper's back (its manifest's checksum
+	// no longer matches): an unban in it is not rewritten from a guess.
+	m := s.b.manifest(t, "blacklist")
+	s.b.mu.Lock()
+	s.b.retained[wire.ChunkTopic("blacklist", m.Gen, 0)] = []byte("junk")
+	s.b.mu.Unlock()
+	s.clk.add(rewriteEvery)
+	s.b.client("blacklist/del", "10.0.0.2", false)
+	s.k.maintain()
+	if len(s.logs.lines("could not rewrite")) == 0 {
+		t.Error("no error for a chunk the broker no longer holds")
+	}
+	s.k.maintain() // cuts the list again from its view
+	if got := s.b.states("blacklist"); len(got) != 4997 {
+		t.Errorf("after the list was cut again a host reads %d bans, want 4,997", len(got))
+	}
+
+	net := newKeeper(t, newFakeBroker(false), Options{})
+	banN(net.b, 0, 5000, "")
+	net.b.deliver()
+	net.clk.add(statedFor + time.Second)
+	net.k.cut(t)
+	net.b.deliver()
+	net.k.maintain()
+	if n := net.k.heldChunks(t); n != 2 || len(net.k.lists[0].ch.data) != 2 {
+		t.Errorf("over the network the keeper holds %d of %d chunks, want both of 2", n, len(net.k.lists[0].ch.data))
+	}
+}
+
+// TestCleanupLeavesNoTrace: the keeper's deletions of the per-ban states
+// its cut holds, coming back, are no client's touch, and once all came back
+// the keeper keeps no memory of them (a million after a cut of a million).
+func TestCleanupLeavesNoTrace(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	banN(s.b, 0, 5000, "")
+	s.clk.add(statedFor + time.Second)
+	s.k.cut(t)
+	if n := len(s.b.rawStates("blacklist")); n != 0 {
+		t.Fatalf("%d per-ban states after the cut, want none", n)
+	}
+	s.k.mu.Lock()
+	touched, cleaning := len(s.k.touched), len(s.k.cleaning)
+	s.k.mu.Unlock()
+	if touched != 0 || cleaning != 0 {
+		t.Errorf("after the cut's deletions came back: %d topics touched, %d awaited; want none", touched, cleaning)
+	}
+}
+
 // cut makes the keeper cut its lists now, as Settle does.
 func (k *Keeper) cut(t *testing.T) {
 	t.Helper()
@@ -213,6 +307,40 @@ func TestLegacyState(t *testing.T) {
 	}
 }
 
+// TestLegacyAuto: the daemon's default. A list whose record is in the
+// old spelling (the previous release's, or kept with legacy state) keeps
+// it and per-ban state for every ban through cuts, and says so; a new list
+// begins v2 and its cut deletes the per-ban states its chunks hold.
+func TestLegacyAuto(t *testing.T) {
+	needChunks(t)
+	b := newFakeBroker(true)
+	s := newKeeper(t, b, Options{LegacyState: true})
+	banN(b, 0, 50, "")
+	old := s.k.Epoch("blacklist")
+	_ = s.k.Close()
+
+	s2 := newKeeper(t, b, Options{LegacyAuto: true})
+	s2.clk.add(statedFor + time.Second)
+	s2.k.cut(t)
+	s2.clk.add(statedFor + time.Second)
+	s2.k.maintain()
+	if e := b.record(t, "blacklist").Epoch; e != old || len(b.rawStates("blacklist")) != 50 {
+		t.Errorf("an existing list in the old spelling: epoch %s, %d per-ban states; want %s and 50", e, len(b.rawStates("blacklist")), old)
+	}
+	if len(s2.logs.lines("--legacy-state=false")) == 0 {
+		t.Error("no warning that the list keeps legacy state")
+	}
+	_ = s2.k.Close()
+
+	fresh := newKeeper(t, nil, Options{LegacyAuto: true})
+	banN(fresh.b, 0, 50, "")
+	fresh.clk.add(statedFor + time.Second)
+	fresh.k.cut(t)
+	if e := fresh.b.record(t, "blacklist").Epoch; !wire.IsEpochV2(e) || len(fresh.b.rawStates("blacklist")) != 0 || len(fresh.b.states("blacklist")) != 50 {
+		t.Errorf("a new list: epoch %s, %d per-ban states, %d bans read; want v2, none, 50", e, len(fresh.b.rawStates("blacklist")), len(fresh.b.states("blacklist")))
+	}
+}
+
 // TestDamagedChunk: a chunk on the broker whose byte was changed is not
 // believed: the keeper says so at ERROR and publishes the list again as
 // chunks from what it holds (its copy), not one message per ban.
@@ -249,5 +377,34 @@ func TestDamagedChunk(t *testing.T) {
 	}
 	if states != 0 {
 		t.Errorf("republished as %d per-ban states, want chunks only", states)
+	}
+}
+
+// The view holds one entry per ban: 24 bytes without a pointer, so that a
+// million cost the map's slots and nothing for the collector to scan.
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n != 24 {
+		t.Errorf("entry is %d bytes, want 24", n)
+	}
+}
+
+// TestRecentStatesSwept: the keeper's maps of client states published
+// lately are rebuilt statedFor after a burst, not a minute after.
+func TestRecentStatesSwept(t *testing.T) {
+	needChunks(t)
+	s := newKeeper(t, nil, Options{})
+	now := s.clk.now()
+	for i := range 20_000 {
+		topic := wire.StateTopic("blacklist", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32))
+		s.b.client(topic, state(now, now.Add(time.Hour), "", "web1"), true)
+	}
+	s.k.maintain() // sweeps what a minute made; nothing is that old yet
+	s.clk.add(statedFor + time.Second)
+	s.k.maintain()
+	s.k.mu.Lock()
+	stated, touched := len(s.k.stated), len(s.k.touched)
+	s.k.mu.Unlock()
+	if stated != 0 || touched != 0 {
+		t.Errorf("%d stated and %d touched topics kept %v after the burst, want none", stated, touched, statedFor+time.Second)
 	}
 }

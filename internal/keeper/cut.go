@@ -34,7 +34,7 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if due := l.ch.burstDue(k.cutCost); !due.IsZero() && !now.Before(due) {
 		return true
 	}
-	return l.ch.man == nil || l.ch.changes > max(k.o.CutAfter, size/100) ||
+	return l.ch.man == nil || l.ch.recut || l.ch.changes > max(k.o.CutAfter, size/100) ||
 		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
 }
 
@@ -75,7 +75,7 @@ type cutting struct {
 	now, began     time.Time
 	old            *wire.Manifest // the list's manifest when the cut began
 	raw            []rawItem      // the bans read, for build
-	strs           []string       // the interned reasons and origins they name
+	strs           []meta         // the interned reasons, origins and counts they name
 	items          []cutItem
 	burst, changes int // the list's counts when the cut began
 
@@ -157,7 +157,7 @@ func (k *Keeper) commitLocked(c *cutting) []retain {
 	old := l.ch
 	l.ch.man, l.ch.manBytes = &m, wire.EncodeManifest(m)
 	l.ch.data, l.ch.first, l.ch.wrote, l.ch.dec = c.data, c.first, make([]time.Time, len(c.data)), nil
-	l.ch.dirty, l.ch.cutAt = nil, c.now
+	l.ch.dirty, l.ch.cutAt, l.ch.recut = nil, c.now, false
 	l.ch.deltasAt = c.now
 	// What came while the cut was built is for the next one.
 	l.ch.changes, l.ch.burst = max(0, l.ch.changes-c.changes), max(0, l.ch.burst-c.burst)
@@ -276,8 +276,10 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 	c := k.cleaning[topic]
 	if c.n--; c.n > 0 {
 		k.cleaning[topic] = c
-	} else {
-		delete(k.cleaning, topic)
+	} else if delete(k.cleaning, topic); len(k.cleaning) == 0 {
+		// A map keeps its table when emptied: after a cut of a million,
+		// 11 MB for nothing.
+		k.cleaning = map[string]cleaned{}
 	}
 	e, ok := k.bans[topic]
 	if !ok || e.at == c.at || e.flags&fState == 0 {
@@ -340,7 +342,10 @@ func (k *Keeper) maintain() time.Time {
 	var out []retain
 	var next time.Time
 	k.mu.Lock()
-	if now.Sub(k.swept) >= pubsKeep {
+	// Every pubsKeep, and every statedFor while the maps of recent client
+	// states are big: 100,000 states published in a burst held about
+	// 15 MB in them for a minute, a million ten times as much.
+	if since := now.Sub(k.swept); since >= pubsKeep || since >= statedFor && len(k.stated)+len(k.touched) >= freeAtDeleted {
 		k.sweepLocked(now)
 		k.swept = now
 	}
@@ -376,6 +381,9 @@ func (k *Keeper) maintain() time.Time {
 		out = append(out, k.cutOutside(i, now)...)
 	}
 	_ = k.publish(out)
+	k.mu.Lock()
+	k.releaseChunksLocked() // what was published, and chunks adopted meanwhile
+	k.mu.Unlock()
 	freeAfter(out)
 	if len(due) > 0 {
 		k.costed(began)

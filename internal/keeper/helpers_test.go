@@ -51,6 +51,16 @@ func (b *fakeBroker) Retain(topic string, payload []byte) error {
 	return nil
 }
 
+// RetainedPayload hands back a retained message, as the embedded broker
+// does for its inline keeper (the broker an inline fake stands for); over
+// the network a keeper cannot ask.
+func (b *fakeBroker) RetainedPayload(topic string) ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.retained[topic]
+	return p, ok && b.inline
+}
+
 func (b *fakeBroker) store(topic string, payload []byte) {
 	if len(payload) == 0 {
 		delete(b.retained, topic)

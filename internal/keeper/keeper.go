@@ -29,6 +29,15 @@ type Sink interface {
 	Retain(topic string, payload []byte) error
 }
 
+// RetainedReader is a Sink that hands back what the broker retains on a
+// topic (the embedded broker: its own store, in memory). The keeper then
+// holds no copy of a chunk once the broker holds it as the keeper wrote
+// it, and reads it there when it needs it: a million bans are 23 MB of
+// chunks, held once instead of twice.
+type RetainedReader interface {
+	RetainedPayload(topic string) ([]byte, bool)
+}
+
 // Limits are what the bridges refuse; the keeper refuses the same, so that
 // nothing a bridge would refuse becomes state (which every host re-reads).
 type Limits struct {
@@ -57,6 +66,15 @@ type Options struct {
 	// the v2 spelling (wire.EpochV2), which those hosts refuse: they keep
 	// their bans and log an ERROR at every sync.
 	LegacyState bool
+	// LegacyAuto, with LegacyState off: a list whose record is in the old
+	// spelling already (a list of the previous release, or one kept with
+	// LegacyState) keeps it, and per-ban state for every ban, rather than
+	// being respelt v2; a new list begins v2. The hosts of the previous
+	// release take the keeper's deletions after a cut for unbans: measured
+	// with that release's binary, a host lost every ban to the first cut
+	// of its upgraded hub (e2e TestPreviousReleaseHostV2). The default of
+	// the daemon and `vallum keeper`; --legacy-state=false turns it off.
+	LegacyAuto bool
 	// CutAfter and CutEvery: a cut (cut.go) when more bans changed since
 	// the last one than max(CutAfter, 1 % of the list), or CutEvery
 	// passed with any change. 0: DefaultCutAfter, DefaultCutEvery.
@@ -85,8 +103,9 @@ type Keeper struct {
 	guard *guard.Guard
 	quiet *logQuiet
 	lists []*list
-	copy  *copyLog // nil without Options.Copy
-	pol   polState // escalation, quorum, limits (policy.go), under mu
+	copy  *copyLog       // nil without Options.Copy
+	held  RetainedReader // the sink, if it is one: chunks are read there (releaseChunksLocked)
+	pol   polState       // escalation, quorum, limits (policy.go), under mu
 
 	// cutMu is held across a cut and its publishing (maintain, Flush),
 	// outside mu: Flush returns only once a cut of Run is handed to the
@@ -103,7 +122,7 @@ type Keeper struct {
 	statCap int             // the same for stated
 	due     expiryHeap
 	wake    chan struct{}
-	gen     uint32                // the current read of the retained messages
+	gen     uint16                // the current read of the retained messages, never 0 (nextGen)
 	reading bool                  // Retained was called since the last Settle
 	fixes   []fix                 // misspelt or refused states read, fixed at Settle
 	allowed map[netip.Prefix]bool // the shared allowlist (allow.go)
@@ -130,15 +149,15 @@ type list struct {
 }
 
 // entry is what the keeper knows of one ban of a list: its per-ban state
-// on the broker, its entry in a chunk (chunks.go), or both.
+// on the broker, its entry in a chunk (chunks.go), or both. 24 bytes, no
+// pointer: the view of a million bans is a map of a million of them.
 type entry struct {
-	at     int64  // the state's At, Unix milliseconds: its version
-	exp    int64  // when it expires, Unix seconds; 0: never
-	gen    uint32 // the read of the retained messages that last saw it
-	list   uint16 // index in Keeper.lists
-	flags  uint16 // fState, fChunk, fBurst (no padding: no equal function to link)
-	reason uint32 // the state's Reason and Origin, interned (Keeper.strs)
-	origin uint32
+	at    int64  // the state's At, Unix milliseconds: its version
+	exp   int64  // when it expires, Unix seconds; 0: never
+	meta  uint32 // the state's Reason, Origin and Count, interned together (Keeper.strs)
+	gen   uint16 // the read of the retained messages that last saw it (Keeper.gen)
+	list  uint8  // index in Keeper.lists
+	flags uint8  // fState, fChunk, fBurst (no padding: no equal function to link)
 }
 
 const (
@@ -148,8 +167,8 @@ const (
 
 // New returns a Keeper publishing through sink, with its copy loaded.
 func New(o Options, sink Sink) (*Keeper, error) {
-	if len(o.Roots) == 0 || len(o.Roots) > math.MaxUint16 {
-		return nil, fmt.Errorf("keeper: %d lists to keep, want 1 to %d", len(o.Roots), math.MaxUint16)
+	if len(o.Roots) == 0 || len(o.Roots) > math.MaxUint8 {
+		return nil, fmt.Errorf("keeper: %d lists to keep, want 1 to %d", len(o.Roots), math.MaxUint8)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -170,6 +189,7 @@ func New(o Options, sink Sink) (*Keeper, error) {
 		wake: make(chan struct{}, 1), gen: 1, pubsCap: 4096, statCap: 1024,
 		strs: newInterned(), cleaning: map[string]cleaned{}, touched: map[string]time.Time{}}
 	k.quiet = newQuiet(k.log, o.Now)
+	k.held, _ = sink.(RetainedReader)
 	for _, root := range o.Roots {
 		if err := wire.ValidRoot(root); err != nil {
 			return nil, fmt.Errorf("keeper: list %q: %w", root, err)
@@ -272,7 +292,7 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 	k.mu.Lock()
 	if !k.reading { // a new read of the retained messages begins
 		k.reading = true
-		k.gen++
+		k.nextGen()
 	}
 	k.mu.Unlock()
 	switch what {
@@ -288,6 +308,16 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		k.readPending(i, topic, payload)
 	case onAllow:
 		k.allowMessage(topic, payload)
+	}
+}
+
+// nextGen begins a read of the retained messages. 0 is a ban the copy
+// holds but no read saw (copy.go); a view entry last seen 65,536 reads
+// ago would be taken as seen by this one (forgetLocked), which no keeper
+// lives to see.
+func (k *Keeper) nextGen() {
+	if k.gen++; k.gen == 0 {
+		k.gen = 1
 	}
 }
 

@@ -262,3 +262,42 @@ func TestDefaultReporterLimit(t *testing.T) {
 		t.Errorf("limit=off: %d bans, want all %d", n, policy.DefaultLimit.N+5)
 	}
 }
+
+// TestEscalationCountInChunks: the count an escalation gave a ban is in the
+// chunk once a cut folded its per-ban state away (vallum list and the web
+// view read it there), and stays there through a restarted keeper that
+// reads the list back from the chunks and cuts again.
+func TestEscalationCountInChunks(t *testing.T) {
+	needChunks(t)
+	b := newFakeBroker(true)
+	o := withPolicy(escalating(), filepath.Join(t.TempDir(), "history.log"))
+	o.Name = "hub"
+	s := newKeeper(t, b, o)
+	const topic = "blacklist/ban/192.0.2.1"
+	for range 2 {
+		b.client("blacklist/add", "192.0.2.1 timeout 60", false)
+		s.clk.add(time.Minute)
+	}
+	b.client("blacklist/add", "192.0.2.2 timeout 600", false)
+	s.clk.add(statedFor + time.Second)
+	s.k.cut(t)
+	s.clk.add(statedFor + time.Second)
+	s.k.maintain()
+	check := func(when string) {
+		t.Helper()
+		if n := len(b.rawStates("blacklist")); n != 0 {
+			t.Fatalf("%s: %d per-ban states left; want the list in chunks alone", when, n)
+		}
+		got := b.states("blacklist")
+		if got[topic].Count != 2 || got["blacklist/ban/192.0.2.2"].Count != 1 {
+			t.Errorf("%s: counts %d and %d read from the chunks, want 2 and 1", when, got[topic].Count, got["blacklist/ban/192.0.2.2"].Count)
+		}
+	}
+	check("after the cut")
+	_ = s.k.Close()
+
+	s2 := newKeeper(t, b, o)
+	s2.clk.add(2*time.Minute + 2*statedFor)
+	s2.k.cut(t)
+	check("cut again by a restarted keeper")
+}

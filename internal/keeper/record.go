@@ -36,7 +36,7 @@ func (k *Keeper) Settle() error {
 	var out []retain
 	k.mu.Lock()
 	if !k.reading {
-		k.gen++ // nothing was read: none of what is tracked is on the broker
+		k.nextGen() // nothing was read: none of what is tracked is on the broker
 	}
 	k.reading = false
 	for i, l := range k.lists {
@@ -95,7 +95,7 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 			k.log.Error("keeper record missing: the broker lost the list and the keeper keeps no copy; a new epoch begins, so hosts keep their bans",
 				"list", l.root, "lost", n)
 		}
-		l.rec = wire.Record{Epoch: k.spell(wire.NewEpoch()), Since: now, Keeper: k.o.Name}
+		l.rec = wire.Record{Epoch: k.spell(wire.NewEpoch(), false), Since: now, Keeper: k.o.Name}
 		k.copy.setRecord(l.root, l.rec)
 		out = append(out, k.recordLocked(l))
 		k.log.Info("list epoch begins", "list", l.root, "epoch", l.rec.Epoch)
@@ -108,10 +108,12 @@ func (k *Keeper) settleLocked(i int, l *list, now time.Time) []retain {
 }
 
 // spell returns epoch in the spelling of the keeper's LegacyState: v2
-// without it.
-func (k *Keeper) spell(epoch string) string {
+// without it, unless LegacyAuto keeps the old spelling of an existing
+// list's epoch.
+func (k *Keeper) spell(epoch string, existing bool) string {
+	old := !wire.IsEpochV2(epoch)
 	epoch = strings.TrimPrefix(epoch, wire.EpochV2(""))
-	if k.o.LegacyState {
+	if k.o.LegacyState || k.o.LegacyAuto && existing && old {
 		return epoch
 	}
 	return wire.EpochV2(epoch)
@@ -136,8 +138,13 @@ func (k *Keeper) settledLocked(i int, now time.Time) []retain {
 	if !k.cutter(l) {
 		return out
 	}
-	if spelt := k.spell(l.rec.Epoch); spelt != l.rec.Epoch {
-		if k.o.LegacyState { // per-ban state for every ban before the record says so
+	if !k.o.LegacyState && !wire.IsEpochV2(k.spell(l.rec.Epoch, true)) {
+		k.log.Warn("list kept as per-ban state for every ban besides its chunks: its record is in the previous release's spelling, "+
+			"whose hosts would take the deletions after a cut for unbans; once every host runs this release, restart the keeper with --legacy-state=false",
+			"list", l.root, "epoch", l.rec.Epoch)
+	}
+	if spelt := k.spell(l.rec.Epoch, true); spelt != l.rec.Epoch {
+		if !wire.IsEpochV2(spelt) { // per-ban state for every ban before the record says so
 			out = append(out, k.legacyStatesLocked(i)...)
 		}
 		k.log.Warn("list epoch respelt: --legacy-state changed", "list", l.root, "was", l.rec.Epoch, "epoch", spelt)
@@ -192,8 +199,10 @@ func (k *Keeper) restoreLocked(i int, now time.Time) (out []retain, restored, ke
 			k.dropLocked(topic)
 			continue
 		}
-		e.gen, e.flags = k.gen, fChunk // the cut after Settle publishes it, in a chunk
-		if k.o.LegacyState {
+		// The cut after Settle publishes it, in a chunk; a list that
+		// keeps legacy state has its per-ban state too.
+		e.gen, e.flags = k.gen, fChunk
+		if !wire.IsEpochV2(k.spell(k.lists[i].rec.Epoch, true)) {
 			e.flags = fState
 			out = append(out, k.sentLocked(topic, wire.EncodeState(s)))
 		}

@@ -101,8 +101,11 @@ func (k *Keeper) clobberedLocked(topic string) []retain {
 
 // foreignLocked applies a state another client published.
 func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
-	if p.canon == topic {
-		k.touched[topic] = k.now() // by anyone: no cleanup races it (cleanLocked)
+	// By anyone: no cleanup races it (cleanLocked). Not the echo of the
+	// keeper's own cleanup: after a cut of a million, a map of a million
+	// for a minute (until sweepLocked).
+	if p.canon == topic && !(p.del && k.cleaning[topic].n > 0) {
+		k.touched[topic] = k.now()
 	}
 	switch {
 	case p.del && p.canon == topic && k.cleaning[topic].n > 0:

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -71,11 +72,18 @@ type Chunk struct {
 }
 
 const (
-	chunkMagic = "VLC1"
-	flagV6     = 1 << 0
-	flagExp    = 1 << 1
-	flagReason = 1 << 2
-	flagOrigin = 1 << 3
+	// chunkMagic and chunkMagicCount: a chunk in which an entry carries
+	// the escalation count (flagCount) says VLC2, so that a reader of VLC1
+	// chunks, which knows no count, refuses it whole instead of misreading
+	// its entries; a chunk without counts stays VLC1, as it was.
+	chunkMagic      = "VLC1"
+	chunkMagicCount = "VLC2"
+	flagV6          = 1 << 0
+	flagExp         = 1 << 1
+	flagReason      = 1 << 2
+	flagOrigin      = 1 << 3
+	flagCount       = 1 << 4 // VLC2 only
+	flagsV1         = flagV6 | flagExp | flagReason | flagOrigin
 	// MaxChunkPayload stays under NATS's default max_payload (1 MB).
 	MaxChunkPayload = 1 << 20
 	// MaxChunkEntries bounds a chunk: 4,096 IPv6 entries with full
@@ -90,8 +98,17 @@ var ErrBadChunk = errors.New("bad chunk")
 
 // EncodeChunk returns the payload of c (format: docs/compact-list.md).
 func EncodeChunk(c Chunk) []byte {
-	b := make([]byte, 0, 32+len(c.Root)+len(c.Entries)*24)
-	b = append(b, chunkMagic...)
+	// Sized exactly: a keeper holds its chunks (a million bans: 245 of
+	// about 94 KB), and a buffer grown by append would hold up to twice.
+	size, magic := 24+1+len(c.Root)+4, chunkMagic
+	for _, e := range c.Entries {
+		size += entrySize(e)
+		if e.State.Count > 0 {
+			magic = chunkMagicCount
+		}
+	}
+	b := make([]byte, 0, size)
+	b = append(b, magic...)
 	b = binary.BigEndian.AppendUint64(b, c.Gen)
 	b = binary.BigEndian.AppendUint32(b, uint32(c.Index))
 	b = binary.BigEndian.AppendUint32(b, uint32(c.Count))
@@ -102,6 +119,26 @@ func EncodeChunk(c Chunk) []byte {
 		b = appendEntry(b, e)
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// entrySize is the size of e in a chunk, as appendEntry writes it.
+func entrySize(e Entry) int {
+	n := 2 + 4 + 8
+	if e.Prefix.Addr().Is6() {
+		n += 12
+	}
+	if !e.State.Expires.IsZero() {
+		n += 4
+	}
+	for _, s := range []string{e.State.Reason, e.State.Origin} {
+		if s != "" {
+			n += 1 + len(Clip(s))
+		}
+	}
+	if e.State.Count > 0 {
+		n += 4
+	}
+	return n
 }
 
 func appendEntry(b []byte, e Entry) []byte {
@@ -119,6 +156,9 @@ func appendEntry(b []byte, e Entry) []byte {
 	if e.State.Origin != "" {
 		f |= flagOrigin
 	}
+	if e.State.Count > 0 {
+		f |= flagCount
+	}
 	b = append(b, f, byte(e.Prefix.Bits()))
 	b = append(b, a.AsSlice()...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.State.At.UnixMilli()))
@@ -135,6 +175,9 @@ func appendEntry(b []byte, e Entry) []byte {
 			b = append(b, v...)
 		}
 	}
+	if f&flagCount != 0 {
+		b = binary.BigEndian.AppendUint32(b, uint32(min(e.State.Count, math.MaxInt32)))
+	}
 	return b
 }
 
@@ -145,8 +188,8 @@ func DecodeChunk(b []byte) (Chunk, error) { return DecodeChunkInto(b, nil) }
 // reader of many chunks (a late join of a million bans is 245 of them)
 // decodes each into the same buffer instead of allocating one per chunk.
 func DecodeChunkInto(b []byte, buf []Entry) (Chunk, error) {
-	if len(b) > MaxChunkPayload || len(b) < 29 || string(b[:4]) != chunkMagic {
-		return Chunk{}, fmt.Errorf("%w: %d bytes, no %s header", ErrBadChunk, len(b), chunkMagic)
+	if len(b) > MaxChunkPayload || len(b) < 29 || string(b[:4]) != chunkMagic && string(b[:4]) != chunkMagicCount {
+		return Chunk{}, fmt.Errorf("%w: %d bytes, no %s or %s header", ErrBadChunk, len(b), chunkMagic, chunkMagicCount)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
@@ -158,7 +201,10 @@ func DecodeChunkInto(b []byte, buf []Entry) (Chunk, error) {
 	if n > MaxChunkEntries {
 		return Chunk{}, fmt.Errorf("%w: %d entries, over %d", ErrBadChunk, n, MaxChunkEntries)
 	}
-	r := reader{b: body[24:]}
+	r := reader{b: body[24:], flags: flagsV1}
+	if string(b[:4]) == chunkMagicCount {
+		r.flags |= flagCount
+	}
 	c.Root = string(r.bytes(int(r.byte())))
 	if n > len(r.b)/14 { // an entry is at least 14 bytes
 		return Chunk{}, fmt.Errorf("%w: %d entries in %d bytes", ErrBadChunk, n, len(r.b))
@@ -184,6 +230,7 @@ func DecodeChunkInto(b []byte, buf []Entry) (Chunk, error) {
 type reader struct {
 	b              []byte
 	err            bool
+	flags          byte // the entry flags the chunk's version knows
 	reason, origin string
 }
 
@@ -210,6 +257,9 @@ func (r *reader) byte() byte { return r.bytes(1)[0] }
 
 func (r *reader) entry() (Entry, error) {
 	f, bits := r.byte(), int(r.byte())
+	if f&^r.flags != 0 {
+		return Entry{}, fmt.Errorf("%w: entry flags %#x", ErrBadChunk, f)
+	}
 	size := 4
 	if f&flagV6 != 0 {
 		size = 16
@@ -230,6 +280,13 @@ func (r *reader) entry() (Entry, error) {
 	}
 	if f&flagOrigin != 0 {
 		e.State.Origin = r.text(&r.origin)
+	}
+	if f&flagCount != 0 {
+		n := binary.BigEndian.Uint32(r.bytes(4))
+		if n == 0 || n > math.MaxInt32 {
+			return Entry{}, fmt.Errorf("%w: count %d", ErrBadChunk, n)
+		}
+		e.State.Count = int(n)
 	}
 	return e, nil
 }
