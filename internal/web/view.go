@@ -62,6 +62,7 @@ type Event struct {
 	Msg     string `json:"msg,omitempty"`
 	User    string `json:"user,omitempty"`
 	Topic   string `json:"topic,omitempty"`
+	Count   int    `json:"count,omitempty"` // a summary of this many (Prefix empty): a burst or a cut
 }
 
 // Event kinds.
