@@ -13,16 +13,19 @@ import (
 )
 
 // Index is the page's view of the hub's lists and hosts, fed with every
-// retained state and host status the broker carries (Feed). It keeps each
+// message the hub's keeper reads (Feed): retained states, keeper records,
+// manifests and chunks (chunks.go), del events, and the host statuses. It keeps each
 // list's bans in the order they came (sorted by ban time once the retained
 // messages are loaded), so that a page of the newest bans, or of any
 // offset, is a walk over at most offset+limit entries: a list of 1,000,000
 // is paged server-side without a sort per request.
 //
-// Memory: about 160 bytes a ban (the prefix in a slot and as a map key,
-// times, interned reason and origin); measured by BenchmarkPage1M, which
-// also times a page at the far end of 1,000,000 bans (0.06 ms) and a
-// search through them (55 to 70 ms, under the list's read lock).
+// Memory: about 170 bytes a ban (the prefix in a slot and as a map key,
+// times, interned reason and origin, the chunk it was read from);
+// 167 read from states (BenchmarkPage1M) or from chunks
+// (BenchmarkChunkRewrite1M). BenchmarkPage1M also times a page at the far
+// end of 1,000,000 bans (0.06 ms) and a search through them (55 to 70 ms,
+// under the list's read lock).
 type Index struct {
 	roots []string
 	lists map[string]*listIndex
@@ -81,8 +84,10 @@ func newListIndex(root string) *listIndex {
 }
 
 // Feed takes one message the broker carries: a list's retained state (a
-// ban, or an empty payload: its deletion) or a host's status. Others are
-// ignored. live is false for retained messages loaded at start.
+// ban, or an empty payload: its deletion, an unban unless the list is kept
+// as chunks), its keeper record, manifest or chunk, its del events, or a
+// host's status. Others are ignored. live is false for retained messages
+// loaded at start.
 func (x *Index) Feed(topic string, payload []byte, live bool) {
 	if id, ok := strings.CutPrefix(topic, wire.HostPrefix); ok {
 		x.feedHost(id, payload, live)
