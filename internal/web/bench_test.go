@@ -63,7 +63,7 @@ func BenchmarkChunkRewrite1M(b *testing.B) {
 		all[i] = wire.Entry{Prefix: p, State: wire.State{At: t0, Reason: fmt.Sprint("r", i%7), Origin: fmt.Sprint("h", i%13)}}
 	}
 	k := newKeeperSim(NewIndex(nil), "feed", false) // indexes nothing
-	k.cut(all, 4096, false) // k.parts and the manifest: held through the measure
+	k.cut(all, 4096, false)                         // k.parts and the manifest: held through the measure
 	all = nil
 	chunks := make([][]byte, len(k.parts))
 	for n, part := range k.parts {
