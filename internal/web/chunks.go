@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/wire"
@@ -33,6 +34,7 @@ type chunkFeed struct {
 	have   map[int]bool // the chunks of gen taken
 	taken  map[int]bool
 	loaded bool // fed before Settle: no live events
+	now    time.Time
 	sum    summary
 }
 
@@ -52,6 +54,9 @@ func (c *chunkFeed) begin(gen uint64, n int) {
 }
 
 func (c *chunkFeed) take(e wire.Entry) {
+	if !e.State.Expires.IsZero() && !e.State.Expires.After(c.now) {
+		return // its time is up: every reader drops it
+	}
 	if c.l.put(e.Prefix, e.State, c.loaded, c.cur, c.stamp) {
 		c.sum.ban(c.l.root, e)
 	}
@@ -106,11 +111,12 @@ func (x *Index) feedChunks(l *listIndex, live bool, read func(*listread.Reader))
 	c.loaded = !live
 	c.taken = map[int]bool{}
 	c.sum = summary{}
+	c.now = x.now()
 	read(c.rd)
 	old := c.older && c.whole()
 	if len(c.taken) > 0 || old {
 		for _, s := range l.sweep(c.taken, c.stamp, c.since, old) {
-			c.sum.unban(l.root, s)
+			c.sum.unban(l.root, s, c.now.Unix())
 		}
 		c.older = c.older && !old
 	}
@@ -151,40 +157,78 @@ func (l *listIndex) sweep(taken map[int]bool, stamp, since uint32, old bool) []s
 // summary gathers the live events of one message: sent one by one when
 // few, as one line per kind when many.
 type summary struct {
-	events       []Event
-	bans, unbans int
+	events []Event
+	n      map[string]int // by kind
+	total  int
 }
 
 const summaryAbove = 32
 
-func (m *summary) ban(root string, e wire.Entry) {
-	m.bans++
-	if len(m.events) < summaryAbove+1 {
-		m.events = append(m.events, Event{Kind: EventBan, List: root, Prefix: wire.FormatPrefix(e.Prefix),
-			Reason: e.State.Reason, Origin: e.State.Origin, At: e.State.At.UnixMilli(), Expires: unixOrZero(e.State.Expires)})
+func (m *summary) add(e Event) {
+	if m.n == nil {
+		m.n = map[string]int{}
+	}
+	m.n[e.Kind]++
+	m.total++
+	if len(m.events) <= summaryAbove {
+		m.events = append(m.events, e)
 	}
 }
 
-func (m *summary) unban(root string, s slot) {
-	m.unbans++
-	if len(m.events) < summaryAbove+1 {
-		m.events = append(m.events, Event{Kind: EventUnban, List: root, Prefix: wire.FormatPrefix(s.p)})
+func (m *summary) ban(root string, e wire.Entry) {
+	m.add(Event{Kind: EventBan, List: root, Prefix: wire.FormatPrefix(e.Prefix), Reason: e.State.Reason,
+		Origin: e.State.Origin, At: e.State.At.UnixMilli(), Expires: unixOrZero(e.State.Expires)})
+}
+
+// unban adds the unban of s, an expiry when its time is (about) up.
+func (m *summary) unban(root string, s slot, now int64) {
+	kind := EventUnban
+	if s.exp != 0 && s.exp <= now+2 {
+		kind = EventExpired
 	}
+	m.add(Event{Kind: kind, List: root, Prefix: wire.FormatPrefix(s.p)})
 }
 
 func (m *summary) send(x *Index, root string) {
-	if m.bans+m.unbans <= summaryAbove {
+	if m.total <= summaryAbove {
 		for _, e := range m.events {
 			x.live.send(e)
 		}
 		return
 	}
-	if m.bans > 0 {
-		x.live.send(Event{Kind: EventBan, List: root, Count: m.bans, Msg: fmt.Sprintf("%d bans", m.bans)})
+	for _, kind := range []string{EventBan, EventUnban, EventExpired} {
+		if n := m.n[kind]; n > 0 {
+			x.live.send(Event{Kind: kind, List: root, Count: n, Msg: fmt.Sprintf("%d %s", n, plural[kind])})
+		}
 	}
-	if m.unbans > 0 {
-		x.live.send(Event{Kind: EventUnban, List: root, Count: m.unbans, Msg: fmt.Sprintf("%d unbans", m.unbans)})
+}
+
+var plural = map[string]string{EventBan: "bans", EventUnban: "unbans", EventExpired: "expired"}
+
+// expireEvery is how often a list's expired bans are taken out: a keeper
+// of chunks deletes nothing when a ban expires (every reader drops it by
+// its time), and shows it until its next cut.
+const expireEvery = 5 // seconds
+
+// expire takes out the bans whose time is up, at most every expireEvery
+// (a walk over the list: a few ms at 1,000,000).
+func (x *Index) expire(l *listIndex) {
+	now := x.now().Unix()
+	last := l.expired.Load()
+	if now-last < expireEvery || !l.expired.CompareAndSwap(last, now) {
+		return
 	}
+	var sum summary
+	l.mu.Lock()
+	for i := range l.slots {
+		if s := l.slots[i]; s.p.IsValid() && s.exp != 0 && s.exp <= now {
+			sum.unban(l.root, s, now)
+			l.holeLocked(int32(i))
+		}
+	}
+	l.compactSomeLocked()
+	l.mu.Unlock()
+	sum.send(x, l.root)
 }
 
 // feedEvent takes an event message: its del lines unban (on a v2 list the
@@ -195,19 +239,14 @@ func (x *Index) feedEvent(l *listIndex, topic string, payload []byte, live bool)
 		return
 	}
 	lines, _ := wire.ParsePayload(payload)
-	if len(lines) <= summaryAbove {
-		for _, ln := range lines {
-			x.unban(l, ln.Prefix, live)
-		}
-		return
-	}
-	n := 0
+	var sum summary
+	now := x.now().Unix()
 	for _, ln := range lines {
-		if _, ok := l.remove(ln.Prefix); ok {
-			n++
+		if s, ok := l.remove(ln.Prefix); ok {
+			sum.unban(l.root, s, now)
 		}
 	}
-	if live && n > 0 {
-		x.live.send(Event{Kind: EventUnban, List: l.root, Count: n, Msg: fmt.Sprintf("%d unbans", n)})
+	if live {
+		sum.send(x, l.root)
 	}
 }

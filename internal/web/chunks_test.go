@@ -227,3 +227,30 @@ func TestIndexV1StateDeleteUnbans(t *testing.T) {
 		t.Fatalf("%d bans read from a manifest of another epoch than the record's", n)
 	}
 }
+
+// A ban read from a chunk leaves the page when its time is up, with no
+// message from the keeper (a keeper of chunks deletes nothing then); one
+// already expired in a chunk is not shown at all.
+func TestIndexExpiresChunkBans(t *testing.T) {
+	x := NewIndex([]string{"feed"})
+	now := time.Now()
+	x.now = func() time.Time { return now }
+	ch, stop := x.Watch()
+	defer stop()
+	k := newKeeperSim(x, "feed", true)
+	bans := entries(0, 3, now.Add(-time.Hour))
+	bans[0].State.Expires = now.Add(time.Minute)
+	bans[1].State.Expires = now.Add(-time.Second)
+	k.cut(bans, 4, true)
+	if n := count(t, x, "feed"); n != 2 || has(x, "feed", bans[1].Prefix) {
+		t.Fatalf("%d bans shown (the expired one: %v), want 2 and not it", n, has(x, "feed", bans[1].Prefix))
+	}
+	drain(ch)
+	now = now.Add(2 * time.Minute)
+	if n := count(t, x, "feed"); n != 1 || has(x, "feed", bans[0].Prefix) {
+		t.Fatalf("%d bans shown a minute after one expired, want 1", n)
+	}
+	if ev := drain(ch); len(ev) != 1 || ev[0].Kind != EventExpired || ev[0].Prefix != wire.FormatPrefix(bans[0].Prefix) {
+		t.Fatalf("live events of an expiry: %+v", ev)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vallum/vallum/internal/wire"
@@ -61,7 +62,8 @@ type listIndex struct {
 	origins interned
 	hours   map[int64]int // bans made per Unix hour, the last day
 
-	chunks chunkFeed // the list as its keeper keeps it: record, manifest, chunks (chunks.go)
+	chunks  chunkFeed    // the list as its keeper keeps it: record, manifest, chunks (chunks.go)
+	expired atomic.Int64 // when expire last walked it, Unix seconds
 }
 
 type slot struct {
@@ -134,13 +136,10 @@ func (x *Index) feedState(l *listIndex, p netip.Prefix, payload []byte, live boo
 
 // unban removes p, and tells the live stream when live.
 func (x *Index) unban(l *listIndex, p netip.Prefix, live bool) {
-	s, ok := l.remove(p)
-	if ok && live {
-		kind := EventUnban
-		if s.exp != 0 && s.exp <= x.now().Unix()+2 {
-			kind = EventExpired
-		}
-		x.live.send(Event{Kind: kind, List: l.root, Prefix: wire.FormatPrefix(p)})
+	if s, ok := l.remove(p); ok && live {
+		var sum summary
+		sum.unban(l.root, s, x.now().Unix())
+		sum.send(x, l.root)
 	}
 }
 
