@@ -159,11 +159,11 @@ func TestIndexReadsChunks(t *testing.T) {
 		t.Fatalf("live events of a chunk rewrite: %+v, want one unban of %s", ev, gone1)
 	}
 	x.Feed(wire.EventTopic("feed", wire.KindDel), []byte(wire.FormatPrefix(gone2)+"\n"), true)
-	x.Feed(wire.StateTopic("feed", gone2), nil, true) // the keeper's delete of its state, its chunk's rewrite: nothing more
-	k.rewrite(gone2, true)
+	x.Feed(wire.StateTopic("feed", gone2), nil, true) // the keeper's delete of its state
 	if has(x, "feed", gone2) || count(t, x, "feed") != 5008 {
 		t.Fatalf("after a del event of %s: shown %v, %d bans, want gone and 5008", gone2, has(x, "feed", gone2), count(t, x, "feed"))
 	}
+	k.rewrite(gone2, true) // then its chunk's rewrite: nothing more
 	if ev := drain(ch); len(ev) != 1 || ev[0].Kind != EventUnban || ev[0].Prefix != wire.FormatPrefix(gone2) {
 		t.Fatalf("live events of a del event: %+v, want one unban of %s", ev, gone2)
 	}
