@@ -71,7 +71,7 @@ func (x *Index) feedKeeper(topic string, payload []byte, live bool) {
 		case topic == wire.RecordTopic(r):
 			l.chunks.record(payload)
 		case topic == wire.ManifestTopic(r):
-			x.feedChunks(l, live, func(rd *listread.Reader) {
+			x.chunksLater(l, live, func(rd *listread.Reader) {
 				if m, err := wire.DecodeManifest(payload); err == nil && l.chunks.epoch != "" &&
 					!listread.SameEpoch(m.Epoch, l.chunks.epoch) {
 					return // another life of the list than its record's
@@ -80,13 +80,48 @@ func (x *Index) feedKeeper(topic string, payload []byte, live bool) {
 			})
 		case strings.HasPrefix(topic, wire.ChunkPrefix+r+"/"):
 			if _, _, ok := wire.ParseChunkTopic(r, topic); ok {
-				x.feedChunks(l, live, func(rd *listread.Reader) { _ = rd.Chunk(topic, payload) })
+				x.chunksLater(l, live, func(rd *listread.Reader) { _ = rd.Chunk(topic, payload) })
 			}
 		default:
 			continue
 		}
 		return
 	}
+}
+
+// chunksLater feeds a live manifest or chunk in the index's own goroutine,
+// in the order they came: the broker calls Feed before it sends a retained
+// message on (mochi's OnRetainMessage), and the manifest of a cut of
+// 1,000,000 new bans took 0.9 s to read into the index, as long a delay
+// for every host's copy of it. The retained messages loaded at start are
+// fed at once (Settle follows). Bans are versioned (put): what a chunk
+// read late holds older than a state read since loses to it.
+func (x *Index) chunksLater(l *listIndex, live bool, read func(*listread.Reader)) {
+	if !live {
+		x.feedChunks(l, live, read)
+		return
+	}
+	x.later(func() { x.feedChunks(l, live, read) })
+}
+
+// later runs f in the index's goroutine, after what was queued before.
+func (x *Index) later(f func()) {
+	x.workOnce.Do(func() {
+		x.work = make(chan func(), 1024)
+		go func() {
+			for f := range x.work {
+				f()
+			}
+		}()
+	})
+	x.work <- f
+}
+
+// flush waits until the live manifests and chunks fed so far are read.
+func (x *Index) flush() {
+	done := make(chan struct{})
+	x.later(func() { close(done) })
+	<-done
 }
 
 func (c *chunkFeed) record(payload []byte) {

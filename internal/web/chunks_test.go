@@ -76,6 +76,7 @@ func entries(first, n int, at time.Time) []wire.Entry {
 
 func count(t *testing.T, x *Index, list string) int {
 	t.Helper()
+	x.flush()
 	pg, ok := x.Bans(list, "", 0, 1)
 	if !ok {
 		t.Fatalf("no list %s", list)
@@ -84,6 +85,7 @@ func count(t *testing.T, x *Index, list string) int {
 }
 
 func has(x *Index, list string, p netip.Prefix) bool {
+	x.flush()
 	pg, _ := x.Bans(list, wire.FormatPrefix(p), 0, 10)
 	for _, b := range pg.Bans {
 		if b.Prefix == wire.FormatPrefix(p) {
@@ -94,7 +96,8 @@ func has(x *Index, list string, p netip.Prefix) bool {
 }
 
 // drain returns the live events sent so far.
-func drain(ch <-chan Event) []Event {
+func drain(x *Index, ch <-chan Event) []Event {
+	x.flush()
 	var out []Event
 	for {
 		select {
@@ -125,7 +128,7 @@ func TestIndexReadsChunks(t *testing.T) {
 	if n := count(t, x, "feed"); n != 10 {
 		t.Fatalf("%d bans after 10 states", n)
 	}
-	drain(ch)
+	drain(x, ch)
 	k.cut(states, 4, true)
 	for _, e := range states {
 		x.Feed(wire.StateTopic("feed", e.Prefix), nil, true)
@@ -133,7 +136,7 @@ func TestIndexReadsChunks(t *testing.T) {
 	if n := count(t, x, "feed"); n != 10 {
 		t.Fatalf("%d bans after a cut deleted the folded states, want 10", n)
 	}
-	if ev := drain(ch); len(ev) != 0 {
+	if ev := drain(x, ch); len(ev) != 0 {
 		t.Fatalf("a cut of what was shown sent %d live events: %+v", len(ev), ev[0])
 	}
 
@@ -143,7 +146,7 @@ func TestIndexReadsChunks(t *testing.T) {
 	if n := count(t, x, "feed"); n != 5010 {
 		t.Fatalf("%d bans after a burst's cut, want 5010", n)
 	}
-	ev := drain(ch)
+	ev := drain(x, ch)
 	if len(ev) != 1 || ev[0].Kind != EventBan || ev[0].Count != 5000 || !strings.Contains(ev[0].Msg, "5000") {
 		t.Fatalf("a burst of 5,000 sent the live stream %d events (first %+v), want one summary of 5000", len(ev), ev)
 	}
@@ -154,7 +157,7 @@ func TestIndexReadsChunks(t *testing.T) {
 	if has(x, "feed", gone1) || !has(x, "feed", all[1].Prefix) || count(t, x, "feed") != 5009 {
 		t.Fatalf("after a chunk rewrite without %s: shown %v, %d bans, want gone and 5009", gone1, has(x, "feed", gone1), count(t, x, "feed"))
 	}
-	ev = drain(ch)
+	ev = drain(x, ch)
 	if len(ev) != 1 || ev[0].Kind != EventUnban || ev[0].Prefix != wire.FormatPrefix(gone1) {
 		t.Fatalf("live events of a chunk rewrite: %+v, want one unban of %s", ev, gone1)
 	}
@@ -164,7 +167,7 @@ func TestIndexReadsChunks(t *testing.T) {
 		t.Fatalf("after a del event of %s: shown %v, %d bans, want gone and 5008", gone2, has(x, "feed", gone2), count(t, x, "feed"))
 	}
 	k.rewrite(gone2, true) // then its chunk's rewrite: nothing more
-	if ev := drain(ch); len(ev) != 1 || ev[0].Kind != EventUnban || ev[0].Prefix != wire.FormatPrefix(gone2) {
+	if ev := drain(x, ch); len(ev) != 1 || ev[0].Kind != EventUnban || ev[0].Prefix != wire.FormatPrefix(gone2) {
 		t.Fatalf("live events of a del event: %+v, want one unban of %s", ev, gone2)
 	}
 
@@ -245,12 +248,12 @@ func TestIndexExpiresChunkBans(t *testing.T) {
 	if n := count(t, x, "feed"); n != 2 || has(x, "feed", bans[1].Prefix) {
 		t.Fatalf("%d bans shown (the expired one: %v), want 2 and not it", n, has(x, "feed", bans[1].Prefix))
 	}
-	drain(ch)
+	drain(x, ch)
 	now = now.Add(2 * time.Minute)
 	if n := count(t, x, "feed"); n != 1 || has(x, "feed", bans[0].Prefix) {
 		t.Fatalf("%d bans shown a minute after one expired, want 1", n)
 	}
-	if ev := drain(ch); len(ev) != 1 || ev[0].Kind != EventExpired || ev[0].Prefix != wire.FormatPrefix(bans[0].Prefix) {
+	if ev := drain(x, ch); len(ev) != 1 || ev[0].Kind != EventExpired || ev[0].Prefix != wire.FormatPrefix(bans[0].Prefix) {
 		t.Fatalf("live events of an expiry: %+v", ev)
 	}
 }

@@ -35,6 +35,9 @@ type Index struct {
 
 	mu    sync.Mutex
 	hosts map[string]Host // by client id
+
+	workOnce sync.Once
+	work     chan func() // live manifests and chunks, read in order (chunksLater)
 }
 
 // NewIndex returns an empty index of the lists roots.
