@@ -28,6 +28,9 @@ type Reader struct {
 	Root string
 	// Take gets every entry of every chunk taken, expired ones too.
 	Take func(wire.Entry)
+	// Begin, when set, is told which chunk the entries Take gets next come
+	// from (the web view's index replaces a rewritten chunk's entries).
+	Begin func(gen uint64, n int)
 
 	man     *wire.Manifest
 	pending map[uint64]map[int][]byte // chunks of generations no manifest named yet
@@ -136,6 +139,9 @@ func (r *Reader) take(n int, payload []byte) error {
 	}
 	delete(r.damaged, n)
 	r.buf = c.Entries
+	if r.Begin != nil {
+		r.Begin(c.Gen, n)
+	}
 	for _, e := range c.Entries {
 		r.Take(e)
 	}

@@ -7,22 +7,26 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vallum/vallum/internal/wire"
 )
 
 // Index is the page's view of the hub's lists and hosts, fed with every
-// retained state and host status the broker carries (Feed). It keeps each
+// message the hub's keeper reads (Feed): retained states, keeper records,
+// manifests and chunks (chunks.go), del events, and the host statuses. It keeps each
 // list's bans in the order they came (sorted by ban time once the retained
 // messages are loaded), so that a page of the newest bans, or of any
 // offset, is a walk over at most offset+limit entries: a list of 1,000,000
 // is paged server-side without a sort per request.
 //
-// Memory: about 160 bytes a ban (the prefix in a slot and as a map key,
-// times, interned reason and origin); measured by BenchmarkPage1M, which
-// also times a page at the far end of 1,000,000 bans (0.06 ms) and a
-// search through them (55 to 70 ms, under the list's read lock).
+// Memory: about 170 bytes a ban (the prefix in a slot and as a map key,
+// times, interned reason and origin, the chunk it was read from);
+// 167 read from states (BenchmarkPage1M) or from chunks
+// (BenchmarkChunkRewrite1M). BenchmarkPage1M also times a page at the far
+// end of 1,000,000 bans (0.06 ms) and a search through them (55 to 70 ms,
+// under the list's read lock).
 type Index struct {
 	roots []string
 	lists map[string]*listIndex
@@ -31,6 +35,9 @@ type Index struct {
 
 	mu    sync.Mutex
 	hosts map[string]Host // by client id
+
+	workOnce sync.Once
+	work     chan func() // live manifests and chunks, read in order (chunksLater)
 }
 
 // NewIndex returns an empty index of the lists roots.
@@ -57,6 +64,9 @@ type listIndex struct {
 	reasons interned
 	origins interned
 	hours   map[int64]int // bans made per Unix hour, the last day
+
+	chunks  chunkFeed    // the list as its keeper keeps it: record, manifest, chunks (chunks.go)
+	expired atomic.Int64 // when expire last walked it, Unix seconds
 }
 
 type slot struct {
@@ -67,22 +77,36 @@ type slot struct {
 	origin  uint16       // in origins
 	count   uint16       // the keeper's escalation count (wire.State.Count), at most 65535
 	pending bool         // fed before Settle: sorted then
+	chunk   uint16       // 1+ the chunk this version was read from; 0: a per-ban state or event
+	stamp   uint32       // the chunk feed (chunkFeed.stamp) that read it from its chunk
 }
 
 func newListIndex(root string) *listIndex {
-	return &listIndex{root: root, at: map[netip.Prefix]int32{}, hours: map[int64]int{},
+	l := &listIndex{root: root, at: map[netip.Prefix]int32{}, hours: map[int64]int{},
 		reasons: newInterned(), origins: newInterned()}
+	l.chunks.init(l)
+	return l
 }
 
 // Feed takes one message the broker carries: a list's retained state (a
-// ban, or an empty payload: its deletion) or a host's status. Others are
-// ignored. live is false for retained messages loaded at start.
+// ban, or an empty payload: its deletion, an unban unless the list is kept
+// as chunks), its keeper record, manifest or chunk, its del events, or a
+// host's status. Others are ignored. live is false for retained messages
+// loaded at start.
 func (x *Index) Feed(topic string, payload []byte, live bool) {
 	if id, ok := strings.CutPrefix(topic, wire.HostPrefix); ok {
 		x.feedHost(id, payload, live)
 		return
 	}
+	if strings.HasPrefix(topic, wire.Namespace+"/") {
+		x.feedKeeper(topic, payload, live)
+		return
+	}
 	for _, r := range x.roots {
+		if wire.IsEventTopic(r, topic) {
+			x.feedEvent(x.lists[r], topic, payload, live)
+			return
+		}
 		if !strings.HasPrefix(topic, r+"/"+wire.LevelState+"/") {
 			continue
 		}
@@ -97,23 +121,28 @@ func (x *Index) Feed(topic string, payload []byte, live bool) {
 
 func (x *Index) feedState(l *listIndex, p netip.Prefix, payload []byte, live bool) {
 	if len(payload) == 0 {
-		s, ok := l.remove(p)
-		if ok && live {
-			kind := EventUnban
-			if s.exp != 0 && s.exp <= x.now().Unix()+2 {
-				kind = EventExpired
-			}
-			x.live.send(Event{Kind: kind, List: l.root, Prefix: wire.FormatPrefix(p)})
+		if l.chunks.v2.Load() {
+			return // the keeper deleting a state its cut folded into a chunk (chunks.go)
 		}
+		x.unban(l, p, live)
 		return
 	}
 	st, err := wire.DecodeState(payload)
 	if err != nil {
 		return
 	}
-	if l.put(p, st, !live) && live {
+	if l.put(p, st, !live, 0, 0) && live {
 		x.live.send(Event{Kind: EventBan, List: l.root, Prefix: wire.FormatPrefix(p), Reason: st.Reason,
 			Origin: st.Origin, At: st.At.UnixMilli(), Expires: unixOrZero(st.Expires)})
+	}
+}
+
+// unban removes p, and tells the live stream when live.
+func (x *Index) unban(l *listIndex, p netip.Prefix, live bool) {
+	if s, ok := l.remove(p); ok && live {
+		var sum summary
+		sum.unban(l.root, s, x.now().Unix())
+		sum.send(x, l.root)
 	}
 }
 
@@ -135,20 +164,27 @@ func (x *Index) Watch() (<-chan Event, func()) { return x.live.watch() }
 
 // put indexes a ban; it reports whether it is new or newer than the one
 // indexed. A state older than the indexed one is ignored (the later ban
-// wins, as in the bridges).
-func (l *listIndex) put(p netip.Prefix, st wire.State, loading bool) bool {
+// wins, as in the bridges). chunk is 1+ the chunk it was read from (0: a
+// per-ban state), read by chunk feed stamp: the same version read from a
+// chunk is marked as the chunk's, so that the chunk's rewrite without it
+// unbans it.
+func (l *listIndex) put(p netip.Prefix, st wire.State, loading bool, chunk uint16, stamp uint32) bool {
 	at := st.At.UnixMilli()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if i, ok := l.at[p]; ok {
-		old := l.slots[i]
+		old := &l.slots[i]
 		if old.at > at || old.at == at && old.exp == unixOrZero(st.Expires) {
+			if chunk != 0 && old.at == at {
+				old.chunk, old.stamp = chunk, stamp
+			}
 			return false
 		}
 		l.dropLocked(i)
 	}
 	s := slot{p: p, at: at, exp: unixOrZero(st.Expires), reason: l.reasons.add(st.Reason),
-		origin: l.origins.add(st.Origin), count: uint16(min(st.Count, math.MaxUint16)), pending: loading}
+		origin: l.origins.add(st.Origin), count: uint16(min(st.Count, math.MaxUint16)), pending: loading,
+		chunk: chunk, stamp: stamp}
 	l.at[p] = int32(len(l.slots))
 	l.slots = append(l.slots, s)
 	l.hours[at/3600000]++
@@ -171,11 +207,19 @@ func (l *listIndex) remove(p netip.Prefix) (slot, bool) {
 // dropLocked makes slot i a hole, and compacts once holes are as many as
 // live bans.
 func (l *listIndex) dropLocked(i int32) {
+	l.holeLocked(i)
+	l.compactSomeLocked()
+}
+
+func (l *listIndex) holeLocked(i int32) {
 	s := &l.slots[i]
 	delete(l.at, s.p)
 	l.reasons.release(s.reason)
 	l.origins.release(s.origin)
 	*s = slot{}
+}
+
+func (l *listIndex) compactSomeLocked() {
 	if holes := len(l.slots) - len(l.at); holes > 1024 && holes > len(l.at) {
 		l.compactLocked()
 	}

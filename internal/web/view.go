@@ -62,6 +62,7 @@ type Event struct {
 	Msg     string `json:"msg,omitempty"`
 	User    string `json:"user,omitempty"`
 	Topic   string `json:"topic,omitempty"`
+	Count   int    `json:"count,omitempty"` // a summary of this many (Prefix empty): a burst or a cut
 }
 
 // Event kinds.
@@ -81,6 +82,7 @@ func (x *Index) Lists() []List {
 	sort.Strings(roots)
 	for _, root := range roots {
 		l := x.lists[root]
+		x.expire(l)
 		l.mu.RLock()
 		s := List{Root: root, Count: len(l.at), PerHour: make([]int, 24),
 			Reasons: l.reasons.top(5), Origins: l.origins.top(5)}
@@ -103,6 +105,7 @@ func (x *Index) Bans(list, q string, offset, limit int) (Page, bool) {
 	if l == nil {
 		return Page{}, false
 	}
+	x.expire(l)
 	pg := Page{List: list, Query: q, Offset: offset, Bans: []Ban{}}
 	l.mu.RLock()
 	defer l.mu.RUnlock()

@@ -159,6 +159,8 @@ function event(e) {
   li.append(t + " ", el("b", e.kind), " ");
   if (e.kind === "refused") {
     li.append(`${e.reason}: ${e.msg}` + (e.user ? ` (user ${e.user})` : "") + (e.topic ? ` ${e.topic}` : ""));
+  } else if (e.count) { // a summary: a burst or a cut
+    li.append(`${e.msg} on ${e.list}`);
   } else {
     li.append(el("span", e.prefix, "addr"), ` on ${e.list}` + (e.reason ? ` (${e.reason})` : "") + (e.origin ? ` from ${e.origin}` : ""));
   }
