@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vallum/vallum/internal/keeper"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // hubKeeper runs the list keeper (internal/keeper) inside the broker:
@@ -51,33 +53,43 @@ func (h *hubKeeper) RetainedPayload(topic string) ([]byte, bool) {
 	return pk.Payload, ok && len(pk.Payload) > 0
 }
 
-// subscribe adds the hook that feeds the keeper (keeperHook), the last
-// hook: after the store's, so that what it sees is stored.
+// subscribe registers the keeper's inline subscriptions, and the hook
+// that gives it the shared allowlist earlier (keeperHook). Inline
+// subscriptions see every message in the publisher's own goroutine, which
+// is fine: the keeper never blocks on the network.
 func (h *hubKeeper) subscribe() error {
+	for i, f := range h.k.Filters() {
+		if f == wire.AllowFilter {
+			continue // keeperHook
+		}
+		err := h.srv.Subscribe(f, i+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			h.take(pk)
+		})
+		if err != nil {
+			return err
+		}
+	}
 	return h.srv.AddHook(&keeperHook{hk: h}, nil)
 }
 
 // take gives the keeper one message, and the web view's index after it.
 func (h *hubKeeper) take(pk packets.Packet) {
-	if !h.k.Reads(pk.TopicName) {
-		return
-	}
 	h.k.Message(pk.TopicName, pk.Payload)
 	if webBuilt && h.tap != nil {
 		h.tap(pk.TopicName, pk.Payload, true)
 	}
 }
 
-// keeperHook feeds the keeper every message of its lists before mochi
-// acknowledges it, in the publisher's own goroutine: a retained message
-// once mochi holds it (OnRetainMessage), any other as it is taken
-// (OnPublish), a will as it is sent. An inline subscription saw a message
-// after its PUBACK (mochi v2.7.9 processPublish), so a publish acknowledged
-// to one client could reach the keeper after a later one of another
-// client: an allow entry deleted, then a ban of its address from another
-// process, left the ban refused as allowlisted (TestImportSharedAllowlist,
-// 1 run in 10). The keeper's own publishes come back the same way, in its
-// goroutine: it knows its echoes.
+// keeperHook gives the keeper each change of the shared allowlist once
+// mochi holds it, before mochi acknowledges it (OnRetainMessage), in the
+// publisher's goroutine. Through an inline subscription it came after the
+// PUBACK (mochi v2.7.9 processPublish), so an allow entry deleted, then a
+// ban of its address imported by another process, could reach the keeper
+// in the other order: the ban was refused as allowlisted
+// (TestImportSharedAllowlist, 1 run in 10). Only the allowlist: the
+// keeper's answers to bans and events must reach the hosts after what
+// they answer (an escalated state after the event it escalates), as the
+// inline subscriptions deliver them.
 type keeperHook struct {
 	mqtt.HookBase
 	hk *hubKeeper
@@ -85,21 +97,10 @@ type keeperHook struct {
 
 func (*keeperHook) ID() string { return "vallum-keeper" }
 
-func (*keeperHook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnRetainMessage || b == mqtt.OnWillSent
-}
+func (*keeperHook) Provides(b byte) bool { return b == mqtt.OnRetainMessage }
 
-func (h *keeperHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !pk.FixedHeader.Retain {
-		h.hk.take(pk)
-	}
-	return pk, nil
-}
-
-func (h *keeperHook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, _ int64) { h.hk.take(pk) }
-
-func (h *keeperHook) OnWillSent(_ *mqtt.Client, pk packets.Packet) {
-	if !pk.FixedHeader.Retain { // a retained will went through OnRetainMessage
+func (h *keeperHook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, _ int64) {
+	if strings.HasPrefix(pk.TopicName, wire.AllowPrefix) {
 		h.hk.take(pk)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -90,9 +91,17 @@ var listTimes = retained.Timing{Stall: time.Minute, Quiet: 2 * time.Second, Limi
 // empty list from a slow broker, and fails. A list that stalls or does not
 // end in time is an error, never a short list.
 func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, error) {
-	bans, _, err := readState(cl, root, warn, tm)
-	return bans, err
+	// A keeper cutting the list while it is read makes the read stale: it
+	// is read again (a burst is cut every second or so), a few times.
+	for try := 1; ; try++ {
+		bans, _, err := readState(cl, root, warn, tm)
+		if !errors.Is(err, errRewritten) || try == 5 {
+			return bans, err
+		}
+	}
 }
+
+var errRewritten = errors.New("the list's chunks were rewritten while they were read: run again")
 
 // readState is collectState, and whether the keeper record says the list
 // is kept as chunks (a keeper of this release keeps it).
@@ -194,7 +203,7 @@ func (r *stateReader) whole(d time.Duration) error {
 		r.mu.Unlock()
 		switch {
 		case st.Stale:
-			return fmt.Errorf("list %s: the list's chunks were rewritten while they were read: run again", r.root)
+			return fmt.Errorf("list %s: %w", r.root, errRewritten)
 		case st.Complete && (st.Manifest || !v2):
 			return nil
 		case time.Now().After(deadline) && !st.Manifest:

@@ -279,12 +279,6 @@ func (k *Keeper) route(topic string) (int, int) {
 	return 0, 0
 }
 
-// Reads says whether topic is one the keeper reads: a topic of Filters().
-func (k *Keeper) Reads(topic string) bool {
-	_, what := k.route(topic)
-	return what != 0
-}
-
 // Retained takes one retained message read on a Filters() topic, at start
 // or after a lost session, before Settle.
 func (k *Keeper) Retained(topic string, payload []byte) {
