@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
@@ -232,5 +233,71 @@ func TestCompactChunkAndItsStateApplyOnce(t *testing.T) {
 	}
 	if e, _ := f.entry("bl", "203.0.113.3/32"); e.Timeout < 2*3600-10 {
 		t.Errorf("203.0.113.3: timeout %d, want its newer state's 2 h", e.Timeout)
+	}
+}
+
+// cutOf encodes bans as one generation of list bl, in chunks of per: the
+// chunks' topics and payloads, and the manifest.
+func cutOf(gen uint64, cut time.Time, entries []wire.Entry, per int) (topics []string, chunks [][]byte, manifest []byte) {
+	count := (len(entries) + per - 1) / per
+	m := wire.Manifest{Epoch: wire.EpochV2(testEpoch), Gen: gen, Cut: cut, Entries: len(entries), Deltas: &wire.Deltas{Upto: cut}}
+	for k := range count {
+		b := wire.EncodeChunk(wire.Chunk{Root: "bl", Gen: gen, Index: k, Count: count, Entries: entries[k*per : min(len(entries), (k+1)*per)]})
+		topics, chunks = append(topics, wire.ChunkTopic("bl", gen, k)), append(chunks, b)
+		m.CRC = append(m.CRC, wire.ChunkCRC(b))
+	}
+	return topics, chunks, wire.EncodeManifest(m)
+}
+
+// TestCompactCutDuringSync: the keeper cuts while a host syncs (a burst):
+// the window read generation 1 and the per-ban state of a ban not cut
+// yet; generation 2 then comes live, holding that ban, and its state is
+// deleted (the keeper's cleanup); the broker then sends generation 1's
+// manifest again (mochi's retained copy, taken before the cut). The sync
+// ends whole at B, at once: generation 2's bans, the ban of the deleted
+// state among them, and what only generation 1 held is not in the window
+// (lifted since: the reconciliation removes it). Before, the window ended
+// stale, or whole on generation 1 without the ban, until the next sync.
+func TestCompactCutDuringSync(t *testing.T) {
+	b := newTestBridge(t, slog.New(slog.DiscardHandler))
+	d := b.dec
+	tag, _, _, _, _ := d.sync.begin([]string{"bl"})
+	if it := d.decode(wire.MarkerTopic("x"), []byte("A"+tag), false); it.sync != nil {
+		t.Fatal("marker A closed the window")
+	}
+	now := time.Now().Truncate(time.Millisecond)
+	at := now.Add(-time.Minute)
+	ban := func(p string) wire.Entry { return entry(p, wire.State{At: at, Expires: now.Add(time.Hour)}) }
+	g1 := []wire.Entry{ban("203.0.113.1/32"), ban("203.0.113.2/32"), ban("203.0.113.3/32")}                        // .3 lifted before the next cut
+	g2 := []wire.Entry{ban("203.0.113.1/32"), ban("203.0.113.2/32"), ban("203.0.113.4/32"), ban("203.0.113.5/32")} // .4 was per-ban state, .5 a burst's
+	d.decode(wire.RecordTopic("bl"), wire.EncodeRecord(wire.Record{Epoch: wire.EpochV2(testEpoch), Since: at}), true)
+	t1, c1, m1 := cutOf(1, now.Add(-time.Second), g1, 2)
+	d.decode(wire.ManifestTopic("bl"), m1, true)
+	for k := range t1 {
+		d.decode(t1[k], c1[k], true)
+	}
+	d.decode("bl/ban/203.0.113.4", wire.EncodeState(g2[2].State), true)
+	t2, c2, m2 := cutOf(2, now, g2, 2)
+	for k := range t2 {
+		d.decode(t2[k], c2[k], false)
+	}
+	d.decode(wire.ManifestTopic("bl"), m2, false)
+	d.decode("bl/ban/203.0.113.4", nil, false) // folded into generation 2: deleted
+	d.decode(wire.ManifestTopic("bl"), m1, true)
+	it := d.decode(wire.MarkerTopic("x"), []byte("B"+tag), false)
+	if it.sync == nil {
+		t.Fatal("marker B did not close the window: it waits for chunks")
+	}
+	if p, ok := it.sync.partial["bl"]; ok {
+		t.Fatalf("the sync read the list partially: %+v", p)
+	}
+	w := it.sync.present["bl"]
+	for _, e := range g2 {
+		if !w.has(e.Prefix) {
+			t.Errorf("%s: not in the window, want generation 2's bans", e.Prefix)
+		}
+	}
+	if w.has(netip.MustParsePrefix("203.0.113.3/32")) {
+		t.Error("203.0.113.3, held by generation 1 alone: in the window")
 	}
 }

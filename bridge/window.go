@@ -133,6 +133,25 @@ func (s *seen) stateGone(p netip.Prefix) {
 	}
 }
 
+// forgetChunks forgets the chunk entries read, keeping what a per-ban
+// state was read for (its version stands whatever chunk is read next).
+func (s *seen) forgetChunks() {
+	if s == nil {
+		return
+	}
+	s.muts++
+	for a, v := range s.v4 {
+		if abs(v)&stateBit == 0 {
+			delete(s.v4, a)
+		}
+	}
+	for p, v := range s.other {
+		if abs(v)&stateBit == 0 {
+			delete(s.other, p)
+		}
+	}
+}
+
 // deltas returns the per-ban states read whose versions covers takes.
 func (s *seen) deltas(covers func(int64) bool) wire.DeltaSum {
 	var d wire.DeltaSum
@@ -213,6 +232,12 @@ func (d *decoder) chunkOps(l List, topic string, payload []byte, manifest bool) 
 			}
 			ch.ops = d.entryOp(s, l, e, ch.ops)
 		})
+		// The keeper cut again while this host reads (a burst): the newer
+		// generation holds the whole list, so the window forgets what it
+		// took of the older and reads the newer, and the sync ends whole
+		// now rather than at a sync again (what only the older held was
+		// lifted since: the reconciliation removes it).
+		ch.rd.Restart = func(uint64) { s.present[l.Root].forgetChunks() }
 		s.chunks[l.Root] = ch
 	}
 	var err error

@@ -31,6 +31,13 @@ type Reader struct {
 	// Begin, when set, is told which chunk the entries Take gets next come
 	// from (the web view's index replaces a rewritten chunk's entries).
 	Begin func(gen uint64, n int)
+	// Restart, when set, is told that a manifest of a newer generation
+	// came after chunks of an older one were taken, before any chunk of
+	// the newer is: the caller forgets what it took of the older (the
+	// newer holds the whole list), and the read goes on whole, not
+	// stale. Unset, such a read is stale (Status). A keeper cutting while
+	// a host joins makes a newer generation come in most long reads.
+	Restart func(gen uint64)
 
 	man     *wire.Manifest
 	pending map[uint64]map[int][]byte // chunks of generations no manifest named yet
@@ -61,8 +68,20 @@ func (r *Reader) Manifest(payload []byte) error {
 	if err != nil {
 		return err
 	}
+	if r.man != nil && m.Gen < r.man.Gen && SameEpoch(m.Epoch, r.man.Epoch) {
+		// An older cut after a newer one: a broker sends the retained
+		// copy it took before the newer came live after it (mochi sends
+		// a subscription's retained messages from its own goroutine).
+		// The older holds neither the bans cut since nor their per-ban
+		// states, which the keeper deletes after the newer cut.
+		return nil
+	}
 	if r.man != nil && r.man.Gen != m.Gen {
-		r.stale = r.stale || len(r.taken) > 0
+		if r.Restart != nil && len(r.taken) > 0 {
+			r.Restart(m.Gen)
+		} else {
+			r.stale = r.stale || len(r.taken) > 0
+		}
 		r.taken = map[int]uint32{}
 	}
 	for n, sum := range r.taken {

@@ -274,3 +274,59 @@ func TestBigListStreams(t *testing.T) {
 		t.Fatalf("status %+v, %d taken, %d pending generations; want %d", st, count, len(r.pending), n)
 	}
 }
+
+// A keeper cuts while a host reads: generation 9's manifest comes live
+// after generation 7's chunks were taken, then generation 7's manifest
+// again (mochi sends the retained copy it took before the cut after the
+// live one). The older is ignored: it holds neither what was cut since
+// nor the per-ban states the keeper deleted after the newer cut.
+func TestOlderManifestAfterNewerIgnored(t *testing.T) {
+	g7 := makeCut(7, 0, 8, 4, time.UnixMilli(1000))
+	g9 := makeCut(9, 0, 12, 4, time.UnixMilli(2000))
+	r, tk := newReader()
+	mustNil(t, r.Manifest(g9.manifest))
+	mustNil(t, r.Manifest(g7.manifest))
+	for n := range g7.chunks {
+		mustNil(t, r.Chunk(g7.topic(n), g7.chunks[n]))
+	}
+	for n := range g9.chunks {
+		mustNil(t, r.Chunk(g9.topic(n), g9.chunks[n]))
+	}
+	if st := r.Status(); !st.Complete || st.Stale || st.Gen != 9 || len(tk.got) != 12 {
+		t.Fatalf("status %+v, taken %d, want generation 9 whole, 12 bans", st, len(tk.got))
+	}
+}
+
+// With Restart, a newer generation after chunks of an older were taken
+// restarts the read: the caller is told before the newer's chunks are
+// taken, and the read is whole once they are, not stale.
+func TestRestartOnNewerGeneration(t *testing.T) {
+	g7 := makeCut(7, 0, 8, 4, time.UnixMilli(1000))
+	g9 := makeCut(9, 100, 8, 4, time.UnixMilli(2000))
+	r, tk := newReader()
+	var restarted []uint64
+	r.Restart = func(gen uint64) {
+		restarted = append(restarted, gen)
+		clear(tk.got)
+	}
+	mustNil(t, r.Manifest(g7.manifest))
+	mustNil(t, r.Chunk(g7.topic(0), g7.chunks[0]))
+	mustNil(t, r.Chunk(g9.topic(0), g9.chunks[0])) // live, before its manifest
+	mustNil(t, r.Manifest(g9.manifest))
+	if len(restarted) != 1 || restarted[0] != 9 {
+		t.Fatalf("Restart calls %v, want one for generation 9", restarted)
+	}
+	mustNil(t, r.Chunk(g9.topic(1), g9.chunks[1]))
+	st := r.Status()
+	if !st.Complete || st.Stale || st.Gen != 9 || len(tk.got) != 8 || tk.got[addr(100)] != 1 || tk.got[addr(0)] != 0 {
+		t.Fatalf("status %+v, taken %v, want generation 9 alone, whole", st, tk.got)
+	}
+	// Without Restart the same read is stale.
+	r, _ = newReader()
+	mustNil(t, r.Manifest(g7.manifest))
+	mustNil(t, r.Chunk(g7.topic(0), g7.chunks[0]))
+	mustNil(t, r.Manifest(g9.manifest))
+	if !r.Status().Stale {
+		t.Fatal("a newer generation after chunks taken, without Restart: not stale")
+	}
+}
