@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +50,7 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle
 		// On loopback only: anonymous clients are admins, as a router's
 		// local tools are.
 		hub, err = h.Start(dir, bin, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "-t", list, legacy,
-			"--data-dir", filepath.Join(dir, name+"-store"))
+			"--data-dir", filepath.Join(dir, name+"-store"), "--metrics", fmt.Sprintf("127.0.0.1:%d", cjoinHubMetrics))
 		if err == nil {
 			err = h.WaitPort(port, 20*time.Second)
 		}
@@ -91,8 +93,10 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle
 		return 0, 0, err
 	}
 	defer w.close()
+	before := joinMetrics(h, hub != nil, cjoinHubMetrics)
 	start := time.Now()
-	v, err := h.StartVallumNoWait(dir, bin, "-h", "127.0.0.1", "-t", list, "--data-dir", filepath.Join(dir, name+"-vallum"))
+	v, err := h.StartVallumNoWait(dir, bin, "-h", "127.0.0.1", "-t", list, "--data-dir", filepath.Join(dir, name+"-vallum"),
+		"--metrics", fmt.Sprintf("127.0.0.1:%d", cjoinHostMetrics))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -103,6 +107,10 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle
 	if err := v.WaitLog("msg=synced", timeout); err != nil {
 		return 0, 0, err
 	}
+	synced := time.Since(start)
+	after, host := joinMetrics(h, hub != nil, cjoinHubMetrics), joinMetrics(h, true, cjoinHostMetrics)
+	fmt.Fprintf(os.Stderr, "bench: %s: the set held all %d after %.2f s, synced after %.2f s (the first sync's end: %s); the host read %.0f messages; %s\n",
+		name, want, end.Sub(start).Seconds(), synced.Seconds(), syncLine(v.Output()), host["vallum_mqtt_messages_total"], hubLine(before, after))
 	var rss int64
 	if hub != nil {
 		rss, err = hub.RSS()
@@ -234,4 +242,42 @@ func publishCompact(c mqtt.Client, a *addrs, n int, epoch string, deadline time.
 		return fmt.Errorf("deltas: %w", err)
 	}
 	return nil
+}
+
+// The metrics ports of the compact join: the hub's and the joining host's.
+const cjoinHubMetrics, cjoinHostMetrics = 9109, 9110
+
+// joinMetrics scrapes the metrics on port of h; nil when off or failing
+// (they only explain a figure: what the broker held, what it dropped).
+func joinMetrics(h *lab.Host, on bool, port int) map[string]float64 {
+	if !on {
+		return nil
+	}
+	m, err := h.Metrics(port)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// hubLine says what the hub held at the join and dropped during it.
+func hubLine(before, after map[string]float64) string {
+	if before == nil || after == nil {
+		return "mosquitto"
+	}
+	return fmt.Sprintf("the hub held %.0f retained messages at the join (per-ban states, chunks, manifest, record) and dropped %.0f messages during it",
+		before["vallum_broker_retained"], after["vallum_broker_messages_dropped_total"]-before["vallum_broker_messages_dropped_total"])
+}
+
+// syncLine returns the first "synced" line of a host's log, its fields.
+func syncLine(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "msg=synced") {
+			if i := strings.Index(l, "topic="); i >= 0 {
+				return l[i:]
+			}
+			return l
+		}
+	}
+	return ""
 }
