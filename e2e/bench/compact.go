@@ -35,7 +35,8 @@ import (
 // keeperQuiet); without, as soon as it has cut 99 % of it, while it still
 // deletes the per-ban states it folded in and publishes again those a
 // deletion raced.
-func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle bool, n int, timeout time.Duration) (time.Duration, int64, error) {
+func compactJoin(l *lab.Lab, dir, bin string, a *addrs, o cjoin, n int, timeout time.Duration) (time.Duration, int64, error) {
+	embedded, keeper, settle := o.embedded, o.keeper, o.settle
 	name := "cjoin-mosquitto"
 	if embedded {
 		name = "cjoin-hub"
@@ -73,7 +74,7 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle
 	if keeper {
 		// Feeding a keeper a million events takes minutes: not the
 		// measurement, so not bound by its time limit.
-		err = feedKeeper(pub, a, n, time.Now().Add(15*time.Minute))
+		err = feedKeeper(pub, a, n, o.events, time.Now().Add(15*time.Minute))
 		if err == nil && settle {
 			err = keeperQuiet(pub, time.Now().Add(5*time.Minute))
 		}
@@ -118,20 +119,40 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, embedded, keeper, settle
 	return end.Sub(start), rss, err
 }
 
-// feedKeeper publishes n bans as per-ban state, as `vallum ban` does (the
-// keeper takes state as it takes events, and events through the hub's
-// keeper took over ten minutes for a million here), and waits until the
-// keeper has cut them into chunks: the changes since its last cut are
-// under its bound (10,000 or 1 % of the list).
-func feedKeeper(c mqtt.Client, a *addrs, n int, deadline time.Time) error {
+// cjoin says how compactJoin runs: on the embedded hub or mosquitto,
+// the list made by its real keeper or by the benchmark, joined once the
+// keeper settled or mid-burst, the million fed as events or per-ban state.
+type cjoin struct{ embedded, keeper, settle, events bool }
+
+// feedKeeper publishes n bans to the keeper, and waits until it has cut
+// them into chunks: the changes since its last cut are under its bound
+// (10,000 or 1 % of the list). As per-ban state, one retained message a
+// ban, as `vallum ban` makes them (the keeper deletes each once a cut
+// holds it, a while after: the broker holds those of the last seconds);
+// with events, as `ROOT/add` messages of 1,000 lines, as `vallum import`
+// and feeds send them (the keeper's burst path: no per-ban state).
+func feedKeeper(c mqtt.Client, a *addrs, n int, events bool, deadline time.Time) error {
 	as := a.take(n)
 	now := time.Now()
 	state := wire.EncodeState(wire.State{At: now, Expires: now.Add(24 * time.Hour), Reason: "bench"})
-	err := publishAll(c, n, window, deadline, func(i int) (string, []byte, bool) {
-		return wire.StateTopic(list, netip.PrefixFrom(as[i], 32)), state, true
-	})
+	var err error
+	if events {
+		const per = 1000
+		err = publishAll(c, (n+per-1)/per, 64, deadline, func(i int) (string, []byte, bool) {
+			var b strings.Builder
+			for _, a := range as[i*per : min(n, (i+1)*per)] {
+				b.WriteString(a.String())
+				b.WriteString(" timeout 86400\n")
+			}
+			return list + "/add", []byte(b.String()), false
+		})
+	} else {
+		err = publishAll(c, n, window, deadline, func(i int) (string, []byte, bool) {
+			return wire.StateTopic(list, netip.PrefixFrom(as[i], 32)), state, true
+		})
+	}
 	if err != nil {
-		return fmt.Errorf("states: %w", err)
+		return fmt.Errorf("feed: %w", err)
 	}
 	got := make(chan []byte, 16)
 	c.Subscribe(wire.ManifestTopic(list), 1, func(_ mqtt.Client, m mqtt.Message) {

@@ -36,7 +36,7 @@ func hubJoinRSS(l *lab.Lab, dir, bin string, a *addrs, n, joiners int, timeout t
 	if err != nil {
 		return 0, 0, err
 	}
-	err = feedKeeper(pub, a, n, time.Now().Add(15*time.Minute))
+	err = feedKeeper(pub, a, n, false, time.Now().Add(15*time.Minute))
 	pub.Disconnect(100)
 	if err == nil {
 		err = settled(h, n, time.Now().Add(2*time.Minute))

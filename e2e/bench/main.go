@@ -32,7 +32,7 @@ type config struct {
 	compact                                        int
 	hubJoin, hubJoiners                            int
 	compactKeeper, compactSettle                   bool
-	only, compactOn                                string
+	only, compactOn, compactFeed                   string
 	vallumd                                        string
 	phase                                          time.Duration
 	soak                                           time.Duration
@@ -57,6 +57,7 @@ func parseFlags() config {
 	flag.IntVar(&c.hubJoiners, "hub-joiners", 3, "hosts that late-join the hub's list for -hub-join")
 	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.BoolVar(&c.compactSettle, "compact-settle", true, "with -compact-keeper, vallum joins once the keeper is done with the million (its list still for 12 s); false: once it has cut 99 %, while it still deletes the per-ban states it folded in")
+	flag.StringVar(&c.compactFeed, "compact-feed", "states", "with -compact-keeper, how the million reaches the keeper: states (one retained per-ban state each, as vallum ban makes them) or events (ROOT/add of 1,000 lines, as vallum import sends them)")
 	flag.StringVar(&c.compactOn, "compact-on", "embedded,mosquitto", "the brokers of the compact late joins, comma separated")
 	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small)")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
@@ -67,6 +68,10 @@ func parseFlags() config {
 	flag.IntVar(&c.soakRate, "soak-rate", 2000, "messages per second during the soak")
 	flag.BoolVar(&c.keep, "keep", false, "keep the log folder")
 	flag.Parse()
+	if c.compactFeed != "states" && c.compactFeed != "events" {
+		fmt.Fprintf(os.Stderr, "bench: -compact-feed %q: states or events\n", c.compactFeed)
+		os.Exit(2)
+	}
 	if c.only != "" && c.only != "compact" {
 		fmt.Fprintf(os.Stderr, "bench: -only %q: the only part that runs alone is compact\n", c.only)
 		os.Exit(2)

@@ -35,6 +35,7 @@ type results struct {
 	CompactN             int      `json:"compact_n,omitempty"`
 	CompactKeeper        bool     `json:"compact_keeper,omitempty"`
 	CompactSettled       bool     `json:"compact_settled,omitempty"`
+	CompactFeed          string   `json:"compact_feed,omitempty"`
 	RSSMB                *float64 `json:"rss_mb"`
 	RSSEventsMB          *float64 `json:"rss_events_mb"`
 	BrokerSinglePerS     *float64 `json:"broker_single_per_s"`
@@ -142,15 +143,18 @@ func compactJoins(c config, l *lab.Lab, dir, bin string, a *addrs, r *results, s
 		return
 	}
 	r.CompactN, r.CompactKeeper, r.CompactSettled = c.compact, c.compactKeeper, c.compactKeeper && c.compactSettle
+	if c.compactKeeper {
+		r.CompactFeed = c.compactFeed
+	}
 	if strings.Contains(c.compactOn, "embedded") {
 		step("compact list late join, embedded hub")
-		took, rss, err := compactJoin(l, dir, bin, a, true, c.compactKeeper, c.compactSettle, c.compact, c.phase)
+		took, rss, err := compactJoin(l, dir, bin, a, cjoin{true, c.compactKeeper, c.compactSettle, c.compactFeed == "events"}, c.compact, c.phase)
 		r.set(&r.Sync1mEmbeddedS, took.Seconds(), err, "compact late join, embedded hub")
 		r.set(&r.HubRSS1mMB, mb(rss), err, "hub rss holding the compact list")
 	}
 	if strings.Contains(c.compactOn, "mosquitto") {
 		step("compact list late join, mosquitto")
-		took, _, err := compactJoin(l, dir, bin, a, false, c.compactKeeper, c.compactSettle, c.compact, c.phase)
+		took, _, err := compactJoin(l, dir, bin, a, cjoin{false, c.compactKeeper, c.compactSettle, c.compactFeed == "events"}, c.compact, c.phase)
 		r.set(&r.Sync1mMosquittoS, took.Seconds(), err, "compact late join, mosquitto")
 	}
 }
@@ -299,7 +303,7 @@ func maker(c config) string {
 		return "the keeper's, settled"
 	}
 	if c.compactKeeper {
-		return "the keeper's, joined mid-burst"
+		return "the keeper's, joined mid-burst of " + c.compactFeed
 	}
 	return fmt.Sprintf("+ %d, stand-in", compactDeltas)
 }
