@@ -301,3 +301,27 @@ func TestCompactCutDuringSync(t *testing.T) {
 		t.Error("203.0.113.3, held by generation 1 alone: in the window")
 	}
 }
+
+// TestCompactCleanupAfterFirstWindow: a host's first sync of a list kept
+// as chunks alone (a v2 record): the keeper's deletion of a per-ban state
+// its cut folded in that comes after the window closed, before the worker
+// took the window's result (and trusts its epoch), is no unban either.
+// Before, during a burst, the host took such deletions for unbans and
+// lost those bans (24 of 60,000 in TestCompactJoinMidBurst).
+func TestCompactCleanupAfterFirstWindow(t *testing.T) {
+	b := newTestBridge(t, slog.New(slog.DiscardHandler))
+	d := b.dec
+	tag, _, _, _, _ := d.sync.begin([]string{"bl"})
+	d.decode(wire.MarkerTopic("x"), []byte("A"+tag), false)
+	now := time.Now().Truncate(time.Millisecond)
+	d.decode(wire.RecordTopic("bl"), wire.EncodeRecord(wire.Record{Epoch: wire.EpochV2(testEpoch), Since: now}), true)
+	_, _, m := cutOf(1, now, nil, 2)
+	d.decode(wire.ManifestTopic("bl"), m, true)
+	d.decode("bl/ban/203.0.113.4", wire.EncodeState(wire.State{At: now.Add(-time.Minute)}), true)
+	if it := d.decode(wire.MarkerTopic("x"), []byte("B"+tag), false); it.sync == nil {
+		t.Fatal("marker B did not close the window")
+	}
+	if it := d.decode("bl/ban/203.0.113.4", nil, false); len(it.ops) != 0 {
+		t.Errorf("the keeper's cleanup right after the first window = %+v, want no unban", it.ops)
+	}
+}

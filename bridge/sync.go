@@ -50,9 +50,12 @@ type syncer struct {
 	waiting bool                  // B came, and the window waits for the chunks of a list
 	present map[string]*seen      // per list root, in the window
 	records map[string]recordSeen // per list root, in the window
-	chunks  map[string]*chunked   // per list root, in the window
-	roots   []string              // the lists
-	start   time.Time             // when the current sync began
+	// closed: the records of the last window closed, until the worker
+	// has taken its result (decoder.chunksAlone).
+	closed  map[string]recordSeen
+	chunks  map[string]*chunked // per list root, in the window
+	roots   []string            // the lists
+	start   time.Time           // when the current sync began
 	aSeen   chan struct{}
 	bSeen   chan struct{}        // closed when the window closes with its result
 	bBack   chan struct{}        // closed when B came back but the window waits for chunks
@@ -149,6 +152,7 @@ func waitFor(p map[string]partial) bool {
 
 func (s *syncer) closeLocked() *syncResult {
 	res := &syncResult{present: s.present, records: s.records, partial: s.partials(), start: s.start}
+	s.closed = s.records
 	if s.refs != nil {
 		s.refs.took(s.chunks, res.partial)
 	}
