@@ -112,6 +112,10 @@ func compactJoin(l *lab.Lab, dir, bin string, a *addrs, o cjoin, n int, timeout 
 	after, host := joinMetrics(h, hub != nil, cjoinHubMetrics), joinMetrics(h, true, cjoinHostMetrics)
 	fmt.Fprintf(os.Stderr, "bench: %s: the set held all %d after %.2f s, synced after %.2f s (the first sync's end: %s); the host read %.0f messages; %s\n",
 		name, want, end.Sub(start).Seconds(), synced.Seconds(), syncLine(v.Output()), host["vallum_mqtt_messages_total"], hubLine(before, after))
+	fmt.Fprintf(os.Stderr, "bench: %s: the host's log:\n%s", name, logLines(v.Output(), "sync", "WARN", "ERROR"))
+	if hub != nil {
+		fmt.Fprintf(os.Stderr, "bench: %s: the hub's cuts:\n%s", name, logLines(hub.Output(), "msg=cut"))
+	}
 	var rss int64
 	if hub != nil {
 		rss, err = hub.RSS()
@@ -288,6 +292,20 @@ func hubLine(before, after map[string]float64) string {
 	}
 	return fmt.Sprintf("the hub held %.0f retained messages at the join (per-ban states, chunks, manifest, record) and dropped %.0f messages during it",
 		before["vallum_broker_retained"], after["vallum_broker_messages_dropped_total"]-before["vallum_broker_messages_dropped_total"])
+}
+
+// logLines returns the lines of out that hold any of words, the last 30.
+func logLines(out string, words ...string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				keep = append(keep, "  "+l+"\n")
+				break
+			}
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-30):], "")
 }
 
 // syncLine returns the first "synced" line of a host's log, its fields.
