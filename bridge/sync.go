@@ -427,7 +427,7 @@ func (b *Bridge) refusedOptional(optional map[string]string, refused []string) {
 // The filters in optional may be refused: they are returned, and the rest
 // goes on (a broker whose ACL predates the keeper record refuses it).
 func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, optional map[string]string, abandon chan struct{}) (refused []string, ok bool) {
-	delay := time.Second
+	delay, idInUse := time.Second, 0
 	for try := 1; c.IsConnectionOpen(); try++ {
 		refused, err := b.subscribeOnce(c, filters, optional)
 		if err == nil {
@@ -438,6 +438,19 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, optional map[
 			// a flood is applied): go on, the marker tells the rest.
 			b.log.Warn("subscription not acknowledged yet; going on", "broker", b.brokerName())
 			return nil, true
+		}
+		if errors.Is(err, errIDInUse) && idInUse < maxIDInUse {
+			// The chunks of the compact list's SUBSCRIBE are in flight to
+			// us: wait a moment for our PUBACKs to free their ids.
+			idInUse++
+			try--
+			select {
+			case <-time.After(idInUseWait):
+				continue
+			case <-abandon:
+			case <-b.stop.ctx.Done():
+			}
+			return nil, false
 		}
 		if try < 5 {
 			continue
@@ -457,6 +470,18 @@ func (b *Bridge) subscribe(c mqtt.Client, filters map[string]byte, optional map[
 }
 
 var errSubackLate = errors.New("subscribe not acknowledged in time")
+
+// errIDInUse is mochi's refusal of a SUBSCRIBE whose packet id is one of
+// its own messages in flight to us (0x91): the SUBSCRIBE of the per-ban
+// state comes while the chunks of the one before flow, at QoS 1, their
+// ids counted from 1 as ours are. Tried again every idInUseWait, up to
+// maxIDInUse times (10 s), before the usual retries.
+var errIDInUse = errors.New("packet id in use")
+
+const (
+	idInUseWait = 20 * time.Millisecond
+	maxIDInUse  = 500
+)
 
 // await waits for tok for at most Options.ConnectTimeout, and not at all
 // once the bridge stops: the broker's answer never comes on a connection
@@ -493,6 +518,9 @@ func (b *Bridge) subscribeOnce(c mqtt.Client, filters map[string]byte, optional 
 		if _, ok := optional[f]; ok && (code == 0x80 || code == 0x87) {
 			refused = append(refused, f)
 			continue
+		}
+		if code == 0x91 {
+			return nil, fmt.Errorf("broker refused the subscription to %s (code %#x): %w", f, code, errIDInUse)
 		}
 		return nil, fmt.Errorf("broker refused the subscription to %s (code %#x)", f, code)
 	}
