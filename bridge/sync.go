@@ -50,8 +50,8 @@ type syncer struct {
 	waiting bool                  // B came, and the window waits for the chunks of a list
 	present map[string]*seen      // per list root, in the window
 	records map[string]recordSeen // per list root, in the window
-	// closed: the records of the last window closed, until the worker
-	// has taken its result (decoder.chunksAlone).
+	// closed: the records of the last window closed, for a first sync
+	// until the worker trusts an epoch (decoder.chunksAlone).
 	closed  map[string]recordSeen
 	chunks  map[string]*chunked // per list root, in the window
 	roots   []string            // the lists
@@ -296,8 +296,8 @@ func (b *Bridge) startSync(c mqtt.Client) {
 	optional := map[string]string{} // filter -> list root
 	var chunks []string
 	for _, l := range b.opts.Lists {
-		// The keeper record comes with the state, before marker B; QoS 1,
-		// as it is one message per list.
+		// The keeper record comes with the compact list, before the state
+		// and marker B; QoS 1, as it is one message per list.
 		compact[wire.RecordTopic(l.Root)] = 1
 		optional[wire.RecordTopic(l.Root)] = l.Root
 		for _, t := range wire.EventTopics(l.Root) {
@@ -309,7 +309,8 @@ func (b *Bridge) startSync(c mqtt.Client) {
 		// every connection, and the events carry live changes at QoS 1.
 		state[wire.StateFilter(l.Root)] = 0
 		// The compact list (window.go): its manifest and chunks in the
-		// same SUBSCRIBE, at QoS 1 (a few hundred messages). A broker
+		// SUBSCRIBE before the state's, at QoS 1 (a few hundred
+		// messages). A broker
 		// whose ACL predates them may refuse them: the per-ban state is
 		// then read alone, as from a keeper that writes no chunks.
 		compact[wire.ManifestTopic(l.Root)] = 1
