@@ -408,29 +408,3 @@ func TestRecentStatesSwept(t *testing.T) {
 		t.Errorf("%d stated and %d touched topics kept %v after the burst, want none", stated, touched, statedFor+time.Second)
 	}
 }
-
-// TestCutPaced: a stream of per-ban states is cut as a burst is paced:
-// more than CutAfter changes make no cut until burstRest times the last
-// cut's cost has passed since it (a million-ban list's cut costs seconds,
-// and back-to-back cuts kept a hub's cores busy while a host joined).
-func TestCutPaced(t *testing.T) {
-	needChunks(t)
-	s := newKeeper(t, nil, Options{Name: "hub"})
-	banN(s.b, 0, 10500, "")
-	s.k.maintain()
-	m := s.b.manifest(t, "blacklist")
-	s.k.mu.Lock()
-	s.k.cutCost = 2 * time.Second
-	s.k.mu.Unlock()
-	banN(s.b, 20000, 10001, "")
-	s.clk.add(9 * time.Second)
-	s.k.maintain()
-	if now := s.b.manifest(t, "blacklist"); now.Gen != m.Gen {
-		t.Fatalf("cut again 9 s after a cut that cost 2 s: generation %x, want %x still", now.Gen, m.Gen)
-	}
-	s.clk.add(time.Second)
-	s.k.maintain()
-	if now := s.b.manifest(t, "blacklist"); now.Gen == m.Gen || now.Entries != 20501 {
-		t.Fatalf("10 s after a cut that cost 2 s: generation %x of %d entries, want a new one of 20,501", now.Gen, now.Entries)
-	}
-}

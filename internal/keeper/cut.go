@@ -34,14 +34,7 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if due := l.ch.burstDue(k.cutCost); !due.IsZero() && !now.Before(due) {
 		return true
 	}
-	// Paced as a burst is (burstRest): a stream of per-ban states (a
-	// `vallum ban` from everywhere at once) made a cut of the whole list
-	// every 10,000 of them, back to back, each seconds long for a list of
-	// a million; a host joining meanwhile read each new generation again,
-	// on a hub whose two cores the cuts kept busy (17 s, against 2.5 s
-	// once the keeper settled). The states wait as states: hosts read them.
-	rested := !now.Before(l.ch.cutAt.Add(k.cutCost * (1 + burstRest)))
-	return l.ch.man == nil || l.ch.recut || rested && l.ch.changes > max(k.o.CutAfter, size/100) ||
+	return l.ch.man == nil || l.ch.recut || l.ch.changes > max(k.o.CutAfter, size/100) ||
 		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
 }
 
