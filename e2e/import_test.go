@@ -248,6 +248,7 @@ func TestImportMillion(t *testing.T) {
 			// chunks before, returning memory) and the online host with
 			// its sync of the cut.
 			still := waitStill(t, kp, hp)
+			stillRSS, _ := b.proc.RSS()
 			joined := time.Now()
 			lp := startBridge(t, late, b, dir)
 			waitEntries(t, late, root, n, 2*time.Minute)
@@ -255,7 +256,7 @@ func TestImportMillion(t *testing.T) {
 			t.Logf("%s, 1,000,000 entries: import returned after %s, all in the online host's set after %s, the keeper's manifest of all on the broker after %s, the keeper and the online host still %s later; a host started then had all after %s (the target: 5 s); load average %s\n%s",
 				b.name(), published.Round(time.Millisecond), online.Round(time.Millisecond), onBroker.Round(time.Millisecond),
 				still.Round(time.Millisecond), lateJoin.Round(time.Millisecond), loadAvg(), out)
-			t.Logf("%s: broker RSS peak %d MB; the keeper's cuts:\n%s\nthe late host: %s", b.name(), rss()>>20,
+			t.Logf("%s: broker RSS peak %d MB, %d MB once still; the keeper's cuts:\n%s\nthe late host: %s", b.name(), rss()>>20, stillRSS>>20,
 				logLines(kp.Output(), `msg=cut `), logLines(lp.Output(), `msg=synced`, "sync"))
 			// Read again while a read ends early: a loaded hub may pause
 			// for more than a second between chunks.
