@@ -299,9 +299,8 @@ func (a *applier) applySet(ctx context.Context, set string, received []Op) []net
 //
 // Memory: what comes in 2 x eventSettle (a burst's adds: burstLag more),
 // in Unix seconds, keyed as owned keys its entries (about 12 bytes per
-// IPv4 address). With time.Time per
-// netip.Prefix a flood of 1,000,000 event adds in 6 s took the daemon from
-// under 200 MB to 280 MB.
+// IPv4 address). With time.Time per netip.Prefix a flood of 1,000,000
+// event adds in 6 s took the daemon from under 200 MB to 280 MB.
 type eventAdds struct {
 	sets  map[string]*addTimes
 	prune time.Time
