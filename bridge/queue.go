@@ -355,7 +355,7 @@ const burstLines = 256
 // burstLag is how much longer than eventSettle a sync leaves a burst's add
 // alone when the list does not hold it. The keeper cuts a burst once it
 // pauses, resting four times a cut's cost between cuts while it goes on:
-// measured, the last cut of a 1,000,000-line import came 20 to 44 s after
+// measured, the last cut of a 1,000,000-line import came 30 to 69 s after
 // the import returned, on two loaded cores, and a host that synced in
 // between removed the bans its events had brought and the list did not
 // hold yet (291,882 of them, until its next sync: TestImportMillion).
