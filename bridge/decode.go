@@ -191,7 +191,8 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
 }
 
-// allowed runs an add through the guard, refusing (and counting) it there.
+// allowed runs an add through the guard, refusing (and counting) it there;
+// root names the list (the set, when the worker checks again: self.go).
 func (s *shared) allowed(root string, p netip.Prefix) bool {
 	err := s.opts.Guard.Check(p)
 	if err == nil {

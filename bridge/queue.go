@@ -154,10 +154,10 @@ func (a *applier) applyBatch(ctx context.Context, batch []item) {
 	}
 	last := batch[len(batch)-1]
 	if last.lift != nil {
-		a.lift(ctx, *last.lift)
+		a.lift(ctx, *last.lift, false)
 	}
-	if last.own != nil {
-		a.liftOwn(ctx, last.own)
+	for _, p := range last.own {
+		a.lift(ctx, p, true)
 	}
 	if last.sync != nil {
 		a.reconcile(ctx, last.sync)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -68,10 +67,14 @@ func New(allow []netip.Prefix, widest4, widest6 int) *Guard {
 func (g *Guard) SetDynamic(addrs []netip.Prefix) {
 	g.mu.Lock()
 	var added []netip.Prefix
+next:
 	for _, a := range addrs {
-		if !slices.Contains(g.dynamic, a) {
-			added = append(added, a)
+		for _, b := range g.dynamic { // a few addresses: a loop, not a map
+			if a == b {
+				continue next
+			}
 		}
+		added = append(added, a)
 	}
 	g.dynamic = addrs
 	hook := g.onNew
@@ -98,18 +101,16 @@ func (g *Guard) Gen() uint64 {
 
 // OnNew sets the function told of every address the dynamic allowlist
 // gains (nil: nobody), so that the bans applied before it came can be
-// lifted. It runs on the goroutine that called SetDynamic.
+// lifted: at once of those it holds (if any), then on the goroutine that
+// calls SetDynamic.
 func (g *Guard) OnNew(f func(added []netip.Prefix)) {
 	g.mu.Lock()
 	g.onNew = f
+	now := g.dynamic
 	g.mu.Unlock()
-}
-
-// Dynamic returns the dynamic allowlist as it is.
-func (g *Guard) Dynamic() []netip.Prefix {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	return slices.Clone(g.dynamic)
+	if f != nil && len(now) > 0 {
+		f(now)
+	}
 }
 
 // SetShared replaces the fleet's shared allowlist: the entries an admin

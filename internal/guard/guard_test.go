@@ -198,3 +198,16 @@ func TestNewDynamicAddress(t *testing.T) {
 		t.Error("a prefix over the new address passes")
 	}
 }
+
+// TestNewDynamicLateHook: a hook set late hears at once of the addresses
+// held already (they came while nobody listened).
+func TestNewDynamicLateHook(t *testing.T) {
+	g := New(nil, 0, 0)
+	a := netip.MustParsePrefix("192.0.2.1/32")
+	g.SetDynamic([]netip.Prefix{a})
+	var heard []netip.Prefix
+	g.OnNew(func(added []netip.Prefix) { heard = append(heard, added...) })
+	if !slices.Equal(heard, []netip.Prefix{a}) {
+		t.Errorf("a late hook heard %v, want [%v]", heard, a)
+	}
+}
