@@ -317,10 +317,15 @@ func (k *Keeper) manifest(i int, payload []byte) {
 		k.readChunks(i, onManifest, "", payload)
 		return
 	}
-	if k.echoLocked(wire.ManifestTopic(l.root), payload) {
+	if k.echoLocked(wire.ManifestTopic(l.root), payload) { // our own coming back
 		l.ch.manBack = min(l.ch.manBack+1, l.ch.manSent)
+		var out []retain
+		if len(k.revived) > 0 {
+			out = k.fixRevivedLocked(l)
+		}
 		k.mu.Unlock()
-		return // our own coming back
+		_ = k.publish(out)
+		return
 	}
 	var out []retain
 	m, err := wire.DecodeManifest(payload)

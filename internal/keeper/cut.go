@@ -319,7 +319,7 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 	if k.revived == nil {
 		k.revived = map[string]revived{}
 	}
-	k.revived[topic] = revived{at: e.at}
+	k.revived[topic] = revived{at: e.at, list: e.list}
 	// Not sentLocked: no decision of the keeper's on the ban's events,
 	// which would make it doubt another keeper's next one (recentLocked).
 	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
@@ -335,23 +335,45 @@ type revived struct {
 	at   int64
 	seen bool   // a message of the topic came before the copy came back
 	last []byte // the last of them: what the broker held under the copy
+	list uint8
+	// witness: the copy came back after seen, and the keeper published
+	// the manifest again (chunkSet.manSent) before it puts last back.
+	witness uint32
 }
 
 // revivedLocked takes a live state message of topic. When it is the copy
 // cleanedLocked published, come back after other messages of the topic,
 // the broker held the last of those before the copy landed: the keeper
-// publishes it again (again true), and the copy is not taken.
+// publishes it again (again true), and the copy is not taken. Not at once:
+// a keeper far behind its broker reads the copy back long after it
+// landed, and the broker may hold a client's later state by then, which
+// that would clobber (TestTwoKeepersClients). The keeper publishes the
+// manifest again first; a message of the topic that comes before its echo
+// came after the copy, and the copy is gone from the broker: nothing to
+// put back. With the echo, the keeper is caught up (fixRevivedLocked).
 func (k *Keeper) revivedLocked(topic string, p parsed) (out []retain, again bool) {
 	r, ok := k.revived[topic]
 	if !ok {
 		return nil, false
 	}
-	if !p.del && p.state.At.UnixMilli() == r.at { // the copy, back
+	if r.witness != 0 { // a later message: the copy is gone
 		delete(k.revived, topic)
-		if r.seen {
+		return nil, false
+	}
+	if !p.del && p.state.At.UnixMilli() == r.at { // the copy, back
+		if !r.seen {
+			delete(k.revived, topic)
+			return nil, false
+		}
+		l := k.lists[r.list]
+		if l.ch.manBytes == nil { // no manifest to wait for
+			delete(k.revived, topic)
 			return []retain{{topic, r.last}}, true
 		}
-		return nil, false
+		out = append(out, k.sentManLocked(l))
+		r.witness = l.ch.manSent
+		k.revived[topic] = r
+		return out, true
 	}
 	r.seen, r.last = true, nil
 	if !p.del {
@@ -359,6 +381,20 @@ func (k *Keeper) revivedLocked(topic string, p parsed) (out []retain, again bool
 	}
 	k.revived[topic] = r
 	return nil, false
+}
+
+// fixRevivedLocked puts back, once the manifest published after their
+// copy came back has come back too, what the broker held under the
+// copies of list l that no later message replaced (see revivedLocked).
+func (k *Keeper) fixRevivedLocked(l *list) []retain {
+	var out []retain
+	for topic, r := range k.revived {
+		if r.witness != 0 && k.lists[r.list] == l && r.witness <= l.ch.manBack {
+			delete(k.revived, topic)
+			out = append(out, retain{topic, r.last})
+		}
+	}
+	return out
 }
 
 // maintain cuts the lists due for a cut and rewrites the chunks due for a

@@ -211,9 +211,12 @@ func TestTwoKeepersRandom(t *testing.T) {
 
 // TestTwoKeepersClients: the same with `vallum ban` and `vallum unban`
 // (each the state, then the event): the list ends as the last command of
-// each address says.
+// each address says. 1,000 seeds (4 s): which keeper cuts is drawn at
+// random at each run, and before the keeper told its cleanups' echoes
+// from clients' unbans (cleanBackLocked) 28 of 12,000 runs failed, seeds
+// under 100 among them.
 func TestTwoKeepersClients(t *testing.T) {
-	for seed := range uint64(100) {
+	for seed := range uint64(1000) {
 		randomRun(t, seed, true)
 	}
 }
