@@ -345,3 +345,46 @@ func TestClientUnbanNearOwnState(t *testing.T) {
 		t.Error("a ban after the unban did not ban")
 	}
 }
+
+// TestCleanupEchoOrUnban: a keeper cuts and deletes the per-ban state its
+// chunk now holds, and its messages reach the broker after `vallum ban`,
+// `vallum unban` and `vallum ban` of that address: its deletion clobbers
+// the last ban. The keeper reads the unban's deletion before its own comes back:
+// an unban, not the cleanup's echo, and the echo that comes after the
+// ban is the cleanup's, which puts the ban back. (Taken for the echo, the
+// unban made the keeper take the real echo for an unban: the list lost
+// the ban.)
+func TestCleanupEchoOrUnban(t *testing.T) {
+	clk := newClock()
+	b := newNetBroker(t, 1, clk)
+	const client, topic, addr = 1, "blacklist/ban/192.0.2.1", "192.0.2.1"
+	b.client(topic, stampNow)
+	b.client("blacklist/add", addr)
+	b.settle()
+	clk.add(DefaultCutEvery)
+	b.ks[0].maintain() // a cut, and the deletion of the per-ban state: on their way
+	if len(b.out[0]) == 0 {
+		t.Fatal("the keeper did not cut")
+	}
+	for _, st := range []string{stampNow, "", stampNow} { // vallum ban, unban, ban
+		b.client(topic, st)
+		b.client("blacklist/"+map[bool]string{true: "add", false: "del"}[st != ""], addr)
+	}
+	for len(b.out[client]) > 0 {
+		clk.add(time.Millisecond)
+		b.arrive(client) // at the broker before the keeper's
+	}
+	b.settle()
+	for range 3 {
+		clk.add(rewriteEvery)
+		b.ks[0].maintain()
+		b.settle()
+	}
+	want := []string{addr + "/32"}
+	if got := b.banned(); !slices.Equal(got, want) {
+		t.Errorf("broker holds %v, want %v", got, want)
+	}
+	if got := view(b.ks[0]); !slices.Equal(got, want) {
+		t.Errorf("keeper holds %v, want %v", got, want)
+	}
+}
