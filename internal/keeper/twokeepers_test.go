@@ -388,3 +388,60 @@ func TestCleanupEchoOrUnban(t *testing.T) {
 		t.Errorf("keeper holds %v, want %v", got, want)
 	}
 }
+
+// TestRevivedCopyLate: the keeper's cleanup after a cut clobbers a ban
+// that reached the broker just before it; the keeper publishes that ban
+// again (cleanedLocked), an unban lands under the copy, and a new ban
+// lands over it before the keeper reads the copy back. The keeper does
+// not put the unban back over the new ban: the list ends banned, as the
+// last command says.
+func TestRevivedCopyLate(t *testing.T) {
+	clk := newClock()
+	b := newNetBroker(t, 1, clk)
+	const client, topic, addr = 1, "blacklist/ban/192.0.2.1", "192.0.2.1"
+	send := func(ban bool) { // vallum ban or unban, at the broker now
+		st, kind := "", "del"
+		if ban {
+			st, kind = stampNow, "add"
+		}
+		b.client(topic, st)
+		b.client("blacklist/"+kind, addr)
+		for len(b.out[client]) > 0 {
+			clk.add(time.Millisecond)
+			b.arrive(client)
+		}
+	}
+	keeperOut := func() {
+		for len(b.out[0]) > 0 {
+			b.arrive(0)
+		}
+	}
+	send(true)
+	b.settle()
+	clk.add(DefaultCutEvery)
+	b.ks[0].maintain() // a cut, and the deletion of the per-ban state: on their way
+	send(true)         // clobbered by the deletion
+	keeperOut()
+	for len(b.in[0]) > 0 {
+		b.deliver(0) // the keeper publishes the clobbered ban again
+	}
+	if len(b.out[0]) == 0 {
+		t.Fatal("the keeper did not publish the clobbered ban again")
+	}
+	send(false) // under the copy
+	keeperOut()
+	send(true) // over it, before the keeper reads it back
+	b.settle()
+	for range 3 {
+		clk.add(rewriteEvery)
+		b.ks[0].maintain()
+		b.settle()
+	}
+	want := []string{addr + "/32"}
+	if got := b.banned(); !slices.Equal(got, want) {
+		t.Errorf("broker holds %v, want %v", got, want)
+	}
+	if got := view(b.ks[0]); !slices.Equal(got, want) {
+		t.Errorf("keeper holds %v, want %v", got, want)
+	}
+}
