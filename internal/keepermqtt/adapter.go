@@ -24,8 +24,6 @@ type Adapter struct {
 
 	in     queue          // messages and connections, for the worker
 	lastIn atomic.Int64   // Unix nanoseconds of the last message received
-	owed   atomic.Int64   // acknowledgements queued for the acker, not sent yet
-	acked  atomic.Int64   // Unix nanoseconds of the last acknowledgement sent
 	acks   chan pending   // publishes and acknowledgements, in order
 	fatal  chan error     // what retrying cannot fix, found off the worker
 	done   chan struct{}  // closed when Run has stopped the keepers

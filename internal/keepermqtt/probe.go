@@ -20,16 +20,13 @@ import (
 // pauses (probeIdle; at least every probeEvery while it is quiet), it
 // publishes a probe to its marker topic. A broker sends one client's
 // messages in order, so the probe comes back after whatever the broker
-// holds for the keeper. If the keeper owes the broker no acknowledgement
-// (none held for a cut, none waiting for a publish: the broker's window is
-// open) and neither the probe nor anything else came for probeWait (or the
-// sync timeout, if shorter), the adapter drops the connection; the broker
-// sends what it held again on the next one, from the persistent session
-// (mosquitto with its window counted afresh).
+// holds for the keeper; if neither it nor anything else comes within the
+// sync timeout, the adapter drops the connection, and the broker sends
+// what it held again on the next one, from the persistent session (for
+// mosquitto, with its window counted afresh).
 const (
 	probeIdle  = 2 * time.Second
 	probeEvery = time.Minute
-	probeWait  = 5 * time.Second
 )
 
 // probe is a probe on its way; nonce tells it from a read's marker.
@@ -47,13 +44,15 @@ func (w *worker) checkFlow() {
 	}
 	now, last := time.Now(), time.Unix(0, w.a.lastIn.Load())
 	if w.probe != nil {
-		if w.stalled(now, last) {
-			w.a.log.Error("the broker stopped sending to the keeper: nothing received, not even its own probe, though every message is acknowledged; reconnecting",
-				"broker", w.a.brokerName(), "after", min(probeWait, w.a.o.SyncTimeout),
-				"hint", "mosquitto before 2.0.13 loses count of its in-flight messages: upgrade it")
-			w.probe = nil
-			w.a.brokers.Drop(w.a.current())
+		if now.Sub(last) < w.a.o.SyncTimeout || now.Sub(w.probe.sent) < w.a.o.SyncTimeout {
+			return
 		}
+		c := w.a.current()
+		w.a.log.Error("the broker stopped sending to the keeper: nothing received within the sync timeout, not even its own probe; reconnecting",
+			"broker", w.a.brokerName(), "timeout", w.a.o.SyncTimeout,
+			"hint", "mosquitto before 2.0.13 loses count of its in-flight messages: upgrade it")
+		w.probe = nil
+		w.a.brokers.Drop(c)
 		return
 	}
 	if now.Sub(last) < probeIdle {
@@ -66,19 +65,6 @@ func (w *worker) checkFlow() {
 	rand.Read(nonce)
 	w.probe, w.probed = &probe{nonce: "probe " + hex.EncodeToString(nonce), sent: now}, now
 	w.a.cl.Publish(w.marker, 1, false, w.probe.nonce) // paho keeps it across a reconnection
-}
-
-// stalled reports whether the probe on its way is overdue: the broker's
-// window is open (the keeper owes it no acknowledgement) and it sent
-// nothing for probeWait since the probe, the last message or the last
-// acknowledgement.
-func (w *worker) stalled(now, last time.Time) bool {
-	if len(w.unacked) > 0 || w.a.owed.Load() > 0 {
-		return false
-	}
-	wait := min(probeWait, w.a.o.SyncTimeout)
-	acked := time.Unix(0, w.a.acked.Load())
-	return now.Sub(last) >= wait && now.Sub(w.probe.sent) >= wait && now.Sub(acked) >= wait
 }
 
 // answer notes a marker that came back: the probe's answer, if it is.

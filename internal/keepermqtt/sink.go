@@ -48,7 +48,6 @@ func (a *Adapter) Retain(topic string, payload []byte) error {
 // publish made so far, the keeper's answers to that message among them: a
 // keeper killed before that gets the message again.
 func (a *Adapter) ackAfter(ack func()) {
-	a.owed.Add(1)
 	select {
 	case a.acks <- pending{ack: ack}:
 	case <-a.done:
@@ -81,8 +80,6 @@ func (a *Adapter) acker(ctx context.Context) {
 		}
 		if p.ack != nil {
 			p.ack()
-			a.acked.Store(time.Now().UnixNano())
-			a.owed.Add(-1)
 		}
 	}
 }
@@ -98,7 +95,6 @@ func (a *Adapter) finish(stopAcks context.CancelFunc) {
 	limit := time.NewTimer(finishWithin)
 	defer limit.Stop()
 	all := make(chan struct{})
-	a.owed.Add(1) // as ackAfter counts
 	select {
 	case a.acks <- pending{ack: func() { close(all) }}: // after everything queued
 		select {
