@@ -32,11 +32,6 @@ type worker struct {
 	unacked             []func()
 	firstHeld, lastHeld time.Time
 	flushCost           time.Duration // the last Flush's
-
-	// probe: the check that the broker still sends (probe.go); probed,
-	// answered: when the last was sent, and when one last came back.
-	probe            *probe
-	probed, answered time.Time
 }
 
 // read is one read of the retained messages, ended by the marker that
@@ -79,7 +74,6 @@ func (w *worker) run(ctx context.Context) error {
 			return err
 		case <-tick.C:
 			w.checkStall()
-			w.checkFlow()
 		case <-flush.C:
 			w.flush()
 		case <-w.a.in.ready:
@@ -104,7 +98,6 @@ func (w *worker) handle(e event) error {
 	switch {
 	case m.Topic() == w.marker:
 		m.Ack()
-		w.answer(m.Payload())
 		if w.rd != nil && string(m.Payload()) == w.rd.nonce {
 			w.begun = true
 			return w.settle()
@@ -166,7 +159,6 @@ func (w *worker) supersede(topic string) {
 // that has read the lists already: then its subscriptions are there and
 // the events of the gap come from the session.
 func (w *worker) connected(c *sessConn) {
-	w.probe = nil // the new connection is checked afresh
 	if w.settled && c.sessionPresent() {
 		return
 	}
