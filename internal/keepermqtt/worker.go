@@ -84,7 +84,8 @@ func (w *worker) run(ctx context.Context) error {
 			}
 		}
 		if len(w.unacked) > 0 {
-			flush.Reset(max(0, time.Until(w.flushDue())))
+			now := time.Now()
+			flush.Reset(max(0, w.flushDue(now).Sub(now)))
 		}
 	}
 }
@@ -284,10 +285,14 @@ func (w *worker) ackLive(ack func()) {
 	}
 }
 
-// flushDue is when the held acknowledgements are to be sent.
-func (w *worker) flushDue() time.Time {
+// flushDue is when the held acknowledgements are to be sent, seen at now:
+// now itself once the broker's window may be full. One reading of the
+// clock for both sides of the comparison: with a second one, a flush at
+// the window took itself for a stale timer, always, and the keeper held
+// the window's acknowledgements for good, the broker sending nothing more.
+func (w *worker) flushDue(now time.Time) time.Time {
 	if len(w.unacked) >= maxUnacked {
-		return time.Now()
+		return now
 	}
 	due := w.lastHeld.Add(max(flushQuiet, w.flushCost))
 	if last := w.firstHeld.Add(max(flushWait, flushRest*w.flushCost)); last.Before(due) {
@@ -302,10 +307,10 @@ func (w *worker) flush() {
 	if len(w.unacked) == 0 {
 		return
 	}
-	if time.Now().Before(w.flushDue()) {
+	began := time.Now()
+	if began.Before(w.flushDue(began)) {
 		return // a stale timer; the loop arms it again
 	}
-	began := time.Now()
 	w.k.Flush()
 	w.flushCost = time.Since(began)
 	if w.k.Unflushed() { // not cut (the list's chunks changed meanwhile): later
