@@ -1,12 +1,13 @@
 #!/bin/sh
-# Trimmed copies of four dependencies, for the router builds: writes them
+# Trimmed copies of six dependencies, for the router builds: writes them
 # and a go.mod whose replace lines point at them into DIR, and prints that
 # go.mod's path for `go build -modfile`:
 #
 #   go build -modfile="$(contrib/trim-modules.sh DIR)" ...
 #
 # What goes is code that vallum's binary links but never runs, which the
-# linker cannot tell (344 KB on mips; contrib/build-static.sh):
+# linker cannot tell (344 KB on mips; contrib/build-static.sh), and the
+# regexp package (266 KB on mips, below):
 #
 # - mochi-mqtt's packets/tpackets.go, the sample packets of mochi's own
 #   tests: a package variable, so every start built its 179 cases (106 KB,
@@ -25,6 +26,8 @@
 #   string-kinded type alike.
 # - cobra's text/template, run only for a template the program sets, which
 #   vallum does not (61 KB): there the trimmed copy returns an error.
+# - regexp: yaml's, cast's and cobra's expressions written out as
+#   functions that match alike, gotenv's compiled on first use.
 #
 # Each cut is checked first; a module version that uses the code
 # differently stops the build here instead of building something else.
@@ -136,11 +139,237 @@ sed -i -e '/^	"text\/template"$/d' \
 ! grep -q 'template\.' "$dir/cobra/cobra.go" || die "cobra's cobra.go still uses text/template"
 ! grep -rq --include='*.go' 'text/template' "$dir/cobra" || die "cobra uses text/template elsewhere now"
 
+
+# The router builds link no regexp package once these four regular
+# expressions are functions: yaml's two floats, cast's decimal and
+# cobra's environment variable name (vallum's check-config wrote its own
+# out), and gotenv compiles its own on first use. 266 KB on mips (armv7
+# 246 KB, arm64 197 KB): regexp, its parser and the Unicode tables only
+# it reads (155 KB of symbols), with their metadata. Each function
+# matches what its expression matches: contrib's
+# TestTrimmedRegexpsMatchAlike compares them on every short string.
+# unregexp FILE LINE DECL: LINE, the expression as in the version cut,
+# becomes DECL; FILE then imports no regexp.
+unregexp() {
+	grep -qxF "$2" "$1" || die "$1 changed: no $2"
+	[ "$(grep -c 'regexp\.' "$1")" = 1 ] || die "$1 uses regexp elsewhere now"
+	OLD=$2 NEW=$3 awk '$0 == ENVIRON["OLD"] { print ENVIRON["NEW"]; next }
+		$0 != "\t\"regexp\"" { print }' "$1" >"$1.new"
+	mv "$1.new" "$1"
+}
+# noregexp MODULE_DIR: the copy has no regexp left.
+noregexp() {
+	! grep -rq --include='*.go' '"regexp"' "$1" || die "$1 uses regexp elsewhere now"
+}
+
+copy go.yaml.in/yaml/v3 yaml
+unregexp "$dir/yaml/encode.go" 'var base60float = regexp.MustCompile(`^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`)' \
+	'var base60float = matchFunc(matchBase60Float)'
+unregexp "$dir/yaml/resolve.go" 'var yamlStyleFloat = regexp.MustCompile(`^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`)' \
+	'var yamlStyleFloat = matchFunc(matchYAMLFloat)'
+noregexp "$dir/yaml"
+cat >"$dir/yaml/vallum_match.go" <<'EOF'
+// Added by vallum's contrib/trim-modules.sh: two regular expressions
+// written out, so that no regexp package is linked.
+
+package yaml
+
+type matchFunc func(string) bool
+
+func (f matchFunc) MatchString(s string) bool { return f(s) }
+
+// digitsFrom returns the index after the run of digits (and of
+// underscores, if under) that starts at i.
+func digitsFrom(s string, i int, under bool) int {
+	for i < len(s) && ('0' <= s[i] && s[i] <= '9' || under && s[i] == '_') {
+		i++
+	}
+	return i
+}
+
+func signFrom(s string, i int) int {
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		return i + 1
+	}
+	return i
+}
+
+// ^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$
+func matchYAMLFloat(s string) bool {
+	i := signFrom(s, 0)
+	if d := digitsFrom(s, i, false); d > i {
+		i = d
+		if i < len(s) && s[i] == '.' {
+			i = digitsFrom(s, i+1, false)
+		}
+	} else {
+		if i >= len(s) || s[i] != '.' {
+			return false
+		}
+		if d = digitsFrom(s, i+1, false); d == i+1 {
+			return false
+		}
+		i = d
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i = signFrom(s, i+1)
+		d := digitsFrom(s, i, false)
+		if d == i {
+			return false
+		}
+		i = d
+	}
+	return i == len(s)
+}
+
+// ^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$
+func matchBase60Float(s string) bool {
+	i := signFrom(s, 0)
+	if i >= len(s) || s[i] < '0' || s[i] > '9' {
+		return false
+	}
+	i = digitsFrom(s, i+1, true)
+	groups := 0
+	for i < len(s) && s[i] == ':' {
+		d := digitsFrom(s, i+1, false)
+		if d != i+2 && (d != i+3 || s[i+1] > '5') {
+			return false
+		}
+		i = d
+		groups++
+	}
+	if groups == 0 {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i = digitsFrom(s, i+1, true)
+	}
+	return i == len(s)
+}
+EOF
+
+# cast's decimal, ^([-+]?\d*)(\.\d*)?$ (\d: ASCII digits).
+unregexp "$dir/cast/number.go" 'var stringNumberRe = regexp.MustCompile(`^([-+]?\d*)(\.\d*)?$`)' \
+	'var stringNumberRe numberRe'
+noregexp "$dir/cast"
+cat >"$dir/cast/vallum_match.go" <<'EOF'
+// Added by vallum's contrib/trim-modules.sh: a regular expression written
+// out, so that no regexp package is linked.
+
+package cast
+
+type numberRe struct{}
+
+// FindStringSubmatch as regexp's for ^([-+]?\d*)(\.\d*)?$.
+func (numberRe) FindStringSubmatch(s string) []string {
+	i := 0
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		i++
+	}
+	j := i
+	if j < len(s) && s[j] == '.' {
+		j++
+		for j < len(s) && '0' <= s[j] && s[j] <= '9' {
+			j++
+		}
+	}
+	if j != len(s) {
+		return nil
+	}
+	return []string{s, s[:i], s[i:]}
+}
+EOF
+
+# cobra's environment variable name, [^A-Z0-9_] replaced (per rune, as
+# regexp: an invalid byte is one U+FFFD) by "_", which has no $ to expand.
+grep -qxF '	v = configEnvVarPrefixSubstRegexp.ReplaceAllString(v, "_")' "$dir/cobra/completions.go" ||
+	die "cobra's configEnvVar changed"
+unregexp "$dir/cobra/completions.go" 'var configEnvVarPrefixSubstRegexp = regexp.MustCompile(`[^A-Z0-9_]`)' \
+	'var configEnvVarPrefixSubstRegexp envVarRe'
+noregexp "$dir/cobra"
+cat >"$dir/cobra/vallum_match.go" <<'EOF'
+// Added by vallum's contrib/trim-modules.sh: a regular expression written
+// out, so that no regexp package is linked.
+
+package cobra
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+type envVarRe struct{}
+
+// ReplaceAllString as regexp's for [^A-Z0-9_]: each other rune becomes repl.
+func (envVarRe) ReplaceAllString(s, repl string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		_, n := utf8.DecodeRuneInString(s[i:])
+		b.WriteString(repl)
+		i += n
+	}
+	return b.String()
+}
+EOF
+
+# gotenv (viper's dotenv codec, which vallum never asks for: it hands
+# viper a map) compiles its four expressions when the program starts,
+# which links regexp although nothing parses a dotenv file: the copy
+# compiles them on first use instead, as before.
+copy github.com/subosito/gotenv gotenv
+[ "$(cksum <"$dir/gotenv/gotenv.go")" = "146441440 10322" ] || die "gotenv's gotenv.go changed"
+sed -i -e '/^var ($/{N;/\n	lineRgx     = regexp\.MustCompile(linePattern)$/{N;N;N;d;};}' \
+	-e '/^	"regexp"$/d' \
+	-e '/^var varNameRgx = regexp\.MustCompile(`(\\\$)(\\{?(\[A-Z0-9_\]+)\\}?)`)$/d' \
+	-e 's/\(lineRgx\|unescapeRgx\|varRgx\|varNameRgx\)\./\1()./g' "$dir/gotenv/gotenv.go"
+! grep -q 'regexp' "$dir/gotenv/gotenv.go" || die "gotenv's expressions not cut"
+cat >"$dir/gotenv/vallum_lazy.go" <<'EOF'
+// Added by vallum's contrib/trim-modules.sh: the expressions compiled on
+// first use, not at start, so that a program that parses no dotenv file
+// links no regexp package.
+
+package gotenv
+
+import (
+	"regexp"
+	"sync"
+)
+
+var (
+	rgxOnce                                     sync.Once
+	lineRe, unescapeRe, varRe, varNameRe        *regexp.Regexp
+)
+
+func compileRgx() {
+	lineRe = regexp.MustCompile(linePattern)
+	unescapeRe = regexp.MustCompile(`\\([^$])`)
+	varRe = regexp.MustCompile(variablePattern)
+	varNameRe = regexp.MustCompile(`(\$)(\{?([A-Z0-9_]+)\}?)`)
+}
+
+func lineRgx() *regexp.Regexp     { rgxOnce.Do(compileRgx); return lineRe }
+func unescapeRgx() *regexp.Regexp { rgxOnce.Do(compileRgx); return unescapeRe }
+func varRgx() *regexp.Regexp      { rgxOnce.Do(compileRgx); return varRe }
+func varNameRgx() *regexp.Regexp  { rgxOnce.Do(compileRgx); return varNameRe }
+EOF
+gofmt -w "$dir/gotenv/vallum_lazy.go"
+
 cp go.mod "$dir/go.mod"
 cp go.sum "$dir/go.sum"
 go mod edit -modfile="$dir/go.mod" \
 	-replace github.com/mochi-mqtt/server/v2="$dir/mochi" \
 	-replace github.com/gorilla/websocket="$dir/websocket" \
 	-replace github.com/spf13/cast="$dir/cast" \
-	-replace github.com/spf13/cobra="$dir/cobra"
+	-replace github.com/spf13/cobra="$dir/cobra" \
+	-replace go.yaml.in/yaml/v3="$dir/yaml" \
+	-replace github.com/subosito/gotenv="$dir/gotenv"
 echo "$dir/go.mod"
