@@ -27,7 +27,8 @@
 # - cobra's text/template, run only for a template the program sets, which
 #   vallum does not (61 KB): there the trimmed copy returns an error.
 # - regexp: yaml's, cast's and cobra's expressions written out as
-#   functions that match alike, gotenv's compiled on first use.
+#   functions that match alike; viper's TOML and dotenv codecs (gotenv,
+#   whose expressions were compiled at start).
 #
 # Each cut is checked first; a module version that uses the code
 # differently stops the build here instead of building something else.
@@ -143,7 +144,7 @@ sed -i -e '/^	"text\/template"$/d' \
 # The router builds link no regexp package once these four regular
 # expressions are functions: yaml's two floats, cast's decimal and
 # cobra's environment variable name (vallum's check-config wrote its own
-# out), and gotenv compiles its own on first use. 266 KB on mips (armv7
+# out), and viper no longer starts gotenv (below). 266 KB on mips (armv7
 # 246 KB, arm64 197 KB): regexp, its parser and the Unicode tables only
 # it reads (155 KB of symbols), with their metadata. Each function
 # matches what its expression matches: contrib's
@@ -321,47 +322,22 @@ func (envVarRe) ReplaceAllString(s, repl string) string {
 }
 EOF
 
-# gotenv (viper's dotenv codec, which vallum never asks for: it hands
-# viper a map) compiles its four expressions when the program starts,
-# which links regexp although nothing parses a dotenv file: the copy
-# compiles them on first use instead, as before.
-copy github.com/subosito/gotenv gotenv
-[ "$(cksum <"$dir/gotenv/gotenv.go")" = "146441440 10322" ] || die "gotenv's gotenv.go changed"
-sed -i -e '/^var ($/{N;/\n	lineRgx     = regexp\.MustCompile(linePattern)$/{N;N;N;d;};}' \
-	-e '/^	"regexp"$/d' \
-	-e '/^var varNameRgx = regexp\.MustCompile(`(\\\$)(\\{?(\[A-Z0-9_\]+)\\}?)`)$/d' \
-	-e 's/\(lineRgx\|unescapeRgx\|varRgx\|varNameRgx\)\./\1()./g' "$dir/gotenv/gotenv.go"
-! grep -q 'regexp' "$dir/gotenv/gotenv.go" || die "gotenv's expressions not cut"
-cat >"$dir/gotenv/vallum_lazy.go" <<'EOF'
-// Added by vallum's contrib/trim-modules.sh: the expressions compiled on
-// first use, not at start, so that a program that parses no dotenv file
-// links no regexp package.
-
-package gotenv
-
-import (
-	"regexp"
-	"sync"
-)
-
-var (
-	rgxOnce                                     sync.Once
-	lineRe, unescapeRe, varRe, varNameRe        *regexp.Regexp
-)
-
-func compileRgx() {
-	lineRe = regexp.MustCompile(linePattern)
-	unescapeRe = regexp.MustCompile(`\\([^$])`)
-	varRe = regexp.MustCompile(variablePattern)
-	varNameRe = regexp.MustCompile(`(\$)(\{?([A-Z0-9_]+)\}?)`)
-}
-
-func lineRgx() *regexp.Regexp     { rgxOnce.Do(compileRgx); return lineRe }
-func unescapeRgx() *regexp.Regexp { rgxOnce.Do(compileRgx); return unescapeRe }
-func varRgx() *regexp.Regexp      { rgxOnce.Do(compileRgx); return varRe }
-func varNameRgx() *regexp.Regexp  { rgxOnce.Do(compileRgx); return varNameRe }
-EOF
-gofmt -w "$dir/gotenv/vallum_lazy.go"
+# viper's TOML and dotenv codecs, which it reads and writes config files
+# with: vallum decodes its YAML file itself and hands viper a map, so the
+# linker drops them but keeps what go-toml, gotenv and golang.org/x/text
+# run at start: gotenv compiles four regular expressions there, which
+# links regexp (above), and the rest is 12 KB on mips. The trimmed copy
+# knows YAML and JSON files only.
+if grep -rn --include='*.go' --exclude='*_test.go' \
+	'\.\(ReadInConfig\|ReadConfig\|MergeInConfig\|MergeConfig\|WriteConfig\w*\|SafeWriteConfig\w*\|SetConfigType\|SetConfigFile\|WatchConfig\)(' \
+	cmd internal bridge broker; then
+	die "vallum has viper read or write a config file (above)"
+fi
+copy github.com/spf13/viper viper
+[ "$(cksum <"$dir/viper/encoding.go")" = "1712147826 4015" ] || die "viper's encoding.go changed"
+sed -i -e '/^	case "toml":$/,/^		return &dotenv\.Codec{}, true$/d' \
+	-e '/^	"github\.com\/spf13\/viper\/internal\/encoding\/\(dotenv\|toml\)"$/d' "$dir/viper/encoding.go"
+! grep -rq --include='*.go' 'internal/encoding/\(dotenv\|toml\)"' "$dir/viper" || die "viper uses its TOML or dotenv codec elsewhere now"
 
 cp go.mod "$dir/go.mod"
 cp go.sum "$dir/go.sum"
@@ -371,5 +347,5 @@ go mod edit -modfile="$dir/go.mod" \
 	-replace github.com/spf13/cast="$dir/cast" \
 	-replace github.com/spf13/cobra="$dir/cobra" \
 	-replace go.yaml.in/yaml/v3="$dir/yaml" \
-	-replace github.com/subosito/gotenv="$dir/gotenv"
+	-replace github.com/spf13/viper="$dir/viper"
 echo "$dir/go.mod"

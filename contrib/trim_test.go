@@ -9,7 +9,7 @@ import (
 )
 
 // TestTrimmedModulesSameCLI: the router builds link trimmed copies of
-// mochi, gorilla/websocket, cast, cobra, yaml and gotenv (trim-modules.sh). Built with
+// mochi, gorilla/websocket, cast, cobra, yaml and viper (trim-modules.sh). Built with
 // them, vallum prints the same help, completion scripts and errors as the
 // Dockerfile's build without them: cobra's templates and cast's
 // html/template cases are not what vallum runs. (The broker's side of the
@@ -47,11 +47,10 @@ func TestTrimmedModulesSameCLI(t *testing.T) {
 }
 
 // TestTrimmedRegexpsMatchAlike: trim-modules.sh writes out yaml's, cast's
-// and cobra's regular expressions as functions and has gotenv compile its
-// own on first use, so that the router builds link no regexp. Inside each
-// trimmed copy, a test compares each function with its expression on
-// every string of up to 5 or 6 bytes from an alphabet of every class the
-// expression tells apart; and gotenv still parses a dotenv file.
+// and cobra's regular expressions as functions, so that the router builds
+// link no regexp. Inside each trimmed copy, a test compares each function
+// with its expression on every string of up to 5 or 6 bytes from an
+// alphabet of every class the expression tells apart.
 func TestTrimmedRegexpsMatchAlike(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the trimmed modules")
@@ -152,29 +151,6 @@ func TestVallumEnvVar(t *testing.T) {
 	}
 }
 ` + walkFunc,
-	"gotenv": `package gotenv
-
-import (
-	"strings"
-	"testing"
-)
-
-func TestVallumParse(t *testing.T) {
-	env, err := StrictParse(strings.NewReader("A=1\nexport B=\"x\\ny\"\nC=${A}2\n# c\nD='$A'\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Env{"A": "1", "B": "x\ny", "C": "12", "D": "$A"}
-	if len(env) != len(want) {
-		t.Fatalf("parsed %q, want %q", env, want)
-	}
-	for k, v := range want {
-		if env[k] != v {
-			t.Fatalf("parsed %q, want %q", env, want)
-		}
-	}
-}
-`,
 }
 
 const walkFunc = `
