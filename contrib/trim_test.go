@@ -9,11 +9,13 @@ import (
 )
 
 // TestTrimmedModulesSameCLI: the router builds link trimmed copies of
-// mochi, gorilla/websocket, cast, cobra, yaml and viper (trim-modules.sh). Built with
-// them, vallum prints the same help, completion scripts and errors as the
-// Dockerfile's build without them: cobra's templates and cast's
-// html/template cases are not what vallum runs. (The broker's side of the
-// mochi and gorilla cuts: broker/trim_test.go.)
+// mochi, gorilla/websocket, cast, cobra, yaml and viper (trim-modules.sh).
+// Built with them, vallum prints the same help, completion scripts, errors
+// and check-config settings as the Dockerfile's build without them:
+// cobra's templates, cast's html/template cases and viper's TOML, dotenv
+// and conversion by default value are not what vallum runs, and yaml's
+// and cast's expressions written out read numbers alike. (The broker's
+// side of the mochi and gorilla cuts: broker/trim_test.go.)
 func TestTrimmedModulesSameCLI(t *testing.T) {
 	plain := buildVallum(t)
 	dir := t.TempDir()
@@ -33,10 +35,19 @@ func TestTrimmedModulesSameCLI(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build with the trimmed modules: %v\n%s", err, out)
 	}
+	// A config file whose values YAML, viper and cast convert (floats
+	// spelt many ways, hex, underscores, a decimal string for an int, a
+	// value from the environment): check-config prints what they became.
+	config := filepath.Join(dir, "vallum.yaml")
+	if err := os.WriteFile(config, []byte(trimConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VALLUM_SYNC_TIMEOUT", "2m")
 	for _, args := range [][]string{
 		{"--help"}, {"ban", "--help"}, {"help", "list"}, {"broker", "--help"}, {"check-config", "--help"},
 		{"completion", "bash"}, {"completion", "zsh"}, {"completion", "fish"}, {"completion", "powershell"},
 		{"__complete", "ban", "blacklist", ""}, {"nosuch"}, {"ban"}, {"version"},
+		{"check-config", "--config", config}, {"check-config", "--config", config, "-t", "bl", "--port", "1e2"},
 	} {
 		want, werr := exec.Command(plain, args...).CombinedOutput()
 		got, gerr := exec.Command(trimmed, args...).CombinedOutput()
@@ -45,6 +56,18 @@ func TestTrimmedModulesSameCLI(t *testing.T) {
 		}
 	}
 }
+
+const trimConfig = `host: 1e3
+port: 1883
+user: 1_000
+client_id: 0x1F
+password_file: "1:30"
+tls: true
+qos: "1.50"
+widest_v4: +8.
+broker: [tcp://a:1, .5, 190:20:30.15, -.inf, 0o17, 1.5e+3]
+topic: [blacklist, 2.50, 1:2]
+`
 
 // TestTrimmedRegexpsMatchAlike: trim-modules.sh writes out yaml's, cast's
 // and cobra's regular expressions as functions, so that the router builds
