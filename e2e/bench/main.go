@@ -10,6 +10,7 @@
 //	go run ./e2e/bench -small     # CI sizes, under a minute
 //	go run ./e2e/bench -small -compact 1000000   # CI sizes and the 1m late joins
 //	go run ./e2e/bench -only compact             # the 1m late joins alone
+//	go run ./e2e/bench -only hubjoin             # the hub's memory while hosts join, alone
 //
 // It prints a table, then as its last line one JSON object of the figures.
 package main
@@ -58,7 +59,7 @@ func parseFlags() config {
 	flag.BoolVar(&c.compactKeeper, "compact-keeper", true, "the list's real keeper cuts the compact list from events; false: the benchmark publishes chunks itself")
 	flag.BoolVar(&c.compactSettle, "compact-settle", true, "with -compact-keeper, vallum joins once the keeper is done with the million (its list still for 12 s); false: once it has cut 99 %, while it still deletes the per-ban states it folded in")
 	flag.StringVar(&c.compactOn, "compact-on", "embedded,mosquitto", "the brokers of the compact late joins, comma separated")
-	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small)")
+	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small), or hubjoin (-hub-join)")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
@@ -67,8 +68,8 @@ func parseFlags() config {
 	flag.IntVar(&c.soakRate, "soak-rate", 2000, "messages per second during the soak")
 	flag.BoolVar(&c.keep, "keep", false, "keep the log folder")
 	flag.Parse()
-	if c.only != "" && c.only != "compact" {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: the only part that runs alone is compact\n", c.only)
+	if c.only != "" && c.only != "compact" && c.only != "hubjoin" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: the parts that run alone are compact and hubjoin\n", c.only)
 		os.Exit(2)
 	}
 	if *small {
@@ -88,7 +89,9 @@ func parseFlags() config {
 		if c.only != "compact" {
 			def(&c.compact, "compact", 0)
 		}
-		def(&c.hubJoin, "hub-join", 0)
+		if c.only != "hubjoin" {
+			def(&c.hubJoin, "hub-join", 0)
+		}
 		def(&c.naive, "naive", 300)
 		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {
