@@ -415,7 +415,7 @@ func (k *Keeper) maintain() time.Time {
 }
 
 // freeAfter returns memory to the system after big transient work (free.go).
-func (k *Keeper) freeAfter(out []retain) { k.free.after(out, k.now()) }
+func (k *Keeper) freeAfter(out []retain) { k.free.after(out, k.now) }
 
 // touchedLocked reports whether anyone (a client, another keeper, this
 // one) published topic's state within statedFor.

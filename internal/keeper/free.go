@@ -13,22 +13,22 @@ import (
 // hub that took 100,000 bans stayed at 123 MB holding them as chunks,
 // instead of about 50; a hub fed 100,000 bans as events stayed at 133 MB
 // in a run whose last cut left 10,000 per-ban states, 76 MB in one that
-// left none. A return is a whole collection, so at most one every
-// freeEvery; one due meanwhile comes at the first maintain after.
+// left none. A return is a whole collection: each waits ten times as long
+// as the last took (at most a tenth of a core), and one due meanwhile
+// comes at the first maintain after.
 type freer struct {
 	mu   sync.Mutex
 	due  bool      // a big cut or cleanup since the last return
-	last time.Time // the last return
-	os   func()    // debug.FreeOSMemory; a count in tests
+	next time.Time // when the next return may come
+	os   func()    // debug.FreeOSMemory; something else in tests
 }
 
 const (
 	// freeAtDeleted: deletions in one go, or bans cut, that make the
 	// keeper return memory.
 	freeAtDeleted = 10_000
-	// freeEvery: returns at most this often. A cut of 10,000 changes
-	// to a list of a million costs seconds itself.
-	freeEvery = 10 * time.Second
+	// freePace: a return waits this many times as long as the last took.
+	freePace = 10
 )
 
 // cut notes a cut of entries bans.
@@ -42,7 +42,7 @@ func (f *freer) cut(entries int) {
 
 // after returns memory once out is published, if it deleted many
 // per-ban states, or a big cut came, and none was returned lately.
-func (f *freer) after(out []retain, now time.Time) {
+func (f *freer) after(out []retain, now func() time.Time) {
 	deleted := 0
 	for _, r := range out {
 		if len(r.payload) == 0 {
@@ -50,17 +50,17 @@ func (f *freer) after(out []retain, now time.Time) {
 		}
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.due = f.due || deleted >= freeAtDeleted
-	free := f.due && now.Sub(f.last) >= freeEvery
-	if free {
-		f.due, f.last = false, now
+	began := now()
+	if !f.due || began.Before(f.next) {
+		return
 	}
-	f.mu.Unlock()
-	switch {
-	case !free:
-	case f.os != nil:
+	if f.os != nil {
 		f.os()
-	default:
+	} else {
 		debug.FreeOSMemory()
 	}
+	end := now()
+	f.due, f.next = false, end.Add(freePace*end.Sub(began))
 }
