@@ -113,7 +113,7 @@ func settled(h *lab.Host, n int, deadline time.Time) error {
 			last, since = v, time.Now()
 		}
 		if err == nil && ok && int(v) <= bound && time.Since(since) >= stillFor {
-			fmt.Fprintf(os.Stderr, "bench: the hub retains %v messages, still for %v\n", v, stillFor)
+			fmt.Fprintf(os.Stderr, "bench: the hub retains %v messages, still for %v (%s)\n", v, stillFor, time.Now().Format("15:04:05.0"))
 			return nil
 		}
 		if time.Now().After(deadline) {
