@@ -126,11 +126,12 @@ func (d *decoder) eventOps(l List, k wire.Kind, payload []byte) []setOp {
 		d.refuse.refuse("bad_line", err.Error(), "topic", l.Root, "err", err)
 	}
 	ops := make([]setOp, 0, len(lines))
+	burst := len(lines) >= burstLines
 	for _, ln := range lines {
 		if d.recent.has(ln.Prefix) {
 			continue // its state came moments ago, and was applied: it decides
 		}
-		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: d.eventComment()}
+		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: d.eventComment(), Burst: burst}
 		if k == wire.KindDel {
 			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: wire.DefaultTimeout}
 		} else if !d.allowed(l, ln.Prefix) {

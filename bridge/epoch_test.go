@@ -340,6 +340,36 @@ func TestListWinsOverLateEvents(t *testing.T) {
 	}
 }
 
+// TestBurstWaitsForTheCut: the adds of a message of many lines (a feed's
+// import) become chunks only at the keeper's next cut, which may come a
+// minute later: a sync after eventSettle keeps them while the list does not
+// hold them yet, and still removes an ordinary event's add the list does
+// not hold. (Without it, a host that synced during a 1,000,000-line import
+// lost the bans the keeper had not cut yet: TestImportMillion.)
+func TestBurstWaitsForTheCut(t *testing.T) {
+	const settle = time.Second
+	_, url := startBroker(t, nil)
+	pub := publisher(t, url)
+	publish(t, pub, wire.RecordTopic("bl"), true, record(epoch1))
+	f := newFake()
+	r := startBridge(t, url, f, func(o *Options) { o.eventSettle = settle })
+	r.waitSynced(t, 1)
+	var feed strings.Builder
+	var want []string
+	for i := range burstLines {
+		a := fmt.Sprintf("10.0.%d.%d", i>>8, i&255)
+		feed.WriteString(a + "\n")
+		want = append(want, a)
+	}
+	publish(t, pub, "bl/add", false, feed.String())
+	publish(t, pub, "bl/add", false, "203.0.113.1")
+	wantMembers(t, f, "bl", append(want, "203.0.113.1")...)
+	applied := time.Now()
+	eventually(t, func() bool { return time.Since(applied) > settle+time.Second }, "the events to age")
+	r.resync(t)
+	wantMembers(t, f, "bl", want...)
+}
+
 // TestOfflineRedeliveryListWins: the case on an in-process mochi.
 // While the host is stopped, 20 addresses are banned and unbanned by
 // events and 20 others banned (their state published, as the keeper

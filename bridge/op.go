@@ -55,6 +55,11 @@ type Op struct {
 	// refuses the op with ErrExists: the bridge asks it for prefixes that
 	// are not its own, so that an entry a person added is never changed.
 	Keep bool
+	// Burst (an event's Add only) marks an add that came in a message of
+	// many lines (a feed's import): the list's keeper cuts such bans into
+	// its chunks only later, and a sync gives them longer (burstLag).
+	// Backends ignore it.
+	Burst bool
 }
 
 func (o Op) String() string {

@@ -40,6 +40,7 @@ type Stats struct {
 	Retained         int64
 	Refused          map[string]int64 // refusals by reason (see refuse.go)
 	ReportsHeld      []keeper.Held    // the keeper's reports held, by list and reporter
+	KeeperBans       map[string]int64 // the keeper's live bans, by list; nil: no keeper
 }
 
 // New checks o, loads the users file, opens the store and binds every
@@ -217,7 +218,15 @@ func (b *Broker) Stats() Stats {
 		Retained:         int64(b.srv.Topics.Retained.Len()),
 		Refused:          b.ref.counts(),
 		ReportsHeld:      b.keeperHeld(),
+		KeeperBans:       b.keeperBans(),
 	}
+}
+
+func (b *Broker) keeperBans() map[string]int64 {
+	if b.keeper == nil {
+		return nil
+	}
+	return b.keeper.k.Bans()
 }
 
 func (b *Broker) keeperHeld() []keeper.Held {

@@ -13,7 +13,8 @@ import (
 
 // TestHubMetricsHosts: `vallum broker --metrics` with two hosts, each in
 // its own namespace. The hub's /metrics counts both online and synced,
-// and their entries once a ban reached them; a host SIGKILLed (no
+// and their entries once a ban reached them, beside the keeper's count of
+// the list's bans (and both once one is lifted); a host SIGKILLed (no
 // goodbye: the broker publishes its will) is counted offline, as is one
 // stopped cleanly (its goodbye).
 func TestHubMetricsHosts(t *testing.T) {
@@ -38,7 +39,7 @@ func TestHubMetricsHosts(t *testing.T) {
 	hubSays(t, hub, "both edges online, synced, with the two bans", map[string]float64{
 		`vallum_hub_hosts{state="online"}`: 2, `vallum_hub_hosts{state="offline"}`: 0, "vallum_hub_hosts_out_of_sync": 0,
 		`vallum_hub_host_entries_min{list="blacklist"}`: 2, `vallum_hub_host_entries_max{list="blacklist"}`: 2,
-		"vallum_hub_hosts_untracked_total": 0,
+		"vallum_hub_hosts_untracked_total": 0, `vallum_keeper_bans{list="blacklist"}`: 2,
 	})
 	if m, err := hub.Metrics(9101); err == nil {
 		if _, ok := m["vallum_mqtt_connected"]; ok {
@@ -48,6 +49,12 @@ func TestHubMetricsHosts(t *testing.T) {
 	if code, body := get(t, hub.HTTPClient(), "http://127.0.0.1:9101/healthz"); code != 200 {
 		t.Errorf("GET /healthz of vallum broker = %d %q, want 200", code, body)
 	}
+
+	must[string](t)(e2.Exec("mosquitto_pub", "-h", hub.Addr4, "-q", "1", "-u", "reporter", "-P", "pw-of-reporter",
+		"-t", "blacklist/del", "-m", "203.0.113.61"))
+	hubSays(t, hub, "one ban lifted", map[string]float64{
+		`vallum_keeper_bans{list="blacklist"}`: 1, `vallum_hub_host_entries_max{list="blacklist"}`: 1,
+	})
 
 	edges["edge1"].Kill() // SIGKILL: no goodbye, the broker publishes the will
 	hubSays(t, hub, "edge1 killed: its will", map[string]float64{

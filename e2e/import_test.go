@@ -3,12 +3,14 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -203,9 +205,11 @@ func TestImportFeeds(t *testing.T) {
 
 // TestImportMillion: a feed of 1,000,000 addresses imported into the
 // embedded hub, and into mosquitto with a standalone keeper, reaches a
-// host online, is on the broker as the keeper's chunks alone (no per-ban
-// state), and a host that joins then has it all within the late-join
-// target (5 s). VALLUM_E2E_FULL=1 only (about a minute each).
+// host online whole, is on the broker as the keeper's chunks alone (no
+// per-ban state), and a host that joins then has it all: every address of
+// the feed and nothing else, in both hosts' sets. It logs the times (the
+// late-join target is 5 s; no timed assertion) and the keeper's cuts.
+// VALLUM_E2E_FULL=1 only (a minute or more each).
 func TestImportMillion(t *testing.T) {
 	if os.Getenv("VALLUM_E2E_FULL") != "1" {
 		t.Skip("VALLUM_E2E_FULL=1 runs it")
@@ -214,21 +218,14 @@ func TestImportMillion(t *testing.T) {
 	for _, embedded := range []bool{true, false} {
 		t.Run(map[bool]string{true: "embedded", false: "mosquitto"}[embedded], func(t *testing.T) {
 			l, dir := newLab(t)
-			b, _ := chunkHubIn(t, l, dir, embedded)
+			b, kp := millionHub(t, l, dir, embedded)
 			host, late := addHost(t, l, "host"), addHost(t, l, "late")
-			startBridge(t, host, b, dir)
-			var sb strings.Builder
-			for i := range n {
-				fmt.Fprintf(&sb, "100.%d.%d.%d\n", 64+i>>16, byte(i>>8), byte(i))
-			}
-			feed := filepath.Join(dir, "million.netset")
-			if err := os.WriteFile(feed, []byte(sb.String()), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			hp := startBridge(t, host, b, dir)
+			feed, want := millionFeed(t, dir, n)
 			rss := sampleRSS(t, b.proc) // the hub, or mosquitto
 			t.Cleanup(func() {
-				if out := b.proc.Output(); t.Failed() {
-					t.Logf("%s logged:\n%s", b.name(), out[max(0, len(out)-6000):])
+				if t.Failed() {
+					t.Logf("the online host logged:\n%s", logLines(hp.Output(), "level=INFO", "level=WARN", "level=ERROR"))
 				}
 			})
 			start := time.Now()
@@ -237,7 +234,7 @@ func TestImportMillion(t *testing.T) {
 			waitEntries(t, host, root, n, 10*time.Minute)
 			online := time.Since(start)
 			// The manifest alone is polled: reading the list costs seconds.
-			err := lab.Eventually(2*time.Minute, func() (bool, string) {
+			err := lab.Eventually(3*time.Minute, func() (bool, string) {
 				got, err := b.h.RetainedState(hubPort, wire.ManifestTopic(root), 200*time.Millisecond)
 				m, derr := wire.DecodeManifest([]byte(got[wire.ManifestTopic(root)]))
 				return err == nil && derr == nil && m.Entries == n, fmt.Sprintf("manifest of %d entries (%v, %v)", m.Entries, err, derr)
@@ -246,21 +243,147 @@ func TestImportMillion(t *testing.T) {
 				t.Fatalf("the keeper's cut of the million: %v", err)
 			}
 			onBroker := time.Since(start)
-			c := readCompact(t, b)
-			if len(c.list) != n || c.states != 0 || len(c.bad) != 0 {
-				t.Fatalf("the broker does not hold the million as chunks alone: %s", c)
-			}
+			// The late join is measured on a still list, as the benchmark
+			// does: once the keeper is done with its cut (deleting the
+			// chunks before, returning memory) and the online host with
+			// its sync of the cut.
+			still := waitStill(t, kp, hp)
+			stillRSS, _ := b.proc.RSS()
 			joined := time.Now()
-			startBridge(t, late, b, dir)
+			lp := startBridge(t, late, b, dir)
 			waitEntries(t, late, root, n, 2*time.Minute)
 			lateJoin := time.Since(joined)
-			t.Logf("%s, 1,000,000 entries: import returned after %s, all in the online host's set after %s, its manifest of all on the broker after %s (%s); a host started then had all after %s; import to the late host's set %s\n%s",
-				b.name(), published.Round(time.Millisecond), online.Round(time.Millisecond), onBroker.Round(time.Millisecond), c,
-				lateJoin.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), out)
-			t.Logf("%s: broker RSS peak %d MB", b.name(), rss()>>20)
-			if lateJoin > 5*time.Second {
-				t.Logf("NOTE: the late join took %s, over the 5 s target", lateJoin.Round(time.Millisecond))
+			t.Logf("%s, 1,000,000 entries: import returned after %s, all in the online host's set after %s, the keeper's manifest of all on the broker after %s, the keeper and the online host still %s later; a host started then had all after %s (the target: 5 s); load average %s\n%s",
+				b.name(), published.Round(time.Millisecond), online.Round(time.Millisecond), onBroker.Round(time.Millisecond),
+				still.Round(time.Millisecond), lateJoin.Round(time.Millisecond), loadAvg(), out)
+			t.Logf("%s: broker RSS peak %d MB, %d MB once still; the keeper's cuts:\n%s\nthe late host: %s", b.name(), rss()>>20, stillRSS>>20,
+				logLines(kp.Output(), `msg=cut `), logLines(lp.Output(), `msg=synced`, "sync"))
+			// Read again while a read ends early: a loaded hub may pause
+			// for more than a second between chunks.
+			err = lab.Eventually(time.Minute, func() (bool, string) {
+				c := readCompact(t, b)
+				return len(c.list) == n && c.states == 0 && len(c.bad) == 0, c.String()
+			})
+			if err != nil {
+				t.Errorf("the broker does not hold the million as chunks alone: %v", err)
+			}
+			for _, h := range []*lab.Host{host, late} {
+				setHolds(t, h, root, want)
 			}
 		})
 	}
+}
+
+// millionHub is chunkHubIn's hub, with the process that runs its keeper:
+// the hub itself, or `vallum keeper` beside mosquitto.
+func millionHub(t *testing.T, l *lab.Lab, dir string, embedded bool) (*hub, *lab.Proc) {
+	if embedded {
+		b, _ := chunkHubIn(t, l, dir, true)
+		return b, b.proc
+	}
+	b := &hub{h: addHost(t, l, "hub"), dir: dir}
+	b.start(t, true)
+	return b, startKeeper(t, addHost(t, l, "k1"), b, dir, "k1", "--legacy-state=false")
+}
+
+// millionFeed writes a netset of n addresses from 100.64.0.0 on and
+// returns its path and the addresses.
+func millionFeed(t *testing.T, dir string, n int) (string, map[string]bool) {
+	var sb strings.Builder
+	want := make(map[string]bool, n)
+	for i := range n {
+		a := fmt.Sprintf("100.%d.%d.%d", 64+i>>16, byte(i>>8), byte(i))
+		sb.WriteString(a + "\n")
+		want[a] = true
+	}
+	feed := filepath.Join(dir, "million.netset")
+	if err := os.WriteFile(feed, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return feed, want
+}
+
+// setHolds checks that h's set holds every address of want and nothing
+// else, each with a timeout (the feed's day).
+func setHolds(t *testing.T, h *lab.Host, set string, want map[string]bool) {
+	t.Helper()
+	out, err := h.Exec("ipset", "save", set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, extra, untimed := 0, []string(nil), 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "add" {
+			continue
+		}
+		if !want[f[2]] {
+			extra = append(extra, f[2])
+			continue
+		}
+		got++
+		if len(f) < 5 || f[3] != "timeout" {
+			untimed++
+		}
+	}
+	if got != len(want) || len(extra) > 0 || untimed > 0 {
+		t.Errorf("%s's set %s holds %d of the feed's %d addresses (%d lost), %d others %.10q, %d without a timeout",
+			h.Name, set, got, len(want), len(want)-got, len(extra), extra, untimed)
+	}
+}
+
+// logLines returns the lines of a process's log that contain any of s.
+func logLines(out string, s ...string) string {
+	var keep []string
+	for _, line := range strings.Split(out, "\n") {
+		if slices.ContainsFunc(s, func(s string) bool { return strings.Contains(line, s) }) {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// waitStill waits until the processes use less than a tenth of a core
+// together over half a second (at most 90 s) and returns how long it took.
+func waitStill(t *testing.T, procs ...*lab.Proc) time.Duration {
+	t.Helper()
+	began := time.Now()
+	last := cpuTicks(procs...)
+	for time.Since(began) < 90*time.Second {
+		time.Sleep(500 * time.Millisecond) // a sample, not a wait for an event
+		now := cpuTicks(procs...)
+		if now-last <= 5 { // of 100 a second: 50 ms in 500
+			return time.Since(began)
+		}
+		last = now
+	}
+	t.Logf("the processes were still busy after %v", time.Since(began).Round(time.Second))
+	return time.Since(began)
+}
+
+// cpuTicks is the CPU time the processes used so far, in clock ticks
+// (utime and stime of /proc/PID/stat).
+func cpuTicks(procs ...*lab.Proc) int64 {
+	var n int64
+	for _, p := range procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+		i := bytes.LastIndexByte(b, ')')
+		if err != nil || i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:])) // from the state, field 3
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			n += u + s
+		}
+	}
+	return n
+}
+
+// loadAvg is the machine's load average over 1, 5 and 15 minutes.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }

@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vallum/vallum/internal/lab"
+	"github.com/vallum/vallum/internal/web"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -240,4 +243,87 @@ func copyFile(t *testing.T, from, to string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWebMillion: a feed of 1,000,000 addresses imported into a hub with
+// its web view on. The page's JSON endpoints count the million, page
+// through it (first, next, last), and find an imported address by itself
+// and a /24 of them by prefix search. It logs how long each answer took
+// and the hub's resident memory with the web index holding the million
+// (no timed assertion). VALLUM_E2E_FULL=1 only (a minute or more).
+func TestWebMillion(t *testing.T) {
+	if os.Getenv("VALLUM_E2E_FULL") != "1" {
+		t.Skip("VALLUM_E2E_FULL=1 runs it")
+	}
+	const n = 1000000
+	l, dir := newLab(t)
+	hub := addHost(t, l, "hub")
+	usersFile, u := writeUsers(t, dir, webUsers, "")
+	hv := must[*lab.Proc](t)(hub.Start(dir, vallumBin, "broker", "--listen", "0.0.0.0:1883", "--users", usersFile,
+		"-t", "blacklist", "--web", "127.0.0.1:8080", "--legacy-state=false", "--data-dir", filepath.Join(dir, "hub-data")))
+	killAtEnd(t, &hv)
+	if err := hv.WaitLog("web view listening", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rss := sampleRSS(t, hv)
+	feed, _ := millionFeed(t, dir, n)
+	start := time.Now()
+	if out, err := hub.Exec(vallumBin, "import", "blacklist", feed, "--timeout", "1d", "-h", "127.0.0.1",
+		"-u", "admin", "--password-file", u["admin"].pwFile, "--data-dir", filepath.Join(dir, "cli")); err != nil {
+		t.Fatalf("vallum import: %v\n%s", err, out)
+	}
+	imported := time.Since(start)
+	api := func(path string, v any) time.Duration {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:8080"+path, nil)
+		req.SetBasicAuth("reporter", "pw-of-reporter") // it looks as the page does
+		began := time.Now()
+		resp, err := hub.HTTPClient().Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %s, %v", path, resp.Status, err)
+		}
+		return time.Since(began)
+	}
+	err := lab.Eventually(3*time.Minute, func() (bool, string) {
+		var ls []web.List
+		api("/api/lists", &ls)
+		return len(ls) == 1 && ls[0].Count == n, fmt.Sprintf("lists %+v, want blacklist of %d", ls, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := time.Since(start)
+	var took []string
+	page := func(q string, offset, total int, first string) {
+		t.Helper()
+		var pg web.Page
+		d := api(fmt.Sprintf("/api/bans?list=blacklist&q=%s&offset=%d&limit=50", url.QueryEscape(q), offset), &pg)
+		took = append(took, fmt.Sprintf("q=%q offset %d: %v", q, offset, d.Round(time.Microsecond)))
+		want := min(50, total-offset)
+		if pg.Total != total || len(pg.Bans) != want || want > 0 && first != "" && pg.Bans[0].Prefix != first {
+			t.Errorf("page q=%q offset %d: %d bans of %d, first %v; want %d of %d, first %q", q, offset, len(pg.Bans), pg.Total, pg.Bans[:min(1, len(pg.Bans))], want, total, first)
+		}
+		for _, b := range pg.Bans {
+			if b.Origin != "import:million.netset" || b.Expires == 0 {
+				t.Errorf("page q=%q: ban %+v, want the feed's origin and a day's expiry", q, b)
+				break
+			}
+		}
+	}
+	page("", 0, n, "")
+	page("", 50, n, "")
+	page("", n-50, n, "")
+	page("100.64.3.7", 0, 1, "100.64.3.7")
+	page("100.70.1.0/24", 0, 256, "")
+	page("100.70.1.0/24", 250, 256, "")
+	page("203.0.113.9", 0, 0, "")
+	t.Logf("1,000,000 imported into a hub with --web: the import returned after %v, the page's count said 1,000,000 after %v; answers: %s",
+		imported.Round(time.Millisecond), counted.Round(time.Millisecond), strings.Join(took, ", "))
+	waitStill(t, hv) // as TestImportMillion measures the hub without the index
+	still, _ := hv.RSS()
+	t.Logf("the hub's RSS with the web index of 1,000,000: %d MB once still, %d MB at its peak; load average %s", still>>20, rss()>>20, loadAvg())
 }

@@ -125,6 +125,13 @@ func parseTimeout(s string) (wire.Timeout, error) {
 	return wire.ClampTimeout(d), nil
 }
 
+// cliPingTimeout: the embedded hub reads a client's packets in order and
+// answers a PINGREQ only once its keeper took the publishes before it; a
+// 1,000,000-line import into a hub on two loaded cores waited over paho's
+// 10 s default and lost its connection. Each command bounds its own waits
+// for acknowledgements (wait, ackWait), which find a dead broker anyway.
+const cliPingTimeout = 2 * time.Minute
+
 // dial connects a short-lived client with a clean session and an id of its
 // own, so that it never takes over the daemon's session.
 func (c config) dial(role string) (mqtt.Client, error) {
@@ -147,7 +154,8 @@ func (c config) dial(role string) (mqtt.Client, error) {
 	rand.Read(id)
 	o := mqtt.NewClientOptions().SetClientID("vallum-" + role + "-" + hex.EncodeToString(id)).
 		SetUsername(c.User).SetPassword(pw).SetTLSConfig(t).SetCleanSession(true).
-		SetProtocolVersion(4).SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
+		SetProtocolVersion(4).SetConnectTimeout(10 * time.Second).SetAutoReconnect(false).
+		SetPingTimeout(cliPingTimeout)
 	for _, u := range urls { // paho tries them in turn
 		o.AddBroker(u)
 	}

@@ -38,7 +38,8 @@ func TestWriteGolden(t *testing.T) {
 		lost:     map[string]int64{"bl": 1, "wl": 0},
 		embedded: true,
 		broker: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
-			Refused: map[string]int64{"bad_password": 2}, ReportsHeld: []keeper.Held{{List: "bl", Reporter: "edge\"1", Reports: 7}}},
+			Refused: map[string]int64{"bad_password": 2}, ReportsHeld: []keeper.Held{{List: "bl", Reporter: "edge\"1", Reports: 7}},
+			KeeperBans: map[string]int64{"bl": 37, "wl": 0}},
 		store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
 		stored: true, storeOK: false,
 		hosts: &broker.HostsStats{Online: 2, Offline: 1, OutOfSync: 1, Untracked: 5, Lists: []broker.ListHosts{

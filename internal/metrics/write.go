@@ -146,6 +146,9 @@ func writeBroker(w io.Writer, r reading) {
 	for _, h := range st.ReportsHeld {
 		fmt.Fprintf(w, "vallum_keeper_reports_held_total{list=%q,reporter=%q} %d\n", h.List, h.Reporter, h.Reports)
 	}
+	if st.KeeperBans != nil {
+		family(w, "vallum_keeper_bans", "Live bans of the list in the hub's keeper's view: what the list holds, beside what each host holds (vallum_hub_host_entries_min).", "list", st.KeeperBans)
+	}
 	if ss := r.store; r.stored {
 		scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes)
 	}
