@@ -237,16 +237,18 @@ func (b *Bridge) subscribeAllow(c mqtt.Client, abandon chan struct{}) bool {
 }
 
 // lift removes from the kernel sets the bans of vallum's that a new allow
-// entry covers (entries made by hand are never vallum's to remove). It
-// runs on the worker, after every op queued before the entry came.
-func (a *applier) lift(ctx context.Context, allow netip.Prefix) {
-	if !allowFull {
+// entry covers, or (own) that cover an address this host just got
+// (self.go), each of those counted as a refused ban. Entries made by hand
+// are never vallum's to remove. It runs on the worker, after every op
+// queued before the entry came.
+func (a *applier) lift(ctx context.Context, allow netip.Prefix, own bool) {
+	if !allowFull && !own {
 		return
 	}
 	for _, l := range a.opts.Lists {
 		set := l.setFor(allow) // lists that share a set find nothing left the second time
 		covered, ok := a.own.overlapping(set, allow)
-		if !ok {
+		if !ok && !own {
 			a.log.Warn("set has no comment support: vallum cannot tell its own entries and lifts none", "set", set, "allow", allow)
 		}
 		if len(covered) == 0 {
@@ -257,8 +259,13 @@ func (a *applier) lift(ctx context.Context, allow netip.Prefix) {
 			ops[i] = Op{Action: Del, Prefix: p, Timeout: wire.DefaultTimeout}
 		}
 		a.applySet(ctx, set, ops)
+		why := "ban lifted: the shared allowlist covers it"
+		if own {
+			why = "ban lifted: it covers an address this host now has"
+			a.stats.inc(&a.stats.refused, "allowlisted", int64(len(covered)))
+		}
 		for _, p := range covered[:min(len(covered), maxLiftLogs)] {
-			a.log.Warn("ban lifted: the shared allowlist covers it", "set", set, "prefix", p, "allow", allow, "lifted", len(covered))
+			a.log.Warn(why, "set", set, "prefix", p, "allow", allow, "lifted", len(covered))
 		}
 	}
 }

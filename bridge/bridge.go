@@ -110,6 +110,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer close(done)
 		b.app.work(ctx)
 	}()
+	b.watchOwn(ctx)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)

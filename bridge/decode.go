@@ -134,7 +134,7 @@ func (d *decoder) eventOps(l List, k wire.Kind, payload []byte) []setOp {
 		op := Op{Action: Add, Prefix: ln.Prefix, Timeout: ln.Timeout, Comment: d.eventComment(), Burst: burst}
 		if k == wire.KindDel {
 			op = Op{Action: Del, Prefix: ln.Prefix, Timeout: wire.DefaultTimeout}
-		} else if !d.allowed(l, ln.Prefix) {
+		} else if !d.allowed(l.Root, ln.Prefix) {
 			continue
 		}
 		ops = append(ops, setOp{set: l.setFor(ln.Prefix), op: op})
@@ -186,15 +186,16 @@ func (d *decoder) stateOps(l List, t wire.Topic, payload []byte, retained bool) 
 	if !active {
 		return del()
 	}
-	if !d.allowed(l, t.Prefix) {
+	if !d.allowed(l.Root, t.Prefix) {
 		return nil
 	}
 	return []setOp{{set: l.setFor(t.Prefix), op: Op{Action: Add, Prefix: t.Prefix, Timeout: left, Comment: CommentState}}}
 }
 
-// allowed runs an add through the guard, refusing (and counting) it there.
-func (d *decoder) allowed(l List, p netip.Prefix) bool {
-	err := d.opts.Guard.Check(p)
+// allowed runs an add through the guard, refusing (and counting) it there;
+// root names the list (the set, when the worker checks again: self.go).
+func (s *shared) allowed(root string, p netip.Prefix) bool {
+	err := s.opts.Guard.Check(p)
 	if err == nil {
 		return true
 	}
@@ -202,7 +203,7 @@ func (d *decoder) allowed(l List, p netip.Prefix) bool {
 	if errors.Is(err, guard.ErrTooBroad) {
 		reason = "too_broad"
 	}
-	d.refuse.refuse(reason, p.String(), "topic", l.Root, "prefix", p, "err", err)
+	s.refuse.refuse(reason, p.String(), "topic", root, "prefix", p, "err", err)
 	return false
 }
 

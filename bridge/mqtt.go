@@ -64,8 +64,9 @@ func (b *Bridge) connect(ctx context.Context, c mqtt.Client) error {
 // far within the keepalive.
 func (b *Bridge) onMessage(_ mqtt.Client, m mqtt.Message) {
 	b.stats.Messages.Add(1)
+	gen := b.opts.Guard.Gen() // before decode checks its adds (see Guard.Gen)
 	it := b.dec.decode(m.Topic(), m.Payload(), m.Retained())
-	it.ack = m.Ack
+	it.ack, it.gen = m.Ack, gen
 	// Bound the decoded ops waiting for the kernel, not only the number of
 	// messages: a message can carry 70,000 addresses.
 	it.weight = min(int64(len(it.ops)), b.opts.MaxPending)

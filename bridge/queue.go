@@ -25,6 +25,8 @@ type item struct {
 	ops    []setOp
 	sync   *syncResult
 	lift   *netip.Prefix  // an allow entry
+	own    []netip.Prefix // addresses the host gained (own.go: liftOwn)
+	gen    uint64         // the guard's Gen before the ops were checked
 	weight int64          // ops held in the pending bound until applied
 	room   map[string]int // sets to make room in for a late join (ownership.reserve)
 }
@@ -105,7 +107,7 @@ func (a *applier) work(ctx context.Context) {
 func (a *applier) fill(batch []item) []item {
 	n := len(batch[0].ops)
 	yielded := false
-	for n < a.opts.MaxBatch && batch[len(batch)-1].sync == nil && batch[len(batch)-1].lift == nil {
+	for n < a.opts.MaxBatch && !batch[len(batch)-1].ends() {
 		select {
 		case it := <-a.queue:
 			a.stats.QueueDepth.Add(-1)
@@ -125,10 +127,17 @@ func (a *applier) fill(batch []item) []item {
 	return batch
 }
 
+// ends says whether it must be the last item of its batch.
+func (it *item) ends() bool { return it.sync != nil || it.lift != nil || it.own != nil }
+
 func (a *applier) applyBatch(ctx context.Context, batch []item) {
-	for _, it := range batch {
-		for set, n := range it.room {
+	gen := a.opts.Guard.Gen()
+	for i := range batch {
+		for set, n := range batch[i].room {
 			a.own.reserve(set, n)
+		}
+		if batch[i].gen != gen {
+			batch[i].ops = a.recheck(batch[i].ops)
 		}
 	}
 	sets, bySet := bySet(batch)
@@ -145,7 +154,10 @@ func (a *applier) applyBatch(ctx context.Context, batch []item) {
 	}
 	last := batch[len(batch)-1]
 	if last.lift != nil {
-		a.lift(ctx, *last.lift)
+		a.lift(ctx, *last.lift, false)
+	}
+	for _, p := range last.own {
+		a.lift(ctx, p, true)
 	}
 	if last.sync != nil {
 		a.reconcile(ctx, last.sync)

@@ -247,7 +247,7 @@ func (d *decoder) entryOp(s *syncer, l List, e wire.Entry, ops []setOp) []setOp 
 		w = newSeen(0)
 		s.present[l.Root] = w
 	}
-	if !w.take(e.Prefix, e.State.At.UnixMilli(), active, false) || !active || !d.allowed(l, e.Prefix) {
+	if !w.take(e.Prefix, e.State.At.UnixMilli(), active, false) || !active || !d.allowed(l.Root, e.Prefix) {
 		return ops
 	}
 	return append(ops, setOp{set: l.setFor(e.Prefix), op: Op{Action: Add, Prefix: e.Prefix, Timeout: left, Comment: CommentState}})

@@ -271,14 +271,39 @@ func deltaMissing(t *testing.T, h *lab.Host, dir string, v *lab.Proc, nodes []*l
 		t.Errorf("a delta missing: /healthz = %v %q, want 503 naming the partial list", err, body)
 	}
 	waitSet(t, h, 10*time.Second, want)
+	listPartial(t, h, nodes[1], len(want), true)
 	v = resync(t, h, dir, v, func() { natsPublish(t, nodes[1], root+"/ban/"+a, payload) }, args...)
 	if out := v.Output(); strings.Contains(out, "level=ERROR") {
 		t.Errorf("the delta served again, still an ERROR:\n%s", lastLines(out, 20))
 	}
+	listPartial(t, h, nodes[1], len(want), false)
 	if body, err := h.HTTPGet(metrics, "/healthz"); err != nil {
 		t.Errorf("the delta served again: /healthz %v %q", err, body)
 	}
 	waitSet(t, h, 10*time.Second, want)
+}
+
+// listPartial: `vallum list` through node n, which serves every chunk but
+// (partial) not one of the n per-ban states the manifest announces, says
+// so and exits 1, or prints the bans read under --partial-ok; once the node
+// serves it, prints all n.
+func listPartial(t *testing.T, h *lab.Host, node *lab.NATSNode, n int, partial bool) {
+	t.Helper()
+	args := []string{"list", root, "-h", node.Host.Addr4}
+	out, err := h.Exec(vallumBin, args...)
+	if !partial {
+		if err != nil || !strings.Contains(out, fmt.Sprintf("\n%d active bans", n)) {
+			t.Errorf("vallum list of the whole list: %v, output ends %q", err, out[max(0, len(out)-200):])
+		}
+		return
+	}
+	if err == nil || !strings.Contains(out, "per-ban states made since the cut: read") || strings.Contains(out, "active bans") {
+		t.Errorf("vallum list, a delta missing: %v, output ends %q; want a failure naming the per-ban states, no list", err, out[max(0, len(out)-300):])
+	}
+	out, err = h.Exec(vallumBin, append(args, "--partial-ok")...)
+	if err != nil || !strings.Contains(out, "--partial-ok") || !strings.Contains(out, fmt.Sprintf("\n%d active bans", n-1)) {
+		t.Errorf("vallum list --partial-ok, a delta missing: %v, output ends %q; want the %d bans read and a warning", err, out[max(0, len(out)-300):], n-1)
+	}
 }
 
 // deltaLifted: ban a, a delta, is lifted (`vallum unban`) while the host

@@ -92,7 +92,13 @@ func importCmd(cmd *cobra.Command, args []string) error {
 	defer cl.Disconnect(250)
 	imp.guard.SetDynamic(sharedAllow(cl, cmd.ErrOrStderr()))
 	refused := imp.check(&res)
-	bans, kept, err := readState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
+	// On a list read in part, a ban whose per-ban state the broker did
+	// not serve would be banned again over another origin's, or (--sync)
+	// lifted from an older version the chunks hold: nothing is published.
+	bans, kept, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
+	if errors.Is(err, errPartial) {
+		return fmt.Errorf("%w; nothing published: run again", err)
+	}
 	if err != nil {
 		return err
 	}

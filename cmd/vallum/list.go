@@ -33,6 +33,7 @@ func newListCmd() *cobra.Command {
 		outputFlag(c.Flags()) // listfmt.go
 	}
 	c.Flags().Bool("pending", false, "print the reports the keeper holds short of the list's quorum, with who reported (pending.go)")
+	c.Flags().Bool("partial-ok", false, "print what was read when the broker serves the list only in part (a warning on stderr, exit 0), rather than fail")
 	return c
 }
 
@@ -62,8 +63,10 @@ func listCmd(cmd *cobra.Command, args []string) error {
 		}
 		return err
 	}
-	bans, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
-	if err != nil {
+	bans, _, err := collectState(cl, l.Root, cmd.ErrOrStderr(), listTimes)
+	if errors.Is(err, errPartial) && flagBool(cmd, "partial-ok") {
+		fmt.Fprintf(cmd.ErrOrStderr(), "vallum list: %v; printing what was read (--partial-ok)\n", err)
+	} else if err != nil {
 		return err
 	}
 	if listFormatsBuilt {
@@ -90,18 +93,43 @@ var listTimes = retained.Timing{Stall: time.Minute, Quiet: 2 * time.Second, Limi
 // pause, and a warning saying so; when none comes at all it cannot tell an
 // empty list from a slow broker, and fails. A list that stalls or does not
 // end in time is an error, never a short list.
-func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, error) {
+//
+// A read that lacks per-ban states the manifest announces (a clustered
+// broker's node that lags or lost one) is partial, as the bridge judges
+// it (internal/listread): a ban missing there would show as lifted, or at
+// an older version. collectState returns the bans read with an error that
+// wraps errPartial. It also says whether the keeper record says the list
+// is kept as chunks.
+func collectState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) ([]ban, bool, error) {
 	// A keeper cutting the list while it is read makes the read stale: it
-	// is read again (a burst is cut every second or so), a few times.
+	// is read again (a burst is cut every second or so), a few times. So
+	// is a read short of the per-ban states announced: a state made or
+	// lifted during the read does that too, and the keeper announces the
+	// states anew within a second or two.
 	for try := 1; ; try++ {
-		bans, _, err := readState(cl, root, warn, tm)
-		if !errors.Is(err, errRewritten) || try == 5 {
-			return bans, err
+		bans, v2, err := readState(cl, root, warn, tm)
+		switch {
+		case try == 5:
+		case errors.Is(err, errRewritten):
+			continue
+		case errors.Is(err, errDeltas):
+			time.Sleep(deltasAgain)
+			continue
 		}
+		return bans, v2, err
 	}
 }
 
-var errRewritten = errors.New("the list's chunks were rewritten while they were read: run again")
+var (
+	errRewritten = errors.New("the list's chunks were rewritten while they were read: run again")
+	errPartial   = errors.New("the broker served the list only in part")
+	errDeltas    = fmt.Errorf("%w: it lacks per-ban states its manifest announces", errPartial)
+)
+
+// deltasAgain is how long collectState waits to read the list again when
+// the per-ban states read are not those announced: the keeper announces
+// them anew within a second or two of a change.
+const deltasAgain = 1500 * time.Millisecond
 
 // readState is collectState, and whether the keeper record says the list
 // is kept as chunks (a keeper of this release keeps it).
@@ -125,13 +153,32 @@ func readState(cl mqtt.Client, root string, warn io.Writer, tm retained.Timing) 
 	if err := rd.Wait(tm); err != nil {
 		return nil, false, r.failed(err, tm)
 	}
-	if err := r.whole(tm.Quiet * 5); err != nil {
+	err = r.whole(tm.Quiet * 5)
+	if errors.Is(err, errRewritten) {
 		return nil, false, err
+	}
+	if err == nil {
+		err = r.deltasWhole()
 	}
 	bans := r.bans()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return bans, r.v2, nil
+	return bans, r.v2, err
+}
+
+// deltasWhole says whether the per-ban states read are those the manifest
+// announces (see collectState), once the chunks are read whole.
+func (r *stateReader) deltasWhole() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.chunks.Status()
+	if !st.Manifest || !st.Complete {
+		return nil
+	}
+	if why := st.DeltasWhy(st.StateSum(r.got, r.states)); why != "" {
+		return fmt.Errorf("list %s: %w: %s", r.root, errDeltas, why)
+	}
+	return nil
 }
 
 // stateReader gathers the list as paho delivers it: chunks and per-ban
@@ -145,7 +192,8 @@ type stateReader struct {
 	v2     bool // the keeper record says the list is kept as chunks
 	// deleted: empty states read, applied by bans unless v2
 	deleted map[netip.Prefix]bool
-	bad     error // the first chunk refused
+	states  map[netip.Prefix]int64 // the per-ban states read, by version (deltasWhole)
+	bad     error                  // the first chunk refused
 }
 
 func (r *stateReader) onState(_ mqtt.Client, m mqtt.Message) {
@@ -177,8 +225,13 @@ func (r *stateReader) state(topic string, payload []byte) {
 	if err == nil && len(payload) > 0 {
 		r.got.Put(t.Prefix, st)
 		delete(r.deleted, t.Prefix)
+		if r.states == nil {
+			r.states = map[netip.Prefix]int64{}
+		}
+		r.states[t.Prefix] = st.At.UnixMilli()
 		return
 	}
+	delete(r.states, t.Prefix)
 	// Decided at the end (bans): on a list kept as chunks (a v2 record)
 	// an empty state is the keeper deleting a state its new cut folded
 	// in, not an unban, as the bridge reads it. The record may come after
@@ -210,9 +263,9 @@ func (r *stateReader) whole(d time.Duration) error {
 			return fmt.Errorf("list %s: the keeper record says the list is kept as chunks, and the broker sent no manifest (may this login read %s?)", r.root, wire.ManifestTopic(r.root))
 		case time.Now().After(deadline):
 			if bad != nil {
-				return fmt.Errorf("list %s: %s; %v", r.root, st.Why, bad)
+				return fmt.Errorf("list %s: %w: %s; %v", r.root, errPartial, st.Why, bad)
 			}
-			return fmt.Errorf("list %s: %s", r.root, st.Why)
+			return fmt.Errorf("list %s: %w: %s", r.root, errPartial, st.Why)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // Refusal reasons, as they appear in logs and in the refused counter.
@@ -48,6 +49,9 @@ type Guard struct {
 	static  []netip.Prefix // built-in plus configured
 	dynamic []netip.Prefix // the host's own addresses, the broker's
 	shared  []netip.Prefix // the fleet's allowlist, vallum/allow/ (see SetShared)
+
+	gen   atomic.Uint64              // bumped when dynamic gains an address (see Gen)
+	onNew func(added []netip.Prefix) // see OnNew; under mu
 }
 
 // New returns a Guard that allows the built-in ranges and allow.
@@ -58,11 +62,55 @@ func New(allow []netip.Prefix, widest4, widest6 int) *Guard {
 }
 
 // SetDynamic replaces the allowlisted addresses that change at run time,
-// such as the host's interface addresses and the broker's address.
+// such as the host's interface addresses and the broker's address. The
+// addresses it did not hold before go to the OnNew hook, after Gen moved.
 func (g *Guard) SetDynamic(addrs []netip.Prefix) {
 	g.mu.Lock()
+	var added []netip.Prefix
+next:
+	for _, a := range addrs {
+		for _, b := range g.dynamic { // a few addresses: a loop, not a map
+			if a == b {
+				continue next
+			}
+		}
+		added = append(added, a)
+	}
 	g.dynamic = addrs
+	hook := g.onNew
 	g.mu.Unlock()
+	if len(added) == 0 {
+		return
+	}
+	g.gen.Add(1) // after the list: whoever reads the new Gen checks against it
+	if hook != nil {
+		hook(added)
+	}
+}
+
+// Gen counts the changes of the dynamic allowlist that added an address.
+// A ban checked before the address came may still be on its way to the
+// kernel when it comes: whoever checks a ban notes Gen before the check,
+// and checks it again when Gen has moved by the time the ban is applied.
+func (g *Guard) Gen() uint64 {
+	if g == nil {
+		return 0
+	}
+	return g.gen.Load()
+}
+
+// OnNew sets the function told of every address the dynamic allowlist
+// gains (nil: nobody), so that the bans applied before it came can be
+// lifted: at once of those it holds (if any), then on the goroutine that
+// calls SetDynamic.
+func (g *Guard) OnNew(f func(added []netip.Prefix)) {
+	g.mu.Lock()
+	g.onNew = f
+	now := g.dynamic
+	g.mu.Unlock()
+	if f != nil && len(now) > 0 {
+		f(now)
+	}
 }
 
 // SetShared replaces the fleet's shared allowlist: the entries an admin

@@ -3,6 +3,7 @@ package guard
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 
@@ -174,5 +175,39 @@ func TestGuardMappedAddress(t *testing.T) {
 		if err := g.Check(p); !errors.Is(err, ErrAllowlisted) {
 			t.Errorf("ParsePrefix(%s) = %v, Check: %v, want allowlisted", s, p, err)
 		}
+	}
+}
+
+// TestNewDynamicAddress: the hook hears of the addresses the dynamic
+// allowlist gains, not of those it keeps or loses, and Gen moves with it.
+func TestNewDynamicAddress(t *testing.T) {
+	g := New(nil, 0, 0)
+	var heard [][]netip.Prefix
+	g.OnNew(func(added []netip.Prefix) { heard = append(heard, added) })
+	a, b := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::1/128")
+	g.SetDynamic([]netip.Prefix{a})
+	g.SetDynamic([]netip.Prefix{a, b})
+	g.SetDynamic([]netip.Prefix{b})
+	if len(heard) != 2 || !slices.Equal(heard[0], []netip.Prefix{a}) || !slices.Equal(heard[1], []netip.Prefix{b}) {
+		t.Errorf("hook heard %v, want [[%v] [%v]]", heard, a, b)
+	}
+	if g.Gen() != 2 {
+		t.Errorf("Gen = %d after two additions, want 2", g.Gen())
+	}
+	if err := g.Check(netip.MustParsePrefix("2001:db8::/64")); err == nil {
+		t.Error("a prefix over the new address passes")
+	}
+}
+
+// TestNewDynamicLateHook: a hook set late hears at once of the addresses
+// held already (they came while nobody listened).
+func TestNewDynamicLateHook(t *testing.T) {
+	g := New(nil, 0, 0)
+	a := netip.MustParsePrefix("192.0.2.1/32")
+	g.SetDynamic([]netip.Prefix{a})
+	var heard []netip.Prefix
+	g.OnNew(func(added []netip.Prefix) { heard = append(heard, added...) })
+	if !slices.Equal(heard, []netip.Prefix{a}) {
+		t.Errorf("a late hook heard %v, want [%v]", heard, a)
 	}
 }

@@ -55,11 +55,22 @@ type chunkSet struct {
 	deltas   map[string]int64
 	rescan   bool
 	deltasAt time.Time
+	// manSent counts the keeper's publishes of the list's manifest, and
+	// manBack those that came back: the per-ban states the keeper deletes
+	// after a cut go out after a manifest, so none of them comes back
+	// before it (cleanBackLocked).
+	manSent, manBack uint32
 
 	// Read before Settle and live: manifests and chunks not adopted yet.
 	readMan *wire.Manifest            // the manifest read before Settle
 	next    *wire.Manifest            // a live manifest whose chunks are not all here
 	other   map[uint64]map[int][]byte // chunks of generations not adopted, by generation
+}
+
+// sentManLocked publishes the manifest of list l as it is (sentLocked).
+func (k *Keeper) sentManLocked(l *list) retain {
+	l.ch.manSent++
+	return k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes)
 }
 
 // maxOtherGens bounds the generations of chunks kept aside live: the one
@@ -310,9 +321,15 @@ func (k *Keeper) manifest(i int, payload []byte) {
 		k.readChunks(i, onManifest, "", payload)
 		return
 	}
-	if k.echoLocked(wire.ManifestTopic(l.root), payload) {
+	if k.echoLocked(wire.ManifestTopic(l.root), payload) { // our own coming back
+		l.ch.manBack = min(l.ch.manBack+1, l.ch.manSent)
+		var out []retain
+		if len(k.revived) > 0 {
+			out = k.fixRevivedLocked(l)
+		}
 		k.mu.Unlock()
-		return // our own coming back
+		_ = k.publish(out)
+		return
 	}
 	var out []retain
 	m, err := wire.DecodeManifest(payload)
@@ -325,18 +342,18 @@ func (k *Keeper) manifest(i int, payload []byte) {
 	case len(payload) == 0 || err != nil:
 		if k.cutter(l) && l.ch.man != nil {
 			k.quiet.warn("bad_manifest", "manifest deleted or broken: publishing it again", "list", l.root, "err", err)
-			out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+			out = append(out, k.sentManLocked(l))
 		}
 	case m.Epoch != l.rec.Epoch:
 		// Another keeper's, before the records agree: the winner's stands.
 		if k.cutter(l) && l.ch.man != nil && l.rec.Epoch < m.Epoch {
-			out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+			out = append(out, k.sentManLocked(l))
 		}
 	case l.ch.man != nil && m.Gen == l.ch.man.Gen && !k.cutter(l):
 		k.rewrittenLocked(i, m)
 	case l.ch.man != nil && k.cutter(l) && !m.Cut.After(l.ch.man.Cut):
 		// Another keeper's older cut: ours stands.
-		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		out = append(out, k.sentManLocked(l))
 	default:
 		l.ch.next = &m
 		k.adoptNextLocked(i)
@@ -520,7 +537,7 @@ func (k *Keeper) flushLocked(i int, now time.Time) ([]retain, time.Time) {
 	}
 	if len(out) > 0 {
 		l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
-		out = append(out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+		out = append(out, k.sentManLocked(l))
 	}
 	return out, next
 }

@@ -183,7 +183,7 @@ func (k *Keeper) commitLocked(c *cutting) []retain {
 	if l.ch.burst > 0 {
 		l.ch.burstFirst = l.ch.burstLast
 	}
-	out := append(c.out, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+	out := append(c.out, k.sentManLocked(l))
 	// The generations before: the last one, and any other on the broker.
 	if old.man != nil && old.man.Gen != m.Gen {
 		for j := range old.man.CRC {
@@ -203,10 +203,25 @@ func (k *Keeper) commitLocked(c *cutting) []retain {
 }
 
 // cleaned is what the keeper deleted of one topic after cuts: the version
-// deleted last, and how many deletions have yet to come back.
+// deleted last, how many deletions have yet to come back, and the
+// manifest published last before the first of them (chunkSet.manSent).
 type cleaned struct {
-	at int64
-	n  int
+	at  int64
+	n   int32
+	man uint32
+}
+
+// cleanBackLocked reports whether a deletion of topic that comes now may
+// be the echo of the keeper's own after a cut: one came back and more are
+// due, and the manifest published before the first of them came back too
+// (or a minute passed since the last cut: an echo may be lost). A
+// deletion is an empty payload, whoever sends it: a client's unban that
+// comes first is no echo. Taken for one, while the keeper read far behind
+// its broker, it revived a ban the client had lifted and left the one its
+// cleanup clobbered lifted (TestTwoKeepersClients, seeds above 100).
+func (k *Keeper) cleanBackLocked(i int, topic string) bool {
+	c, l := k.cleaning[topic], &k.lists[i].ch
+	return c.n > 0 && (c.man <= l.manBack || k.now().Sub(l.cutAt) > pubsKeep)
 }
 
 // cutItem is one ban of a cut: 72 bytes, the view's entry as read, its
@@ -268,7 +283,10 @@ func (k *Keeper) cleanLocked(topic string, at int64) (retain, bool) {
 	e.flags &^= fState
 	k.bans[topic] = e
 	c := k.cleaning[topic]
-	k.cleaning[topic] = cleaned{at: e.at, n: c.n + 1}
+	if c.n == 0 {
+		c.man = k.lists[e.list].ch.manSent
+	}
+	k.cleaning[topic] = cleaned{at: e.at, n: c.n + 1, man: c.man}
 	return retain{topic, nil}, true
 }
 
@@ -278,6 +296,12 @@ func (k *Keeper) cleanLocked(topic string, at int64) (retain, bool) {
 // left for the next cut (up to an hour), 226 of 100,000 expired bans kept
 // their per-ban state on the broker.
 func (k *Keeper) cleanLaterLocked(l *list) []retain {
+	// The manifest goes out again before the deletions: their echoes come
+	// after its own (cleanBackLocked).
+	witness := l.ch.manBytes != nil
+	if witness {
+		l.ch.manSent++
+	}
 	var out []retain
 	keep := l.ch.later[:0]
 	for _, x := range l.ch.later {
@@ -289,6 +313,13 @@ func (k *Keeper) cleanLaterLocked(l *list) []retain {
 	}
 	l.ch.later = keep
 	l.ch.laterAt = k.now().Add(statedFor)
+	switch {
+	case !witness:
+	case len(out) == 0:
+		l.ch.manSent--
+	default:
+		out = append([]retain{k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes)}, out...)
+	}
 	return out
 }
 
@@ -311,7 +342,7 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 	if k.revived == nil {
 		k.revived = map[string]revived{}
 	}
-	k.revived[topic] = revived{at: e.at}
+	k.revived[topic] = revived{at: e.at, list: e.list}
 	// Not sentLocked: no decision of the keeper's on the ban's events,
 	// which would make it doubt another keeper's next one (recentLocked).
 	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
@@ -327,23 +358,45 @@ type revived struct {
 	at   int64
 	seen bool   // a message of the topic came before the copy came back
 	last []byte // the last of them: what the broker held under the copy
+	list uint8
+	// witness: the copy came back after seen, and the keeper published
+	// the manifest again (chunkSet.manSent) before it puts last back.
+	witness uint32
 }
 
 // revivedLocked takes a live state message of topic. When it is the copy
 // cleanedLocked published, come back after other messages of the topic,
 // the broker held the last of those before the copy landed: the keeper
-// publishes it again (again true), and the copy is not taken.
+// publishes it again (again true), and the copy is not taken. Not at once:
+// a keeper far behind its broker reads the copy back long after it
+// landed, and the broker may hold a client's later state by then, which
+// that would clobber (TestTwoKeepersClients). The keeper publishes the
+// manifest again first; a message of the topic that comes before its echo
+// came after the copy, and the copy is gone from the broker: nothing to
+// put back. With the echo, the keeper is caught up (fixRevivedLocked).
 func (k *Keeper) revivedLocked(topic string, p parsed) (out []retain, again bool) {
 	r, ok := k.revived[topic]
 	if !ok {
 		return nil, false
 	}
-	if !p.del && p.state.At.UnixMilli() == r.at { // the copy, back
+	if r.witness != 0 { // a later message: the copy is gone
 		delete(k.revived, topic)
-		if r.seen {
+		return nil, false
+	}
+	if !p.del && p.state.At.UnixMilli() == r.at { // the copy, back
+		if !r.seen {
+			delete(k.revived, topic)
+			return nil, false
+		}
+		l := k.lists[r.list]
+		if l.ch.manBytes == nil { // no manifest to wait for
+			delete(k.revived, topic)
 			return []retain{{topic, r.last}}, true
 		}
-		return nil, false
+		out = append(out, k.sentManLocked(l))
+		r.witness = l.ch.manSent
+		k.revived[topic] = r
+		return out, true
 	}
 	r.seen, r.last = true, nil
 	if !p.del {
@@ -351,6 +404,20 @@ func (k *Keeper) revivedLocked(topic string, p parsed) (out []retain, again bool
 	}
 	k.revived[topic] = r
 	return nil, false
+}
+
+// fixRevivedLocked puts back, once the manifest published after their
+// copy came back has come back too, what the broker held under the
+// copies of list l that no later message replaced (see revivedLocked).
+func (k *Keeper) fixRevivedLocked(l *list) []retain {
+	var out []retain
+	for topic, r := range k.revived {
+		if r.witness != 0 && k.lists[r.list] == l && r.witness <= l.ch.manBack {
+			delete(k.revived, topic)
+			out = append(out, retain{topic, r.last})
+		}
+	}
+	return out
 }
 
 // maintain cuts the lists due for a cut and rewrites the chunks due for a
@@ -392,7 +459,7 @@ func (k *Keeper) maintain() time.Time {
 		o, n := k.flushLocked(i, now)
 		if announced && len(o) == 0 { // else flushLocked wrote the manifest
 			l.ch.manBytes = wire.EncodeManifest(*l.ch.man)
-			o = append(o, k.sentLocked(wire.ManifestTopic(l.root), l.ch.manBytes))
+			o = append(o, k.sentManLocked(l))
 		}
 		out = append(out, o...)
 		if !n.IsZero() && (next.IsZero() || n.Before(next)) {

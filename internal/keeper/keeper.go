@@ -289,6 +289,9 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 	if !k.reading { // a new read of the retained messages begins
 		k.reading = true
 		k.nextGen()
+		for _, l := range k.lists { // the manifests in flight may be lost (cleanBackLocked)
+			l.ch.manBack = l.ch.manSent
+		}
 	}
 	k.mu.Unlock()
 	switch what {

@@ -104,11 +104,12 @@ func (k *Keeper) foreignLocked(i int, topic string, p parsed) []retain {
 	// By anyone: no cleanup races it (cleanLocked). Not the echo of the
 	// keeper's own cleanup: after a cut of a million, a map of a million
 	// for a minute (until sweepLocked).
-	if p.canon == topic && !(p.del && k.cleaning[topic].n > 0) {
+	cleanup := p.del && p.canon == topic && k.cleanBackLocked(i, topic)
+	if p.canon == topic && !cleanup {
 		k.touched[topic] = k.now()
 	}
 	switch {
-	case p.del && p.canon == topic && k.cleaning[topic].n > 0:
+	case cleanup:
 		return k.cleanedLocked(topic)
 	case p.canon == "":
 		k.dropLocked(topic)

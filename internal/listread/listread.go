@@ -186,6 +186,21 @@ func (s Status) DeltasWhy(read wire.DeltaSum) string {
 		read.Count, wire.GenString(s.Gen), s.Deltas.Count, s.Deltas.Upto.UTC().Format(time.RFC3339Nano), s.Deltas.Sum, read.Sum)
 }
 
+// StateSum sums the per-ban states a reader read (prefix -> version, Unix
+// milliseconds) that the manifest announces (Covers) and that l, the list
+// read, shows: a chunk entry of the same version counts as the state, one
+// newer hides it. `vallum list` checks it with DeltasWhy, as the bridge
+// checks its own reading.
+func (s Status) StateSum(l List, states map[netip.Prefix]int64) wire.DeltaSum {
+	var d wire.DeltaSum
+	for p, at := range states {
+		if got, ok := l[p]; ok && got.At.UnixMilli() == at && s.Covers(at) {
+			d.Add(p, at)
+		}
+	}
+	return d
+}
+
 // Status says whether the chunks read so far are the whole list. Without
 // a manifest there are no chunks to wait for: Complete.
 func (r *Reader) Status() Status {
