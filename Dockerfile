@@ -39,7 +39,7 @@ COPY . .
 # GOARM only for 32-bit ARM (TARGETVARIANT v6/v7); MIPS routers lack an FPU
 # and build without inlining and a few other code-growing compiler features,
 # on Go's previous GC; MIPS and 32-bit ARM with 4 KB segment alignment,
-# bcrypt-only broker passwords (vallum_small) and trimmed copies of four
+# bcrypt-only broker passwords (vallum_small) and trimmed copies of six
 # modules (contrib/trim-modules.sh), and MIPS without the web view
 # (vallum_noweb), to stay under 10 MB (see build-static.sh).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -14,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/system"
 
 	"github.com/vallum/vallum/internal/store"
+	"github.com/vallum/vallum/internal/wire"
 )
 
 // storeConfig configures the store hook.
@@ -238,8 +240,16 @@ func retained(cl *mqtt.Client, pk packets.Packet) *storage.Message {
 // message the client published: not stored (the pebble hook did), it
 // doubled the writes of a bulk feed, and after a restart a client resends
 // an unacknowledged PUBLISH itself, which is idempotent here.
+//
+// Nor a chunk of a compact list: its readers read the list again on every
+// connection (bridge/sync.go; docs/compact-list.md), and a chunk sent
+// again after a restart may be of a generation deleted since. Stored, each
+// host's sync of a list of 100,000 made about 13 MB of garbage on the hub
+// (each 94 KB chunk as JSON with its payload in base64, then as a record;
+// half of what the sync allocated there) and wrote as much to the store,
+// deleted at the PUBACK.
 func (h *storeHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
-	if pk.FixedHeader.Type == packets.Puback {
+	if pk.FixedHeader.Type == packets.Puback || strings.HasPrefix(pk.TopicName, wire.ChunkPrefix) {
 		return
 	}
 	m := message(pk)

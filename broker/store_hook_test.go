@@ -6,11 +6,13 @@ import (
 
 	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/store"
+	"github.com/vallum/vallum/internal/wire"
 )
 
-// TestStoreSkipsInlineAndAcks: the keeper's inline subscriptions and the
-// PUBACKs owed to a QoS 1 publisher never reach the file; a network
-// client's persistent subscription does.
+// TestStoreSkipsInlineAndAcks: the keeper's inline subscriptions, the
+// PUBACKs owed to a QoS 1 publisher and the chunks of a compact list in
+// flight to a host never reach the file; a network client's persistent
+// subscription and the bans in flight to it do.
 func TestStoreSkipsInlineAndAcks(t *testing.T) {
 	o := Options{Listeners: []Listener{local(KindTCP)}, Lists: []string{"blacklist"},
 		DataDir: t.TempDir(), Logger: testLogger(t)}
@@ -22,9 +24,11 @@ func TestStoreSkipsInlineAndAcks(t *testing.T) {
 	u := url(t, b, KindTCP)
 	host := mustDial(t, u, withSession("host1"))
 	host.sub(t, "blacklist/#", 1)
+	host.sub(t, wire.ChunksFilter("blacklist"), 1)
 	host.Disconnect(50)
 	pub := mustDial(t, u)
 	pub.pub(t, "blacklist/ban/192.0.2.1", 1, true, `{"at":1}`)
+	pub.pub(t, wire.ChunkTopic("blacklist", 1, 0), 1, false, "a chunk")
 	pub.Disconnect(50)
 	stop()
 
@@ -51,7 +55,7 @@ func TestStoreSkipsInlineAndAcks(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(subs) != 1 || subs[0] != "SUB_host1:blacklist/#" {
+	if len(subs) != 2 || subs[0] != "SUB_host1:blacklist/#" {
 		t.Errorf("stored subscriptions %q, want only host1's", subs)
 	}
 	// One copy, or two: mochi sends retained messages to a new

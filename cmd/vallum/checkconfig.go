@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -91,7 +90,7 @@ func writeYAML(w io.Writer, c config) {
 // yamlString writes s plain when YAML reads it back as the same string,
 // and double-quoted (JSON escapes, which YAML shares) otherwise.
 func yamlString(s string) string {
-	if plainYAML.MatchString(s) && !yamlScalar[strings.ToLower(s)] && !strings.Contains(s+" ", ": ") {
+	if plainYAML(s) && !yamlScalar[strings.ToLower(s)] && !strings.Contains(s+" ", ": ") {
 		if _, err := strconv.ParseFloat(s, 64); err != nil {
 			return s
 		}
@@ -99,9 +98,33 @@ func yamlString(s string) string {
 	return strconv.Quote(s)
 }
 
-// plainYAML are strings safe unquoted: no leading indicator, no ": " or
-// " #", no trailing space.
-var plainYAML = regexp.MustCompile(`^[A-Za-z0-9_./][A-Za-z0-9_./@+=,:-]*( [A-Za-z0-9_./@+=,-]+)*$`)
+// plainYAML tells strings safe unquoted: no leading indicator, no ": " or
+// " #", no trailing space. It matches what the regular expression
+// ^[A-Za-z0-9_./][A-Za-z0-9_./@+=,:-]*( [A-Za-z0-9_./@+=,-]+)*$ does
+// (TestPlainYAMLAsRegexp), written out: the router builds link no regexp
+// package then (contrib/build-static.sh).
+func plainYAML(s string) bool {
+	if s == "" || strings.IndexByte("@+=,-:", s[0]) >= 0 {
+		return false
+	}
+	for i, w := range strings.Split(s, " ") {
+		if w == "" {
+			return false
+		}
+		for j := range len(w) {
+			if !plainByte(w[j], i == 0) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// plainByte: letters, digits and _./@+=,- (and : in the first word).
+func plainByte(c byte, colon bool) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("_./@+=,-", c) >= 0 || colon && c == ':'
+}
 
 // yamlScalar are words YAML 1.1 readers take for booleans or null.
 var yamlScalar = map[string]bool{"true": true, "false": true, "yes": true, "no": true, "on": true,

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,33 @@ import (
 
 	"go.yaml.in/yaml/v3"
 )
+
+// plainYAML, written out for size, says what its regular expression says
+// about every string of up to 5 bytes from an alphabet of each class it
+// tells apart (letters, digits, the punctuation it allows, the colon, a
+// space, what it refuses, a multi-byte rune and a byte that is no UTF-8).
+func TestPlainYAMLAsRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_./][A-Za-z0-9_./@+=,:-]*( [A-Za-z0-9_./@+=,-]+)*$`)
+	alphabet := []string{"a", "Z", "0", "_", ".", "/", "@", "+", "=", ",", "-", ":", " ", "#", "\"", "é", "\xff"}
+	n := 0
+	var walk func(s string, depth int)
+	walk = func(s string, depth int) {
+		if want := re.MatchString(s); plainYAML(s) != want {
+			t.Fatalf("plainYAML(%q) = %v, the regexp says %v", s, !want, want)
+		}
+		n++
+		if depth == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(s+c, depth-1)
+		}
+	}
+	walk("", 5)
+	if n < 1000000 {
+		t.Fatalf("only %d strings checked", n)
+	}
+}
 
 // check-config's YAML, written by hand, reads back as the same settings,
 // whatever the strings hold.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -97,18 +98,26 @@ const hubMetrics = 9109
 // keeper deleted the per-ban states its cuts took in (10 s after the cut
 // for states made lately), so that the broker retains no more than the
 // states of the bans changed since the last cut (at most 10,000 or 1 %),
-// the chunks, the manifest and the record. Measured before, the hub still
-// held the 100,000 per-ban states the feed made (about 1.4 KB each).
+// the chunks, the manifest and the record, and that count has been still
+// for stillFor (the keeper cuts a burst's tail once it is still for 10 s).
+// Measured before, the hub still held the 100,000 per-ban states the feed
+// made (about 1.4 KB each).
 func settled(h *lab.Host, n int, deadline time.Time) error {
+	const stillFor = 12 * time.Second
 	bound := max(10_000, n/100) + n/wire.MaxChunkEntries + 16
+	last, since := -1.0, time.Now()
 	for {
 		m, err := h.Metrics(hubMetrics)
 		v, ok := m["vallum_broker_retained"]
-		if err == nil && ok && int(v) <= bound {
+		if err != nil || !ok || v != last {
+			last, since = v, time.Now()
+		}
+		if err == nil && ok && int(v) <= bound && time.Since(since) >= stillFor {
+			fmt.Fprintf(os.Stderr, "bench: the hub retains %v messages, still for %v (%s)\n", v, stillFor, time.Now().Format("15:04:05.0"))
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the hub still retains %v messages (%v), want at most %d", v, err, bound)
+			return fmt.Errorf("the hub still retains %v messages (%v), want at most %d, still for %v", v, err, bound, stillFor)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

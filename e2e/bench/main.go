@@ -10,6 +10,7 @@
 //	go run ./e2e/bench -small     # CI sizes, under a minute
 //	go run ./e2e/bench -small -compact 1000000   # CI sizes and the 1m late joins
 //	go run ./e2e/bench -only compact             # the 1m late joins alone
+//	go run ./e2e/bench -only hubjoin             # the hub's memory while hosts join, alone
 //
 // It prints a table, then as its last line one JSON object of the figures.
 package main
@@ -59,7 +60,7 @@ func parseFlags() config {
 	flag.BoolVar(&c.compactSettle, "compact-settle", true, "with -compact-keeper, vallum joins once the keeper is done with the million (its list still for 12 s); false: once it has cut 99 %, while it still deletes the per-ban states it folded in")
 	flag.StringVar(&c.compactFeed, "compact-feed", "states", "with -compact-keeper, how the million reaches the keeper: states (one retained per-ban state each, as vallum ban makes them) or events (ROOT/add of 1,000 lines, as vallum import sends them)")
 	flag.StringVar(&c.compactOn, "compact-on", "embedded,mosquitto", "the brokers of the compact late joins, comma separated")
-	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small)")
+	flag.StringVar(&c.only, "only", "", "run one part alone: compact (the late joins of -compact; its default then stays 1,000,000 even with -small), or hubjoin (-hub-join)")
 	flag.IntVar(&c.naive, "naive", 2000, "messages for the naive pipeline (it manages ~500/s)")
 	flag.IntVar(&c.vallumdN, "vallumd-n", 100_000, "messages for vallumd in each of -rounds (as -single for vallum)")
 	flag.StringVar(&c.vallumd, "vallumd", "", "path of a vallumd binary to compare with (skipped when empty)")
@@ -72,8 +73,8 @@ func parseFlags() config {
 		fmt.Fprintf(os.Stderr, "bench: -compact-feed %q: states or events\n", c.compactFeed)
 		os.Exit(2)
 	}
-	if c.only != "" && c.only != "compact" {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: the only part that runs alone is compact\n", c.only)
+	if c.only != "" && c.only != "compact" && c.only != "hubjoin" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: the parts that run alone are compact and hubjoin\n", c.only)
 		os.Exit(2)
 	}
 	if *small {
@@ -93,7 +94,9 @@ func parseFlags() config {
 		if c.only != "compact" {
 			def(&c.compact, "compact", 0)
 		}
-		def(&c.hubJoin, "hub-join", 0)
+		if c.only != "hubjoin" {
+			def(&c.hubJoin, "hub-join", 0)
+		}
 		def(&c.naive, "naive", 300)
 		def(&c.vallumdN, "vallumd-n", 10_000)
 		if !set["phase-timeout"] {

@@ -77,14 +77,18 @@ func run(c config, l *lab.Lab, dir string) *results {
 	r := &results{SyncN: c.sync}
 	a := &addrs{}
 	step := func(s string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", s, time.Now().Format("15:04:05")) }
-	if c.only == "compact" {
+	if c.only != "" {
 		step("building vallum")
 		bin, err := lab.BuildVallum(dir)
 		if err != nil {
 			r.set(&r.Sync1mEmbeddedS, 0, err, "build")
 			return r
 		}
-		compactJoins(c, l, dir, bin, a, r, step)
+		if c.only == "compact" {
+			compactJoins(c, l, dir, bin, a, r, step)
+		} else {
+			hubJoin(c, l, dir, bin, a, r, step)
+		}
 		return r
 	}
 
@@ -117,13 +121,7 @@ func run(c config, l *lab.Lab, dir string) *results {
 
 	compactJoins(c, l, dir, bin, a, r, step)
 
-	if c.hubJoin > 0 {
-		r.HubJoinN = c.hubJoin
-		step("hub memory while hosts join")
-		peak, before, err := hubJoinRSS(l, dir, bin, a, c.hubJoin, c.hubJoiners, c.phase)
-		r.set(&r.HubRSS100kJoinMB, mb(peak), err, "hub rss while hosts join")
-		r.set(&r.HubRSS100kMB, mb(before), err, "hub rss holding the list before the joins")
-	}
+	hubJoin(c, l, dir, bin, a, r, step)
 
 	step("naive pipeline")
 	v, err = naive(l, dir, a, c.naive, c.phase)
@@ -135,6 +133,18 @@ func run(c config, l *lab.Lab, dir string) *results {
 		r.SingleVsVallumd = ratio(r.E2ESinglePerS, r.VallumdSingle)
 	}
 	return r
+}
+
+// hubJoin measures the hub's memory while hosts join, when asked.
+func hubJoin(c config, l *lab.Lab, dir, bin string, a *addrs, r *results, step func(string)) {
+	if c.hubJoin <= 0 {
+		return
+	}
+	r.HubJoinN = c.hubJoin
+	step("hub memory while hosts join")
+	peak, before, err := hubJoinRSS(l, dir, bin, a, c.hubJoin, c.hubJoiners, c.phase)
+	r.set(&r.HubRSS100kJoinMB, mb(peak), err, "hub rss while hosts join")
+	r.set(&r.HubRSS100kMB, mb(before), err, "hub rss holding the list before the joins")
 }
 
 // compactJoins measures the late joins of the compact list, when asked.

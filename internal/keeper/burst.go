@@ -153,7 +153,7 @@ func (k *Keeper) Flush() {
 		out = append(out, k.cutOutside(i, now)...)
 	}
 	_ = k.publish(out)
-	freeAfter(out)
+	k.freeAfter(out)
 	if len(due) > 0 {
 		k.costed(began)
 	}

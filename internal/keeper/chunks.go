@@ -40,6 +40,10 @@ type chunkSet struct {
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
 	laterAt time.Time
+	// seen: changes when maintain last looked; stillAt: since when they
+	// have not moved (cutDueLocked's cut of a burst's tail).
+	seen    int
+	stillAt time.Time
 	// foreign: when a manifest of another keeper came, and what its
 	// chunks hold: the per-ban states it deletes next are no unbans
 	// (movedLocked).

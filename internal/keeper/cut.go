@@ -2,7 +2,6 @@ package keeper
 
 import (
 	"net/netip"
-	"runtime/debug"
 	"slices"
 	"time"
 
@@ -15,17 +14,27 @@ const (
 	DefaultCutAfter = 10_000
 	// DefaultCutEvery: a cut at least this often while anything changed.
 	DefaultCutEvery = time.Hour
+	// stillCutMin: the changes a list must have had since its last cut
+	// for a cut once they stopped for statedFor (cutDueLocked).
+	stillCutMin = 1000
 	// rewriteEvery coalesces the rewrites of one chunk: an unban of a
 	// ban a chunk holds rewrites that chunk (about 94 KB) at most this
 	// often; a host that syncs meanwhile keeps the ban that long more.
 	rewriteEvery = time.Second
 )
 
-// cutDueLocked reports whether list i needs a cut now.
+// cutDueLocked reports whether list i needs a cut now, and notes since
+// when its changes have been still.
 func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	l := k.lists[i]
+	if l.ch.changes != l.ch.seen {
+		l.ch.seen, l.ch.stillAt = l.ch.changes, now
+	}
 	if !k.cutter(l) {
 		return false
+	}
+	if k.stillCutLocked(l, now) {
+		return true
 	}
 	size := 0
 	if l.ch.man != nil {
@@ -36,6 +45,18 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	}
 	return l.ch.man == nil || l.ch.recut || l.ch.changes > max(k.o.CutAfter, size/100) ||
 		l.ch.changes > 0 && now.Sub(l.ch.cutAt) >= k.o.CutEvery
+}
+
+// stillCutLocked reports whether list l's changes since its last cut are
+// the tail of a burst, still for statedFor: a cut folds them in, and
+// deletes their per-ban states at once (made statedFor ago). Left for the
+// hourly cut, the last 10,000 states of a burst of 100,000 held the hub at
+// 113 to 127 MB resident (a run with GOGC 25), 57 to 76 once deleted:
+// mochi's copies of the few left pinned the memory pages of all the others.
+// Only where the cut deletes them (not with legacy state).
+func (k *Keeper) stillCutLocked(l *list, now time.Time) bool {
+	return l.ch.man != nil && wire.IsEpochV2(l.rec.Epoch) && l.ch.changes >= stillCutMin &&
+		now.Sub(l.ch.stillAt) >= statedFor && now.Sub(l.ch.cutAt) >= statedFor
 }
 
 // cutLocked publishes list i as a new generation of chunks: every live ban
@@ -74,21 +95,14 @@ type cutting struct {
 	root, epoch    string
 	now, began     time.Time
 	old            *wire.Manifest // the list's manifest when the cut began
-	raw            []rawItem      // the bans read, for build
+	items          []cutItem      // the bans read; build parses and sorts them
 	strs           []meta         // the interned reasons, origins and counts they name
-	items          []cutItem
-	burst, changes int // the list's counts when the cut began
+	burst, changes int            // the list's counts when the cut began
 
 	m     wire.Manifest
 	data  [][]byte
 	first []netip.Prefix
 	out   []retain // the chunks
-}
-
-// rawItem is a ban as the view holds it, read for a cut.
-type rawItem struct {
-	topic string
-	e     entry
 }
 
 // collectLocked reads the bans of list i for a cut; build parses them.
@@ -98,6 +112,9 @@ func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 	l := k.lists[i]
 	c := &cutting{i: i, root: l.root, epoch: l.rec.Epoch, now: now, began: time.Now(), old: l.ch.man,
 		burst: l.ch.burst, changes: l.ch.changes, strs: k.strs.strs}
+	if l.ch.man != nil { // what the list held, and what came since: appends that copy no more
+		c.items = make([]cutItem, 0, l.ch.man.Entries+l.ch.changes+l.ch.burst)
+	}
 	nowUnix := now.Unix()
 	for topic, e := range k.bans {
 		// A ban the view holds but neither a state nor a chunk on the
@@ -106,7 +123,7 @@ func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 		if int(e.list) != i || e.exp != 0 && e.exp <= nowUnix || e.flags&(fState|fChunk|fBurst) == 0 {
 			continue
 		}
-		c.raw = append(c.raw, rawItem{topic, e})
+		c.items = append(c.items, cutItem{topic: topic, e: e}) // its prefix parsed by build
 	}
 	return c
 }
@@ -115,16 +132,18 @@ func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 // of the keeper's.
 func (c *cutting) build() {
 	strs := interned{strs: c.strs}
-	for _, r := range c.raw {
-		t, err := wire.ParseTopic(c.root, r.topic)
+	items := c.items[:0] // parsed in place
+	for _, it := range c.items {
+		t, err := wire.ParseTopic(c.root, it.topic)
 		if err != nil {
 			continue
 		}
-		c.items = append(c.items, cutItem{wire.Entry{Prefix: t.Prefix, State: stateOfWith(&strs, r.e)}, r.topic})
+		it.p = t.Prefix
+		items = append(items, it)
 	}
-	c.raw = nil
-	items := c.items
-	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.e.Prefix, b.e.Prefix) })
+	clear(c.items[len(items):]) // the topics of what was left out
+	c.items = items
+	slices.SortFunc(items, func(a, b cutItem) int { return cmpPrefix(a.p, b.p) })
 	gen := uint64(c.now.UnixMilli())
 	if c.old != nil && gen <= c.old.Gen {
 		gen = c.old.Gen + 1
@@ -137,10 +156,10 @@ func (c *cutting) build() {
 		part := items[j*wire.MaxChunkEntries : min(len(items), (j+1)*wire.MaxChunkEntries)]
 		chunk = chunk[:0]
 		for _, it := range part {
-			chunk = append(chunk, it.e)
+			chunk = append(chunk, wire.Entry{Prefix: it.p, State: stateOfWith(&strs, it.e)})
 		}
 		p := wire.EncodeChunk(wire.Chunk{Root: c.root, Gen: gen, Index: j, Count: count, Entries: chunk})
-		c.data[j], c.first[j], c.m.CRC[j] = p, part[0].e.Prefix, wire.ChunkCRC(p)
+		c.data[j], c.first[j], c.m.CRC[j] = p, part[0].p, wire.ChunkCRC(p)
 		c.out = append(c.out, retain{wire.ChunkTopic(c.root, gen, j), p})
 	}
 }
@@ -178,6 +197,7 @@ func (k *Keeper) commitLocked(c *cutting) []retain {
 	}
 	l.ch.other, l.ch.next = nil, nil
 	out = append(out, k.foldedLocked(l, c.items, wire.IsEpochV2(l.rec.Epoch))...)
+	k.free.cut(m.Entries)
 	k.log.Info("cut", "list", l.root, "entries", m.Entries, "chunks", len(m.CRC), "took", time.Since(c.began).Round(time.Millisecond))
 	return out
 }
@@ -204,10 +224,13 @@ func (k *Keeper) cleanBackLocked(i int, topic string) bool {
 	return c.n > 0 && (c.man <= l.manBack || k.now().Sub(l.cutAt) > pubsKeep)
 }
 
-// cutItem is one ban of a cut.
+// cutItem is one ban of a cut: 72 bytes, the view's entry as read, its
+// wire.Entry (136 bytes with the topic) made a chunk at a time: for a
+// million bans, 136 MB less at the cut's peak.
 type cutItem struct {
-	e     wire.Entry
+	p     netip.Prefix
 	topic string
+	e     entry
 }
 
 // foldedLocked marks the bans of a cut as held by a chunk and, with
@@ -221,7 +244,7 @@ func (k *Keeper) foldedLocked(l *list, items []cutItem, cleanup bool) []retain {
 	l.ch.later = l.ch.later[:0]
 	for n, it := range items {
 		e, ok := k.bans[it.topic]
-		if !ok || e.at != it.e.State.At.UnixMilli() {
+		if !ok || e.at != it.e.at {
 			// Lifted, or banned again, while the cut was built: the
 			// chunk holds what was; a lifted ban's chunk is rewritten.
 			if !ok {
@@ -451,31 +474,15 @@ func (k *Keeper) maintain() time.Time {
 	k.mu.Lock()
 	k.releaseChunksLocked() // what was published, and chunks adopted meanwhile
 	k.mu.Unlock()
-	freeAfter(out)
+	k.freeAfter(out) // also one a cut of Flush or before left due
 	if len(due) > 0 {
 		k.costed(began)
 	}
 	return next
 }
 
-// freeAfter returns the memory of many per-ban states the keeper just
-// deleted to the system: on the hub, mochi held each in about 1.4 KB, and
-// the Go runtime would keep the pages for minutes (a hub that took 100,000
-// bans stayed at 123 MB holding them as chunks, instead of about 50).
-func freeAfter(out []retain) {
-	deleted := 0
-	for _, r := range out {
-		if len(r.payload) == 0 {
-			deleted++
-		}
-	}
-	if deleted >= freeAtDeleted {
-		debug.FreeOSMemory()
-	}
-}
-
-// freeAtDeleted: deletions in one go that make the keeper free memory.
-const freeAtDeleted = 10_000
+// freeAfter returns memory to the system after big transient work (free.go).
+func (k *Keeper) freeAfter(out []retain) { k.free.after(out, k.now) }
 
 // touchedLocked reports whether anyone (a client, another keeper, this
 // one) published topic's state within statedFor.

@@ -134,6 +134,8 @@ type Keeper struct {
 	// no unban.
 	cleaning map[string]cleaned
 	revived  map[string]revived // states cleanedLocked published again (cut.go)
+
+	free freer // returns memory after big cuts and cleanups (free.go)
 }
 
 // list is one kept list.

@@ -51,7 +51,7 @@ func (k *Keeper) Settle() error {
 		k.lists[i].ch.rescan = true // the deltas to announce, from the view read (deltas.go)
 	}
 	k.mu.Unlock()
-	defer freeAfter(out)
+	defer k.freeAfter(out)
 	return k.publish(out)
 }
 
