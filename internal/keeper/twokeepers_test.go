@@ -374,19 +374,7 @@ func TestCleanupEchoOrUnban(t *testing.T) {
 		clk.add(time.Millisecond)
 		b.arrive(client) // at the broker before the keeper's
 	}
-	b.settle()
-	for range 3 {
-		clk.add(rewriteEvery)
-		b.ks[0].maintain()
-		b.settle()
-	}
-	want := []string{addr + "/32"}
-	if got := b.banned(); !slices.Equal(got, want) {
-		t.Errorf("broker holds %v, want %v", got, want)
-	}
-	if got := view(b.ks[0]); !slices.Equal(got, want) {
-		t.Errorf("keeper holds %v, want %v", got, want)
-	}
+	settledBanned(t, b, clk, addr)
 }
 
 // TestRevivedCopyLate: the keeper's cleanup after a cut clobbers a ban
@@ -431,6 +419,13 @@ func TestRevivedCopyLate(t *testing.T) {
 	send(false) // under the copy
 	keeperOut()
 	send(true) // over it, before the keeper reads it back
+	settledBanned(t, b, clk, addr)
+}
+
+// settledBanned lets the first keeper maintain its list three times over
+// and checks that the broker and its view end with addr banned alone.
+func settledBanned(t *testing.T, b *netBroker, clk *clock, addr string) {
+	t.Helper()
 	b.settle()
 	for range 3 {
 		clk.add(rewriteEvery)
