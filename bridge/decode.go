@@ -126,7 +126,7 @@ func (d *decoder) eventOps(l List, k wire.Kind, payload []byte) []setOp {
 		d.refuse.refuse("bad_line", err.Error(), "topic", l.Root, "err", err)
 	}
 	ops := make([]setOp, 0, len(lines))
-	burst := len(lines) >= burstLines
+	burst := len(lines) >= wire.BurstLines
 	for _, ln := range lines {
 		if d.recent.has(ln.Prefix) {
 			continue // its state came moments ago, and was applied: it decides

@@ -356,7 +356,7 @@ func TestBurstWaitsForTheCut(t *testing.T) {
 	r.waitSynced(t, 1)
 	var feed strings.Builder
 	var want []string
-	for i := range burstLines {
+	for i := range wire.BurstLines {
 		a := fmt.Sprintf("10.0.%d.%d", i>>8, i&255)
 		feed.WriteString(a + "\n")
 		want = append(want, a)

@@ -359,11 +359,6 @@ func (e *eventAdds) applied(set string, ops []Op, failed map[netip.Prefix]bool, 
 	}
 }
 
-// burstLines: an event message of at least this many lines is a burst,
-// as the keeper counts it (keeper.DefaultBurstLines): its adds become no
-// per-ban state, only chunks at the keeper's next cut.
-const burstLines = 256
-
 // burstLag is how much longer than eventSettle a sync leaves a burst's add
 // alone when the list does not hold it. The keeper cuts a burst once it
 // pauses, resting four times a cut's cost between cuts while it goes on:

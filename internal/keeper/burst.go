@@ -26,8 +26,8 @@ import (
 
 const (
 	// DefaultBurstLines: an event message with at least this many add
-	// lines is a burst.
-	DefaultBurstLines = 256
+	// lines is a burst (the wire's number, which hosts count too).
+	DefaultBurstLines = wire.BurstLines
 	// burstQuiet: a burst is cut once no burst line came for this long,
 	// so that the messages of one import make one cut, not one each.
 	burstQuiet = 200 * time.Millisecond

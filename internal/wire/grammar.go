@@ -44,6 +44,12 @@ const (
 // prefix and a timeout, well under 100 bytes.
 const maxLine = 128
 
+// BurstLines: an event message of at least this many lines is a burst (a
+// feed's import). The list's keeper folds a burst's adds straight into its
+// next cut, with no per-ban state each, and a host's sync gives them the
+// time that cut takes: one number for both sides.
+const BurstLines = 256
+
 // Topic is a parsed message topic.
 type Topic struct {
 	Root   string
