@@ -191,7 +191,7 @@ func TestJournalDamaged(t *testing.T) {
 	if first < 0 || third < 0 {
 		t.Fatalf("journal entries not in the killed store (first at %d, third at %d)", first, third)
 	}
-	raw[first+len(journalKey(0))+100] ^= 0x20  // a flipped bit in the first burst
+	raw[first+len(journalKey(0))+100] ^= 0x20 // a flipped bit in the first burst
 	raw = raw[:third+len(journalKey(2))+1000] // the third cut short: a torn tail
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
