@@ -230,12 +230,21 @@ func (j *journal) takenLocked(cl *mqtt.Client) {
 // flushed: the cuts of root in the store hold its burst messages up to
 // upto (keeper.Options.Flushed).
 func (j *journal) flushed(root string, upto uint64) {
+	// The cut may not be in the store (mochi drops what the store
+	// refuses), or not on the disk: a power cut could keep the journal's
+	// deletions and lose the cut.
 	if j.kv.Health() != nil {
-		return // the cut may not be in the store: mochi drops what the store refuses
+		return
+	}
+	j.mu.Lock()
+	j.upto[root] = max(j.upto[root], upto)
+	held := len(j.entries) > 0
+	j.mu.Unlock()
+	if !held || j.kv.Sync() != nil {
+		return // trimmed at a later cut
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.upto[root] = max(j.upto[root], upto)
 	j.trimLocked()
 }
 
