@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 
 	"github.com/vallum/vallum/internal/datadir"
 	"github.com/vallum/vallum/internal/listread"
 	"github.com/vallum/vallum/internal/store"
+	"github.com/vallum/vallum/internal/tmpfs"
 	"github.com/vallum/vallum/internal/wire"
 )
 
@@ -217,5 +219,113 @@ func TestJournalDamaged(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Dir(path)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestJournalFullDisk: a burst that the journal cannot write (a full
+// disk) is refused, never acknowledged and lost; the burst acknowledged
+// before the disk filled is in the list after the hub is killed and
+// started again (on a copy of its store, with room), whether its cut
+// reached the disk or not.
+func TestJournalFullDisk(t *testing.T) {
+	dir := tmpfs.Mount(t, 4<<20)
+	o := Options{Listeners: []Listener{local(KindTCP)}, DataDir: dir, Lists: []string{"blacklist"}}
+	b1 := start(t, o)
+	settled(t, b1)
+	c := mustDial(t, url(t, b1, KindTCP))
+	c.pub(t, "blacklist/add", 1, false, burstOf(1, 0, 300))
+	free := tmpfs.Fill(t, dir)
+	defer free()
+	tok := c.Publish("blacklist/add", 1, false, burstOf(2, 0, 300))
+	if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+		t.Fatal("a burst was acknowledged on a full disk")
+	}
+	if st, _ := b1.StoreStats(); st.Refused == 0 {
+		t.Errorf("store stats %+v: no refusal counted", st)
+	}
+	killed := killedCopy(t, dir)
+
+	b2 := start(t, Options{Listeners: o.Listeners, DataDir: killed, Lists: o.Lists})
+	var got map[netip.Prefix]bool
+	eventually(t, "the burst acknowledged is not listed after the restart", func() bool {
+		got = hostReads(b2, "blacklist")
+		return len(got) >= 300
+	})
+	for j := range 300 {
+		if !got[netip.MustParsePrefix(fmt.Sprintf("10.1.%d.%d/32", j>>8, j&255))] {
+			t.Fatalf("10.1.%d.%d, of the burst acknowledged, is not listed after the restart", j>>8, j&255)
+		}
+	}
+	if len(got) != 300 {
+		t.Errorf("a late host reads %d bans, want the 300 of the burst acknowledged", len(got))
+	}
+}
+
+// TestJournalImportBench measures what the journal costs an import of
+// 1,000,000 bans into the hub, as `vallum import` sends them (event
+// messages of up to 1 MiB, 40,000 lines, QoS 1, all in flight): the time
+// to the last PUBACK (when the import returns) and to the cut that holds
+// them all, and the store file, with the journal and without. It reports
+// figures, it does not time-assert. Opt-in, it takes a minute:
+// VALLUM_STORE_BENCH=1 go test -run JournalImportBench -v ./broker/
+func TestJournalImportBench(t *testing.T) {
+	if os.Getenv("VALLUM_STORE_BENCH") == "" {
+		t.Skip("set VALLUM_STORE_BENCH=1 to run")
+	}
+	const n, per = 1_000_000, 40_000
+	var msgs []string
+	for i := 0; i < n; i += per {
+		var sb strings.Builder
+		for j := i; j < min(n, i+per); j++ {
+			fmt.Fprintf(&sb, "100.%d.%d.%d timeout 86400\n", 64+j>>16, byte(j>>8), byte(j))
+		}
+		msgs = append(msgs, sb.String())
+	}
+	for _, round := range []string{"journal", "none", "journal", "none"} {
+		t.Run(round, func(t *testing.T) {
+			o := Options{Listeners: []Listener{local(KindTCP)}, DataDir: t.TempDir(), Lists: []string{"blacklist"}, Logger: quietLogger()}
+			b, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if round == "none" {
+				b.store.journal = nil // as before it: nothing journaled
+			}
+			defer runBroker(t, b)()
+			settled(t, b)
+			c := mustDial(t, url(t, b, KindTCP))
+			t0 := time.Now()
+			var toks []paho.Token
+			for _, m := range msgs {
+				toks = append(toks, c.Publish("blacklist/add", 1, false, m))
+			}
+			for _, tok := range toks {
+				if err := wait(t, tok, "publish"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acked := time.Since(t0)
+			deadline := time.Now().Add(3 * time.Minute)
+			for {
+				pk, ok := b.srv.Topics.Retained.Get(wire.ManifestTopic("blacklist"))
+				m, err := wire.DecodeManifest(pk.Payload)
+				if ok && err == nil && m.Entries == n {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no cut of the %d bans after 3 minutes (%d)", n, m.Entries)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cut := time.Since(t0)
+			st, _ := b.StoreStats()
+			held := 0
+			if b.store.journal != nil {
+				held, _, _ = b.store.journal.stats()
+			}
+			t.Logf("%s: %d bans in %d messages: last PUBACK after %v, all cut after %v; store file %.1f MB (%.1f live), journal entries held %d",
+				round, n, len(msgs), acked.Round(time.Millisecond), cut.Round(time.Millisecond),
+				float64(st.FileBytes)/(1<<20), float64(st.LiveBytes)/(1<<20), held)
+		})
 	}
 }
