@@ -20,9 +20,10 @@ import (
 // only once the cut that holds them is on the broker (Unflushed, Flush),
 // so a keeper killed before that gets them again from its session. Inside
 // the hub, mochi acknowledges a message before the keeper sees it (as for
-// every event): a hub killed between a burst and its cut (burstQuiet, at
-// most burstWait, plus the cut) loses the burst's bans from the list, as
-// the publisher has its PUBACK.
+// every event), so the hub journals each burst message before the PUBACK
+// (broker/journal.go) and gives the keeper, at start, the journal's
+// bursts to take again (Replay, replay.go); it drops an entry once a cut
+// holding it is stored, which it learns from Options.Flushed and Bursts.
 
 const (
 	// DefaultBurstLines: an event message with at least this many add
