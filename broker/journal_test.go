@@ -263,7 +263,7 @@ func TestJournalFullDisk(t *testing.T) {
 
 // TestJournalImportBench measures what the journal costs an import of
 // 1,000,000 bans into the hub, as `vallum import` sends them (event
-// messages of up to 1 MiB, 40,000 lines, QoS 1, all in flight): the time
+// messages of up to 1 MiB, 32,000 lines, QoS 1, all in flight): the time
 // to the last PUBACK (when the import returns) and to the cut that holds
 // them all, and the store file, with the journal and without. It reports
 // figures, it does not time-assert. Opt-in, it takes a minute:
@@ -272,7 +272,7 @@ func TestJournalImportBench(t *testing.T) {
 	if os.Getenv("VALLUM_STORE_BENCH") == "" {
 		t.Skip("set VALLUM_STORE_BENCH=1 to run")
 	}
-	const n, per = 1_000_000, 40_000
+	const n, per = 1_000_000, 32_000
 	var msgs []string
 	for i := 0; i < n; i += per {
 		var sb strings.Builder
