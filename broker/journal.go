@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -47,7 +48,7 @@ type journal struct {
 	kv    *store.KV
 	log   *slog.Logger
 	roots []string
-	burst int // lines of a burst (wire.BurstLines); more lines than that: journaled
+	burst int // lines of a burst (wire.BurstLines): a message of as many is journaled
 	k     *keeper.Keeper
 
 	mu       sync.Mutex
@@ -73,6 +74,11 @@ type jentry struct {
 func openJournal(kv *store.KV, roots []string, log *slog.Logger) (*journal, error) {
 	j := &journal{kv: kv, log: log, roots: roots, burst: wire.BurstLines,
 		taking: map[*mqtt.Client]uint64{}, upto: map[string]uint64{}}
+	type found struct {
+		seq uint64
+		m   keeper.Replayed
+	}
+	var all []found
 	err := kv.Scan(journalPrefix, func(key string, val []byte) error {
 		seq, err := strconv.ParseUint(strings.TrimPrefix(key, journalPrefix), 16, 64)
 		m, ok := decodeEntry(val)
@@ -80,10 +86,7 @@ func openJournal(kv *store.KV, roots []string, log *slog.Logger) (*journal, erro
 			j.skipped++
 			return nil
 		}
-		j.next = max(j.next, seq+1)
-		// Not taken until replay: nothing goes before the keeper saw it.
-		j.entries = append(j.entries, jentry{seq: seq, root: j.rootOf(m.Topic)})
-		j.loaded = append(j.loaded, m)
+		all = append(all, found{seq, m})
 		return nil
 	})
 	if err != nil {
@@ -92,28 +95,16 @@ func openJournal(kv *store.KV, roots []string, log *slog.Logger) (*journal, erro
 	if j.skipped > 0 {
 		log.Warn("burst journal: unreadable entries skipped", "count", j.skipped)
 	}
-	// Scan gives file order; the sequence is the order mochi took them.
-	order := make([]int, len(j.entries))
-	for i := range order {
-		order[i] = i
+	// Scan gives file order (a compaction keeps it); the sequence is the
+	// order mochi took them in.
+	slices.SortFunc(all, func(a, b found) int { return cmp.Compare(a.seq, b.seq) })
+	for _, f := range all {
+		j.next = f.seq + 1
+		// Not taken until replay: nothing goes before the keeper saw it.
+		j.entries = append(j.entries, jentry{seq: f.seq, root: j.rootOf(f.m.Topic)})
+		j.loaded = append(j.loaded, f.m)
 	}
-	slices.SortFunc(order, func(a, b int) int { return cmpU64(j.entries[a].seq, j.entries[b].seq) })
-	es, ms := make([]jentry, len(order)), make([]keeper.Replayed, len(order))
-	for i, o := range order {
-		es[i], ms[i] = j.entries[o], j.loaded[o]
-	}
-	j.entries, j.loaded = es, ms
 	return j, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // rootOf returns the list of an event or state topic; "" otherwise.
