@@ -25,7 +25,7 @@ import (
 // test checks), then started again on the same data dir. The import's
 // bans were acknowledged, so they are the list: a host that joins then
 // gets every one of them, and the address unbanned before the kill stays
-// unbanned; the host that was online keeps them through its syncs.
+// unbanned; the host that was online, reconnected, holds the same.
 func TestHubKilledMidBurst(t *testing.T) {
 	const n = 20_000
 	l, dir := newLab(t)

@@ -65,7 +65,7 @@ func (k *Keeper) Replay(msgs []Replayed) int {
 	}
 	k.mu.Unlock()
 	if n > 0 {
-		k.log.Info("keeper: bans of bursts taken again from the journal", "bans", n)
+		k.log.Info("bans of bursts taken again from the journal", "bans", n)
 		k.woken()
 	}
 	_ = k.publish(out)
