@@ -345,7 +345,7 @@ func (k *Keeper) cleanedLocked(topic string) []retain {
 	k.revived[topic] = revived{at: e.at, list: e.list}
 	// Not sentLocked: no decision of the keeper's on the ban's events,
 	// which would make it doubt another keeper's next one (recentLocked).
-	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
+	return []retain{k.copiedLocked(topic, wire.EncodeState(k.stateOf(e)))}
 }
 
 // revived is a state cleanedLocked published again, on the word of a
@@ -391,7 +391,7 @@ func (k *Keeper) revivedLocked(topic string, p parsed) (out []retain, again bool
 		l := k.lists[r.list]
 		if l.ch.manBytes == nil { // no manifest to wait for
 			delete(k.revived, topic)
-			return []retain{{topic, r.last}}, true
+			return []retain{k.copiedLocked(topic, r.last)}, true
 		}
 		out = append(out, k.sentManLocked(l))
 		r.witness = l.ch.manSent
@@ -414,7 +414,7 @@ func (k *Keeper) fixRevivedLocked(l *list) []retain {
 	for topic, r := range k.revived {
 		if r.witness != 0 && k.lists[r.list] == l && r.witness <= l.ch.manBack {
 			delete(k.revived, topic)
-			out = append(out, retain{topic, r.last})
+			out = append(out, k.copiedLocked(topic, r.last))
 		}
 	}
 	return out

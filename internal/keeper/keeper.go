@@ -292,6 +292,7 @@ func (k *Keeper) Retained(topic string, payload []byte) {
 		for _, l := range k.lists { // the manifests in flight may be lost (cleanBackLocked)
 			l.ch.manBack = l.ch.manSent
 		}
+		k.lostLocked()
 	}
 	k.mu.Unlock()
 	switch what {
