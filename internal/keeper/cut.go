@@ -238,7 +238,9 @@ type cutItem struct {
 // A state made or touched within statedFor stays until the next cut: a
 // client that changes it again meanwhile (`vallum unban` after `vallum
 // ban`), whose messages the keeper may not have read yet, is not raced by
-// the deletion.
+// the deletion. Shorter holds failed TestTwoKeepersClients (a keeper far
+// behind its broker): 30 of 1,000 runs at 2 s, 6 at 3 s, 1 at 4 s, 2 of
+// 10,000 at 5 s (none of 20,000 at statedFor).
 func (k *Keeper) foldedLocked(l *list, items []cutItem, cleanup bool) []retain {
 	var out []retain
 	l.ch.later = l.ch.later[:0]
