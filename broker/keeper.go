@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
@@ -47,10 +50,23 @@ func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger,
 	return h, nil
 }
 
+// errNotRetained: the broker did not take a publish of the keeper's.
+var errNotRetained = errors.New("the broker did not retain it (its store refused it: disk full?)")
+
 // Retain publishes for the keeper. Inline subscriptions see the message in
-// this goroutine, the keeper's own included: it knows its echoes.
+// this goroutine, the keeper's own included: it knows its echoes. mochi
+// returns nil for a publish a hook refused (the store, its disk full:
+// store_refuse.go), so Retain asks mochi what it retains now: the keeper
+// must not delete a list's last generation after a cut that did not land.
 func (h *hubKeeper) Retain(topic string, payload []byte) error {
-	return h.srv.Publish(topic, payload, true, 1)
+	if err := h.srv.Publish(topic, payload, true, 1); err != nil {
+		return err
+	}
+	pk, ok := h.srv.Topics.Retained.Get(topic)
+	if len(payload) == 0 && ok && len(pk.Payload) > 0 || len(payload) > 0 && !bytes.Equal(pk.Payload, payload) {
+		return fmt.Errorf("%s: %w", topic, errNotRetained)
+	}
+	return nil
 }
 
 // RetainedPayload hands the keeper what mochi retains on topic, so that

@@ -30,7 +30,7 @@ func (k *Keeper) cutDueLocked(i int, now time.Time) bool {
 	if l.ch.changes != l.ch.seen {
 		l.ch.seen, l.ch.stillAt = l.ch.changes, now
 	}
-	if !k.cutter(l) {
+	if !k.cutter(l) || now.Before(l.refused.retryAt) {
 		return false
 	}
 	if k.stillCutLocked(l, now) {
@@ -82,13 +82,27 @@ func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	c := k.collectLocked(i, now)
 	k.mu.Unlock()
 	c.build()
+	// The chunks go before the keeper takes the cut for its own, and the
+	// deletions of the generation before only once the manifest is on
+	// the broker: a cut the broker refused (a full disk) deletes nothing.
+	if err := k.publishAll(c.out); err != nil {
+		k.refusedCut(i, now, nil, err)
+		return nil
+	}
+	c.out = nil
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	if k.lists[i].ch.man != c.old || !k.cutter(k.lists[i]) {
+		k.mu.Unlock()
+		return nil
+	}
+	out := k.commitLocked(c) // its manifest, then the deletions
+	k.mu.Unlock()
+	if err := k.publishAll(out[:1]); err != nil {
+		k.refusedCut(i, now, out[1:], err)
 		return nil
 	}
 	*held = append(*held, flushed{i, c.bursts})
-	return k.commitLocked(c)
+	return append(out[1:], k.takenCut(i)...)
 }
 
 // cutting is one cut in the making.
@@ -194,6 +208,9 @@ func (k *Keeper) commitLocked(c *cutting) []retain {
 		}
 	}
 	for g, have := range old.other {
+		if g == m.Gen {
+			continue // its own chunks, come back before it committed (cutOutside)
+		}
 		for j := range have {
 			out = append(out, retain{wire.ChunkTopic(l.root, g, j), nil})
 		}
@@ -456,8 +473,10 @@ func (k *Keeper) maintain() time.Time {
 			out = append(out, k.unburstLocked(i)...)
 			held = append(held, flushed{i, l.ch.bursts})
 		}
-		if due := l.ch.burstDue(k.cutCost); !due.IsZero() && (next.IsZero() || due.Before(next)) {
-			next = due
+		if due := l.ch.burstDue(k.cutCost); !due.IsZero() {
+			if due = latest(due, l.refused.retryAt); next.IsZero() || due.Before(next) {
+				next = due
+			}
 		}
 		if len(l.ch.later) > 0 && !now.Before(l.ch.laterAt) && k.cutter(l) {
 			out = append(out, k.cleanLaterLocked(l)...)
@@ -476,6 +495,9 @@ func (k *Keeper) maintain() time.Time {
 	k.mu.Unlock()
 	for _, i := range due {
 		out = append(out, k.cutOutside(i, now, &held)...)
+	}
+	for i := range k.lists {
+		out = append(out, k.cleanRefused(i, now)...)
 	}
 	k.flushed(held, k.publish(out))
 	k.mu.Lock()

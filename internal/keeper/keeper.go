@@ -153,6 +153,7 @@ type list struct {
 	// live is what the broker holds, not another keeper's.
 	settled bool
 	ch      chunkSet // the list's chunks and manifest (chunks.go)
+	refused refusal  // a cut the broker did not take (refused.go)
 }
 
 // entry is what the keeper knows of one ban of a list: its per-ban state
