@@ -85,7 +85,8 @@ func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	// The chunks go before the keeper takes the cut for its own, and the
 	// deletions of the generation before only once the manifest is on
 	// the broker: a cut the broker refused (a full disk) deletes nothing.
-	if err := k.publishAll(c.out); err != nil {
+	if n, err := k.publishAll(c.out); err != nil {
+		k.unpublish(c.out[:n])
 		k.refusedCut(i, now, nil, err)
 		return nil
 	}
@@ -97,7 +98,7 @@ func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	}
 	out := k.commitLocked(c) // its manifest, then the deletions
 	k.mu.Unlock()
-	if err := k.publishAll(out[:1]); err != nil {
+	if _, err := k.publishAll(out[:1]); err != nil {
 		k.refusedCut(i, now, out[1:], err)
 		return nil
 	}

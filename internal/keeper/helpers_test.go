@@ -3,6 +3,7 @@ package keeper
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -25,6 +26,9 @@ type fakeBroker struct {
 	queue    []msg // not yet delivered to the keeper
 	inline   bool
 	k        *Keeper
+	// refuse, when set, says which publishes of the keeper's the broker
+	// refuses (its disk full): not retained, Retain's error.
+	refuse func(topic string, payload []byte) bool
 }
 
 type msg struct {
@@ -38,6 +42,10 @@ func newFakeBroker(inline bool) *fakeBroker {
 
 func (b *fakeBroker) Retain(topic string, payload []byte) error {
 	b.mu.Lock()
+	if b.refuse != nil && b.refuse(topic, payload) {
+		b.mu.Unlock()
+		return errors.New("refused: disk full")
+	}
 	b.store(topic, payload)
 	b.sent = append(b.sent, msg{topic, string(payload)})
 	if !b.inline {

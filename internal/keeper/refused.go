@@ -23,14 +23,25 @@ type refusal struct {
 }
 
 // publishAll publishes out in order and stops at the first publish that
-// fails: what follows it must not land without it.
-func (k *Keeper) publishAll(out []retain) error {
-	for _, r := range out {
+// fails: what follows it must not land without it. It returns how many
+// were published.
+func (k *Keeper) publishAll(out []retain) (int, error) {
+	for n, r := range out {
 		if err := k.sink.Retain(r.topic, r.payload); err != nil {
-			return err
+			return n, err
 		}
 	}
-	return nil
+	return len(out), nil
+}
+
+// unpublish deletes the chunks of a cut refused that landed before the
+// refusal: a deletion is a tiny record, which a full disk still takes
+// mostly. One it does not take is read at the next start, as a generation
+// no manifest names, and deleted by the next cut.
+func (k *Keeper) unpublish(chunks []retain) {
+	for _, r := range chunks {
+		_ = k.sink.Retain(r.topic, nil)
+	}
 }
 
 // refusedCut notes that the broker did not take list i's cut, whose
@@ -76,7 +87,7 @@ func (k *Keeper) cleanRefused(i int, now time.Time) []retain {
 	}
 	man := k.sentManLocked(l)
 	k.mu.Unlock()
-	if err := k.publishAll([]retain{man}); err != nil {
+	if _, err := k.publishAll([]retain{man}); err != nil {
 		k.refusedCut(i, now, nil, err)
 		return nil
 	}
