@@ -46,13 +46,30 @@ func (k *Keeper) Settle() error {
 		out = append(out, k.respellLocked(f)...)
 	}
 	k.fixes = nil
+	var cuts []int
 	for i := range k.lists {
-		out = append(out, k.settledLocked(i, now)...)
+		o, cut := k.settledLocked(i, now)
+		out = append(out, o...)
+		if cut {
+			cuts = append(cuts, i)
+		}
 		k.lists[i].ch.rescan = true // the deltas to announce, from the view read (deltas.go)
 	}
 	k.mu.Unlock()
-	defer k.freeAfter(out)
-	return k.publish(out)
+	err := k.publish(out)
+	if len(cuts) > 0 { // as maintain cuts: one the broker refuses deletes nothing
+		k.cutMu.Lock()
+		var cut []retain
+		var held []flushed
+		for _, i := range cuts {
+			cut = append(cut, k.cutOutside(i, now, &held)...)
+		}
+		err = cmp.Or(err, k.publish(cut))
+		k.cutMu.Unlock()
+		out = append(out, cut...)
+	}
+	k.freeAfter(out)
+	return err
 }
 
 // settleLocked decides the epoch of list i: the record on the broker if
@@ -122,12 +139,11 @@ func (k *Keeper) spell(epoch string, existing bool) string {
 // settledLocked ends Settle for list i: a list whose chunks are not on the
 // broker (none cut yet, lost, damaged, or the record names a keeper that
 // is gone) is taken over by this keeper; the cutter respells the epoch to
-// its LegacyState, and cuts.
-func (k *Keeper) settledLocked(i int, now time.Time) []retain {
+// its LegacyState, and reports that it cuts (Settle, after the lock).
+func (k *Keeper) settledLocked(i int, now time.Time) (out []retain, cut bool) {
 	l := k.lists[i]
-	var out []retain
 	if !chunksBuilt {
-		return nil
+		return nil, false
 	}
 	if !k.cutter(l) && l.ch.man == nil {
 		k.log.Info("no chunks of the list on the broker: this keeper cuts them", "list", l.root, "record_keeper", l.rec.Keeper)
@@ -136,7 +152,7 @@ func (k *Keeper) settledLocked(i int, now time.Time) []retain {
 		out = append(out, k.recordLocked(l))
 	}
 	if !k.cutter(l) {
-		return out
+		return out, false
 	}
 	if !k.o.LegacyState && !wire.IsEpochV2(k.spell(l.rec.Epoch, true)) {
 		k.log.Warn("list kept as per-ban state for every ban besides its chunks: its record is in the previous release's spelling, "+
@@ -152,7 +168,7 @@ func (k *Keeper) settledLocked(i int, now time.Time) []retain {
 		k.copy.setRecord(l.root, l.rec)
 		out = append(out, k.recordLocked(l))
 	}
-	return append(out, k.cutLocked(i, now)...)
+	return out, true
 }
 
 // legacyStatesLocked publishes the per-ban state of every ban of list i
