@@ -22,14 +22,25 @@ type refusal struct {
 	clean   []retain // the deletions of a cut whose manifest was refused
 }
 
+// Syncer is a Sink whose Retain does not wait for the broker (`vallum
+// keeper` over MQTT): Sync waits for the broker to acknowledge what was
+// published before it, and fails if it did not, or not soon. A cut's
+// deletions go out only after it.
+type Syncer interface {
+	Sync() error
+}
+
 // publishAll publishes out in order and stops at the first publish that
 // fails: what follows it must not land without it. It returns how many
-// were published.
+// were published; with a Syncer, also those the broker may not have.
 func (k *Keeper) publishAll(out []retain) (int, error) {
 	for n, r := range out {
 		if err := k.sink.Retain(r.topic, r.payload); err != nil {
 			return n, err
 		}
+	}
+	if s, ok := k.sink.(Syncer); ok {
+		return len(out), s.Sync()
 	}
 	return len(out), nil
 }

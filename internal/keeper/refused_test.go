@@ -1,8 +1,10 @@
 package keeper
 
 import (
+	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,5 +113,69 @@ func TestCutRefused(t *testing.T) {
 	}
 	if n := len(s.logs.lines("cut taken by the broker again")); n != 1 {
 		t.Errorf("%d log lines of a cut taken again, want 1", n)
+	}
+}
+
+// unackedBroker is a broker over the network whose acknowledgements the
+// sink does not have (keepermqtt: the hub out of disk drops an MQTT 3.1.1
+// client at each refused publish): Sync fails while fail is set.
+type unackedBroker struct {
+	*fakeBroker
+	fail atomic.Bool
+}
+
+func (b *unackedBroker) Sync() error {
+	if b.fail.Load() {
+		return errors.New("the broker did not acknowledge the publishes")
+	}
+	return nil
+}
+
+// TestCutNotAcked: through a Syncer sink (`vallum keeper` over MQTT), a
+// cut whose chunks and manifest the broker did not acknowledge deletes
+// nothing of the generation before; once it does, the next cut holds all.
+func TestCutNotAcked(t *testing.T) {
+	needChunks(t)
+	b := &unackedBroker{fakeBroker: newFakeBroker(false)}
+	clk, lg := newClock(), &logs{}
+	k, err := New(Options{Roots: []string{"blacklist"}, Name: "hub", BurstLines: 1 << 30, Now: clk.now, Logger: lg.logger()}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	b.connect(t, k)
+	step := func() {
+		b.deliver()
+		k.maintain()
+		b.deliver()
+		clk.add(statedFor + time.Second)
+		k.maintain()
+		b.deliver()
+	}
+	banN(b.fakeBroker, 0, 10500, "")
+	step()
+	first := b.manifest(t, "blacklist")
+
+	b.fail.Store(true)
+	banN(b.fakeBroker, 20000, 10001, "")
+	for range 3 {
+		step()
+		if got := len(b.states("blacklist")); got != 20501 {
+			t.Fatalf("not acknowledged: a host reads %d bans, want 20,501", got)
+		}
+	}
+	if m := b.manifest(t, "blacklist"); m.Gen != first.Gen {
+		t.Errorf("not acknowledged: manifest of generation %x, want the first cut's %x", m.Gen, first.Gen)
+	}
+
+	b.fail.Store(false)
+	clk.add(cutRetry)
+	step()
+	m := b.manifest(t, "blacklist")
+	if got := len(b.states("blacklist")); got != 20501 || m.Entries != 20501 {
+		t.Errorf("acknowledged again: a host reads %d bans, the manifest says %d, want 20,501", got, m.Entries)
+	}
+	if topics := b.chunkTopics("blacklist"); len(topics) != len(m.CRC) {
+		t.Errorf("acknowledged again: %d chunks retained, want the %d of the last cut", len(topics), len(m.CRC))
 	}
 }

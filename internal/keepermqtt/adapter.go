@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +30,9 @@ type Adapter struct {
 	fatal  chan error     // what retrying cannot fix, found off the worker
 	done   chan struct{}  // closed when Run has stopped the keepers
 	ackers sync.WaitGroup // the acker
+	// pubFailed counts the publishes that failed, dials the connections
+	// made; synced and syncedDials, those Sync saw.
+	pubFailed, synced, dials, syncedDials atomic.Int64
 }
 
 // New checks the options and makes the client; Run connects.
@@ -36,9 +41,14 @@ func New(o Options) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Adapter{o: o, log: o.Logger, brokers: mqttconn.NewBrokers(o.Brokers, newSessConn),
+	a := &Adapter{o: o, log: o.Logger,
 		in: queue{ready: make(chan struct{}, 1)}, acks: make(chan pending, ackWindow),
 		fatal: make(chan error, 1), done: make(chan struct{})}
+	a.brokers = mqttconn.NewBrokers(o.Brokers, func(c net.Conn, u *url.URL) net.Conn {
+		a.dials.Add(1) // before paho sends anything on it (Sync)
+		return newSessConn(c, u)
+	})
+	a.syncedDials.Store(1) // the first connection
 	co := a.brokers.ClientOptions(mqttconn.Client{
 		ID: o.ClientID, Username: o.Username, Password: o.Password, TLS: o.TLS,
 		ConnectTimeout: o.ConnectTimeout,

@@ -23,6 +23,50 @@ type pending struct {
 // errStopped is Retain's error once the adapter has stopped.
 var errStopped = errors.New("keeper: stopped")
 
+// syncWithin bounds Sync's wait. A broker that refuses a publish may not
+// say so: the hub out of disk disconnects an MQTT 3.1.1 client (paho)
+// at each, and paho sends it again at each reconnection.
+var syncWithin = 30 * time.Second
+
+// Sync waits until the broker acknowledged every publish made before it
+// (keeper.Syncer): a cut's chunks and manifest, before the keeper deletes
+// the generation before. paho sends again what a lost connection left
+// unacknowledged in no order, so that, without it, the deletions could
+// land first, and the chunks never (the hub out of disk): the list gone.
+// It fails if a publish failed or the connection was lost since the last
+// Sync (paho then completes the tokens of what it sends again as if the
+// broker had acknowledged it), or the broker did not acknowledge them
+// within syncWithin.
+func (a *Adapter) Sync() error {
+	limit := time.NewTimer(syncWithin)
+	defer limit.Stop()
+	all := make(chan struct{})
+	select {
+	case a.acks <- pending{ack: func() { close(all) }}: // after everything queued
+	case <-a.done:
+		return errStopped
+	case <-limit.C:
+		return errNotAcked
+	}
+	select {
+	case <-all:
+	case <-a.done:
+		return errStopped
+	case <-limit.C:
+		return errNotAcked
+	}
+	failed, dials := a.pubFailed.Load(), a.dials.Load()
+	if a.synced.Swap(failed) != failed || a.syncedDials.Swap(dials) != dials {
+		return errPubFailed
+	}
+	return nil
+}
+
+var (
+	errNotAcked  = errors.New("keeper: the broker did not acknowledge the publishes (refused them?)")
+	errPubFailed = errors.New("keeper: a publish failed, or the connection was lost")
+)
+
 // Retain publishes a retained message at QoS 1; an empty payload deletes
 // the retained message. It does not wait for the broker: the message a
 // publish answers is acknowledged after it (see ackAfter). While the
@@ -76,6 +120,7 @@ func (a *Adapter) acker(ctx context.Context) {
 				// it, and the next read after a reconnection puts it
 				// right. Loud, since hosts miss it until then.
 				a.log.Error("keeper publish failed", "topic", p.topic, "err", err)
+				a.pubFailed.Add(1)
 			}
 		}
 		if p.ack != nil {
