@@ -74,9 +74,11 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 // cutOutside cuts list i as cutLocked does, holding the lock only to read
 // the view and to commit: a cut of 1,000,000 bans took seconds, and the
 // hub's event path, which waits for the lock, stalled a publisher that
-// long. It returns nil if the chunks changed meanwhile (Settle adopted
-// others): what was due stays due. Else it notes in *held the burst
-// messages the cut holds (Options.Flushed).
+// long. It publishes the cut's chunks and manifest itself and returns its
+// deletions; nil if the chunks changed meanwhile (Settle adopted others)
+// or the broker did not take the cut (refused.go): what was due stays
+// due. Else it notes in *held the burst messages the cut holds
+// (Options.Flushed).
 func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	k.mu.Lock()
 	c := k.collectLocked(i, now)
@@ -90,10 +92,12 @@ func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 		k.refusedCut(i, now, nil, err)
 		return nil
 	}
+	chunks := c.out
 	c.out = nil
 	k.mu.Lock()
 	if k.lists[i].ch.man != c.old || !k.cutter(k.lists[i]) {
 		k.mu.Unlock()
+		k.unpublish(chunks)
 		return nil
 	}
 	out := k.commitLocked(c) // its manifest, then the deletions
