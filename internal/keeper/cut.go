@@ -89,7 +89,7 @@ func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	// the broker: a cut the broker refused (a full disk) deletes nothing.
 	if n, err := k.publishAll(c.out); err != nil {
 		k.unpublish(c.out[:n])
-		k.refusedCut(i, now, nil, err)
+		k.refusedCut(i, now, false, nil, err)
 		return nil
 	}
 	chunks := c.out
@@ -103,7 +103,7 @@ func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	out := k.commitLocked(c) // its manifest, then the deletions
 	k.mu.Unlock()
 	if _, err := k.publishAll(out[:1]); err != nil {
-		k.refusedCut(i, now, out[1:], err)
+		k.refusedCut(i, now, true, out[1:], err)
 		return nil
 	}
 	*held = append(*held, flushed{i, c.bursts})

@@ -56,12 +56,18 @@ func (k *Keeper) unpublish(chunks []retain) {
 }
 
 // refusedCut notes that the broker did not take list i's cut, whose
-// deletions are clean if it committed: the next try is cutRetry later.
-// Logged once, however many tries and chunks: the broker's own metrics
-// count each refusal.
-func (k *Keeper) refusedCut(i int, now time.Time, clean []retain, err error) {
+// deletions are clean if it committed (man: its manifest was refused):
+// the next try is cutRetry later. Logged once, however many tries and
+// chunks: the broker's own metrics count each refusal.
+func (k *Keeper) refusedCut(i int, now time.Time, man bool, clean []retain, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if man {
+		// Never to come back: counted, it would make the echoes of the
+		// deletions after the next manifest wait for one more
+		// (cleanBackLocked), and taken for unbans meanwhile.
+		k.lists[i].ch.manSent--
+	}
 	r := &k.lists[i].refused
 	r.retryAt = now.Add(cutRetry)
 	r.clean = append(r.clean, clean...)
@@ -99,7 +105,7 @@ func (k *Keeper) cleanRefused(i int, now time.Time) []retain {
 	man := k.sentManLocked(l)
 	k.mu.Unlock()
 	if _, err := k.publishAll([]retain{man}); err != nil {
-		k.refusedCut(i, now, nil, err)
+		k.refusedCut(i, now, true, nil, err)
 		return nil
 	}
 	return k.takenCut(i)
