@@ -34,12 +34,16 @@ type Syncer interface {
 // fails: what follows it must not land without it. It returns how many
 // were published; with a Syncer, also those the broker may not have.
 func (k *Keeper) publishAll(out []retain) (int, error) {
+	s, syncs := k.sink.(Syncer)
+	if syncs {
+		_ = s.Sync() // a mark: what failed before, a reconnection before, is not out's
+	}
 	for n, r := range out {
 		if err := k.sink.Retain(r.topic, r.payload); err != nil {
 			return n, err
 		}
 	}
-	if s, ok := k.sink.(Syncer); ok {
+	if syncs {
 		return len(out), s.Sync()
 	}
 	return len(out), nil

@@ -48,7 +48,6 @@ func New(o Options) (*Adapter, error) {
 		a.dials.Add(1) // before paho sends anything on it (Sync)
 		return newSessConn(c, u)
 	})
-	a.syncedDials.Store(1) // the first connection
 	co := a.brokers.ClientOptions(mqttconn.Client{
 		ID: o.ClientID, Username: o.Username, Password: o.Password, TLS: o.TLS,
 		ConnectTimeout: o.ConnectTimeout,

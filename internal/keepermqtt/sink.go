@@ -33,9 +33,10 @@ var syncWithin = 30 * time.Second
 // the generation before. paho sends again what a lost connection left
 // unacknowledged in no order, so that, without it, the deletions could
 // land first, and the chunks never (the hub out of disk): the list gone.
-// It fails if a publish failed or the connection was lost since the last
+// It fails if a publish failed or a connection was made since the last
 // Sync (paho then completes the tokens of what it sends again as if the
-// broker had acknowledged it), or the broker did not acknowledge them
+// broker had acknowledged it; the keeper calls Sync before a cut's
+// publishes too, as a mark), or the broker did not acknowledge them
 // within syncWithin.
 func (a *Adapter) Sync() error {
 	limit := time.NewTimer(syncWithin)
