@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,10 +250,17 @@ func TestImportMillion(t *testing.T) {
 			// its sync of the cut.
 			still := waitStill(t, kp, hp)
 			stillRSS, _ := b.proc.RSS()
+			heapProfile(t, b.proc, dir)
+			gcs, gcMS, _ := gcTrace(b.proc)
+			hubTicks := cpuTicks(b.proc)
 			joined := time.Now()
 			lp := startBridge(t, late, b, dir)
 			waitEntries(t, late, root, n, 2*time.Minute)
 			lateJoin := time.Since(joined)
+			joinTicks, lateTicks := cpuTicks(b.proc)-hubTicks, cpuTicks(lp)
+			gcs2, gcMS2, gcLines := gcTrace(b.proc)
+			t.Logf("%s: during the late join the hub used %d ms of CPU (%d collections, %.0f ms of their CPU, if GODEBUG=gctrace=1), the late host %d ms since its start\n%s",
+				b.name(), joinTicks*10, gcs2-gcs, gcMS2-gcMS, lateTicks*10, strings.Join(gcLines[gcs:], "\n"))
 			t.Logf("%s, 1,000,000 entries: import returned after %s, all in the online host's set after %s, the keeper's manifest of all on the broker after %s, the keeper and the online host still %s later; a host started then had all after %s (the target: 5 s); load average %s\n%s",
 				b.name(), published.Round(time.Millisecond), online.Round(time.Millisecond), onBroker.Round(time.Millisecond),
 				still.Round(time.Millisecond), lateJoin.Round(time.Millisecond), loadAvg(), out)
@@ -379,6 +387,47 @@ func cpuTicks(procs ...*lab.Proc) int64 {
 		}
 	}
 	return n
+}
+
+// gcTrace counts the collections a process logged with GODEBUG=gctrace=1
+// and sums their CPU (the "ms cpu" field: assist, background, idle).
+func gcTrace(p *lab.Proc) (n int, cpuMS float64, lines []string) {
+	b, _ := os.ReadFile(p.Log)
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "gc ") {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " ms clock, ")
+		cpu, _, ok2 := strings.Cut(after, " ms cpu")
+		if !ok || !ok2 {
+			continue
+		}
+		n++
+		lines = append(lines, line)
+		for _, f := range strings.FieldsFunc(cpu, func(r rune) bool { return r == '+' || r == '/' }) {
+			v, _ := strconv.ParseFloat(f, 64)
+			cpuMS += v
+		}
+	}
+	return n, cpuMS, lines
+}
+
+// heapProfile has a process built with -tags heapprof write its heap
+// profile (when VALLUM_HEAPPROF names the file) and waits for it.
+func heapProfile(t *testing.T, p *lab.Proc, dir string) {
+	path := os.Getenv("VALLUM_HEAPPROF")
+	if path == "" {
+		return
+	}
+	os.Remove(path)
+	syscall.Kill(p.Pid(), syscall.SIGUSR1)
+	err := lab.Eventually(30*time.Second, func() (bool, string) {
+		st, err := os.Stat(path)
+		return err == nil && st.Size() > 0, "heap profile " + path
+	})
+	if err != nil {
+		t.Log(err)
+	}
 }
 
 // loadAvg is the machine's load average over 1, 5 and 15 minutes.
