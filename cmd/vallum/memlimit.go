@@ -9,6 +9,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // defaultMemoryLimit is the soft memory limit of a process that runs the
@@ -84,15 +85,19 @@ func applyMemoryLimit(c config, log *slog.Logger) error {
 // quarter of the live heap.
 const limitHeadroom = 0.25
 
-// followLiveHeap raises the soft limit after each collection to
-// limitHeadroom above the live heap, never below base.
-func followLiveHeap(base int64) {
+// followLiveHeap sets the soft limit after each collection to
+// limitHeadroom above the live heap, never below base, until stop.
+func followLiveHeap(base int64) (stop func()) {
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	var stopped atomic.Bool
 	var arm func()
 	arm = func() {
 		// A sentinel the next collection frees: its cleanup runs once
 		// per cycle and arms the next.
 		runtime.AddCleanup(new([64]byte), func(int) {
+			if stopped.Load() {
+				return
+			}
 			metrics.Read(live)
 			n := int64(live[0].Value.Uint64())
 			debug.SetMemoryLimit(max(base, n+int64(float64(n)*limitHeadroom)))
@@ -100,4 +105,5 @@ func followLiveHeap(base int64) {
 		}, 0)
 	}
 	arm()
+	return func() { stopped.Store(true) }
 }
