@@ -9,7 +9,7 @@ import (
 )
 
 // TestLimitFollowsLiveHeap: a process whose live heap outgrows its soft
-// limit gets a limit a quarter above that heap after a collection (else
+// limit gets a limit limitHeadroom above that heap after a collection (else
 // the collector runs without end); once the heap shrinks, the limit is
 // back at the configured one.
 func TestLimitFollowsLiveHeap(t *testing.T) {
@@ -35,8 +35,10 @@ func TestLimitFollowsLiveHeap(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if l := limitAfterGC(func(l int64) bool { return l >= 80<<20 }); l < 80<<20 || l > 96<<20 {
-		t.Errorf("limit %d MiB holding 64 MiB: want 80 MiB or a little more (a quarter above the live heap)", l>>20)
+	headroom := limitHeadroom
+	want := int64(float64(64<<20) * (1 + headroom))
+	if l := limitAfterGC(func(l int64) bool { return l >= want }); l < want || l > want+16<<20 {
+		t.Errorf("limit %.1f MiB holding 64 MiB: want %.1f MiB or a little more (limitHeadroom above the live heap)", float64(l)/(1<<20), float64(want)/(1<<20))
 	}
 	runtime.KeepAlive(held)
 	held = nil
