@@ -209,7 +209,11 @@ func TestImportFeeds(t *testing.T) {
 // host online whole, is on the broker as the keeper's chunks alone (no
 // per-ban state), and a host that joins then has it all: every address of
 // the feed and nothing else, in both hosts' sets. It logs the times (the
-// late-join target is 5 s; no timed assertion) and the keeper's cuts.
+// late-join target is 5 s; no timed assertion) and the keeper's cuts,
+// and what costs no matter the load: the CPU the hub and the late host
+// used during the join, the hub's collections then (GODEBUG=gctrace=1),
+// a heap profile of the hub holding the million (GOFLAGS=-tags=heapprof
+// VALLUM_HEAPPROF=FILE), its resident memory at each step.
 // VALLUM_E2E_FULL=1 only (a minute or more each).
 func TestImportMillion(t *testing.T) {
 	if os.Getenv("VALLUM_E2E_FULL") != "1" {
