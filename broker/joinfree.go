@@ -19,10 +19,11 @@ import (
 // as long as the last took, as the keeper's (internal/keeper free.go).
 type joinFreer struct {
 	mqtt.HookBase
-	mu   sync.Mutex
-	sent map[string]int // client id -> retained bytes sent at QoS 1 or 2 since its inflight was last empty
-	next time.Time      // when the next return may come
-	free func()         // debug.FreeOSMemory; something else in tests
+	mu      sync.Mutex
+	sent    map[string]int // client id -> retained bytes sent at QoS 1 or 2 since its inflight was last empty
+	next    time.Time      // when the next return may come
+	freeing bool           // a return is under way
+	free    func()         // debug.FreeOSMemory; something else in tests
 }
 
 const (
@@ -53,22 +54,29 @@ func (f *joinFreer) OnRetainPublished(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnQosComplete returns memory when cl acknowledged the last of a big
-// retained delivery; it runs in cl's own reading goroutine.
+// retained delivery; it runs in cl's own reading goroutine, and other
+// clients' acknowledgements do not wait for the return.
 func (f *joinFreer) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	n := f.sent[cl.ID]
 	if n == 0 || cl.State.Inflight.Len() > 0 {
+		f.mu.Unlock()
 		return
 	}
 	delete(f.sent, cl.ID)
-	if n < joinFreeBytes || time.Now().Before(f.next) {
+	began := time.Now()
+	due := n >= joinFreeBytes && !began.Before(f.next) && !f.freeing
+	f.freeing = f.freeing || due
+	free := f.free
+	f.mu.Unlock()
+	if !due {
 		return
 	}
-	began := time.Now()
-	f.free()
+	free()
 	end := time.Now()
-	f.next = end.Add(joinFreePace * end.Sub(began))
+	f.mu.Lock()
+	f.freeing, f.next = false, end.Add(joinFreePace*end.Sub(began))
+	f.mu.Unlock()
 }
 
 func (f *joinFreer) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
