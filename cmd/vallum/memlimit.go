@@ -88,7 +88,8 @@ func applyMemoryLimit(c config, log *slog.Logger) error {
 // copies each retained message it sends): 49 MB at that million, so the
 // live heap grows during a join and the limit with it; at 25 % the join
 // took 2.0 to 4.1 s but the benchmark's hub was at 321 MB after it
-// (hub_rss_1m_mb, the target under 300), at 12 % 284 MB. The broker
+// (hub_rss_1m_mb, the target under 300), at 12 % 284, 301 and 304 MB
+// (main before: 274 to 300). The broker
 // returns those copies' memory after the join (broker joinFreer).
 const limitHeadroom = 0.12
 
