@@ -36,7 +36,7 @@ func (k *Keeper) Settle() error {
 	var out []retain
 	k.mu.Lock()
 	if !k.reading {
-		k.nextGen() // nothing was read: none of what is tracked is on the broker
+		k.rereadLocked() // nothing was read: none of what is tracked is on the broker (but see rereadLocked)
 	}
 	k.reading = false
 	for i, l := range k.lists {

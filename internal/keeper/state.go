@@ -71,6 +71,7 @@ func (k *Keeper) state(i int, topic string, payload []byte, live bool) {
 	}
 	switch {
 	case again: // a copy of the keeper's that landed over later messages
+		k.echoLocked(topic, payload)
 	case !live && p.canon != topic:
 		k.fixes = append(k.fixes, fix{list: i, topic: topic, canon: p.canon, state: p.state})
 	case !live:
@@ -96,7 +97,7 @@ func (k *Keeper) clobberedLocked(topic string) []retain {
 	if p := k.pubs[topic]; !ok || e.flags&fState == 0 || p != nil && len(p.sums) > 0 {
 		return nil
 	}
-	return []retain{{topic, wire.EncodeState(k.stateOf(e))}}
+	return []retain{k.copiedLocked(topic, wire.EncodeState(k.stateOf(e)))}
 }
 
 // foreignLocked applies a state another client published.
