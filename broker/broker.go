@@ -116,11 +116,21 @@ func (b *Broker) startKeeper() error {
 			"name the lists with -t LIST, or with lists: of the hosts and reporters in the users file")
 		return nil
 	}
-	k, err := newHubKeeper(b.srv, b.roots, b.opts, b.opts.Logger.With("component", "keeper"))
+	var j *journal
+	if b.store != nil {
+		var err error
+		if j, err = openJournal(b.store.kv, b.roots, b.opts.Logger.With("component", "journal")); err != nil {
+			return err
+		}
+	}
+	k, err := newHubKeeper(b.srv, b.roots, b.opts, b.opts.Logger.With("component", "keeper"), j)
 	if err != nil {
 		return err
 	}
 	b.keeper = k
+	if j != nil {
+		b.store.journal = j // before Serve: no publish yet
+	}
 	if webBuilt && b.web != nil {
 		k.tap = b.web.Feed
 	}

@@ -22,20 +22,28 @@ type hubKeeper struct {
 	k     *keeper.Keeper
 	roots []string
 	log   *slog.Logger
+	jnl   *journal // the burst journal (journal.go); nil without a store
 	// tap, when set, sees every message the keeper reads, after it: the
 	// web view's index (web.go). live is false for the retained messages
 	// loaded at start.
 	tap func(topic string, payload []byte, live bool)
 }
 
-func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger) (*hubKeeper, error) {
-	h := &hubKeeper{srv: srv, roots: roots, log: log}
-	k, err := keeper.New(keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, Policy: o.Policy,
-		LegacyState: o.LegacyState, LegacyAuto: o.LegacyAuto, Logger: log}, h)
+func newHubKeeper(srv *mqtt.Server, roots []string, o Options, log *slog.Logger, j *journal) (*hubKeeper, error) {
+	h := &hubKeeper{srv: srv, roots: roots, log: log, jnl: j}
+	ko := keeper.Options{Roots: roots, Name: "hub", Limits: o.Keeper, Policy: o.Policy,
+		LegacyState: o.LegacyState, LegacyAuto: o.LegacyAuto, Logger: log}
+	if j != nil {
+		ko.Flushed = j.flushed
+	}
+	k, err := keeper.New(ko, h)
 	if err != nil {
 		return nil, err
 	}
 	h.k = k
+	if j != nil {
+		j.k = k
+	}
 	return h, nil
 }
 
@@ -121,6 +129,9 @@ func (h *hubKeeper) load() {
 	}
 	if err := h.k.Settle(); err != nil {
 		h.log.Error("keeper could not publish its record", "err", err)
+	}
+	if h.jnl != nil {
+		h.jnl.replay() // the bursts a killed hub had not cut yet
 	}
 	h.log.Info("keeper started", "lists", h.roots, "retained", n)
 }

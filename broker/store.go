@@ -65,6 +65,9 @@ func (b *Broker) addStore() error {
 type StoreStats struct {
 	store.Stats
 	Refused int64 // publishes refused because the store could not write
+	// The burst journal (journal.go): entries held now, entries found
+	// unreadable at start, bans taken again from it at start.
+	JournalHeld, JournalSkipped, JournalReplayed int64
 }
 
 // StoreStats returns the store's counters; false when nothing is stored.
@@ -72,7 +75,12 @@ func (b *Broker) StoreStats() (StoreStats, bool) {
 	if b.store == nil {
 		return StoreStats{}, false
 	}
-	return StoreStats{Stats: b.store.kv.Stats(), Refused: b.store.refused.Load()}, true
+	st := StoreStats{Stats: b.store.kv.Stats(), Refused: b.store.refused.Load()}
+	if j := b.store.journal; j != nil {
+		held, skipped, replayed := j.stats()
+		st.JournalHeld, st.JournalSkipped, st.JournalReplayed = int64(held), int64(skipped), int64(replayed)
+	}
+	return st, true
 }
 
 // StoreHealth is nil while the store works (or there is none): otherwise

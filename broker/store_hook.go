@@ -46,6 +46,7 @@ type storeHook struct {
 	log      *slog.Logger
 	refused  atomic.Int64 // publishes refused because the store could not write
 	refusing atomic.Bool  // a refusal was logged and no publish passed since
+	journal  *journal     // the burst journal (journal.go); nil without a keeper
 }
 
 func (h *storeHook) ID() string { return "vallum-store" }
@@ -53,6 +54,7 @@ func (h *storeHook) ID() string { return "vallum-store" }
 func (h *storeHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnPublish,
+		mqtt.OnPublished,
 		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnSubscribed,
@@ -177,11 +179,22 @@ func (h *storeHook) updateClient(cl *mqtt.Client) {
 // OnDisconnect keeps the session unless it expired; a session taken over
 // by a new connection of the same client lives on.
 func (h *storeHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if h.journal != nil {
+		h.journal.taken(cl) // its last message, if mochi never handed it on
+	}
 	h.updateClient(cl)
 	if !expire || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
 		return
 	}
 	h.del(clientKey(cl))
+}
+
+// OnPublished: mochi handed cl's message to its subscribers, the keeper
+// included, which took it (journal.go).
+func (h *storeHook) OnPublished(cl *mqtt.Client, _ packets.Packet) {
+	if h.journal != nil {
+		h.journal.taken(cl)
+	}
 }
 
 func (h *storeHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {

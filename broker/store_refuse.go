@@ -15,7 +15,9 @@ import (
 // OnRetainMessage later writes the same record again, which the store
 // skips. While the store fails, the legacy events the keeper turns into
 // state are refused too: the keeper publishes their state after the
-// PUBACK, too late to refuse. Other publishes (sync markers, events of
+// PUBACK, too late to refuse. A burst, and while the journal holds one,
+// what may unban its bans, are journaled here too (journal.go). Other
+// publishes (sync markers, events of
 // topics that are not lists) pass: they are delivered live as usual.
 func (h *storeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	var err error
@@ -26,6 +28,9 @@ func (h *storeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		err = h.trySet(retainedKey(pk.TopicName), retained(cl, pk))
 	case h.events[pk.TopicName]:
 		err = h.kv.Health()
+	}
+	if err == nil && h.journal != nil {
+		err = h.journal.write(cl, pk, h.events[pk.TopicName])
 	}
 	if err == nil {
 		if pk.FixedHeader.Retain || h.events[pk.TopicName] {

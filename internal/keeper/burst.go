@@ -20,9 +20,10 @@ import (
 // only once the cut that holds them is on the broker (Unflushed, Flush),
 // so a keeper killed before that gets them again from its session. Inside
 // the hub, mochi acknowledges a message before the keeper sees it (as for
-// every event): a hub killed between a burst and its cut (burstQuiet, at
-// most burstWait, plus the cut) loses the burst's bans from the list, as
-// the publisher has its PUBACK.
+// every event), so the hub journals each burst message before the PUBACK
+// (broker/journal.go) and gives the keeper, at start, the journal's
+// bursts to take again (Replay, replay.go); it drops an entry once a cut
+// holding it is stored, which it learns from Options.Flushed and Bursts.
 
 const (
 	// DefaultBurstLines: an event message with at least this many add
@@ -138,6 +139,7 @@ func (k *Keeper) Flush() {
 	began, now := time.Now(), k.now()
 	var out []retain
 	var due []int
+	var held []flushed
 	k.mu.Lock()
 	for i, l := range k.lists {
 		switch {
@@ -146,16 +148,51 @@ func (k *Keeper) Flush() {
 			due = append(due, i)
 		default:
 			out = append(out, k.unburstLocked(i)...)
+			held = append(held, flushed{i, l.ch.bursts})
 		}
 	}
 	k.mu.Unlock()
 	for _, i := range due {
-		out = append(out, k.cutOutside(i, now)...)
+		out = append(out, k.cutOutside(i, now, &held)...)
 	}
-	_ = k.publish(out)
+	k.flushed(held, k.publish(out))
 	k.freeAfter(out)
 	if len(due) > 0 {
 		k.costed(began)
+	}
+}
+
+// flushed is what a cut or an unburst of list holds: the list's burst
+// messages up to upto (chunkSet.bursts).
+type flushed struct {
+	list int
+	upto uint64
+}
+
+// Bursts returns how many messages of list root sent bans to the view for
+// a cut so far (0 for a list not kept). Once Options.Flushed says root's
+// cuts hold up to that many, every such message taken before the call is
+// on the broker: its journal entry may go (broker/journal.go).
+func (k *Keeper) Bursts(root string) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, l := range k.lists {
+		if l.root == root {
+			return l.ch.bursts
+		}
+	}
+	return 0
+}
+
+// flushed tells Options.Flushed what the cuts and unbursts just published
+// hold, when every publish worked (err nil): a cut the broker refused
+// holds nothing yet.
+func (k *Keeper) flushed(held []flushed, err error) {
+	if k.o.Flushed == nil || err != nil {
+		return
+	}
+	for _, h := range held {
+		k.o.Flushed(k.lists[h.list].root, h.upto)
 	}
 }
 

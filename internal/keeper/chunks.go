@@ -37,6 +37,9 @@ type chunkSet struct {
 	// (fBurst), from burstFirst to burstLast (burst.go).
 	burst                 int
 	burstFirst, burstLast time.Time
+	// bursts counts the messages whose bans went to the view for a cut
+	// (Keeper.Bursts); a cut holds those counted when it read the view.
+	bursts uint64
 	// later: per-ban states a cut left, touched lately; deleted at laterAt.
 	later   []later
 	laterAt time.Time

@@ -75,8 +75,9 @@ func (k *Keeper) cutLocked(i int, now time.Time) []retain {
 // the view and to commit: a cut of 1,000,000 bans took seconds, and the
 // hub's event path, which waits for the lock, stalled a publisher that
 // long. It returns nil if the chunks changed meanwhile (Settle adopted
-// others): what was due stays due.
-func (k *Keeper) cutOutside(i int, now time.Time) []retain {
+// others): what was due stays due. Else it notes in *held the burst
+// messages the cut holds (Options.Flushed).
+func (k *Keeper) cutOutside(i int, now time.Time, held *[]flushed) []retain {
 	k.mu.Lock()
 	c := k.collectLocked(i, now)
 	k.mu.Unlock()
@@ -86,6 +87,7 @@ func (k *Keeper) cutOutside(i int, now time.Time) []retain {
 	if k.lists[i].ch.man != c.old || !k.cutter(k.lists[i]) {
 		return nil
 	}
+	*held = append(*held, flushed{i, c.bursts})
 	return k.commitLocked(c)
 }
 
@@ -98,6 +100,7 @@ type cutting struct {
 	items          []cutItem      // the bans read; build parses and sorts them
 	strs           []meta         // the interned reasons, origins and counts they name
 	burst, changes int            // the list's counts when the cut began
+	bursts         uint64         // the list's burst messages when the cut began
 
 	m     wire.Manifest
 	data  [][]byte
@@ -111,7 +114,7 @@ type cutting struct {
 func (k *Keeper) collectLocked(i int, now time.Time) *cutting {
 	l := k.lists[i]
 	c := &cutting{i: i, root: l.root, epoch: l.rec.Epoch, now: now, began: time.Now(), old: l.ch.man,
-		burst: l.ch.burst, changes: l.ch.changes, strs: k.strs.strs}
+		burst: l.ch.burst, changes: l.ch.changes, bursts: l.ch.bursts, strs: k.strs.strs}
 	if l.ch.man != nil { // what the list held, and what came since: appends that copy no more
 		c.items = make([]cutItem, 0, l.ch.man.Entries+l.ch.changes+l.ch.burst)
 	}
@@ -442,6 +445,7 @@ func (k *Keeper) maintain() time.Time {
 		k.swept = now
 	}
 	var due []int
+	var held []flushed
 	for i := range k.lists {
 		if k.cutDueLocked(i, now) {
 			due = append(due, i)
@@ -450,6 +454,7 @@ func (k *Keeper) maintain() time.Time {
 		l := k.lists[i]
 		if l.ch.burst > 0 && !k.cutter(l) {
 			out = append(out, k.unburstLocked(i)...)
+			held = append(held, flushed{i, l.ch.bursts})
 		}
 		if due := l.ch.burstDue(k.cutCost); !due.IsZero() && (next.IsZero() || due.Before(next)) {
 			next = due
@@ -470,9 +475,9 @@ func (k *Keeper) maintain() time.Time {
 	}
 	k.mu.Unlock()
 	for _, i := range due {
-		out = append(out, k.cutOutside(i, now)...)
+		out = append(out, k.cutOutside(i, now, &held)...)
 	}
-	_ = k.publish(out)
+	k.flushed(held, k.publish(out))
 	k.mu.Lock()
 	k.releaseChunksLocked() // what was published, and chunks adopted meanwhile
 	k.mu.Unlock()

@@ -37,6 +37,7 @@ func (k *Keeper) event(i int, topic string, payload []byte) {
 	var out []retain
 	k.mu.Lock()
 	burst := t.Kind != wire.KindDel && len(lines) >= k.o.BurstLines && k.burstableLocked(i)
+	held := k.lists[i].ch.burst
 	for _, l := range lines {
 		if t.Kind != wire.KindDel {
 			if err := k.guard.Check(l.Prefix); err != nil {
@@ -47,6 +48,9 @@ func (k *Keeper) event(i int, topic string, payload []byte) {
 		if r, ok := k.applyLocked(i, t.Kind, l, meta, burst, now); ok {
 			out = append(out, r)
 		}
+	}
+	if k.lists[i].ch.burst > held {
+		k.lists[i].ch.bursts++ // a message a cut must hold (Bursts)
 	}
 	k.mu.Unlock()
 	if burst {

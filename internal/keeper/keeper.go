@@ -84,9 +84,14 @@ type Options struct {
 	// burst (burst.go): its bans go to the next cut without a per-ban
 	// state each. 0: DefaultBurstLines.
 	BurstLines int
-	Policy     Policy           // escalation, quorum and reporter limits per list
-	Logger     *slog.Logger     // nil: discard
-	Now        func() time.Time // nil: time.Now
+	// Flushed, when set, is told after each cut (or per-ban states made of
+	// a burst, by a keeper that no longer cuts) that the broker took: the
+	// burst messages of list root up to upto (Bursts) are on the broker.
+	// It runs in the keeper's goroutine, outside its locks.
+	Flushed func(root string, upto uint64)
+	Policy  Policy           // escalation, quorum and reporter limits per list
+	Logger  *slog.Logger     // nil: discard
+	Now     func() time.Time // nil: time.Now
 }
 
 // Origin is the origin of the states the keeper makes from events.

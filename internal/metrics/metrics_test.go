@@ -40,7 +40,8 @@ func TestWriteGolden(t *testing.T) {
 		broker: broker.Stats{ClientsConnected: 3, MessagesReceived: 10, MessagesSent: 20, MessagesDropped: 1, Retained: 37,
 			Refused: map[string]int64{"bad_password": 2}, ReportsHeld: []keeper.Held{{List: "bl", Reporter: "edge\"1", Reports: 7}},
 			KeeperBans: map[string]int64{"bl": 37, "wl": 0}},
-		store:  broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3},
+		store: broker.StoreStats{Stats: store.Stats{FileBytes: 4096, WriteErrors: 1, Loaded: store.Damage{Records: 2}}, Refused: 3,
+			JournalHeld: 2, JournalReplayed: 900},
 		stored: true, storeOK: false,
 		hosts: &broker.HostsStats{Online: 2, Offline: 1, OutOfSync: 1, Untracked: 5, Lists: []broker.ListHosts{
 			{List: "bl", Hosts: 2, Min: 30, Max: 37}, {List: "wl"}}},

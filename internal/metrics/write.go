@@ -104,6 +104,9 @@ var (
 		{"vallum_broker_store_refused_total", "Publishes refused because the store could not write."},
 		{"vallum_broker_store_damaged_records", "Damaged records skipped when the store was loaded."},
 		{"vallum_broker_store_bytes", "Size of the store file."},
+		{"vallum_broker_journal_entries", "Burst messages the hub's journal holds until a cut holds them."},
+		{"vallum_broker_journal_skipped", "Journal entries found unreadable at start (damaged records are in vallum_broker_store_damaged_records)."},
+		{"vallum_broker_journal_replayed", "Bans taken again from the journal at start: a hub stopped before the cut of a burst."},
 	}
 	hubScalars = [...]desc{
 		{"vallum_hub_hosts_out_of_sync", "Online hosts whose last status says not synced, or is older than 3 minutes (3 missed statuses)."},
@@ -150,7 +153,8 @@ func writeBroker(w io.Writer, r reading) {
 		family(w, "vallum_keeper_bans", "Live bans of the list in the hub's keeper's view: what the list holds, beside what each host holds (vallum_hub_host_entries_min).", "list", st.KeeperBans)
 	}
 	if ss := r.store; r.stored {
-		scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes)
+		scalars(w, storeScalars[:], b2i(r.storeOK), ss.WriteErrors, ss.Refused, int64(ss.Loaded.Records), ss.FileBytes,
+			ss.JournalHeld, ss.JournalSkipped, ss.JournalReplayed)
 	}
 	if broker.WebBuilt && r.hosts != nil { // (the router builds have no hosts' view: not even the calls)
 		hubHosts(w, r.hosts)

@@ -322,6 +322,27 @@ func (s *KV) apply(o byte, key string, off int64, n int, crc uint32) {
 	}
 }
 
+// Sync makes every write made before it durable now, rather than at the
+// next SyncEvery: for a caller about to drop what a power cut would then
+// need (the broker's burst journal, once a cut holds its entries).
+func (s *KV) Sync() error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		f := s.f
+		s.mu.Unlock()
+		err := s.fsync(f)
+		if errors.Is(err, os.ErrClosed) {
+			continue // a compaction swapped the file, synced with every write
+		}
+		s.synced(err)
+		return err
+	}
+}
+
 // Close syncs and closes the file. It returns the first fsync or
 // compaction error seen since the store was opened.
 func (s *KV) Close() error {

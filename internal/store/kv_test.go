@@ -389,11 +389,20 @@ func TestKVConcurrent(t *testing.T) {
 
 func TestKVClosed(t *testing.T) {
 	s := openTestKV(t, filepath.Join(t.TempDir(), "s.log"), Options{})
+	if err := s.Set("a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Errorf("Sync: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Set("a", nil); err != ErrClosed {
 		t.Errorf("Set after Close: %v, want %v", err, ErrClosed)
+	}
+	if err := s.Sync(); err != ErrClosed {
+		t.Errorf("Sync after Close: %v, want %v", err, ErrClosed)
 	}
 	if err := s.Close(); err != ErrClosed {
 		t.Errorf("second Close: %v, want %v", err, ErrClosed)
