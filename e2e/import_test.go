@@ -231,6 +231,7 @@ func TestImportMillion(t *testing.T) {
 			t.Cleanup(func() {
 				if t.Failed() {
 					t.Logf("the online host logged:\n%s", logLines(hp.Output(), "level=INFO", "level=WARN", "level=ERROR"))
+					t.Logf("the hub logged:\n%s", logLines(b.proc.Output(), "level=WARN", "level=ERROR", "disconnect"))
 				}
 			})
 			start := time.Now()
