@@ -233,11 +233,11 @@ func TestSetLimit(t *testing.T) {
 		}
 	}
 	// Every limit of the README's table can be set.
-	for _, name := range []string{"connect_timeout", "max_connect_size", "max_conns_per_addr", "max_message_size",
+	for _, name := range []string{"connect_timeout", "write_stall", "max_connect_size", "max_conns_per_addr", "max_message_size",
 		"max_subscriptions", "max_topic_length", "max_topic_levels", "max_topic_aliases", "max_retained",
 		"max_retained_bytes", "max_clients", "max_inflight", "max_queued", "session_expiry"} {
 		v := "7"
-		if strings.HasSuffix(name, "timeout") || strings.HasSuffix(name, "expiry") {
+		if strings.HasSuffix(name, "timeout") || strings.HasSuffix(name, "expiry") || strings.HasSuffix(name, "stall") {
 			v = "7s"
 		}
 		if err := o.SetLimit(name + "=" + v); err != nil {

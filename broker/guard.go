@@ -58,7 +58,10 @@ func (g *connGuard) wrap(next listeners.EstablishFn) listeners.EstablishFn {
 		// The password check (bcrypt: seconds on a small router) must not
 		// run into this deadline; mochi sets its own (keepalive) after it.
 		_ = c.SetDeadline(time.Time{})
-		_ = next(id, &replayConn{Conn: c, r: io.MultiReader(bytes.NewReader(first), c)})
+		sc := &stallConn{Conn: c, stall: g.lim.WriteStall, stalled: func() {
+			g.ref.refuse(refWriteStall, "closed a connection that read nothing for write_stall", "remote", c.RemoteAddr().String(), "write_stall", g.lim.WriteStall)
+		}}
+		_ = next(id, &replayConn{Conn: sc, r: io.MultiReader(bytes.NewReader(first), c)})
 		return nil
 	}
 }

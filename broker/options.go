@@ -53,6 +53,9 @@ type Limits struct {
 	// MaxConnectSize bounds the CONNECT packet (credentials and will),
 	// read before anyone is authenticated.
 	MaxConnectSize int `limit:"max_connect_size"`
+	// WriteStall closes a connection whose writes made no progress for
+	// this long: the client stopped reading (stall.go).
+	WriteStall time.Duration `limit:"write_stall"`
 	// MaxConnsPerAddr bounds open connections from one source address,
 	// logged in or not.
 	MaxConnsPerAddr int `limit:"max_conns_per_addr"`
@@ -73,6 +76,7 @@ type Limits struct {
 var DefaultLimits = Limits{
 	ConnectTimeout:   5 * time.Second,
 	MaxConnectSize:   16 << 10,
+	WriteStall:       10 * time.Second,
 	MaxConnsPerAddr:  256,
 	MaxSubscriptions: 256,
 	MaxTopicLength:   512,

@@ -30,6 +30,7 @@ const (
 	refConnectSize   = "connect_size"    // CONNECT larger than allowed before login
 	refNotConnect    = "not_connect"     // the first packet is not a CONNECT
 	refConnsPerAddr  = "conns_per_addr"  // too many connections from one address
+	refWriteStall    = "write_stall"     // the client read nothing for write_stall
 )
 
 // refusals logs and counts what the broker refuses: one readable line per

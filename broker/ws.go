@@ -160,6 +160,11 @@ func (ws *wsConn) Read(p []byte) (int, error) {
 	}
 }
 
+// SetWriteDeadline goes to the WebSocket: it sets the connection's own
+// deadline at each write (none by default), which would undo one set on
+// the connection under it (stallConn).
+func (ws *wsConn) SetWriteDeadline(t time.Time) error { return ws.c.SetWriteDeadline(t) }
+
 func (ws *wsConn) Write(p []byte) (int, error) {
 	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
