@@ -29,6 +29,7 @@ type Broker struct {
 	opts   Options
 	ref    *refusals
 	guard  *connGuard
+	joins  *joinFreer
 }
 
 // Stats are the broker's counters, for metrics.
@@ -71,6 +72,10 @@ func New(o Options) (*Broker, error) {
 	b := &Broker{srv: srv, opts: o, roots: roots, ref: ref, guard: newConnGuard(o.Limits, ref), auth: auth}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	b.joins = newJoinFreer()
+	if err := srv.AddHook(b.joins, nil); err != nil {
+		return nil, fmt.Errorf("add join hook: %w", err)
 	}
 	if err := b.addStore(); err != nil {
 		return nil, err

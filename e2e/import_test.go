@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,7 +209,11 @@ func TestImportFeeds(t *testing.T) {
 // host online whole, is on the broker as the keeper's chunks alone (no
 // per-ban state), and a host that joins then has it all: every address of
 // the feed and nothing else, in both hosts' sets. It logs the times (the
-// late-join target is 5 s; no timed assertion) and the keeper's cuts.
+// late-join target is 5 s; no timed assertion) and the keeper's cuts,
+// and what costs no matter the load: the CPU the hub and the late host
+// used during the join, the hub's collections then (GODEBUG=gctrace=1),
+// a heap profile of the hub holding the million (GOFLAGS=-tags=heapprof
+// VALLUM_HEAPPROF=FILE), its resident memory at each step.
 // VALLUM_E2E_FULL=1 only (a minute or more each).
 func TestImportMillion(t *testing.T) {
 	if os.Getenv("VALLUM_E2E_FULL") != "1" {
@@ -226,6 +231,7 @@ func TestImportMillion(t *testing.T) {
 			t.Cleanup(func() {
 				if t.Failed() {
 					t.Logf("the online host logged:\n%s", logLines(hp.Output(), "level=INFO", "level=WARN", "level=ERROR"))
+					t.Logf("the hub logged:\n%s", logLines(b.proc.Output(), "level=WARN", "level=ERROR", "disconnect"))
 				}
 			})
 			start := time.Now()
@@ -249,14 +255,25 @@ func TestImportMillion(t *testing.T) {
 			// its sync of the cut.
 			still := waitStill(t, kp, hp)
 			stillRSS, _ := b.proc.RSS()
+			heapProfile(t, b.proc)
+			gcs, gcMS, _ := gcTrace(b.proc)
+			hubTicks := cpuTicks(b.proc)
 			joined := time.Now()
 			lp := startBridge(t, late, b, dir)
 			waitEntries(t, late, root, n, 2*time.Minute)
 			lateJoin := time.Since(joined)
+			joinTicks, lateTicks := cpuTicks(b.proc)-hubTicks, cpuTicks(lp)
+			joinedRSS, _ := b.proc.RSS()
+			waitStill(t, b.proc, lp) // the hub returns the join's memory once the host acknowledged it all
+			afterRSS, _ := b.proc.RSS()
+			gcs2, gcMS2, gcLines := gcTrace(b.proc)
+			t.Logf("%s: during the late join the hub used %d ms of CPU (%d collections, %.0f ms of their CPU, if GODEBUG=gctrace=1), the late host %d ms since its start\n%s",
+				b.name(), joinTicks*10, gcs2-gcs, gcMS2-gcMS, lateTicks*10, strings.Join(gcLines[gcs:], "\n"))
 			t.Logf("%s, 1,000,000 entries: import returned after %s, all in the online host's set after %s, the keeper's manifest of all on the broker after %s, the keeper and the online host still %s later; a host started then had all after %s (the target: 5 s); load average %s\n%s",
 				b.name(), published.Round(time.Millisecond), online.Round(time.Millisecond), onBroker.Round(time.Millisecond),
 				still.Round(time.Millisecond), lateJoin.Round(time.Millisecond), loadAvg(), out)
-			t.Logf("%s: broker RSS peak %d MB, %d MB once still; the keeper's cuts:\n%s\nthe late host: %s", b.name(), rss()>>20, stillRSS>>20,
+			t.Logf("%s: broker RSS peak %d MB, %d MB once still, %d MB right after the late join, %d MB once still again; the keeper's cuts:\n%s\nthe late host: %s",
+				b.name(), rss()>>20, stillRSS>>20, joinedRSS>>20, afterRSS>>20,
 				logLines(kp.Output(), `msg=cut `), logLines(lp.Output(), `msg=synced`, "sync"))
 			// Read again while a read ends early: a loaded hub may pause
 			// for more than a second between chunks.
@@ -379,6 +396,48 @@ func cpuTicks(procs ...*lab.Proc) int64 {
 		}
 	}
 	return n
+}
+
+// gcTrace counts the collections a process logged with GODEBUG=gctrace=1
+// and sums their CPU (the "ms cpu" field: assist, background, idle).
+func gcTrace(p *lab.Proc) (n int, cpuMS float64, lines []string) {
+	b, _ := os.ReadFile(p.Log)
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "gc ") {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " ms clock, ")
+		cpu, _, ok2 := strings.Cut(after, " ms cpu")
+		if !ok || !ok2 {
+			continue
+		}
+		n++
+		lines = append(lines, line)
+		for _, f := range strings.FieldsFunc(cpu, func(r rune) bool { return r == '+' || r == '/' }) {
+			v, _ := strconv.ParseFloat(f, 64)
+			cpuMS += v
+		}
+	}
+	return n, cpuMS, lines
+}
+
+// heapProfile has a process built with -tags heapprof write its heap
+// profile (when VALLUM_HEAPPROF names the file) and waits for it. Only
+// with that tag in GOFLAGS: SIGUSR1 would end a build without it.
+func heapProfile(t *testing.T, p *lab.Proc) {
+	path := os.Getenv("VALLUM_HEAPPROF")
+	if path == "" || !strings.Contains(os.Getenv("GOFLAGS"), "heapprof") {
+		return
+	}
+	os.Remove(path)
+	syscall.Kill(p.Pid(), syscall.SIGUSR1)
+	err := lab.Eventually(30*time.Second, func() (bool, string) {
+		st, err := os.Stat(path)
+		return err == nil && st.Size() > 0, "heap profile " + path
+	})
+	if err != nil {
+		t.Log(err)
+	}
 }
 
 // loadAvg is the machine's load average over 1, 5 and 15 minutes.

@@ -103,8 +103,13 @@ func importCmd(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	// Or every ban published below comes back, to be kept for nothing
-	// (200 MB for 1,000,000) and sent by the broker once more.
-	if err := wait(cl.Unsubscribe(wire.StateFilter(l.Root)), "unsubscribe"); err != nil {
+	// (200 MB for 1,000,000) and sent by the broker once more; and every
+	// cut the keeper makes of the import as it comes (49 MB of chunks a
+	// cut at 1,000,000), which this client does not read: the hub's
+	// writes to it timed out (45 s, 1.5 times its keepalive) and closed
+	// the connection mid-import (e2e TestImportMillion, 3 runs of 14).
+	unsub := cl.Unsubscribe(wire.StateFilter(l.Root), wire.ManifestTopic(l.Root), wire.ChunksFilter(l.Root), wire.RecordTopic(l.Root))
+	if err := wait(unsub, "unsubscribe"); err != nil {
 		return err
 	}
 	sync, _ := cmd.Flags().GetBool("sync")

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // defaultMemoryLimit is the soft memory limit of a process that runs the
@@ -14,8 +17,8 @@ import (
 // is live before it collects: a hub holding 1,000,000 bans as chunks was
 // at 300 MB resident without a limit, 181 MB with 200 MiB (docs/compact-
 // list.md). A soft limit only makes the collector work sooner; a hub whose
-// live heap is above it runs as without one, the collector capped at half
-// the CPU.
+// live heap nears it collects again and again (at most half the CPU), so
+// the limit follows the live heap when it outgrows it (followLiveHeap).
 const defaultMemoryLimit = "200MiB"
 
 // parseSize reads a byte count: digits with an optional KiB, MiB, GiB (or
@@ -48,8 +51,9 @@ func parseSize(s string) (int64, error) {
 const hubGCPercent = 50
 
 // applyMemoryLimit sets the process's soft memory limit from
-// --memory-limit, unless GOMEMLIMIT is set (the runtime's own knob wins),
-// and the collector's target to hubGCPercent unless GOGC is set.
+// --memory-limit, raised as the live heap outgrows it (followLiveHeap),
+// unless GOMEMLIMIT is set (the runtime's own knob wins), and the
+// collector's target to hubGCPercent unless GOGC is set.
 func applyMemoryLimit(c config, log *slog.Logger) error {
 	n, err := parseSize(c.MemoryLimit)
 	if err != nil {
@@ -66,5 +70,53 @@ func applyMemoryLimit(c config, log *slog.Logger) error {
 		return nil
 	}
 	debug.SetMemoryLimit(n)
+	followLiveHeap(n)
 	return nil
+}
+
+// limitHeadroom: the soft limit stays at least this fraction of the live
+// heap above it (the heap the last collection kept), so a hub whose list
+// outgrows the limit collects as if with GOGC 12, not without end.
+// Measured with e2e TestImportMillion, a hub holding an imported million
+// (216 MB live: the keeper's view and expiry heap, mochi's chunks, each
+// ban with a timeout), one host joining it, on a quiet machine: at the
+// limit alone the hub collected 23 times during the join (2.8 s of its
+// CPU; the join 5.3 s); without a limit once (0.27 s; 3.4 s), but at
+// 292 MB once still and 525 MB at its peak; at 12 %, 6 and 8 times
+// (0.54 and 0.87 s; 2.2 and 2.6 s), 256 and 285 MB right after the join.
+// A joiner's read holds a copy of every chunk until acknowledged (mochi
+// copies each retained message it sends): 49 MB at that million, so the
+// live heap grows during a join and the limit with it; at 25 % the join
+// took 2.0 to 4.1 s but the benchmark's hub was at 321 MB after it
+// (hub_rss_1m_mb, the target under 300), at 12 % 284, 301 and 304 MB
+// (main before: 274 to 300). The broker
+// returns those copies' memory after the join (broker joinFreer).
+const limitHeadroom = 0.12
+
+// following is the generation of the follower that runs: the limit is
+// the process's, so a new follower ends the one before.
+var following atomic.Uint64
+
+// followLiveHeap sets the soft limit after each collection to
+// limitHeadroom above the live heap, never below base, until stop or
+// the next followLiveHeap.
+func followLiveHeap(base int64) (stop func()) {
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	gen := following.Add(1)
+	var arm func()
+	arm = func() {
+		// A sentinel the next collection frees: its cleanup runs once
+		// per cycle and arms the next.
+		runtime.AddCleanup(new([64]byte), func(int) {
+			if following.Load() != gen {
+				return
+			}
+			metrics.Read(live)
+			n := int64(live[0].Value.Uint64())
+			debug.SetMemoryLimit(max(base, n+int64(float64(n)*limitHeadroom)))
+			arm()
+		}, 0)
+	}
+	arm()
+	return func() { following.CompareAndSwap(gen, gen+1) }
 }
