@@ -162,6 +162,7 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 	}
 	now := time.Now()
 	const chunk = 500
+	var retried []int // the parts published again
 	for from := 0; from < n; from += chunk {
 		// A node may leave a connection or a publish unanswered while the
 		// cluster elects new leaders: a part that failed is published
@@ -180,6 +181,9 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("ops %d-%d: %v; publishing them again", from, from+chunk-1, err)
+			if len(retried) == 0 || retried[len(retried)-1] != from {
+				retried = append(retried, from)
+			}
 		}
 	}
 	// Live bans still reach every host, the failed-over one included.
@@ -196,6 +200,16 @@ func TestNATSNodeKilledMidStream(t *testing.T) {
 	}
 	if err := nodes[1].WaitReady(60 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// A publish left unanswered may still land after the part published
+	// again (seen under load: unbans of the retried part undone by their
+	// ban's first publish, which the cluster took later, on every node).
+	// A publisher that retries does so again once the cluster is whole;
+	// the hosts must then hold exactly what it holds.
+	for _, from := range retried {
+		if err := publishOps(nodes[0].Host, from, min(from+chunk, n), now, func(int) {}); err != nil {
+			t.Fatalf("ops %d-%d once the cluster is whole: %v", from, from+chunk-1, err)
+		}
 	}
 	want := append(streamWant(n), "203.0.113.99")
 	for i, h := range hosts {
