@@ -22,18 +22,7 @@ func TestShutdownWithAClientThatStoppedReading(t *testing.T) {
 	t.Cleanup(stop)
 	u := url(t, b, KindTCP)
 
-	release := make(chan struct{})
-	defer close(release)
-	stuck := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("stuck").SetProtocolVersion(4).
-		SetOrderMatters(true).SetAutoReconnect(false).
-		SetDefaultPublishHandler(func(paho.Client, paho.Message) { <-release })) // paho reads no more
-	if tok := stuck.Connect(); wait(t, tok, "connect") != nil {
-		t.Fatal(tok.Error())
-	}
-	defer stuck.Disconnect(0)
-	if tok := stuck.Subscribe("flood/#", 0, nil); wait(t, tok, "subscribe") != nil {
-		t.Fatal(tok.Error())
-	}
+	subscribeAndStopReading(t, u, "flood/#", 0)
 
 	// 400 messages of 64 KiB: 25 MiB, more than the sockets on both sides
 	// can buffer, so the broker's writer to "stuck" blocks.
@@ -61,4 +50,25 @@ func TestShutdownWithAClientThatStoppedReading(t *testing.T) {
 		t.Fatalf("the broker sent %d bytes, everything: the client was not stuck, the test proves nothing", last)
 	}
 	stop() // fails the test if Run does not return within 10 s
+}
+
+// subscribeAndStopReading connects a client that subscribes to filter,
+// then reads nothing more once a message came: its handler blocks, so
+// paho stops reading the connection, until the test ends.
+func subscribeAndStopReading(t *testing.T, u, filter string, qos byte) {
+	t.Helper()
+	release := make(chan struct{})
+	stuck := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("stuck").SetProtocolVersion(4).
+		SetOrderMatters(true).SetAutoReconnect(false).
+		SetDefaultPublishHandler(func(paho.Client, paho.Message) { <-release }))
+	if tok := stuck.Connect(); wait(t, tok, "connect") != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Cleanup(func() {
+		close(release)
+		stuck.Disconnect(0)
+	})
+	if tok := stuck.Subscribe(filter, qos, nil); wait(t, tok, "subscribe") != nil {
+		t.Fatal(tok.Error())
+	}
 }

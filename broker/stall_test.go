@@ -18,11 +18,11 @@ import (
 // no progress for write_stall.
 func TestStuckSubscriberDoesNotStallOthers(t *testing.T) {
 	for _, kind := range []string{KindTCP, KindWS} {
-		t.Run(kind, func(t *testing.T) { stuckSubscriber(t, kind) })
+		t.Run(kind, func(t *testing.T) { stalledSubscriber(t, kind) })
 	}
 }
 
-func stuckSubscriber(t *testing.T, kind string) {
+func stalledSubscriber(t *testing.T, kind string) {
 	const stall = time.Second
 	b, err := New(Options{Listeners: []Listener{local(kind)}, AllowAnonymous: true, Logger: testLogger(t),
 		Limits: Limits{WriteStall: stall}})
@@ -33,18 +33,7 @@ func stuckSubscriber(t *testing.T, kind string) {
 	t.Cleanup(stop)
 	u := url(t, b, kind)
 
-	release := make(chan struct{})
-	defer close(release)
-	stuck := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("stuck").SetProtocolVersion(4).
-		SetOrderMatters(true).SetAutoReconnect(false).
-		SetDefaultPublishHandler(func(paho.Client, paho.Message) { <-release })) // paho reads no more
-	if tok := stuck.Connect(); wait(t, tok, "connect") != nil {
-		t.Fatal(tok.Error())
-	}
-	defer stuck.Disconnect(0)
-	if tok := stuck.Subscribe("flood/#", 1, nil); wait(t, tok, "subscribe") != nil {
-		t.Fatal(tok.Error())
-	}
+	subscribeAndStopReading(t, u, "flood/#", 1)
 	other := mustDial(t, u, withID("other"))
 	other.sub(t, "flood/#", 1)
 

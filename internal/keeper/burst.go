@@ -176,10 +176,8 @@ type flushed struct {
 func (k *Keeper) Bursts(root string) uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, l := range k.lists {
-		if l.root == root {
-			return l.ch.bursts
-		}
+	if l := k.named(root); l != nil {
+		return l.ch.bursts
 	}
 	return 0
 }

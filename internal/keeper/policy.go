@@ -90,14 +90,7 @@ func (k *Keeper) openPolicy() error {
 	return err
 }
 
-func (k *Keeper) keeps(root string) bool {
-	for _, l := range k.lists {
-		if l.root == root {
-			return true
-		}
-	}
-	return false
-}
+func (k *Keeper) keeps(root string) bool { return k.named(root) != nil }
 
 func (k *Keeper) closePolicy() error {
 	if k.pol.kv == nil {

@@ -279,10 +279,19 @@ func (k *Keeper) record(i int, payload []byte) {
 func (k *Keeper) Epoch(root string) string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, l := range k.lists {
-		if l.root == root {
-			return l.rec.Epoch
-		}
+	if l := k.named(root); l != nil {
+		return l.rec.Epoch
 	}
 	return ""
+}
+
+// named returns the list of root, or nil for a list the keeper does not
+// keep. The lists never change after New, so any lock will do.
+func (k *Keeper) named(root string) *list {
+	for _, l := range k.lists {
+		if l.root == root {
+			return l
+		}
+	}
+	return nil
 }
