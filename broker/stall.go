@@ -15,7 +15,8 @@ import (
 // went to it, and inside the hub the keeper's own publishes, for as long
 // as it kept its connection open (TestStuckSubscriberDoesNotStallOthers).
 // A slow link still makes progress: the deadline is renewed while bytes
-// leave. mochi ignores a failed write, so the connection is closed here:
+// leave (over WebSocket, whose writes report no partial progress, each
+// message must leave within stall: a 94 KB chunk needs 75 kbit/s). mochi ignores a failed write, so the connection is closed here:
 // its read loop then ends the client, and the host reconnects and syncs.
 type stallConn struct {
 	net.Conn
